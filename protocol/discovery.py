@@ -1,0 +1,51 @@
+"""Discovery records: instances and model cards kept in JetStream KV."""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol.messages import PROTOCOL_VERSION
+
+
+class InstanceRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    namespace: str
+    component: str
+    endpoint: str
+    instance_id: str
+    host: str = ""
+    pid: int = 0
+    started_at: float = 0.0
+    model: str = ""
+    metadata: dict[str, str] = {}
+    v: int = PROTOCOL_VERSION
+
+
+class RuntimeConfig(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the engine can hold and run; the router plans with it."""
+
+    total_kv_blocks: int = 0
+    page_size: int = 16
+    max_running_requests: int = 0
+    max_batched_tokens: int = 0
+    max_waiting_requests: int = 0
+    dp_size: int = 1
+    disaggregation_mode: str = "null"  # "null" | "prefill" | "decode"
+    bootstrap_host: str | None = None
+    bootstrap_port: int | None = None
+
+
+class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Published per worker instance; the frontend lists models from live cards."""
+
+    name: str
+    instance_id: str
+    component: str
+    endpoint: str = "generate"
+    model_type: str = "chat"  # "chat" (also serves completions) | "completions" | "embedding"
+    context_length: int = 4096
+    kv_block_size: int = 16
+    tokenizer_artifact: str = ""  # object name in the artifacts store
+    engine: str = ""
+    runtime: RuntimeConfig = RuntimeConfig()
+    created: int = 0
+    v: int = PROTOCOL_VERSION

@@ -1,0 +1,43 @@
+"""KV cache events and worker load, published by workers for routers."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class BlockStored(msgspec.Struct, frozen=True, tag="stored", omit_defaults=True):
+    """Full blocks now cached, in order; each block's hash chains on its parent's."""
+
+    block_hashes: list[int]
+    token_ids: list[int]  # block_size tokens per block, concatenated
+    parent_hash: int | None = None
+    block_size: int = 16
+
+
+class BlockRemoved(msgspec.Struct, frozen=True, tag="removed"):
+    block_hashes: list[int]
+
+
+class AllBlocksCleared(msgspec.Struct, frozen=True, tag="cleared"):
+    pass
+
+
+KvEvent = BlockStored | BlockRemoved | AllBlocksCleared
+
+
+class KvEventBatch(msgspec.Struct, frozen=True, omit_defaults=True):
+    worker_id: str
+    seq: int  # per worker, consecutive from 1; a gap means events were lost
+    events: list[KvEvent]
+    dp_rank: int = 0
+    ts: float = 0.0
+
+
+class WorkerLoad(msgspec.Struct, frozen=True, omit_defaults=True):
+    worker_id: str
+    running: int = 0
+    waiting: int = 0
+    kv_used_blocks: int = 0
+    kv_total_blocks: int = 0
+    dp_rank: int = 0
+    ts: float = 0.0

@@ -1,0 +1,149 @@
+"""Messages that cross a process boundary: requests, outputs, stream frames, errors.
+
+Pure data: msgspec Structs, no I/O, nothing imported from the rest of shoal.
+The wire encoding is msgpack (see `protocol.codec`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a request ended without a completion. Each maps to one HTTP status."""
+
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    CONTEXT_LENGTH = "context_length_exceeded"
+    OVERLOADED = "overloaded"
+    NO_WORKERS = "no_workers"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    WORKER_LOST = "worker_lost"
+    ENGINE_ERROR = "engine_error"
+    TRANSFER_FAILED = "transfer_failed"
+    INTERNAL = "internal"
+    UNAUTHORIZED = "unauthorized"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.CONTEXT_LENGTH: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CANCELLED: 499,
+    ErrorCode.OVERLOADED: 429,
+    ErrorCode.NO_WORKERS: 503,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.WORKER_LOST: 502,
+    ErrorCode.ENGINE_ERROR: 500,
+    ErrorCode.TRANSFER_FAILED: 502,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    code: ErrorCode
+    message: str
+    retry_after: float | None = None
+
+
+class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+
+class StopConditions(msgspec.Struct, frozen=True, omit_defaults=True):
+    max_tokens: int = 16
+    min_tokens: int = 0
+    stop_token_ids: list[int] = []
+    stop: list[str] = []
+    ignore_eos: bool = False
+
+
+class OutputOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    logprobs: int | None = None  # None: none; 0: the chosen token's; k: also top-k
+    detokenize: bool = False  # the worker sends text deltas (frontend detokenizes otherwise)
+    skip_special_tokens: bool = True
+
+
+class RoutingHints(msgspec.Struct, frozen=True, omit_defaults=True):
+    instance_id: str | None = None  # direct choice, set by the router
+    dp_rank: int | None = None
+    prefill_instance_id: str | None = None
+    overlap_blocks: int = 0  # what the router expects the worker to have cached
+
+
+class BootstrapInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Pairs a prefill with a decode worker: where and under which room KV moves."""
+
+    host: str
+    port: int
+    room: int
+    instance_id: str = ""  # the peer's instance id (NIXL agent name for the reference engine)
+
+
+class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    request_id: str
+    token_ids: list[int]
+    model: str = ""
+    sampling: SamplingOptions = SamplingOptions()
+    stop: StopConditions = StopConditions()
+    output: OutputOptions = OutputOptions()
+    routing: RoutingHints = RoutingHints()
+    bootstrap: BootstrapInfo | None = None
+    annotations: dict[str, str] = {}
+    v: int = PROTOCOL_VERSION
+
+
+class TopLogprob(msgspec.Struct, frozen=True, array_like=True):
+    token_id: int
+    logprob: float
+
+
+class Usage(msgspec.Struct, frozen=True, omit_defaults=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class OutputChunk(msgspec.Struct, frozen=True, omit_defaults=True):
+    """New tokens of one request since the last chunk (a chunk may hold several)."""
+
+    token_ids: list[int] = []
+    text: str | None = None  # only when the worker detokenizes
+    logprobs: list[float] | None = None  # one per token in token_ids
+    top_logprobs: list[list[TopLogprob]] | None = None
+    cum_logprob: float | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    stop_reason: int | str | None = None  # the stop token id or string that matched
+    usage: Usage | None = None  # set on the final chunk
+
+
+class StreamFrame(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):
+    """One message of a response stream. seq 0 is the acknowledgement.
+
+    `items` are msgpack-encoded handler outputs (several when the reader lags).
+    """
+
+    seq: int
+    items: list[msgspec.Raw] = []
+    error: ErrorInfo | None = None
+    final: bool = False
+    instance_id: str = ""  # on the acknowledgement: who took the request
+    keepalive: bool = False
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    request_id: str
+    reason: str = "client_gone"

@@ -1,0 +1,96 @@
+"""The engine interface every adapter implements (sglang, reference, mock).
+
+A worker service drives an engine through this and nothing else:
+
+    engine = make_engine(cfg)           # shared.engine.registry
+    await engine.start()                # ready when it returns (readiness gate)
+    engine.runtime_config()             # published in the model card
+    async for chunk in engine.generate(req): ...   # cancel the iterator to abort
+    engine.set_kv_event_sink(fn)        # KV events, batched, in order
+    engine.load()                       # for the router, polled a few times a second
+    await engine.stop()
+
+Disaggregation adds two optional hooks (prefill-only with KV hand-off):
+`prefill(req)` computes the prompt's KV and returns a `KvHandoff` describing
+where it lives; `generate(req)` with `req.bootstrap` set pulls that KV instead
+of computing the prompt.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from protocol.discovery import RuntimeConfig
+from protocol.kv_events import KvEvent
+from protocol.messages import EngineRequest, OutputChunk
+
+KvEventSink = Callable[[list[KvEvent]], None]
+
+
+class EngineError(Exception):
+    """The engine refused or failed a request; `code` is a protocol ErrorCode value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    running: int = 0
+    waiting: int = 0
+    kv_used_blocks: int = 0
+    kv_total_blocks: int = 0
+
+
+@dataclass
+class KvHandoff:
+    """Where a prefilled request's KV can be fetched from (disaggregation)."""
+
+    request_id: str
+    block_ids: list[int]
+    num_tokens: int
+    first_token: int
+    first_logprob: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    name: str = "engine"
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model and warm up; return only when requests can be served."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Abort everything and release resources."""
+
+    @abc.abstractmethod
+    def runtime_config(self) -> RuntimeConfig: ...
+
+    @abc.abstractmethod
+    def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
+        """Stream output chunks; the last has finish_reason and usage.
+
+        Closing or cancelling the iterator aborts the request and frees its blocks.
+        """
+
+    @abc.abstractmethod
+    def load(self) -> EngineLoad: ...
+
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        """Receive KV events; engines without a cache may ignore it."""
+
+    async def prefill(self, request: EngineRequest) -> KvHandoff:
+        """Compute the prompt's KV only and keep it for a decode worker to fetch."""
+        raise EngineError("bad_request", f"engine {self.name} cannot prefill only")
+
+    async def release(self, request_id: str) -> None:
+        """Free KV held for a hand-off (after the transfer, or when it failed)."""
+
+    def context_length(self) -> int:
+        return 4096

@@ -1,0 +1,224 @@
+"""The mock engine: no model, simulated timing, real block accounting and KV events.
+
+Time per step comes from a cost model (prefill cost of uncached tokens, decode
+cost of batch size and context), divided by `speedup`. Output tokens are a
+deterministic function of the sequence so far, so a request re-sent with the
+tokens already produced (migration) continues exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import msgspec
+
+from protocol.discovery import RuntimeConfig
+from protocol.messages import EngineRequest, OutputChunk, Usage
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink
+from shared.engine.stream import RequestStream
+from shared.kv.block_pool import BlockPool, BlockTable
+
+
+class MockConfig(msgspec.Struct, frozen=True):
+    num_blocks: int = 16384
+    page_size: int = 16
+    max_running: int = 256
+    max_waiting: int = 1024
+    max_batched_tokens: int = 8192
+    context_length: int = 8192
+    speedup: float = 1.0
+    prefill_base_ms: float = 1.0
+    prefill_ms_per_token: float = 0.02
+    decode_base_ms: float = 5.0
+    decode_ms_per_seq: float = 0.02
+    decode_ms_per_ktoken: float = 0.5
+    output_tokens: list[int] = list(range(97, 123))  # ids the mock emits (letters by default)
+    eos_token_id: int | None = None
+
+
+@dataclass
+class _Seq:
+    request: EngineRequest
+    tokens: list[int]
+    stream: RequestStream = field(default_factory=RequestStream)
+    table: BlockTable | None = None
+    generated: int = 0
+    prompt_len: int = 0
+    cached_tokens: int = 0
+
+
+class MockEngine(Engine):
+    name = "mock"
+
+    def __init__(self, cfg: MockConfig) -> None:
+        self.cfg = cfg
+        self._sink: KvEventSink | None = None
+        self.pool = BlockPool(cfg.num_blocks, cfg.page_size, self._on_events)
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- Engine interface --------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="mock-engine")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for seq in [*self._running, *self._waiting]:
+            seq.stream.fail(EngineError("engine_error", "engine stopped"))
+            self._release(seq)
+
+    def runtime_config(self) -> RuntimeConfig:
+        c = self.cfg
+        return RuntimeConfig(
+            total_kv_blocks=c.num_blocks,
+            page_size=c.page_size,
+            max_running_requests=c.max_running,
+            max_batched_tokens=c.max_batched_tokens,
+            max_waiting_requests=c.max_waiting,
+        )
+
+    def context_length(self) -> int:
+        return self.cfg.context_length
+
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        self._sink = sink
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(len(self._running), len(self._waiting), self.pool.num_used, self.cfg.num_blocks)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
+        seq = self._admit_check(request)
+        self._waiting.append(seq)
+        self._wake.set()
+        try:
+            async for chunk in seq.stream.chunks():
+                yield chunk
+        finally:
+            if not seq.stream.done:
+                self._abort(seq)
+
+    # ---- scheduling ------------------------------------------------------------------
+    def _admit_check(self, request: EngineRequest) -> _Seq:
+        n = len(request.token_ids)
+        if n == 0:
+            raise EngineError("bad_request", "empty prompt")
+        if n + request.stop.max_tokens > self.cfg.context_length:
+            raise EngineError("context_length_exceeded", f"{n} prompt + {request.stop.max_tokens} "
+                              f"new tokens exceed the context length {self.cfg.context_length}")
+        if self.pool.blocks_needed(n + 1) > self.cfg.num_blocks:
+            raise EngineError("context_length_exceeded", "prompt larger than the whole KV cache")
+        if len(self._waiting) >= self.cfg.max_waiting:
+            raise EngineError("overloaded", "engine queue full")
+        return _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._waiting and not self._running:
+                self._wake.clear()
+                await self._wake.wait()
+            decoding = list(self._running)
+            admitted, uncached = self._admit()
+            await self._sleep(self._step_ms(admitted, uncached, decoding))
+            for seq in admitted:
+                self._emit(seq)
+            for seq in decoding:
+                if seq in self._running and self._grow(seq):
+                    self._emit(seq)
+
+    def _admit(self) -> tuple[list[_Seq], int]:
+        admitted: list[_Seq] = []
+        budget = self.cfg.max_batched_tokens
+        uncached = 0
+        while self._waiting and len(self._running) < self.cfg.max_running:
+            seq = self._waiting[0]
+            table = self.pool.allocate(seq.tokens)
+            if table is None:
+                break
+            new = len(seq.tokens) - table.num_cached_tokens
+            if admitted and new > budget:
+                self.pool.free(table)
+                break
+            self._waiting.popleft()
+            seq.table = table
+            if seq.generated == 0:
+                seq.cached_tokens = table.num_cached_tokens
+            self.pool.commit(table, seq.tokens)
+            admitted.append(seq)
+            self._running.append(seq)
+            budget -= new
+            uncached += new
+        return admitted, uncached
+
+    def _grow(self, seq: _Seq) -> bool:
+        assert seq.table is not None
+        if self.pool.grow(seq.table, len(seq.tokens) + 1):
+            return True
+        self._preempt()
+        return seq in self._running and self.pool.grow(seq.table, len(seq.tokens) + 1)
+
+    def _preempt(self) -> None:
+        """Out of blocks: put the newest running request back to recompute later."""
+        victim = self._running.pop()
+        assert victim.table is not None
+        self.pool.free(victim.table)
+        victim.table = None
+        self._waiting.appendleft(victim)
+
+    def _step_ms(self, admitted: list[_Seq], uncached: int, decoding: list[_Seq]) -> float:
+        c = self.cfg
+        ms = 0.0
+        if admitted:
+            ms += c.prefill_base_ms + c.prefill_ms_per_token * uncached
+        if decoding:
+            ctx = sum(len(s.tokens) for s in decoding)
+            ms += c.decode_base_ms + c.decode_ms_per_seq * len(decoding) + c.decode_ms_per_ktoken * ctx / 1000
+        return ms / c.speedup
+
+    @staticmethod
+    async def _sleep(ms: float) -> None:
+        await asyncio.sleep(ms / 1000 if ms >= 0.05 else 0)
+
+    def _next_token(self, seq: _Seq) -> int:
+        out = self.cfg.output_tokens
+        return out[(seq.tokens[-1] * 7 + len(seq.tokens)) % len(out)]
+
+    def _emit(self, seq: _Seq) -> None:
+        token = self._next_token(seq)
+        seq.tokens.append(token)
+        seq.generated += 1
+        seq.stream.push(token)
+        assert seq.table is not None
+        self.pool.commit(seq.table, seq.tokens)
+        stop = seq.request.stop
+        reason: str | None = None
+        if token in stop.stop_token_ids or (token == self.cfg.eos_token_id and not stop.ignore_eos):
+            reason = "stop" if seq.generated >= stop.min_tokens else None
+        if seq.generated >= stop.max_tokens:
+            reason = "length"
+        if reason is not None:
+            usage = Usage(seq.prompt_len, seq.generated, seq.cached_tokens)
+            seq.stream.finish(reason, usage, token if reason == "stop" else None)
+            self._release(seq)
+
+    def _abort(self, seq: _Seq) -> None:
+        if seq in self._waiting:
+            self._waiting.remove(seq)
+        self._release(seq)
+
+    def _release(self, seq: _Seq) -> None:
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq.table is not None:
+            self.pool.free(seq.table)
+            seq.table = None
+
+    def _on_events(self, events: list) -> None:
+        if self._sink is not None:
+            self._sink(events)

@@ -1,0 +1,202 @@
+"""A pool of fixed-size KV blocks with prefix reuse, reference counts and LRU eviction.
+
+Logical bookkeeping only: block ids index whatever storage an engine keeps
+(the reference engine's per-layer tensors; nothing for the mock engine).
+Every change to the set of cached blocks is reported as KV events.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
+from shared.kv.hashing import block_hash
+
+EventSink = Callable[[list[KvEvent]], None]
+
+
+@dataclass
+class BlockTable:
+    """The blocks one request holds, in token order."""
+
+    block_ids: list[int] = field(default_factory=list)
+    hashes: list[int] = field(default_factory=list)  # of the full blocks committed so far
+    num_cached_tokens: int = 0  # prompt tokens found in the cache at allocation
+
+
+class BlockPool:
+    def __init__(self, num_blocks: int, page_size: int, sink: EventSink | None = None) -> None:
+        if num_blocks <= 0 or page_size <= 0:
+            raise ValueError("num_blocks and page_size must be positive")
+        self.num_blocks = num_blocks
+        self.page_size = page_size
+        self._sink = sink
+        self._ref = [0] * num_blocks
+        self._hash_of: list[int | None] = [None] * num_blocks
+        self._by_hash: dict[int, int] = {}
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # never hashed, or evicted
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # cached, ref 0, LRU first
+
+    # ---- queries -------------------------------------------------------------------
+    @property
+    def num_free(self) -> int:
+        """Blocks a new request could take (free or evictable)."""
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - self.num_free
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.page_size)
+
+    def cached_prefix(self, hashes: Sequence[int]) -> int:
+        """How many leading blocks of `hashes` are cached now."""
+        n = 0
+        for h in hashes:
+            if h not in self._by_hash:
+                break
+            n += 1
+        return n
+
+    def ref_count(self, block_id: int) -> int:
+        return self._ref[block_id]
+
+    # ---- allocation ----------------------------------------------------------------
+    def allocate(self, tokens: Sequence[int], hashes: Sequence[int] | None = None) -> BlockTable | None:
+        """Blocks for a prompt, reusing cached full blocks; None if it does not fit now.
+
+        The last prompt token is always recomputed (its logits are needed), so a
+        prompt never counts as cached beyond the last full block before it.
+        """
+        ps = self.page_size
+        if hashes is None:
+            hashes = self._hash_prefix(tokens, (len(tokens) - 1) // ps)
+        reusable = min(self.cached_prefix(hashes), (len(tokens) - 1) // ps)
+        need = self.blocks_needed(len(tokens)) - reusable
+        fresh_free = sum(1 for h in hashes[:reusable] if self._ref[self._by_hash[h]] == 0)
+        if need > self.num_free - fresh_free:
+            return None
+        table = BlockTable(num_cached_tokens=reusable * ps)
+        for h in hashes[:reusable]:
+            bid = self._by_hash[h]
+            self._take(bid)
+            table.block_ids.append(bid)
+            table.hashes.append(h)
+        for _ in range(need):
+            table.block_ids.append(self._pop_free())
+        return table
+
+    def grow(self, table: BlockTable, num_tokens: int) -> bool:
+        """Make room for `num_tokens` tokens in total; False if the pool is full."""
+        need = self.blocks_needed(num_tokens) - len(table.block_ids)
+        if need > self.num_free:
+            return False
+        for _ in range(need):
+            table.block_ids.append(self._pop_free())
+        return True
+
+    def commit(self, table: BlockTable, tokens: Sequence[int]) -> None:
+        """Register every newly full block of `tokens` (computed KV) in the cache."""
+        ps = self.page_size
+        full = min(len(tokens) // ps, len(table.block_ids))
+        stored: list[int] = []
+        first = len(table.hashes)
+        parent = table.hashes[-1] if table.hashes else None
+        for i in range(first, full):
+            h = block_hash(parent, tokens[i * ps : (i + 1) * ps])
+            bid = table.block_ids[i]
+            table.hashes.append(h)
+            parent = h
+            if h in self._by_hash:  # same content computed twice: keep the older copy cached
+                continue
+            self._by_hash[h] = bid
+            self._hash_of[bid] = h
+            stored.append(i)
+        if stored:
+            self._emit_stored(table, tokens, stored)
+
+    def free(self, table: BlockTable) -> None:
+        """Release a request's blocks; cached ones stay reusable until evicted."""
+        for bid in reversed(table.block_ids):
+            self._ref[bid] -= 1
+            if self._ref[bid] < 0:
+                raise AssertionError(f"block {bid} freed twice")
+            if self._ref[bid] == 0:
+                if self._hash_of[bid] is None:
+                    self._free.append(bid)
+                else:
+                    self._evictable[bid] = None
+        table.block_ids.clear()
+        table.hashes.clear()
+
+    def clear(self) -> None:
+        """Drop every cached block that no request holds (e.g. a cache flush)."""
+        for bid in list(self._evictable):
+            self._uncache(bid)
+            self._free.append(bid)
+        self._evictable.clear()
+        self._send([AllBlocksCleared()])
+
+    # ---- internals -----------------------------------------------------------------
+    def _hash_prefix(self, tokens: Sequence[int], n_blocks: int) -> list[int]:
+        out: list[int] = []
+        parent = None
+        ps = self.page_size
+        for i in range(n_blocks):
+            parent = block_hash(parent, tokens[i * ps : (i + 1) * ps])
+            if parent not in self._by_hash:
+                break
+            out.append(parent)
+        return out
+
+    def _take(self, bid: int) -> None:
+        if self._ref[bid] == 0:
+            self._evictable.pop(bid, None)
+        self._ref[bid] += 1
+
+    def _pop_free(self) -> int:
+        if self._free:
+            bid = self._free.pop()
+        else:
+            bid, _ = self._evictable.popitem(last=False)
+            h = self._uncache(bid)
+            self._send([BlockRemoved(block_hashes=[h])])
+        self._ref[bid] = 1
+        return bid
+
+    def _uncache(self, bid: int) -> int:
+        h = self._hash_of[bid]
+        assert h is not None
+        self._hash_of[bid] = None
+        if self._by_hash.get(h) == bid:
+            del self._by_hash[h]
+        return h
+
+    def _emit_stored(self, table: BlockTable, tokens: Sequence[int], idx: list[int]) -> None:
+        ps = self.page_size
+        events: list[KvEvent] = []
+        run: list[int] = []
+        for i in idx:  # group consecutive blocks into one event each
+            if run and i != run[-1] + 1:
+                events.append(self._stored_event(table, tokens, run, ps))
+                run = []
+            run.append(i)
+        events.append(self._stored_event(table, tokens, run, ps))
+        self._send(events)
+
+    @staticmethod
+    def _stored_event(table: BlockTable, tokens: Sequence[int], run: list[int], ps: int) -> BlockStored:
+        parent = table.hashes[run[0] - 1] if run[0] > 0 else None
+        return BlockStored(
+            block_hashes=[table.hashes[i] for i in run],
+            token_ids=list(tokens[run[0] * ps : (run[-1] + 1) * ps]),
+            parent_hash=parent,
+            block_size=ps,
+        )
+
+    def _send(self, events: list[KvEvent]) -> None:
+        if self._sink is not None:
+            self._sink(events)

@@ -1,0 +1,120 @@
+"""Discovery in JetStream KV: records under leases, and watchers of key sets.
+
+A lease is a per-key TTL: the owner re-puts its key every ttl/3. When the
+process dies the key expires and the server writes a delete marker, so every
+watcher sees the instance leave within one TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from shared.telemetry.logging import get_logger
+
+log = get_logger("shoal.discovery")
+
+DEFAULT_LEASE_TTL = 3.0
+_DELETE_OPS = ("DEL", "PURGE")
+
+
+@dataclass(frozen=True)
+class KeyUpdate:
+    key: str
+    value: bytes | None  # None: the key was deleted or its lease expired
+
+
+async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0) -> KeyValue:
+    """Open a KV bucket, creating it (with per-key TTL support) if missing."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    cfg = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, limit_marker_ttl=marker_ttl)
+    try:
+        return await js.create_key_value(cfg)
+    except Exception:  # created concurrently by another process
+        return await js.key_value(bucket)
+
+
+class Lease:
+    """Keeps one key alive until revoked."""
+
+    def __init__(self, kv: KeyValue, key: str, value: bytes, ttl: float) -> None:
+        self.kv, self.key, self.value, self.ttl = kv, key, value, ttl
+        self._task: asyncio.Task[None] | None = None
+
+    async def grant(self) -> None:
+        await self.kv.put(self.key, self.value, msg_ttl=self.ttl)
+        self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
+
+    async def update(self, value: bytes) -> None:
+        self.value = value
+        await self.kv.put(self.key, value, msg_ttl=self.ttl)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.kv.put(self.key, self.value, msg_ttl=self.ttl)
+            except Exception as e:  # NATS down: keep trying; the key may expire meanwhile
+                log.warning("lease_refresh_failed", key=self.key, error=str(e))
+
+    async def revoke(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.kv.delete(self.key)
+
+
+class Discovery:
+    def __init__(self, nc: NATS, ttl: float = DEFAULT_LEASE_TTL) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=5.0)
+        self.ttl = ttl
+        self._buckets: dict[str, KeyValue] = {}
+
+    async def bucket(self, name: str) -> KeyValue:
+        kv = self._buckets.get(name)
+        if kv is None:
+            kv = self._buckets[name] = await open_bucket(self.js, name)
+        return kv
+
+    async def lease(self, bucket: str, key: str, value: bytes) -> Lease:
+        lease = Lease(await self.bucket(bucket), key, value, self.ttl)
+        await lease.grant()
+        return lease
+
+    async def snapshot(self, bucket: str, key_filter: str) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        async for upd in self.watch(bucket, key_filter, initial_only=True):
+            if upd.value is not None:
+                out[upd.key] = upd.value
+        return out
+
+    async def watch(self, bucket: str, key_filter: str, initial_only: bool = False) -> AsyncIterator[KeyUpdate]:
+        """Current values first, then every change; restarts itself after NATS outages."""
+        kv = await self.bucket(bucket)
+        watcher = await kv.watch(key_filter)
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    if initial_only:
+                        return
+                    continue
+                deleted = entry.operation in _DELETE_OPS
+                yield KeyUpdate(entry.key, None if deleted else entry.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()

@@ -1,0 +1,116 @@
+"""Workers' outgoing streams for routers: KV events (JetStream) and load (core NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import msgspec
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+from protocol import codec, subjects
+from protocol.kv_events import KvEvent, KvEventBatch, WorkerLoad
+from shared.runtime.runtime import Runtime
+from shared.telemetry.logging import get_logger
+
+log = get_logger("shoal.publishers")
+
+KV_STREAM_MAX_BYTES = 512 * 2**20
+
+
+async def ensure_kv_stream(rt: Runtime) -> str:
+    """The JetStream stream that keeps every worker's KV events for replay."""
+    name = subjects.kv_events_stream(rt.namespace)
+    cfg = StreamConfig(
+        name=name,
+        subjects=[subjects.kv_events_all(rt.namespace)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_bytes=KV_STREAM_MAX_BYTES,
+    )
+    try:
+        await rt.js.stream_info(name)
+    except Exception:
+        with contextlib.suppress(Exception):  # created concurrently
+            await rt.js.add_stream(cfg)
+    return name
+
+
+class KvEventPublisher:
+    """Collects events from the engine (any thread-safe call on the loop) and publishes batches."""
+
+    def __init__(self, rt: Runtime, component: str, flush_interval: float = 0.005, dp_rank: int = 0) -> None:
+        self.rt = rt
+        self.subject = subjects.kv_events_subject(rt.namespace, component, rt.instance_id)
+        self.flush_interval = flush_interval
+        self.dp_rank = dp_rank
+        self.seq = 0
+        self._pending: list[KvEvent] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure_kv_stream(self.rt)
+        self._task = asyncio.create_task(self._run(), name="kv-events")
+
+    def sink(self, events: list[KvEvent]) -> None:
+        self._pending.extend(events)
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.flush_interval)
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        self.seq += 1
+        batch = KvEventBatch(worker_id=self.rt.instance_id, seq=self.seq, events=events,
+                             dp_rank=self.dp_rank, ts=time.time())
+        try:
+            await self.rt.js.publish(self.subject, codec.encode(batch))
+        except Exception as e:  # the router notices the sequence gap and resyncs
+            log.warning("kv_events_publish_failed", seq=self.seq, error=str(e))
+
+
+class LoadPublisher:
+    def __init__(self, rt: Runtime, component: str, load: Callable[[], WorkerLoad],
+                 interval: float = 0.2) -> None:
+        self.rt = rt
+        self.subject = subjects.load_subject(rt.namespace, component, rt.instance_id)
+        self.load = load
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="load")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        last: WorkerLoad | None = None
+        quiet = 0
+        while True:
+            await asyncio.sleep(self.interval)
+            cur = self.load()
+            quiet = quiet + 1 if cur == last else 0
+            if quiet % 10 == 0:  # on change, and once in a while when idle
+                stamped = msgspec.structs.replace(cur, ts=time.time())
+                with contextlib.suppress(Exception):
+                    await self.rt.nc.publish(self.subject, codec.encode(stamped))
+            last = cur

@@ -1,0 +1,44 @@
+"""One process's handle on the cluster: NATS connection, discovery, identity."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from nats.aio.client import Client as NATS
+
+from protocol import subjects
+from shared.runtime.connection import NatsAuth, connect
+from shared.runtime.discovery import DEFAULT_LEASE_TTL, Discovery
+
+
+def new_instance_id() -> str:
+    """16 hex digits, unique per process start."""
+    return secrets.token_hex(8)
+
+
+class Runtime:
+    def __init__(self, nc: NATS, namespace: str, lease_ttl: float = DEFAULT_LEASE_TTL) -> None:
+        self.nc = nc
+        self.namespace = subjects.check_token(namespace, "namespace")
+        self.instance_id = new_instance_id()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.discovery = Discovery(nc, lease_ttl)
+
+    @classmethod
+    async def connect(cls, auth: NatsAuth, namespace: str, name: str,
+                      lease_ttl: float = DEFAULT_LEASE_TTL) -> Runtime:
+        return cls(await connect(auth, name), namespace, lease_ttl)
+
+    @property
+    def js(self):
+        return self.discovery.js
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:
+                await self.nc.close()
