@@ -1,0 +1,69 @@
+"""How a caller picks a worker instance. The frontend and the router service use this.
+
+    router = make_router(mode, ...)         # shared.routing.make
+    await router.start()
+    decision = router.choose(request_id, token_ids, candidates)
+    ... stream from decision.instance_id ...
+    router.finished(request_id)             # always, also on errors
+
+Instances come and go through `add_instance` / `remove_instance` (fed from
+discovery by the owner of the router).
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    instance_id: str
+    overlap_blocks: int = 0  # blocks of the prompt the router expects cached there
+    dp_rank: int | None = None
+
+
+class Router(abc.ABC):
+    mode: str = ""
+
+    async def start(self) -> None:
+        """Start background consumers (KV events, load); no-op for stateless modes."""
+
+    async def stop(self) -> None:
+        """Stop background consumers."""
+
+    def add_instance(self, instance_id: str) -> None:
+        """A worker became ready."""
+
+    def remove_instance(self, instance_id: str) -> None:
+        """A worker left (lease expired or drained): forget its cache and load."""
+
+    @abc.abstractmethod
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+        """Pick one of `candidates` (non-empty) for this request."""
+
+    def finished(self, request_id: str) -> None:
+        """The request ended (completed, failed or migrated away)."""
+
+
+class RoundRobinRouter(Router):
+    mode = "round-robin"
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+        return RouteDecision(candidates[next(self._counter) % len(candidates)])
+
+
+class RandomRouter(Router):
+    mode = "random"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+        return RouteDecision(self._rng.choice(candidates))
