@@ -1,7 +1,7 @@
 """The runtime every service is built from: NATS, discovery, serve/client."""
 
 from shared.runtime.client import EndpointClient
-from shared.runtime.connection import NatsAuth, connect
+from shared.runtime.connection import connect
 from shared.runtime.discovery import Discovery, KeyUpdate, Lease
 from shared.runtime.errors import NatsUnavailable, NoInstances, RemoteError, RuntimeFailure, WorkerLost
 from shared.runtime.runtime import Runtime, new_instance_id
@@ -13,7 +13,6 @@ __all__ = [
     "EndpointServer",
     "KeyUpdate",
     "Lease",
-    "NatsAuth",
     "NatsUnavailable",
     "NoInstances",
     "RemoteError",

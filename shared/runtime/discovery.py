@@ -48,23 +48,29 @@ async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0
 class Lease:
     """Keeps one key alive until revoked."""
 
-    def __init__(self, kv: KeyValue, key: str, value: bytes, ttl: float) -> None:
-        self.kv, self.key, self.value, self.ttl = kv, key, value, ttl
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, key: str, value: bytes,
+                 ttl: float) -> None:
+        self.js, self.kv, self.key, self.value, self.ttl = js, kv, key, value, ttl
+        self._subject = f"$KV.{bucket}.{key}"
         self._task: asyncio.Task[None] | None = None
 
     async def grant(self) -> None:
-        await self.kv.put(self.key, self.value, msg_ttl=self.ttl)
+        await self._put()
         self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
 
     async def update(self, value: bytes) -> None:
         self.value = value
-        await self.kv.put(self.key, value, msg_ttl=self.ttl)
+        await self._put()
+
+    async def _put(self) -> None:
+        """A put with a per-message TTL (KeyValue.put has none): expiry leaves a delete marker."""
+        await self.js.publish(self._subject, self.value, msg_ttl=self.ttl)
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                await self.kv.put(self.key, self.value, msg_ttl=self.ttl)
+                await self._put()
             except Exception as e:  # NATS down: keep trying; the key may expire meanwhile
                 log.warning("lease_refresh_failed", key=self.key, error=str(e))
 
@@ -92,7 +98,7 @@ class Discovery:
         return kv
 
     async def lease(self, bucket: str, key: str, value: bytes) -> Lease:
-        lease = Lease(await self.bucket(bucket), key, value, self.ttl)
+        lease = Lease(self.js, await self.bucket(bucket), bucket, key, value, self.ttl)
         await lease.grant()
         return lease
 

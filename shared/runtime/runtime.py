@@ -9,7 +9,8 @@ import socket
 from nats.aio.client import Client as NATS
 
 from protocol import subjects
-from shared.runtime.connection import NatsAuth, connect
+from shared.config.args import NatsOptions
+from shared.runtime.connection import connect
 from shared.runtime.discovery import DEFAULT_LEASE_TTL, Discovery
 
 
@@ -28,7 +29,7 @@ class Runtime:
         self.discovery = Discovery(nc, lease_ttl)
 
     @classmethod
-    async def connect(cls, auth: NatsAuth, namespace: str, name: str,
+    async def connect(cls, auth: NatsOptions, namespace: str, name: str,
                       lease_ttl: float = DEFAULT_LEASE_TTL) -> Runtime:
         return cls(await connect(auth, name), namespace, lease_ttl)
 

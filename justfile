@@ -1,0 +1,33 @@
+# shoal: one command for a local cluster, one for the tests.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+
+# install shoal and its dev tools (CPU torch from the local wheel cache when present)
+setup:
+    {{python}} -m pip install -q torch==2.13.0 -e '.[dev]' || {{python}} -m pip install -q -e '.[dev]'
+
+# start nats-server, a worker and the frontend on 127.0.0.1:8000, then show a streamed completion
+up *ARGS:
+    {{python}} -m shared.cli up {{ARGS}}
+    {{python}} -m shared.cli chat "Hello, shoal!" --max-tokens 24
+
+# start a cluster of mock workers (no model math)
+up-mock *ARGS:
+    {{python}} -m shared.cli up --engine mock {{ARGS}}
+
+# stop exactly what `just up` started (workers drain first)
+down:
+    {{python}} -m shared.cli down
+
+# lint, then the test suite (unit + integration + e2e on real processes); no tests collected fails
+test *ARGS:
+    {{python}} -m ruff check .
+    {{python}} -m pytest -q {{ARGS}}
+
+lint:
+    {{python}} -m ruff check .
+
+# benchmarks (not part of the tests); results go to docs/BENCHMARKS.md
+bench *ARGS:
+    {{python}} -m tests.bench.run_all {{ARGS}}

@@ -1,0 +1,69 @@
+"""The decode worker's flags: shoal's own few; everything else is the engine's (SGLang's)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import msgspec
+
+from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.yaml_config import expand_config_argv
+from shared.engine.registry import ENGINES, EngineOptions
+
+
+class WorkerConfig(msgspec.Struct, frozen=True):
+    common: CommonConfig
+    engine: EngineOptions
+    model_path: str
+    served_model_name: str
+    component: str = "backend"
+    endpoint: str = "generate"
+    migration_limit: int = 0
+    disaggregation_mode: str = "null"
+    drain_grace: float = 30.0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m services.decode",
+                                description="shoal worker: serves `generate` with an engine.")
+    add_common_args(p)
+    g = p.add_argument_group("worker")
+    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
+                   help="local model directory (Hugging Face layout)")
+    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
+    g.add_argument("--engine", choices=ENGINES, default="reference")
+    g.add_argument("--component", default="backend")
+    g.add_argument("--endpoint", default="generate")
+    g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
+    g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
+    e = p.add_argument_group("reference and mock engines")
+    e.add_argument("--page-size", type=int, default=16)
+    e.add_argument("--num-blocks", "--num-gpu-blocks-override", dest="num_blocks", type=int, default=0)
+    e.add_argument("--max-num-seqs", dest="max_running", type=int, default=64)
+    e.add_argument("--max-num-batched-tokens", dest="max_batched_tokens", type=int, default=2048)
+    e.add_argument("--max-waiting", type=int, default=1024)
+    e.add_argument("--context-length", type=int, default=0)
+    e.add_argument("--speedup-ratio", type=float, default=1.0, help="mock: simulated time divided by this")
+    e.add_argument("--device", default="cpu", help="reference: cpu or cuda")
+    return p
+
+
+def parse(argv: list[str]) -> WorkerConfig:
+    p = parser()
+    ns, extra = p.parse_known_args(expand_config_argv(argv))
+    if extra and ns.engine != "sglang":
+        p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
+    if not ns.model_path:
+        p.error("--model-path is required (make one with: shoal model make-tiny DIR)")
+    if ns.engine == "sglang" and ns.disaggregation_mode != "null":
+        extra += ["--disaggregation-mode", ns.disaggregation_mode]
+    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
+    opts = EngineOptions(
+        engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
+        max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
+        context_length=ns.context_length, speedup_ratio=ns.speedup_ratio, device=ns.device, extra_args=extra,
+    )
+    return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
+                        served_model_name=name, component=ns.component, endpoint=ns.endpoint,
+                        disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace)

@@ -1,0 +1,71 @@
+"""Start-up order of a worker: engine -> serve -> model card -> instance (readiness gate)."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from protocol.discovery import ModelCard
+from protocol.kv_events import WorkerLoad
+from protocol.messages import EngineRequest
+from services.decode.args import WorkerConfig
+from services.decode.handler import GenerateHandler
+from shared.engine.base import Engine
+from shared.engine.registry import make_engine
+from shared.runtime.models import publish_card, upload_tokenizer
+from shared.runtime.publishers import KvEventPublisher, LoadPublisher
+from shared.runtime.server import EndpointServer
+from shared.runtime.service import Service
+from shared.tokenizer import Tokenizer
+
+
+def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
+    opts = cfg.engine
+    if opts.engine == "mock":  # emit printable text from this model's own vocabulary
+        ids = tokenizer.encode("abcdefghijklmnopqrstuvwxyz ")
+        eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
+        opts = msgspec.structs.replace(opts, output_token_ids=ids, eos_token_id=eos)
+    return make_engine(opts)
+
+
+async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
+    rt = svc.rt
+    tokenizer = Tokenizer.from_dir(cfg.model_path)
+    engine = build_engine(cfg, tokenizer)
+    await engine.start()
+    events = KvEventPublisher(rt, cfg.component)
+    await events.start()
+    engine.set_kv_event_sink(events.sink)
+    loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
+    await loads.start()
+
+    server = EndpointServer(rt, cfg.component, cfg.endpoint, GenerateHandler(engine), EngineRequest)
+    await server.start()
+    artifact = await upload_tokenizer(rt, Tokenizer.artifact_files(cfg.model_path))
+    card = ModelCard(
+        name=cfg.served_model_name, instance_id=rt.instance_id, component=cfg.component,
+        endpoint=cfg.endpoint, context_length=engine.context_length(),
+        kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
+        engine=cfg.engine.engine, runtime=engine.runtime_config(), created=int(time.time()),
+    )
+    card_lease = await publish_card(rt, card)
+    await server.register(model=cfg.served_model_name)
+    svc.set_ready()
+    svc.log.info("worker_ready", model=cfg.served_model_name, engine=cfg.engine.engine,
+                 instance_id=rt.instance_id)
+    try:
+        await svc.stopped()
+        svc.set_ready(False)
+        await card_lease.revoke()
+        await server.drain(cfg.drain_grace)
+    finally:
+        await loads.stop()
+        await events.stop()
+        await engine.stop()
+
+
+def _load(worker_id: str, engine: Engine) -> WorkerLoad:
+    ld = engine.load()
+    return WorkerLoad(worker_id=worker_id, running=ld.running, waiting=ld.waiting,
+                      kv_used_blocks=ld.kv_used_blocks, kv_total_blocks=ld.kv_total_blocks)

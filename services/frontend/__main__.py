@@ -1,0 +1,3 @@
+from services.frontend.main import main
+
+main()

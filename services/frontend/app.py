@@ -1,0 +1,279 @@
+"""The OpenAI-compatible HTTP surface: routing, auth, errors, SSE framing."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from protocol.messages import HTTP_STATUS, ErrorCode, OutputChunk
+from services.frontend.dispatch import Dispatcher
+from services.frontend.models import ModelEntry, ModelRegistry
+from services.frontend.openai_types import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Delta,
+    ErrorBody,
+    ErrorResponse,
+    ModelList,
+    ResponseMessage,
+)
+from services.frontend.openai_types import (
+    ModelEntry as ModelListEntry,
+)
+from services.frontend.postprocess import OutputState, Step
+from services.frontend.preprocess import BadRequest, Prepared, prepare
+from shared.http import Request, Response, StreamingResponse
+from shared.runtime.errors import RuntimeFailure
+from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import counter, gauge, histogram, render_metrics
+from shared.telemetry.tracing import inject_headers, span
+
+log = get_logger("shoal.frontend")
+_json = msgspec.json.Encoder()
+_DONE = b"data: [DONE]\n\n"
+
+REQUESTS = counter("shoal_frontend_requests_total", "HTTP requests by route and status", ["route", "status"])
+INFLIGHT = gauge("shoal_frontend_inflight_requests", "Requests being served now")
+TTFT = histogram("shoal_frontend_ttft_seconds", "Time to first token", [],
+                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    api_key: str | None = None
+    max_inflight: int = 4096
+    max_prompt_tokens: int | None = None
+    direct_header: str = "x-shoal-instance-id"
+    router_mode: str = "round-robin"
+
+
+def _error(status: int, message: str, code: str | None = None, param: str | None = None,
+           retry_after: float | None = None) -> Response:
+    kind = ("authentication_error" if status == 401 else "rate_limit_error" if status == 429
+            else "invalid_request_error" if status < 500 else "server_error")
+    body = _json.encode(ErrorResponse(ErrorBody(message, kind, param, code)))
+    headers = [("Retry-After", str(max(1, round(retry_after))))] if retry_after is not None else None
+    return Response(status, body, headers=headers)
+
+
+def _failure(e: RuntimeFailure) -> Response:
+    status = HTTP_STATUS.get(e.code, 500)
+    retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
+    return _error(status, e.message, e.code.value, getattr(e, "param", None), retry)
+
+
+def _sse(obj: msgspec.Struct) -> bytes:
+    return b"data: " + _json.encode(obj) + b"\n\n"
+
+
+class FrontendApp:
+    def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, opts: FrontendOptions) -> None:
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.opts = opts
+        self.inflight = 0
+        self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
+            ("POST", "/v1/chat/completions"): self.chat,
+            ("POST", "/v1/completions"): self.completions,
+            ("GET", "/v1/models"): self.list_models,
+            ("GET", "/health"): self.health,
+            ("GET", "/live"): self.health,
+            ("GET", "/metrics"): self.metrics,
+        }
+
+    async def __call__(self, req: Request) -> Response | StreamingResponse:
+        route = self._routes.get((req.method, req.path))
+        if route is None:
+            known = any(path == req.path for _, path in self._routes)
+            resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
+                                                  else _error(404, f"no route {req.path}"))
+        elif req.path.startswith("/v1/") and not self._authorized(req):
+            resp = _error(401, "missing or invalid API key", "invalid_api_key")
+        else:
+            resp = await route(req)
+        REQUESTS.labels(req.path if route else "other", str(resp.status)).inc()
+        return resp
+
+    def _authorized(self, req: Request) -> bool:
+        if self.opts.api_key is None:
+            return True
+        got = req.headers.get("authorization", "")
+        return got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), self.opts.api_key.encode())
+
+    # ---- simple routes ---------------------------------------------------------------
+    async def health(self, req: Request) -> Response:
+        models = [m.name for m in self.registry.serving()]
+        body = _json.encode({"status": "ok" if models else "no_workers", "models": models,
+                             "inflight": self.inflight})
+        return Response(200, body)
+
+    async def metrics(self, req: Request) -> Response:
+        body, ctype = render_metrics()
+        return Response(200, body, content_type=ctype)
+
+    async def list_models(self, req: Request) -> Response:
+        data = [ModelListEntry(id=m.name, created=m.created) for m in self.registry.serving()]
+        return Response(200, _json.encode(ModelList(data)))
+
+    # ---- generation routes -----------------------------------------------------------
+    async def chat(self, req: Request) -> Response | StreamingResponse:
+        return await self._generate(req, ChatCompletionRequest, "chatcmpl")
+
+    async def completions(self, req: Request) -> Response | StreamingResponse:
+        return await self._generate(req, CompletionRequest, "cmpl")
+
+    async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
+        try:
+            body = msgspec.json.decode(req.body, type=kind)
+        except msgspec.ValidationError as e:
+            return _error(400, f"invalid request: {e}", "invalid_request")
+        except msgspec.DecodeError as e:
+            return _error(400, f"invalid JSON body: {e}", "invalid_json")
+        model = self.registry.get(body.model)
+        if model is None or not model.candidates():
+            if model is None:
+                return _error(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")
+            return _error(503, f"no worker is serving model {body.model!r} right now", "no_workers",
+                          retry_after=1.0)
+        if self.inflight >= self.opts.max_inflight:
+            return _error(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
+        request_id = f"{prefix}-{secrets.token_hex(12)}"
+        try:
+            prepared = await prepare(model.tokenizer, body, request_id, model.context_length,
+                                     self.opts.max_prompt_tokens)
+        except BadRequest as e:
+            return _failure(e)
+        instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None
+        if self.opts.router_mode == "direct" and not instance:
+            return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")
+        return await self._run(req, model, prepared, instance, chat=isinstance(body, ChatCompletionRequest),
+                               stream=body.stream)
+
+    async def _run(self, req: Request, model: ModelEntry, p: Prepared, instance: str | None,
+                   chat: bool, stream: bool) -> Response | StreamingResponse:
+        started = time.monotonic()
+        self.inflight += 1
+        INFLIGHT.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.inflight -= 1
+                INFLIGHT.dec()
+
+        with span("frontend.request", attributes={"request_id": p.request.request_id, "model": model.name,
+                                                  "prompt_tokens": len(p.request.token_ids)}):
+            headers = inject_headers({})
+            batches = self.dispatcher.stream(model, p.request, instance, headers)
+        try:
+            first = await anext(batches)
+        except RuntimeFailure as e:
+            release()
+            await batches.aclose()
+            return _failure(e)
+        except StopAsyncIteration:
+            release()
+            return _error(502, "the worker ended the stream without output", ErrorCode.WORKER_LOST.value)
+        except BaseException:
+            release()
+            await batches.aclose()
+            raise
+        TTFT.observe(time.monotonic() - started)
+        state = OutputState(model.tokenizer, len(p.request.token_ids), p.stops, p.logprobs is not None)
+        if not stream:
+            try:
+                return await self._whole(model, p, state, first, batches, chat)
+            finally:
+                release()
+        return StreamingResponse(200, self._sse(model, p, state, first, batches, chat, release))
+
+    async def _whole(self, model: ModelEntry, p: Prepared, state: OutputState, first: list[OutputChunk],
+                     batches: AsyncIterator[list[OutputChunk]], chat: bool) -> Response:
+        text: list[str] = []
+        steps: list[Step] = []
+        try:
+            items: list[OutputChunk] | None = first
+            while items is not None:
+                step = state.feed(items)
+                text.append(step.text)
+                steps.append(step)
+                if state.finish_reason is not None:
+                    break
+                items = await anext(batches, None)
+        except RuntimeFailure as e:
+            return _failure(e)
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+        merged = _merge_steps(steps)
+        rid, created, out = p.request.request_id, int(time.time()), "".join(text)
+        if chat:
+            resp: msgspec.Struct = ChatCompletion(rid, created, model.name, [ChatChoice(
+                0, ResponseMessage("assistant", out), state.finish_reason, state.chat_logprobs(merged))],
+                state.usage())
+        else:
+            resp = Completion(rid, created, model.name, [CompletionChoice(
+                0, out, state.finish_reason, state.completion_logprobs(merged, 0))], state.usage())
+        return Response(200, _json.encode(resp))
+
+    async def _sse(self, model: ModelEntry, p: Prepared, state: OutputState, first: list[OutputChunk],
+                   batches: AsyncIterator[list[OutputChunk]], chat: bool,
+                   release: Callable[[], None]) -> AsyncIterator[bytes]:
+        rid, created, name = p.request.request_id, int(time.time()), model.name
+        role_sent = False
+        offset = 0
+        try:
+            items: list[OutputChunk] | None = first
+            while items is not None:
+                step = state.feed(items)
+                out = b""
+                if step.text or step.finish_reason or (state.want_logprobs and step.logprobs):
+                    if chat:
+                        delta = Delta(role=None if role_sent else "assistant", content=step.text)
+                        role_sent = True
+                        out = _sse(ChatCompletionChunk(rid, created, name, [ChatChunkChoice(
+                            0, delta, step.finish_reason, state.chat_logprobs(step))]))
+                    else:
+                        out = _sse(Completion(rid, created, name, [CompletionChoice(
+                            0, step.text, step.finish_reason, state.completion_logprobs(step, offset))]))
+                        offset += len(step.text)
+                if step.finish_reason is not None:
+                    if p.include_usage:
+                        usage_chunk = (ChatCompletionChunk(rid, created, name, [], usage=state.usage()) if chat
+                                       else Completion(rid, created, name, [], usage=state.usage()))
+                        out += _sse(usage_chunk)
+                    yield out + _DONE
+                    return
+                if out:
+                    yield out
+                items = await anext(batches, None)
+            yield _DONE
+        except RuntimeFailure as e:
+            status = HTTP_STATUS.get(e.code, 500)
+            err = ErrorResponse(ErrorBody(e.message, "server_error" if status >= 500 else "invalid_request_error",
+                                          None, e.code.value))
+            yield b"data: " + _json.encode(err) + b"\n\n" + _DONE
+        finally:
+            release()
+            await batches.aclose()  # type: ignore[attr-defined]
+
+
+def _merge_steps(steps: list[Step]) -> Step:
+    merged = Step()
+    for s in steps:
+        merged.token_ids.extend(s.token_ids)
+        merged.logprobs.extend(s.logprobs)
+        merged.top.extend(s.top)
+    return merged

@@ -1,0 +1,75 @@
+"""The frontend's flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import msgspec
+
+from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.yaml_config import expand_config_argv
+
+ROUTER_MODES = ("round-robin", "random", "kv", "direct")
+
+
+class FrontendConfig(msgspec.Struct, frozen=True):
+    common: CommonConfig
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    router_mode: str = "round-robin"
+    migration_limit: int = 0
+    request_timeout: float | None = None
+    max_inflight: int = 4096
+    max_body_bytes: int = 16 * 2**20
+    max_prompt_tokens: int | None = None
+    api_key: str | None = None
+    custom_jinja_template: str | None = None
+    kv_overlap_weight: float = 1.0
+    router_temperature: float = 0.0
+    drain_grace: float = 30.0
+
+    def __repr__(self) -> str:  # never print the API key
+        return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m services.frontend",
+                                description="shoal frontend: OpenAI-compatible HTTP over NATS workers.")
+    add_common_args(p)
+    g = p.add_argument_group("frontend")
+    g.add_argument("--http-host", default="127.0.0.1")
+    g.add_argument("--http-port", type=int, default=8000)
+    g.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin")
+    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=1.0)
+    g.add_argument("--router-temperature", type=float, default=0.0)
+    g.add_argument("--migration-limit", type=int, default=0,
+                   help="times a request may move to another worker when its worker is lost (0: never)")
+    g.add_argument("--request-timeout", type=float, default=None, help="seconds per request (default: none)")
+    g.add_argument("--max-inflight", type=int, default=4096, help="requests in flight before answering 429")
+    g.add_argument("--max-body-bytes", type=int, default=16 * 2**20)
+    g.add_argument("--max-prompt-tokens", type=int, default=None)
+    g.add_argument("--api-key", default=os.environ.get("SHOAL_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
+    g.add_argument("--custom-jinja-template", default=None, help="chat template file overriding the model's")
+    g.add_argument("--drain-grace", type=float, default=30.0)
+    return p
+
+
+def parse(argv: list[str]) -> FrontendConfig:
+    p = parser()
+    ns = p.parse_args(expand_config_argv(argv))
+    template = None
+    if ns.custom_jinja_template:
+        try:
+            with open(ns.custom_jinja_template, encoding="utf-8") as f:
+                template = f.read()
+        except OSError as e:
+            p.error(f"--custom-jinja-template: {e}")
+    return FrontendConfig(
+        common=common_from_args(ns), http_host=ns.http_host, http_port=ns.http_port, router_mode=ns.router_mode,
+        migration_limit=ns.migration_limit, request_timeout=ns.request_timeout, max_inflight=ns.max_inflight,
+        max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=ns.api_key,
+        custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
+        router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
+    )

@@ -1,0 +1,107 @@
+"""Send a prepared request to a worker; migrate it when the worker is lost.
+
+Migration re-sends the prompt plus every token already streamed to another
+worker, so the client's stream continues without a duplicated or dropped
+token; after `migration_limit` migrations the client gets a clean error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
+from services.frontend.models import ModelEntry
+from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
+from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import counter
+
+log = get_logger("shoal.frontend.dispatch")
+MIGRATIONS = counter("shoal_frontend_migrations_total", "Requests moved to another worker", ["model"])
+RETRIES = counter("shoal_frontend_retries_total", "Requests re-sent before a worker took them", ["model"])
+
+
+class Dispatcher:
+    def __init__(self, migration_limit: int = 0, request_timeout: float | None = None) -> None:
+        self.migration_limit = migration_limit
+        self.request_timeout = request_timeout
+
+    async def stream(
+        self,
+        model: ModelEntry,
+        request: EngineRequest,
+        instance_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[list[OutputChunk]]:
+        """Batches of output chunks; the final chunk's usage covers every attempt."""
+        original = request
+        generated: list[int] = []
+        excluded: set[str] = set()
+        migrations = retries = 0
+        first_usage: Usage | None = None
+        deadline = time.time() + self.request_timeout if self.request_timeout else None
+        while True:
+            target = instance_id or self._choose(model, request, excluded)
+            try:
+                async with contextlib.aclosing(model.client.generate(
+                    request, request.request_id, instance_id=target, deadline=deadline, headers=headers,
+                )) as batches:
+                    async for items in batches:
+                        for chunk in items:
+                            generated.extend(chunk.token_ids)
+                            if chunk.usage is not None:
+                                first_usage = first_usage or chunk.usage
+                        if items[-1].finish_reason is not None:
+                            items[-1] = msgspec.structs.replace(items[-1], usage=Usage(
+                                len(original.token_ids), len(generated), first_usage.cached_tokens
+                                if first_usage else 0))
+                        yield items
+                    return
+            except WorkerLost as e:
+                excluded.add(e.instance_id or target)
+                if instance_id is not None:
+                    raise
+                if not e.started and not generated and retries < 2:
+                    retries += 1
+                    RETRIES.labels(model.name).inc()
+                    continue
+                if migrations >= self.migration_limit:
+                    raise
+                if len(generated) >= original.stop.max_tokens:  # only the final frame was lost
+                    yield [OutputChunk(finish_reason="length", usage=Usage(
+                        len(original.token_ids), len(generated), first_usage.cached_tokens if first_usage else 0))]
+                    return
+                migrations += 1
+                MIGRATIONS.labels(model.name).inc()
+                log.info("request_migrating", request_id=original.request_id, lost=e.instance_id,
+                         tokens_so_far=len(generated), migration=migrations)
+                request = _continuation(original, generated, migrations)
+            except RemoteError as e:
+                if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2 or generated:
+                    raise
+                retries += 1
+                excluded.add(target)
+            finally:
+                model.router.finished(request.request_id)
+
+    @staticmethod
+    def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str]) -> str:
+        candidates = [i for i in model.candidates() if i not in excluded]
+        if not candidates:
+            raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
+        return model.router.choose(request.request_id, request.token_ids, candidates).instance_id
+
+
+def _continuation(original: EngineRequest, generated: list[int], n: int) -> EngineRequest:
+    stop = original.stop
+    done = len(generated)
+    return msgspec.structs.replace(
+        original,
+        request_id=f"{original.request_id}-m{n}",
+        token_ids=[*original.token_ids, *generated],
+        stop=msgspec.structs.replace(stop, max_tokens=stop.max_tokens - done,
+                                     min_tokens=max(0, stop.min_tokens - done)),
+    )

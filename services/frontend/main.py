@@ -1,0 +1,47 @@
+"""python -m services.frontend: parse args -> models from discovery -> HTTP."""
+
+from __future__ import annotations
+
+import sys
+
+from protocol.discovery import ModelCard
+from services.frontend.app import FrontendApp, FrontendOptions
+from services.frontend.args import FrontendConfig, parse
+from services.frontend.dispatch import Dispatcher
+from services.frontend.models import ModelRegistry
+from shared.http import HttpServer
+from shared.routing import make_router
+from shared.routing.base import Router
+from shared.runtime.service import Service, run
+
+
+async def amain(argv: list[str]) -> None:
+    cfg = parse(argv)
+    async with Service("frontend", cfg.common) as svc:
+        registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template)
+        await registry.start()
+        app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
+            api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
+            router_mode=cfg.router_mode))
+        http = HttpServer(app, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes)
+        port = await http.start()
+        svc.set_ready()
+        svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router_mode)
+        await svc.stopped()
+        svc.set_ready(False)
+        await http.stop(cfg.drain_grace)
+        await registry.stop()
+
+
+def _router(cfg: FrontendConfig, svc: Service, card: ModelCard) -> Router:
+    mode = "round-robin" if cfg.router_mode == "direct" else cfg.router_mode
+    return make_router(mode, runtime=svc.rt, component=card.component, page_size=card.kv_block_size,
+                       overlap_weight=cfg.kv_overlap_weight, temperature=cfg.router_temperature)
+
+
+def main() -> None:
+    run(lambda: amain(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

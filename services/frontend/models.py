@@ -1,0 +1,114 @@
+"""Live model list: model cards from discovery, a tokenizer, a client and a router per model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from protocol import codec, subjects
+from protocol.discovery import ModelCard
+from protocol.messages import OutputChunk
+from shared.routing.base import Router
+from shared.runtime.client import EndpointClient
+from shared.runtime.models import fetch_tokenizer
+from shared.runtime.runtime import Runtime
+from shared.telemetry.logging import get_logger
+from shared.tokenizer import Tokenizer
+
+log = get_logger("shoal.frontend.models")
+
+RouterFactory = Callable[[str, ModelCard], Router]
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    tokenizer: Tokenizer
+    client: EndpointClient[OutputChunk]
+    router: Router
+    cards: dict[str, ModelCard] = field(default_factory=dict)
+    created: int = 0
+
+    @property
+    def context_length(self) -> int:
+        return min((c.context_length for c in self.cards.values()), default=0)
+
+    def candidates(self) -> list[str]:
+        live = self.client.instances
+        return [iid for iid in self.cards if iid in live]
+
+
+class ModelRegistry:
+    def __init__(self, rt: Runtime, router_factory: RouterFactory, custom_template: str | None = None) -> None:
+        self.rt = rt
+        self.router_factory = router_factory
+        self.custom_template = custom_template
+        self.models: dict[str, ModelEntry] = {}
+        self._tokenizers: dict[str, Tokenizer] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="model-watch")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), 5.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for m in self.models.values():
+            await m.router.stop()
+            await m.client.stop()
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def serving(self) -> list[ModelEntry]:
+        return [m for m in self.models.values() if m.candidates()]
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for upd in self.rt.discovery.watch(subjects.MODELS_BUCKET,
+                                                          subjects.model_key_filter(self.rt.namespace)):
+                    await self._apply(upd.key, upd.value)
+                    self._synced.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("model_watch_restart", error=str(e))
+                await asyncio.sleep(0.5)
+
+    async def _apply(self, key: str, value: bytes | None) -> None:
+        iid = key.rpartition(".")[2]
+        if value is None:
+            for m in self.models.values():
+                if m.cards.pop(iid, None) is not None:
+                    m.router.remove_instance(iid)
+            return
+        card = codec.decode(value, ModelCard)
+        if card.runtime.disaggregation_mode == "prefill":
+            return  # prefill workers serve the router service, not clients
+        entry = self.models.get(card.name)
+        if entry is None:
+            entry = await self._new_entry(card)
+            self.models[card.name] = entry
+        if iid not in entry.cards:
+            entry.router.add_instance(iid)
+        entry.cards[iid] = card
+
+    async def _new_entry(self, card: ModelCard) -> ModelEntry:
+        tok = self._tokenizers.get(card.tokenizer_artifact)
+        if tok is None:
+            files = await fetch_tokenizer(self.rt, card.tokenizer_artifact)
+            tok = Tokenizer.from_files(files, custom_chat_template=self.custom_template)
+            self._tokenizers[card.tokenizer_artifact] = tok
+        client: EndpointClient[OutputChunk] = EndpointClient(self.rt, card.component, card.endpoint, OutputChunk)
+        await client.start()
+        router = self.router_factory(card.name, card)
+        await router.start()
+        log.info("model_added", model=card.name, component=card.component, engine=card.engine)
+        return ModelEntry(card.name, tok, client, router, created=card.created)

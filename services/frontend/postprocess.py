@@ -1,0 +1,129 @@
+"""Engine output -> OpenAI text: incremental detokenization, stop strings, logprobs, usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol.messages import OutputChunk, TopLogprob, Usage
+from services.frontend.openai_types import (
+    ChatLogprobContent,
+    ChatLogprobs,
+    ChatLogprobTop,
+    CompletionLogprobs,
+    PromptTokensDetails,
+    UsageInfo,
+)
+from shared.tokenizer import IncrementalDetokenizer, StopStringMatcher, Tokenizer
+
+
+@dataclass
+class Step:
+    """What one batch of engine output adds to the response."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[TopLogprob]] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class OutputState:
+    def __init__(self, tok: Tokenizer, prompt_tokens: int, stops: list[str], want_logprobs: bool) -> None:
+        self.tok = tok
+        self.detok = IncrementalDetokenizer(tok)
+        self.stopper = StopStringMatcher(stops) if stops else None
+        self.want_logprobs = want_logprobs
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.finish_reason: str | None = None
+
+    def feed(self, chunks: list[OutputChunk]) -> Step:
+        step = Step()
+        for chunk in chunks:
+            if self.finish_reason is not None:
+                break
+            if self.stopper is None:
+                self._take_all(chunk, step)
+            else:
+                self._take_until_stop(chunk, step)
+            if chunk.usage is not None:
+                self.cached_tokens = chunk.usage.cached_tokens
+            if chunk.finish_reason is not None and self.finish_reason is None:
+                self.finish_reason = "length" if chunk.finish_reason == "length" else "stop"
+        if self.finish_reason is not None:
+            step.text += self.detok.flush() if self.stopper is None else self._flush_stopper()
+            step.finish_reason = self.finish_reason
+        return step
+
+    def _take_all(self, chunk: OutputChunk, step: Step) -> None:
+        ids = chunk.token_ids
+        self.completion_tokens += len(ids)
+        step.text += self.detok.add(ids)
+        self._logprobs(chunk, 0, len(ids), step)
+
+    def _take_until_stop(self, chunk: OutputChunk, step: Step) -> None:
+        assert self.stopper is not None
+        for i, tid in enumerate(chunk.token_ids):
+            self.completion_tokens += 1
+            text, stopped = self.stopper.feed(self.detok.add([tid]))
+            step.text += text
+            self._logprobs(chunk, i, i + 1, step)
+            if stopped:
+                self.finish_reason = "stop"
+                return
+
+    def _flush_stopper(self) -> str:
+        assert self.stopper is not None
+        if self.finish_reason == "stop" and self.stopper.stopped:
+            return ""
+        text, stopped = self.stopper.feed(self.detok.flush())
+        return text if stopped else text + self.stopper.flush()
+
+    def _logprobs(self, chunk: OutputChunk, lo: int, hi: int, step: Step) -> None:
+        step.token_ids.extend(chunk.token_ids[lo:hi])
+        if not self.want_logprobs or chunk.logprobs is None:
+            return
+        step.logprobs.extend(chunk.logprobs[lo:hi])
+        if chunk.top_logprobs is not None:
+            step.top.extend(chunk.top_logprobs[lo:hi])
+
+    def usage(self) -> UsageInfo:
+        return UsageInfo(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=self.cached_tokens),
+        )
+
+    # ---- logprob shapes --------------------------------------------------------------
+    def _token_text(self, tid: int) -> str:
+        return self.tok.decode([tid], skip_special_tokens=False)
+
+    def chat_logprobs(self, step: Step) -> ChatLogprobs | None:
+        if not self.want_logprobs or not step.logprobs:
+            return None
+        content = []
+        for i, (tid, lp) in enumerate(zip(step.token_ids, step.logprobs, strict=False)):
+            text = self._token_text(tid)
+            tops = [ChatLogprobTop(self._token_text(t.token_id), t.logprob, list(self._token_text(t.token_id)
+                                   .encode())) for t in (step.top[i] if i < len(step.top) else [])]
+            content.append(ChatLogprobContent(text, lp, list(text.encode()), tops))
+        return ChatLogprobs(content)
+
+    def completion_logprobs(self, step: Step, offset: int) -> CompletionLogprobs | None:
+        if not self.want_logprobs or not step.logprobs:
+            return None
+        tokens = [self._token_text(t) for t in step.token_ids[: len(step.logprobs)]]
+        offsets, pos = [], offset
+        for t in tokens:
+            offsets.append(pos)
+            pos += len(t)
+        tops = None
+        if step.top:
+            tops = [{self._token_text(t.token_id): t.logprob for t in row} for row in step.top]
+        return CompletionLogprobs(tokens, list(step.logprobs), tops, offsets)
+
+
+def merge_usage(first: Usage | None, prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens, completion_tokens, first.cached_tokens if first else 0)

@@ -1,0 +1,133 @@
+"""OpenAI request -> engine request: chat template, tokenization, sampling, limits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import msgspec
+
+from protocol.messages import (
+    EngineRequest,
+    ErrorCode,
+    OutputOptions,
+    SamplingOptions,
+    StopConditions,
+)
+from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
+from shared.runtime.errors import RuntimeFailure
+from shared.tokenizer import Tokenizer
+
+THREAD_TOKENIZE_CHARS = 20_000  # longer prompts are tokenized off the event loop
+DEFAULT_COMPLETION_MAX_TOKENS = 16  # as OpenAI's completions API
+
+
+class BadRequest(RuntimeFailure):
+    code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str, param: str | None = None, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code)
+        self.param = param
+
+
+@dataclass
+class Prepared:
+    request: EngineRequest
+    prompt_text: str | None
+    stops: list[str]
+    include_usage: bool
+    logprobs: int | None  # None: none; k >= 0 top alternatives
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if any(not s for s in stops):
+        raise BadRequest("stop strings must not be empty", "stop")
+    return stops
+
+
+def _sampling(req: _Common) -> SamplingOptions:
+    kw: dict[str, object] = {}
+    for name in ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty",
+                 "frequency_penalty", "presence_penalty"):
+        value = getattr(req, name)
+        if value is not None:
+            kw[name] = value
+    if "top_k" in kw and kw["top_k"] == 0:
+        kw["top_k"] = -1
+    return SamplingOptions(**kw)  # type: ignore[arg-type]
+
+
+def _chat_text(tok: Tokenizer, req: ChatCompletionRequest) -> str:
+    messages = [msgspec.to_builtins(m) for m in req.messages]
+    for m in messages:
+        if isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]):
+            raise BadRequest("only text content parts are supported by this model", "messages")
+    try:
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tools=req.tools,
+                                       **(req.chat_template_kwargs or {}))
+    except Exception as e:  # a template's raise_exception, or a malformed conversation
+        raise BadRequest(f"chat template failed: {e}", "messages") from e
+
+
+async def _encode(tok: Tokenizer, text: str) -> list[int]:
+    if len(text) > THREAD_TOKENIZE_CHARS:
+        return await asyncio.to_thread(tok.encode, text)
+    return tok.encode(text)
+
+
+async def prepare(
+    tok: Tokenizer,
+    req: ChatCompletionRequest | CompletionRequest,
+    request_id: str,
+    context_length: int,
+    max_prompt_tokens: int | None = None,
+) -> Prepared:
+    if isinstance(req, ChatCompletionRequest):
+        text: str | None = _chat_text(tok, req)
+        ids = await _encode(tok, text)
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    else:
+        prompt = req.prompt
+        if isinstance(prompt, list) and all(isinstance(x, int) for x in prompt):
+            text, ids = None, list(prompt)  # type: ignore[arg-type]
+            if any(i < 0 or i >= tok.vocab_size for i in ids):
+                raise BadRequest("prompt token id out of the vocabulary", "prompt")
+        elif isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            text = prompt[0]
+            ids = await _encode(tok, text)
+        elif isinstance(prompt, str):
+            text = prompt
+            ids = await _encode(tok, text)
+        else:
+            raise BadRequest("prompt must be a string, a list of one string, or a list of token ids", "prompt")
+        max_tokens = req.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
+        logprobs = req.logprobs
+    if not ids:
+        raise BadRequest("the prompt is empty", "prompt")
+    n = len(ids)
+    if max_prompt_tokens is not None and n > max_prompt_tokens:
+        raise BadRequest(f"prompt has {n} tokens; this server accepts at most {max_prompt_tokens}",
+                         "messages", ErrorCode.CONTEXT_LENGTH)
+    if max_tokens is None:
+        max_tokens = context_length - n
+    if n + max_tokens > context_length:
+        raise BadRequest(
+            f"This model's maximum context length is {context_length} tokens. However, you requested "
+            f"{n + max_tokens} tokens ({n} in the messages, {max_tokens} in the completion).",
+            "max_tokens", ErrorCode.CONTEXT_LENGTH)
+    if req.min_tokens > max_tokens:
+        raise BadRequest("min_tokens must not exceed max_tokens", "min_tokens")
+    stop = StopConditions(
+        max_tokens=max_tokens, min_tokens=req.min_tokens, stop_token_ids=list(req.stop_token_ids or []),
+        ignore_eos=req.ignore_eos,
+    )
+    engine_req = EngineRequest(
+        request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req), stop=stop,
+        output=OutputOptions(logprobs=logprobs),
+    )
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs)

@@ -1,0 +1,133 @@
+"""`shoal up` / `shoal down`: a local cluster (nats-server, workers, frontend) on loopback.
+
+State lives in ./.shoal: JetStream data, logs, and the PIDs of exactly what
+`up` started, which `down` stops (SIGTERM, so workers drain first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+from shared.cluster.natsd import NatsServer, wait_port
+from shared.cluster.procs import spawn
+
+STATE = Path(".shoal")
+PIDS = STATE / "pids.json"
+
+
+def add_up_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="reference", choices=("reference", "mock", "sglang"))
+    p.add_argument("--model-path", default=str(STATE / "models" / "tiny"),
+                   help="model directory (the tiny model is made there if missing)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--router-mode", default="round-robin")
+    p.add_argument("--namespace", default="shoal")
+    p.add_argument("--worker-args", default="", help="extra worker flags, one string")
+    p.add_argument("--frontend-args", default="", help="extra frontend flags, one string")
+
+
+def up(a: argparse.Namespace) -> int:
+    if PIDS.exists() and any(_alive(pid) for pid in json.loads(PIDS.read_text()).values()):
+        print("a local cluster is already running (see .shoal/pids.json); run `just down` first")
+        return 1
+    model = Path(a.model_path)
+    if not (model / "config.json").exists():
+        from shared.model.tiny import ensure_tiny
+
+        ensure_tiny(model)
+        print(f"made the tiny model in {model}")
+    logs = STATE / "logs"
+    nats = NatsServer(STATE / "nats", port=a.nats_port, log_file=logs / "nats.log")
+    logs.mkdir(parents=True, exist_ok=True)
+    nats.start()
+    pids = {"nats": nats.proc.pid if nats.proc else 0}
+    common = ["--nats-url", nats.url, "--namespace", a.namespace]
+    procs = []
+    try:
+        for i in range(a.workers):
+            w = spawn(f"worker{i}", "decode", [*common, "--engine", a.engine, "--model-path", str(model),
+                                               *a.worker_args.split()], logs, detach=True)
+            pids[w.name] = w.pid
+            procs.append(w)
+        fe = spawn("frontend", "frontend", [*common, "--http-port", str(a.http_port), "--router-mode",
+                                            a.router_mode, *a.frontend_args.split()], logs, detach=True)
+        pids[fe.name] = fe.pid
+        procs.append(fe)
+        PIDS.write_text(json.dumps(pids))
+        for p in procs:
+            p.wait_ready(180)
+        wait_port("127.0.0.1", a.http_port)
+        _wait_model(a.http_port, model.name if not a.worker_args else None)
+    except Exception as e:
+        print(f"start-up failed: {e}")
+        down(argparse.Namespace())
+        return 1
+    url = f"http://127.0.0.1:{a.http_port}"
+    print(f"shoal is up: {url} (logs in {logs}, stop with `just down`)")
+    print(f"  curl {url}/v1/models")
+    print(f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
+          f"-d '{{\"model\":\"{model.name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],"
+          f"\"max_tokens\":32,\"stream\":true}}'")
+    return 0
+
+
+def _wait_model(port: int, name: str | None, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as r:
+                data = json.loads(r.read())["data"]
+            if data and (name is None or any(m["id"] == name for m in data)):
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the frontend did not list the model in time")
+
+
+def down(a: argparse.Namespace) -> int:
+    if not PIDS.exists():
+        print("no local cluster recorded in .shoal/pids.json")
+        return 0
+    pids: dict[str, int] = json.loads(PIDS.read_text())
+    order = [n for n in pids if n == "frontend"] + [n for n in pids if n not in ("frontend", "nats")] + ["nats"]
+    for name in order:
+        pid = pids.get(name)
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, 30):
+                os.kill(pid, signal.SIGKILL)
+            print(f"stopped {name} (pid {pid})")
+    PIDS.unlink()
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False

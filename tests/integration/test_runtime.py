@@ -1,0 +1,159 @@
+"""serve/client over a real nats-server: streaming, cancel, deadline, discovery, lost workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from protocol.messages import ErrorCode
+from shared.config.args import NatsOptions
+from shared.runtime import EndpointClient, EndpointServer, RemoteError, Runtime, WorkerLost
+from shared.runtime.errors import NatsUnavailable
+from shared.runtime.server import RequestContext
+
+
+class Ask(msgspec.Struct):
+    request_id: str
+    n: int
+    delay: float = 0.0
+    fail: bool = False
+
+
+class Part(msgspec.Struct):
+    i: int
+
+
+async def counting(req: Ask, ctx: RequestContext) -> AsyncIterator[Part]:
+    for i in range(req.n):
+        if req.delay:
+            await asyncio.sleep(req.delay)
+        yield Part(i)
+    if req.fail:
+        raise ValueError("boom")
+
+
+async def rt_for(nats_server, ttl: float = 1.5) -> Runtime:
+    return await Runtime.connect(NatsOptions(url=nats_server.url), "t", "test", lease_ttl=ttl)
+
+
+async def collect(client: EndpointClient, req: Ask, **kw) -> list[int]:
+    out: list[int] = []
+    async with contextlib.aclosing(client.generate(req, req.request_id, **kw)) as it:
+        async for items in it:
+            out.extend(p.i for p in items)
+    return out
+
+
+async def test_stream_roundtrip_and_errors(nats_server):
+    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
+    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask)
+    await server.start()
+    await server.register()
+    client = EndpointClient(cli_rt, "backend", "generate", Part)
+    await client.start()
+    await client.wait_for_instances(1, 5)
+    assert await collect(client, Ask("a", 50)) == list(range(50))
+    assert await collect(client, Ask("b", 3), instance_id=srv_rt.instance_id) == [0, 1, 2]
+    with pytest.raises(RemoteError) as e:
+        await collect(client, Ask("c", 2, fail=True))
+    assert e.value.code == ErrorCode.INTERNAL and "boom" in e.value.message
+    await client.stop()
+    await server.stop()
+    await srv_rt.close()
+    await cli_rt.close()
+
+
+async def test_cancel_reaches_the_handler(nats_server):
+    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
+    cancelled = asyncio.Event()
+
+    async def slow(req: Ask, ctx: RequestContext) -> AsyncIterator[Part]:
+        try:
+            for i in range(1000):
+                await asyncio.sleep(0.01)
+                yield Part(i)
+        finally:
+            cancelled.set()
+
+    server = EndpointServer(srv_rt, "backend", "generate", slow, Ask)
+    await server.start()
+    await server.register()
+    client = EndpointClient(cli_rt, "backend", "generate", Part)
+    await client.start()
+    async with contextlib.aclosing(client.generate(Ask("x", 0), "x")) as it:
+        await anext(it)
+    t0 = time.monotonic()
+    await asyncio.wait_for(cancelled.wait(), 2)
+    assert time.monotonic() - t0 < 0.5
+    assert not server.inflight
+    for x in (client, server):
+        await x.stop()
+    await srv_rt.close()
+    await cli_rt.close()
+
+
+async def test_deadline_times_out(nats_server):
+    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
+    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask)
+    await server.start()
+    await server.register()
+    client = EndpointClient(cli_rt, "backend", "generate", Part)
+    await client.start()
+    with pytest.raises(RemoteError) as e:
+        await collect(client, Ask("d", 100, delay=0.05), deadline=time.time() + 0.3)
+    assert e.value.code == ErrorCode.TIMEOUT
+    for x in (client, server):
+        await x.stop()
+    await srv_rt.close()
+    await cli_rt.close()
+
+
+async def test_discovery_sees_instances_come_and_go(nats_server):
+    cli_rt = await rt_for(nats_server)
+    client = EndpointClient(cli_rt, "backend", "generate", Part)
+    await client.start()
+    srv_rt = await rt_for(nats_server, ttl=1.5)
+    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask)
+    await server.start()
+    t0 = time.monotonic()
+    await server.register()
+    await client.wait_for_instances(1, 2)
+    assert time.monotonic() - t0 < 2
+    # a process that dies stops refreshing its lease: simulate by cancelling the refresh task
+    server._lease._task.cancel()
+    t0 = time.monotonic()
+    while client.instances and time.monotonic() - t0 < 6:
+        await asyncio.sleep(0.1)
+    assert not client.instances, "lease did not expire"
+    assert time.monotonic() - t0 < 5
+    await client.stop()
+    await server.stop()
+    await srv_rt.close()
+    await cli_rt.close()
+
+
+async def test_silent_worker_is_lost(nats_server):
+    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
+    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask, keepalive=10)
+    await server.start()
+    await server.register()
+    client = EndpointClient(cli_rt, "backend", "generate", Part, keepalive_timeout=0.5)
+    await client.start()
+    with pytest.raises(WorkerLost):
+        await collect(client, Ask("s", 3, delay=1.0))
+    for x in (client, server):
+        await x.stop()
+    await srv_rt.close()
+    await cli_rt.close()
+
+
+async def test_nats_down_is_a_clear_error():
+    from shared.cluster.natsd import free_port
+
+    with pytest.raises(NatsUnavailable, match="cannot reach NATS"):
+        await Runtime.connect(NatsOptions(url=f"nats://127.0.0.1:{free_port()}"), "t", "test")
