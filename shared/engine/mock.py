@@ -35,7 +35,7 @@ class MockConfig(msgspec.Struct, frozen=True):
     decode_base_ms: float = 5.0
     decode_ms_per_seq: float = 0.02
     decode_ms_per_ktoken: float = 0.5
-    output_tokens: list[int] = list(range(97, 123))  # ids the mock emits (letters by default)
+    output_tokens: list[int] = msgspec.field(default_factory=lambda: list(range(97, 123)))  # ids it emits
     eos_token_id: int | None = None
 
 
