@@ -42,6 +42,7 @@ from shared.telemetry.tracing import inject_headers, span
 log = get_logger("shoal.frontend")
 _json = msgspec.json.Encoder()
 _DONE = b"data: [DONE]\n\n"
+WORKER_HEADER = "x-shoal-worker"  # which instance served the request
 
 REQUESTS = counter("shoal_frontend_requests_total", "HTTP requests by route and status", ["route", "status"])
 INFLIGHT = gauge("shoal_frontend_inflight_requests", "Requests being served now")
@@ -114,8 +115,9 @@ class FrontendApp:
     # ---- simple routes ---------------------------------------------------------------
     async def health(self, req: Request) -> Response:
         models = [m.name for m in self.registry.serving()]
+        instances = sum(len(m.candidates()) for m in self.registry.serving())
         body = _json.encode({"status": "ok" if models else "no_workers", "models": models,
-                             "inflight": self.inflight})
+                             "instances": instances, "inflight": self.inflight})
         return Response(200, body)
 
     async def metrics(self, req: Request) -> Response:
@@ -177,7 +179,8 @@ class FrontendApp:
         with span("frontend.request", attributes={"request_id": p.request.request_id, "model": model.name,
                                                   "prompt_tokens": len(p.request.token_ids)}):
             headers = inject_headers({})
-            batches = self.dispatcher.stream(model, p.request, instance, headers)
+            served: dict[str, str] = {}
+            batches = self.dispatcher.stream(model, p.request, instance, headers, served)
         try:
             first = await anext(batches)
         except RuntimeFailure as e:
@@ -193,12 +196,15 @@ class FrontendApp:
             raise
         TTFT.observe(time.monotonic() - started)
         state = OutputState(model.tokenizer, len(p.request.token_ids), p.stops, p.logprobs is not None)
+        worker = [(WORKER_HEADER, served.get("instance_id", ""))]
         if not stream:
             try:
-                return await self._whole(model, p, state, first, batches, chat)
+                resp = await self._whole(model, p, state, first, batches, chat)
+                resp.headers = [*(resp.headers or []), *worker]
+                return resp
             finally:
                 release()
-        return StreamingResponse(200, self._sse(model, p, state, first, batches, chat, release))
+        return StreamingResponse(200, self._sse(model, p, state, first, batches, chat, release), headers=worker)
 
     async def _whole(self, model: ModelEntry, p: Prepared, state: OutputState, first: list[OutputChunk],
                      batches: AsyncIterator[list[OutputChunk]], chat: bool) -> Response:

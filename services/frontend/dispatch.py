@@ -35,8 +35,12 @@ class Dispatcher:
         request: EngineRequest,
         instance_id: str | None = None,
         headers: dict[str, str] | None = None,
+        served: dict[str, str] | None = None,
     ) -> AsyncIterator[list[OutputChunk]]:
-        """Batches of output chunks; the final chunk's usage covers every attempt."""
+        """Batches of output chunks; the final chunk's usage covers every attempt.
+
+        `served["instance_id"]` names the worker streaming now (for the response header).
+        """
         original = request
         generated: list[int] = []
         excluded: set[str] = set()
@@ -45,6 +49,8 @@ class Dispatcher:
         deadline = time.time() + self.request_timeout if self.request_timeout else None
         while True:
             target = instance_id or self._choose(model, request, excluded)
+            if served is not None:
+                served["instance_id"] = target
             try:
                 async with contextlib.aclosing(model.client.generate(
                     request, request.request_id, instance_id=target, deadline=deadline, headers=headers,

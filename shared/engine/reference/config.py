@@ -1,0 +1,19 @@
+"""Typed configuration of the reference engine."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ReferenceConfig(msgspec.Struct, frozen=True):
+    model_path: str
+    device: str = "cpu"
+    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 (or float16) on CUDA
+    page_size: int = 16
+    num_blocks: int = 0  # 0: as many as kv_cache_memory holds
+    kv_cache_memory: int = 256 << 20  # bytes, used when num_blocks is 0
+    max_running: int = 64
+    max_batched_tokens: int = 2048
+    max_waiting: int = 1024
+    context_length: int = 0  # 0: the model's max_position_embeddings
+    num_threads: int = 0  # torch intra-op threads; 0: torch's default

@@ -1,0 +1,327 @@
+"""The reference engine: a Hugging Face model, continuous batching, paged KV with prefix reuse.
+
+Scheduling and all bookkeeping (blocks, streams) stay on the event loop; each
+step's model forward and sampling run in one dedicated worker thread, so the
+loop stays free. Aborting a request frees its blocks at once, even while a step
+that includes it is running: the step only writes into positions that no other
+request can be given before that step ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import structlog
+import torch
+
+from protocol.discovery import RuntimeConfig
+from protocol.kv_events import KvEvent
+from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff
+from shared.engine.reference.config import ReferenceConfig
+from shared.engine.reference.model_runner import ModelRunner, StepItem
+from shared.engine.reference.sampler import SampleOutput
+from shared.engine.reference.scheduler import Scheduled, Scheduler
+from shared.engine.reference.sequence import SamplingSpec, Sequence
+from shared.kv.block_pool import BlockPool, BlockTable
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ImportedKv:
+    """Blocks reserved for KV written by a transfer layer; `generate()` then decodes from them.
+
+    Blocks before `num_cached_tokens // page_size` already hold this prompt's KV
+    (local prefix cache); only the rest must be written.
+    """
+
+    request_id: str
+    block_ids: list[int]
+    num_cached_tokens: int
+    first_token: int
+    first_logprob: float | None
+    table: BlockTable
+    token_ids: list[int]
+
+
+class ReferenceEngine(Engine):
+    name = "reference"
+
+    def __init__(self, cfg: ReferenceConfig) -> None:
+        self.cfg = cfg
+        self.runner: ModelRunner | None = None
+        self.pool: BlockPool | None = None
+        self.scheduler: Scheduler | None = None
+        self._sink: KvEventSink | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-step")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._held: dict[str, Sequence] = {}  # prefilled, blocks kept until release()
+        self._imported: dict[str, ImportedKv] = {}
+        self._in_step: set[Sequence] = set()  # sequences the running step writes KV for
+        self._deferred: list[BlockTable] = []  # their tables, if aborted meanwhile
+        self._context_length = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.cfg.num_threads > 0:
+            torch.set_num_threads(self.cfg.num_threads)
+        loop = asyncio.get_running_loop()
+        self.runner = runner = await loop.run_in_executor(self._executor, ModelRunner, self.cfg)
+        self.pool = BlockPool(runner.kv.num_blocks, self.cfg.page_size, self._on_events)
+        self.scheduler = Scheduler(self.pool, self.cfg.max_running, self.cfg.max_batched_tokens)
+        limit = runner.max_position
+        self._context_length = min(self.cfg.context_length, limit) if self.cfg.context_length > 0 else limit
+        await loop.run_in_executor(self._executor, runner.step, [StepItem([0], 0, [0], None)])  # warm-up
+        self._task = asyncio.create_task(self._loop(), name="reference-engine")
+        log.info("engine_ready", engine=self.name, model=self.cfg.model_path, blocks=runner.kv.num_blocks,
+                 device=str(runner.device), dtype=str(runner.dtype))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+            self._end_step()
+        if self.scheduler is not None:
+            for seq in [*self.scheduler.running, *self.scheduler.waiting]:
+                seq.stream.fail(EngineError("engine_error", "engine stopped"))
+                self._release(seq)
+        for rid in [*self._held, *self._imported]:
+            await self.release(rid)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- Engine interface --------------------------------------------------------------
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(
+            total_kv_blocks=self.pool.num_blocks if self.pool else self.cfg.num_blocks,
+            page_size=self.cfg.page_size,
+            max_running_requests=self.cfg.max_running,
+            max_batched_tokens=self.cfg.max_batched_tokens,
+            max_waiting_requests=self.cfg.max_waiting,
+        )
+
+    def context_length(self) -> int:
+        return self._context_length
+
+    def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
+        self._sink = sink
+
+    def load(self) -> EngineLoad:
+        s, p = self.scheduler, self.pool
+        if s is None or p is None:
+            return EngineLoad()
+        return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
+        imported = self._imported.pop(request.request_id, None)
+        seq = self._new_seq(request) if imported is None else self._seq_from_import(request, imported)
+        async for chunk in self._run(seq):
+            yield chunk
+
+    async def prefill(self, request: EngineRequest) -> KvHandoff:
+        seq = self._new_seq(request)
+        seq.hold = True
+        first_logprob: float | None = None
+        async for chunk in self._run(seq):
+            if chunk.logprobs:
+                first_logprob = chunk.logprobs[0]
+        assert seq.table is not None
+        self._held[request.request_id] = seq
+        return KvHandoff(request_id=request.request_id, block_ids=list(seq.table.block_ids),
+                         num_tokens=seq.prompt_len, first_token=seq.tokens[seq.prompt_len],
+                         first_logprob=first_logprob)
+
+    async def release(self, request_id: str) -> None:
+        seq = self._held.pop(request_id, None)
+        if seq is not None and seq.table is not None:
+            self._pool().free(seq.table)
+            seq.table = None
+        imported = self._imported.pop(request_id, None)
+        if imported is not None:
+            self._pool().free(imported.table)
+        self._wake.set()
+
+    # ---- KV hand-off (disaggregation) ----------------------------------------------------
+    def import_kv(self, request_id: str, token_ids: list[int], first_token: int,
+                  first_logprob: float | None = None) -> ImportedKv:
+        """Reserve blocks for a prompt's KV computed elsewhere; write them, then call generate().
+
+        Raises EngineError("overloaded") when the blocks are not free now;
+        `release(request_id)` gives them back if the transfer fails.
+        """
+        pool = self._pool()
+        table = pool.allocate(token_ids)
+        if table is None:
+            raise EngineError("overloaded", "no free KV blocks for the imported prompt")
+        imported = ImportedKv(request_id, list(table.block_ids), table.num_cached_tokens, first_token,
+                              first_logprob, table, list(token_ids))
+        self._imported[request_id] = imported
+        return imported
+
+    def kv_tensors(self) -> list[torch.Tensor]:
+        """One contiguous tensor per layer, `[num_blocks, 2, page_size, kv_heads, head_dim]`."""
+        return self._runner().kv.tensors
+
+    @property
+    def bytes_per_block(self) -> int:
+        """Bytes of one block in each tensor of kv_tensors() (block b starts at b * bytes_per_block)."""
+        return self._runner().kv.bytes_per_block
+
+    # ---- request life ------------------------------------------------------------------
+    async def _run(self, seq: Sequence) -> AsyncIterator[OutputChunk]:
+        sched = self._scheduler()
+        if not seq.stream.done:
+            sched.waiting.append(seq)
+            self._wake.set()
+        try:
+            async for chunk in seq.stream.chunks():
+                yield chunk
+        finally:
+            if not seq.stream.done or (seq.table is not None and not seq.hold):
+                self._release(seq)
+
+    def _new_seq(self, request: EngineRequest) -> Sequence:
+        n, stop = len(request.token_ids), request.stop
+        sched, pool = self._scheduler(), self._pool()
+        if n == 0:
+            raise EngineError("bad_request", "empty prompt")
+        if n + stop.max_tokens > self._context_length:
+            raise EngineError("context_length_exceeded", f"{n} prompt + {stop.max_tokens} new tokens exceed "
+                              f"the context length {self._context_length}")
+        if pool.blocks_needed(n + stop.max_tokens) > pool.num_blocks:
+            raise EngineError("context_length_exceeded", "request larger than the whole KV cache")
+        if len(sched.waiting) >= self.cfg.max_waiting:
+            raise EngineError("overloaded", "engine queue full")
+        stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
+        return Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
+                        sampling=self._sampling_spec(request), stop_ids=stop_ids)
+
+    def _sampling_spec(self, request: EngineRequest) -> SamplingSpec:
+        s = request.sampling
+        gen = None
+        if s.seed is not None and s.temperature > 0:
+            gen = torch.Generator(device=self._runner().device).manual_seed(s.seed)
+        return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs)
+
+    def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
+        try:
+            seq = self._new_seq(request)
+        except EngineError:
+            self._pool().free(imp.table)
+            raise
+        seq.table, seq.admitted = imp.table, True
+        seq.num_computed = seq.prompt_len
+        seq.cached_tokens = imp.num_cached_tokens
+        self._pool().commit(imp.table, seq.tokens)
+        self._emit(seq, imp.first_token, imp.first_logprob if seq.sampling.logprobs is not None else None, None)
+        return seq
+
+    def _release(self, seq: Sequence) -> None:
+        """Finish or abort: out of the queues now; blocks free now, or when the running step ends.
+
+        Deferring matters only while a step writes into the blocks: import_kv could
+        otherwise hand them to a transfer in the meantime.
+        """
+        seq.finished = True
+        if seq in self._in_step and seq.table is not None:
+            self._deferred.append(seq.table)
+            seq.table = None
+        if self.scheduler is not None:
+            self.scheduler.remove(seq)
+
+    # ---- the step loop -----------------------------------------------------------------
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        sched, runner = self._scheduler(), self._runner()
+        while True:
+            batch = sched.schedule()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            items = [self._step_item(s) for s in batch]
+            self._in_step = {s.seq for s in batch}
+            try:
+                out = await loop.run_in_executor(self._executor, runner.step, items)
+            except Exception as exc:  # a failed step fails its requests, not the engine
+                self._end_step()
+                log.exception("step_failed", requests=len(batch))
+                for s in batch:
+                    s.seq.stream.fail(EngineError("engine_error", f"model step failed: {exc}"))
+                    self._release(s.seq)
+                continue
+            self._end_step()
+            self._finish_step(batch, out)
+
+    def _end_step(self) -> None:
+        self._in_step = set()
+        pool = self._pool()
+        for table in self._deferred:
+            pool.free(table)
+        self._deferred.clear()
+
+    def _step_item(self, s: Scheduled) -> StepItem:
+        seq = s.seq
+        assert seq.table is not None
+        samples = s.samples
+        return StepItem(seq.tokens[s.start : s.start + s.num_tokens], s.start, list(seq.table.block_ids),
+                        seq.sampling if samples else None, seq.banned_ids() if samples else frozenset())
+
+    def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
+        row = 0
+        pool, ps = self._pool(), self.cfg.page_size
+        for s in batch:
+            samples, seq = s.samples, s.seq
+            i = row
+            row += samples
+            if seq.finished or seq.table is None or seq.num_computed != s.start:
+                continue  # aborted or preempted while the step ran
+            seq.num_computed = s.start + s.num_tokens
+            if seq.num_computed // ps > len(seq.table.hashes):
+                pool.commit(seq.table, seq.tokens[: seq.num_computed])
+            if samples and out is not None:
+                lp = out.logprobs[i] if out.logprobs is not None and seq.sampling.logprobs is not None else None
+                self._emit(seq, out.tokens[i], lp, out.top[i])
+
+    def _emit(self, seq: Sequence, token: int, logprob: float | None, top: list[TopLogprob] | None) -> None:
+        seq.tokens.append(token)
+        seq.generated += 1
+        seq.stream.push(token, logprob, top)
+        reason: str | None = None
+        if token in seq.stop_ids and seq.generated >= seq.request.stop.min_tokens:
+            reason = "stop"
+        elif seq.generated >= seq.max_tokens or len(seq.tokens) >= self._context_length:
+            reason = "length"
+        if reason is None:
+            return
+        usage = Usage(seq.prompt_len, seq.generated, seq.cached_tokens)
+        seq.stream.finish(reason, usage, token if reason == "stop" else None)
+        if seq.hold:
+            self._scheduler().running.remove(seq)
+        else:
+            self._release(seq)
+
+    def _on_events(self, events: list[KvEvent]) -> None:
+        if self._sink is not None:
+            self._sink(events)
+
+    # ---- typed accessors (the engine is usable only after start) -------------------------
+    def _runner(self) -> ModelRunner:
+        if self.runner is None:
+            raise EngineError("engine_error", "engine not started")
+        return self.runner
+
+    def _pool(self) -> BlockPool:
+        if self.pool is None:
+            raise EngineError("engine_error", "engine not started")
+        return self.pool
+
+    def _scheduler(self) -> Scheduler:
+        if self.scheduler is None:
+            raise EngineError("engine_error", "engine not started")
+        return self.scheduler

@@ -1,0 +1,53 @@
+"""What a server shares with its connections: limits, the handler, counters, the cached Date header."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+from shared.http.response import Handler
+
+if TYPE_CHECKING:
+    from shared.http.connection import HttpConnection
+
+
+class ServerState:
+    __slots__ = ("_date_timer", "connections", "date", "draining", "handler", "idle", "in_flight",
+                 "keepalive_timeout", "loop", "max_body_bytes", "max_header_bytes")
+
+    def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, max_body_bytes: int,
+                 max_header_bytes: int, keepalive_timeout: float) -> None:
+        self.handler = handler
+        self.loop = loop
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[HttpConnection] = set()
+        self.in_flight = 0
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.date = b""
+        self._date_timer: asyncio.TimerHandle | None = None
+        self._refresh_date()
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+    def _refresh_date(self) -> None:
+        now = time.time()
+        self.date = b"date: %b\r\n" % formatdate(now, usegmt=True).encode()
+        self._date_timer = self.loop.call_at(self.loop.time() + 1.0 - now % 1.0, self._refresh_date)
+
+    def close(self) -> None:
+        if self._date_timer is not None:
+            self._date_timer.cancel()
+            self._date_timer = None
