@@ -198,7 +198,8 @@ class EndpointClient(Generic[R]):
         if st is None:
             return
         if not msg.data and msg.headers and msg.headers.get("Status") == "503":
-            st.fail(NoInstances(f"no {self.component}/{self.endpoint} instance answered"))
+            st.fail(WorkerLost(f"no {self.component}/{self.endpoint} instance is listening on this subject",
+                               st.instance_id or ""))  # never started: safe to retry elsewhere
             return
         try:
             frame = self._frame_decoder.decode(msg.data)

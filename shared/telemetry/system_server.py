@@ -103,8 +103,7 @@ class _Connection(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         self.server._connections.add(self)
         self._arm_idle_timer()
 
