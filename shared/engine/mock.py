@@ -39,7 +39,7 @@ class MockConfig(msgspec.Struct, frozen=True):
     eos_token_id: int | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: membership tests must not compare every field
 class _Seq:
     request: EngineRequest
     tokens: list[int]

@@ -60,6 +60,7 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
             reconnected_cb=on_reconnect,
             error_cb=on_error,
             pending_size=64 * 1024 * 1024,
+            skip_subject_validation=True,  # subjects come from protocol.subjects, checked there
             **connect_kwargs(auth),
         ), connect_timeout)
     except Exception as e:  # NoServersError, OSError, timeouts, auth errors
