@@ -50,6 +50,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
         engine=cfg.engine.engine, runtime=engine.runtime_config(), created=int(time.time()),
     )
     card_lease = await publish_card(rt, card)
+    svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
     await server.register(model=cfg.served_model_name)
     svc.set_ready()
     svc.log.info("worker_ready", model=cfg.served_model_name, engine=cfg.engine.engine,

@@ -28,6 +28,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     kv_overlap_weight: float = 1.0
     router_temperature: float = 0.0
     drain_grace: float = 30.0
+    worker_silence_timeout: float = 5.0
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -53,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
     g.add_argument("--custom-jinja-template", default=None, help="chat template file overriding the model's")
     g.add_argument("--drain-grace", type=float, default=30.0)
+    g.add_argument("--worker-silence-timeout", type=float, default=5.0,
+                   help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
     return p
 
 
@@ -72,4 +75,5 @@ def parse(argv: list[str]) -> FrontendConfig:
         max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=ns.api_key,
         custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
+        worker_silence_timeout=ns.worker_silence_timeout,
     )

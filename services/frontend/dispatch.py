@@ -88,8 +88,10 @@ class Dispatcher:
             except RemoteError as e:
                 if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2 or generated:
                     raise
-                retries += 1
                 excluded.add(target)
+                if not any(i not in excluded for i in model.candidates()):
+                    raise  # every worker is full: the client gets 429 with Retry-After
+                retries += 1
             finally:
                 model.router.finished(request.request_id)
 

@@ -18,7 +18,8 @@ from shared.runtime.service import Service, run
 async def amain(argv: list[str]) -> None:
     cfg = parse(argv)
     async with Service("frontend", cfg.common) as svc:
-        registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template)
+        registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template,
+                                 cfg.worker_silence_timeout)
         await registry.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,

@@ -41,8 +41,10 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, rt: Runtime, router_factory: RouterFactory, custom_template: str | None = None) -> None:
+    def __init__(self, rt: Runtime, router_factory: RouterFactory, custom_template: str | None = None,
+                 silence_timeout: float = 5.0) -> None:
         self.rt = rt
+        self.silence_timeout = silence_timeout
         self.router_factory = router_factory
         self.custom_template = custom_template
         self.models: dict[str, ModelEntry] = {}
@@ -106,7 +108,8 @@ class ModelRegistry:
             files = await fetch_tokenizer(self.rt, card.tokenizer_artifact)
             tok = Tokenizer.from_files(files, custom_chat_template=self.custom_template)
             self._tokenizers[card.tokenizer_artifact] = tok
-        client: EndpointClient[OutputChunk] = EndpointClient(self.rt, card.component, card.endpoint, OutputChunk)
+        client: EndpointClient[OutputChunk] = EndpointClient(
+            self.rt, card.component, card.endpoint, OutputChunk, keepalive_timeout=self.silence_timeout)
         await client.start()
         router = self.router_factory(card.name, card)
         await router.start()

@@ -45,7 +45,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self.system = SystemServer(c.system_host, c.system_port, lambda: self._ready, self._health)
+        self.system = SystemServer(c.system_host, c.system_port, lambda: self._ready,
+                                   lambda: self._health() if self._health else {})
         port = await self.system.start()
         self.runtime = await Runtime.connect(c.nats, c.namespace, self.name)
         self.log.info("service_started", namespace=c.namespace, instance_id=self.rt.instance_id,
@@ -59,6 +60,10 @@ class Service:
         if self.system is not None:
             await self.system.stop()
         self.log.info("service_stopped")
+
+    def set_health(self, health: Callable[[], dict[str, Any]]) -> None:
+        """Extra fields for /health (e.g. the engine's load)."""
+        self._health = health
 
     def set_ready(self, ready: bool = True) -> None:
         self._ready = ready
