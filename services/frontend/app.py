@@ -31,6 +31,7 @@ from services.frontend.openai_types import (
 from services.frontend.openai_types import (
     ModelEntry as ModelListEntry,
 )
+from services.frontend.openapi import openapi_document
 from services.frontend.postprocess import OutputState, Step
 from services.frontend.preprocess import BadRequest, Prepared, prepare
 from shared.http import Request, Response, StreamingResponse
@@ -91,7 +92,9 @@ class FrontendApp:
             ("GET", "/health"): self.health,
             ("GET", "/live"): self.health,
             ("GET", "/metrics"): self.metrics,
+            ("GET", "/openapi.json"): self.openapi,
         }
+        self._openapi = _json.encode(openapi_document())
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         route = self._routes.get((req.method, req.path))
@@ -123,6 +126,9 @@ class FrontendApp:
     async def metrics(self, req: Request) -> Response:
         body, ctype = render_metrics()
         return Response(200, body, content_type=ctype)
+
+    async def openapi(self, req: Request) -> Response:
+        return Response(200, self._openapi)
 
     async def list_models(self, req: Request) -> Response:
         data = [ModelListEntry(id=m.name, created=m.created) for m in self.registry.serving()]

@@ -218,7 +218,7 @@ class EndpointClient(Generic[R]):
         while True:
             try:
                 async for upd in self.rt.discovery.watch(subjects.INSTANCES_BUCKET, key_filter):
-                    self._apply_instance(upd.key.rpartition(".")[2], upd.value)
+                    self._apply_instance(upd.key.rpartition(".")[2], upd.value, upd.expired)
                     self._synced.set()
             except asyncio.CancelledError:
                 raise
@@ -226,14 +226,15 @@ class EndpointClient(Generic[R]):
                 log.warning("instance_watch_restart", error=str(e))
                 await asyncio.sleep(0.5)
 
-    def _apply_instance(self, iid: str, value: bytes | None) -> None:
+    def _apply_instance(self, iid: str, value: bytes | None, expired: bool = False) -> None:
         if value is None:
             if self.instances.pop(iid, None) is None:
                 return
-            log.info("instance_gone", component=self.component, instance_id=iid)
-            for st in self._streams.values():
-                if st.instance_id == iid:
-                    st.fail(WorkerLost(f"instance {iid} lease expired", iid, st.acked_at is not None))
+            log.info("instance_gone", component=self.component, instance_id=iid, expired=expired)
+            if expired:  # a draining instance deregisters first and still finishes its streams
+                for st in self._streams.values():
+                    if st.instance_id == iid:
+                        st.fail(WorkerLost(f"instance {iid} lease expired", iid, st.acked_at is not None))
         else:
             rec = codec.decode(value, InstanceRecord)
             if iid not in self.instances:

@@ -30,6 +30,7 @@ _DELETE_OPS = ("DEL", "PURGE")
 class KeyUpdate:
     key: str
     value: bytes | None  # None: the key was deleted or its lease expired
+    expired: bool = False  # the lease ran out (the owner died), not a deliberate delete (drain)
 
 
 async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0) -> KeyValue:
@@ -120,7 +121,7 @@ class Discovery:
                         return
                     continue
                 deleted = entry.operation in _DELETE_OPS
-                yield KeyUpdate(entry.key, None if deleted else entry.value)
+                yield KeyUpdate(entry.key, None if deleted else entry.value, entry.operation == "PURGE")
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()
