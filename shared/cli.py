@@ -1,17 +1,39 @@
-"""`shoal`: the command-line entry point. One verb a concern; each verb wires only."""
+"""`shoal`: the command-line entry point. One verb a concern; each verb only wires.
+
+To add a verb, write `_add_<verb>(verbs)` that adds its subparser and sets
+`fn` (Namespace -> exit code), and list it in VERBS. Keep imports of heavy
+modules inside the `fn`, so `shoal --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TypeAlias
+
+Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Run: TypeAlias = Callable[[argparse.Namespace], int]
 
 
 def _make_tiny(a: argparse.Namespace) -> int:
     from shared.model.tiny import make_tiny
 
-    print(make_tiny(a.dir, seed=a.seed))
+    try:
+        print(make_tiny(a.dir, seed=a.seed, vocab_extra=a.vocab_extra))
+    except FileExistsError as e:
+        print(f"shoal: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _add_model(verbs: Verbs) -> None:
+    model = verbs.add_parser("model", help="model utilities").add_subparsers(dest="model_verb", required=True)
+    tiny = model.add_parser("make-tiny", help="make the default tiny model (offline, seeded, deterministic)")
+    tiny.add_argument("dir", help="output directory (an earlier tiny model there is replaced)")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--vocab-extra", type=int, default=0, help="extra reserved special tokens")
+    tiny.set_defaults(fn=_make_tiny)
 
 
 def _up(a: argparse.Namespace) -> int:
@@ -26,36 +48,43 @@ def _down(a: argparse.Namespace) -> int:
     return down(a)
 
 
+def _add_cluster(verbs: Verbs) -> None:
+    from shared.cluster.local import add_up_args
+
+    up = verbs.add_parser("up", help="start a local cluster on loopback")
+    add_up_args(up)
+    up.set_defaults(fn=_up)
+    verbs.add_parser("down", help="stop the local cluster").set_defaults(fn=_down)
+
+
 def _chat(a: argparse.Namespace) -> int:
     from shared.cluster.chat import chat
 
     return chat(a)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_chat(verbs: Verbs) -> None:
     from shared.cluster.chat import add_chat_args
-    from shared.cluster.local import add_up_args
 
-    p = argparse.ArgumentParser(prog="shoal", description="shoal: distributed LLM serving over NATS")
-    verbs = p.add_subparsers(dest="verb", required=True)
-    model = verbs.add_parser("model", help="model utilities").add_subparsers(dest="model_verb", required=True)
-    tiny = model.add_parser("make-tiny", help="make the default tiny model (offline, seeded)")
-    tiny.add_argument("dir")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(fn=_make_tiny)
-    up = verbs.add_parser("up", help="start a local cluster on loopback")
-    add_up_args(up)
-    up.set_defaults(fn=_up)
-    verbs.add_parser("down", help="stop the local cluster").set_defaults(fn=_down)
     chat = verbs.add_parser("chat", help="stream one chat completion")
     add_chat_args(chat)
     chat.set_defaults(fn=_chat)
+
+
+VERBS: list[Callable[[Verbs], None]] = [_add_model, _add_cluster, _add_chat]  # add new verbs here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal", description="shoal: distributed LLM serving over NATS")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    for add in VERBS:
+        add(verbs)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    fn: Callable[[argparse.Namespace], int] = args.fn
+    fn: Run = args.fn
     sys.exit(fn(args))
 
 

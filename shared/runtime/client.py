@@ -168,9 +168,6 @@ class EndpointClient(Generic[R]):
                 raise WorkerLost(f"stream gap: expected frame {st.expected}, got {f.seq}",
                                  st.instance_id or "", started=st.acked_at is not None)
             st.expected += 1
-            if f.seq == 0:
-                st.instance_id = f.instance_id or st.instance_id
-                st.acked_at = time.monotonic()
             for raw in f.items:
                 items.append(self._decoder.decode(raw))
             if f.final:
@@ -207,6 +204,9 @@ class EndpointClient(Generic[R]):
             st.fail(RemoteError("undecodable frame", ErrorCode.INTERNAL))
             return
         st.last_frame = time.monotonic()
+        if frame.seq == 0:  # the first frame names the instance that took the request
+            st.instance_id = frame.instance_id or st.instance_id
+            st.acked_at = st.last_frame
         if not frame.keepalive or frame.seq != st.expected:
             st.frames.append(frame)
             st.event.set()

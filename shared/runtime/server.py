@@ -7,8 +7,10 @@
     await server.drain()        # deregister, stop taking requests, finish in-flight
 
 A handler is `async def handler(request, ctx) -> AsyncIterator[Struct]`.
-Each request gets an acknowledgement (seq 0, with this instance's id), then
-frames of items, then a final frame (with an error if the handler failed).
+Each request gets frames numbered from 0 (the first names this instance; a
+keep-alive goes out after a second of silence), and the stream ends with a
+final frame: the last item itself when `is_final(item)` says so, else an empty
+one (with an error if the handler failed).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class EndpointServer(Generic[T]):
         keepalive: float = 1.0,
         max_inflight: int = 4096,
         request_id_of: Callable[[T], str] = lambda r: r.request_id,  # type: ignore[attr-defined]
+        is_final: Callable[[Any], bool] | None = None,
     ) -> None:
         self.rt = runtime
         self.component = subjects.check_token(component, "component")
@@ -79,6 +82,7 @@ class EndpointServer(Generic[T]):
         self.handler = handler
         self._decoder = codec.decoder(request_type)
         self._request_id_of = request_id_of
+        self.is_final = is_final  # an item after which the handler yields nothing more
         self.keepalive = keepalive
         self.max_inflight = max_inflight
         self.inflight: dict[str, _Inflight] = {}
@@ -179,9 +183,13 @@ class EndpointServer(Generic[T]):
             delay = max(0.0, ctx.deadline - time.time())
             timer = asyncio.get_running_loop().call_later(delay, task.cancel, "deadline")  # type: ignore[union-attr]
         try:
-            await self._frame(st, StreamFrame(seq=0, instance_id=self.instance_id))
-            async for item in self.handler(request, ctx):
-                await self._frame(st, StreamFrame(seq=st.seq, items=[msgspec.Raw(codec.encode(item))]))
+            async with contextlib.aclosing(self.handler(request, ctx)) as items:
+                async for item in items:
+                    final = self.is_final is not None and self.is_final(item)
+                    await self._frame(st, StreamFrame(seq=st.seq, items=[msgspec.Raw(codec.encode(item))],
+                                                      final=final))
+                    if final:  # the last item travels with the end of the stream: one message fewer
+                        return
         except asyncio.CancelledError as e:
             error = self._cancel_error(e)
             if error is None:
@@ -214,6 +222,8 @@ class EndpointServer(Generic[T]):
         return None
 
     async def _frame(self, st: _Inflight, frame: StreamFrame) -> None:
+        if st.seq == 0:  # the first frame names the instance (the caller may have used the queue group)
+            frame = msgspec.structs.replace(frame, instance_id=self.instance_id)
         st.seq += 1
         st.last_sent = time.monotonic()
         await self._send(st.reply, frame)
