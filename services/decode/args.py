@@ -22,6 +22,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     migration_limit: int = 0
     disaggregation_mode: str = "null"
     drain_grace: float = 30.0
+    stream_interval: float = 0.005
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--endpoint", default="generate")
     g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
+    g.add_argument("--stream-interval-ms", type=float, default=5.0,
+                   help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     e = p.add_argument_group("reference and mock engines")
     e.add_argument("--page-size", type=int, default=16)
     e.add_argument("--num-blocks", "--num-gpu-blocks-override", dest="num_blocks", type=int, default=0)
@@ -66,4 +69,5 @@ def parse(argv: list[str]) -> WorkerConfig:
     )
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
                         served_model_name=name, component=ns.component, endpoint=ns.endpoint,
-                        disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace)
+                        disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
+                        stream_interval=ns.stream_interval_ms / 1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -12,8 +13,16 @@ from shared.telemetry.tracing import extract_context, span
 
 
 class GenerateHandler:
-    def __init__(self, engine: Engine) -> None:
+    """Streams the engine's chunks; after each one, waits `stream_interval` before taking the next.
+
+    Tokens produced meanwhile merge into the next chunk, so a fast engine (or a
+    busy worker) sends fewer, larger frames; the first token is never delayed,
+    and an engine slower than the interval is never delayed at all.
+    """
+
+    def __init__(self, engine: Engine, stream_interval: float = 0.0) -> None:
         self.engine = engine
+        self.stream_interval = stream_interval
 
     async def __call__(self, request: EngineRequest, ctx: RequestContext) -> AsyncIterator[OutputChunk]:
         with span("worker.generate", context=extract_context(ctx.headers),
@@ -21,3 +30,5 @@ class GenerateHandler:
             async with contextlib.aclosing(self.engine.generate(request)) as chunks:
                 async for chunk in chunks:
                     yield chunk
+                    if self.stream_interval and chunk.finish_reason is None:
+                        await asyncio.sleep(self.stream_interval)

@@ -40,7 +40,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
     loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
     await loads.start()
 
-    server = EndpointServer(rt, cfg.component, cfg.endpoint, GenerateHandler(engine), EngineRequest,
+    handler = GenerateHandler(engine, cfg.stream_interval)
+    server = EndpointServer(rt, cfg.component, cfg.endpoint, handler, EngineRequest,
                             is_final=lambda c: c.finish_reason is not None)
     await server.start()
     artifact = await upload_tokenizer(rt, Tokenizer.artifact_files(cfg.model_path))
