@@ -71,7 +71,21 @@ def _add_chat(verbs: Verbs) -> None:
     chat.set_defaults(fn=_chat)
 
 
-VERBS: list[Callable[[Verbs], None]] = [_add_model, _add_cluster, _add_chat]  # add new verbs here
+def _watch(a: argparse.Namespace) -> int:
+    from shared.cluster.watch import watch
+
+    return watch(a)
+
+
+def _add_watch(verbs: Verbs) -> None:
+    from shared.cluster.watch import add_watch_args
+
+    w = verbs.add_parser("watch", help="print a subject's traffic as JSON lines")
+    add_watch_args(w)
+    w.set_defaults(fn=_watch)
+
+
+VERBS: list[Callable[[Verbs], None]] = [_add_model, _add_cluster, _add_chat, _add_watch]  # add new verbs here
 
 
 def build_parser() -> argparse.ArgumentParser:
