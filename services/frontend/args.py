@@ -25,10 +25,11 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_prompt_tokens: int | None = None
     api_key: str | None = None
     custom_jinja_template: str | None = None
-    kv_overlap_weight: float = 1.0
+    kv_overlap_weight: float = 4.0
     router_temperature: float = 0.0
     drain_grace: float = 30.0
     worker_silence_timeout: float = 5.0
+    kv_events: bool = True
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -42,8 +43,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--http-host", default="127.0.0.1")
     g.add_argument("--http-port", type=int, default=8000)
     g.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin")
-    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=1.0)
-    g.add_argument("--router-temperature", type=float, default=0.0)
+    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=4.0,
+                   help="kv mode: cost of one uncached prompt block relative to one active block of load")
+    g.add_argument("--router-temperature", type=float, default=0.0,
+                   help="kv mode: 0 picks the cheapest worker; > 0 samples softmax(-cost / temperature)")
+    g.add_argument("--no-kv-events", dest="kv_events", action="store_false",
+                   help="kv mode without workers' KV events: predict caches from the router's own choices")
     g.add_argument("--migration-limit", type=int, default=0,
                    help="times a request may move to another worker when its worker is lost (0: never)")
     g.add_argument("--request-timeout", type=float, default=None, help="seconds per request (default: none)")
@@ -75,5 +80,5 @@ def parse(argv: list[str]) -> FrontendConfig:
         max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=ns.api_key,
         custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
-        worker_silence_timeout=ns.worker_silence_timeout,
+        worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
     )

@@ -37,7 +37,8 @@ async def amain(argv: list[str]) -> None:
 def _router(cfg: FrontendConfig, svc: Service, card: ModelCard) -> Router:
     mode = "round-robin" if cfg.router_mode == "direct" else cfg.router_mode
     return make_router(mode, runtime=svc.rt, component=card.component, page_size=card.kv_block_size,
-                       overlap_weight=cfg.kv_overlap_weight, temperature=cfg.router_temperature)
+                       overlap_weight=cfg.kv_overlap_weight, temperature=cfg.router_temperature,
+                       approximate=not cfg.kv_events)
 
 
 def main() -> None:

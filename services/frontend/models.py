@@ -99,7 +99,7 @@ class ModelRegistry:
             entry = await self._new_entry(card)
             self.models[card.name] = entry
         if iid not in entry.cards:
-            entry.router.add_instance(iid)
+            entry.router.add_instance(iid, rehash=card.engine == "sglang")
         entry.cards[iid] = card
 
     async def _new_entry(self, card: ModelCard) -> ModelEntry:

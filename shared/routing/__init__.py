@@ -14,7 +14,7 @@ def make_router(mode: str, **kw: Any) -> Router:
     if mode == "random":
         return RandomRouter()
     if mode == "kv":
-        from shared.routing.kv import make_kv_router
+        from shared.routing.feed import make_kv_router
 
         return make_kv_router(**kw)
     raise ValueError(f"unknown router mode {mode!r}")

@@ -1,0 +1,70 @@
+"""The KV router fed live: KV events replayed from JetStream, load from core NATS."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from protocol import codec, subjects
+from protocol.kv_events import KvEventBatch, WorkerLoad
+from shared.routing.kv_router import KvRouter
+from shared.runtime.publishers import ensure_kv_stream
+from shared.runtime.runtime import Runtime
+from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import counter
+
+log = get_logger("shoal.router")
+EVENTS = counter("shoal_router_kv_batches_total", "KV event batches applied or skipped", ["result"])
+
+
+class LiveKvRouter(KvRouter):
+    """A KvRouter whose index follows the workers of one component.
+
+    Starting (or restarting) replays the whole event stream, so a late router
+    catches up; per-worker sequence numbers make replays and reconnects idempotent.
+    """
+
+    def __init__(self, runtime: Runtime, component: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.rt = runtime
+        self.component = component
+        self._subs: list[Any] = []
+
+    async def start(self) -> None:
+        ns = self.rt.namespace
+        await ensure_kv_stream(self.rt)
+        cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        self._subs = [
+            await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
+                                       ordered_consumer=True, config=cfg),
+            await self.rt.nc.subscribe(subjects.load_filter(ns, self.component), cb=self._on_load),
+        ]
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on_events(self, msg: Msg) -> None:
+        try:
+            batch = codec.decode(msg.data, KvEventBatch)
+        except Exception as e:
+            log.warning("kv_batch_undecodable", error=str(e))
+            return
+        EVENTS.labels("applied" if self.apply_batch(batch) else "duplicate").inc()
+
+    async def _on_load(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self.apply_load(codec.decode(msg.data, WorkerLoad))
+
+
+def make_kv_router(runtime: Runtime | None = None, component: str = "backend", page_size: int = 16,
+                   overlap_weight: float = 1.0, temperature: float = 0.0, approximate: bool = False) -> KvRouter:
+    kw = {"page_size": page_size, "overlap_weight": overlap_weight, "temperature": temperature,
+          "approximate": approximate}
+    if runtime is None:
+        return KvRouter(**kw)
+    return LiveKvRouter(runtime, component, **kw)

@@ -1,0 +1,146 @@
+"""KV-aware routing: send a request where its prefix is cached, balanced against load.
+
+cost(worker) = overlap_weight * (prompt blocks not cached there)
+             + active blocks on the worker (requests it is serving, from its own
+               reports and from what this router sent it since)
+The cheapest worker wins (ties broken at random); with a temperature > 0 the
+choice is a softmax over -cost / temperature instead.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
+from shared.kv.hashing import block_hashes
+from shared.kv.radix import KvIndex
+from shared.routing.base import RouteDecision, Router
+from shared.telemetry.metrics import counter, histogram
+
+DECISIONS = counter("shoal_router_decisions_total", "Routing decisions", ["mode"])
+HIT_BLOCKS = counter("shoal_router_hit_blocks_total", "Prompt blocks found cached on the chosen worker", [])
+PROMPT_BLOCKS = counter("shoal_router_prompt_blocks_total", "Prompt blocks routed", [])
+DECISION_TIME = histogram("shoal_router_decision_seconds", "Time to choose a worker", [],
+                          buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2))
+
+
+@dataclass
+class _Routed:
+    instance_id: str
+    blocks: int
+    hashes: list[int]
+
+
+class KvRouter(Router):
+    mode = "kv"
+
+    def __init__(self, page_size: int = 16, overlap_weight: float = 1.0, temperature: float = 0.0,
+                 approximate: bool = False, approximate_ttl: float = 120.0, seed: int | None = None) -> None:
+        self.page_size = page_size
+        self.overlap_weight = overlap_weight
+        self.temperature = temperature
+        self.approximate = approximate
+        self.approximate_ttl = approximate_ttl
+        self.index = KvIndex(page_size)
+        self._rng = random.Random(seed)
+        self._routed: dict[str, _Routed] = {}
+        self._active: dict[str, int] = {}  # blocks of requests this router sent, by instance
+        self._reported: dict[str, WorkerLoad] = {}
+        self._last_seq: dict[tuple[str, int], int] = {}
+        self._rehash: set[str] = set()
+        self._predicted: deque[tuple[float, str, list[int]]] = deque()  # approximate mode: expiry order
+        self.live: set[str] = set()
+
+    # ---- membership -----------------------------------------------------------------------
+    def add_instance(self, instance_id: str, rehash: bool = False) -> None:
+        self.live.add(instance_id)
+        if rehash:
+            self._rehash.add(instance_id)
+
+    def remove_instance(self, instance_id: str) -> None:
+        self.live.discard(instance_id)
+        self.index.remove_instance(instance_id)
+        self._active.pop(instance_id, None)
+        self._reported.pop(instance_id, None)
+        for key in [k for k in self._last_seq if k[0] == instance_id]:
+            del self._last_seq[key]
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def apply_batch(self, batch: KvEventBatch) -> bool:
+        """Apply one worker's batch in order; False if it was a duplicate (replay/reconnect)."""
+        key = (batch.worker_id, batch.dp_rank)
+        last = self._last_seq.get(key, 0)
+        if batch.seq <= last:
+            return False
+        if last and batch.seq > last + 1:  # events were lost: what we know of this worker is stale
+            self.index.remove_worker(key)
+        self._last_seq[key] = batch.seq
+        rehash = batch.worker_id in self._rehash
+        for ev in batch.events:
+            self.index.apply(key, ev, rehash)
+        return True
+
+    def apply_load(self, load: WorkerLoad) -> None:
+        self._reported[load.worker_id] = load
+
+    # ---- decisions ------------------------------------------------------------------------
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+        t0 = time.perf_counter()
+        hashes = block_hashes(token_ids, self.page_size)
+        overlaps = self.index.overlaps(hashes)
+        best = self._pick(len(hashes), overlaps, candidates)
+        overlap = max((n for (iid, _), n in overlaps.items() if iid == best), default=0)
+        blocks = -(-len(token_ids) // self.page_size)
+        self._routed[request_id] = _Routed(best, blocks, hashes)
+        self._active[best] = self._active.get(best, 0) + blocks
+        if self.approximate:
+            self._predict(best, hashes)
+        DECISIONS.labels("kv").inc()
+        HIT_BLOCKS.inc(overlap)
+        PROMPT_BLOCKS.inc(len(hashes))
+        DECISION_TIME.observe(time.perf_counter() - t0)
+        return RouteDecision(best, overlap)
+
+    def _predict(self, instance_id: str, hashes: list[int]) -> None:
+        """Approximate mode: assume the worker now caches this prompt, for a while."""
+        now = time.monotonic()
+        while self._predicted and self._predicted[0][0] < now:
+            _, iid, old = self._predicted.popleft()
+            self.index.apply((iid, 0), BlockRemoved(block_hashes=old))
+        self.index.apply((instance_id, 0), BlockStored(block_hashes=hashes, token_ids=[], block_size=self.page_size))
+        self._predicted.append((now + self.approximate_ttl, instance_id, hashes))
+
+    def _pick(self, n_blocks: int, overlaps: dict[tuple[str, int], int], candidates: Sequence[str]) -> str:
+        best_overlap: dict[str, int] = {}
+        for (iid, _), n in overlaps.items():
+            if n > best_overlap.get(iid, 0):
+                best_overlap[iid] = n
+        costs = [self.overlap_weight * (n_blocks - best_overlap.get(c, 0)) + self._load(c) for c in candidates]
+        if self.temperature > 0:
+            lo = min(costs)
+            weights = [math.exp(-(c - lo) / self.temperature) for c in costs]
+            return self._rng.choices(list(candidates), weights)[0]
+        lo = min(costs)
+        return self._rng.choice([c for c, cost in zip(candidates, costs, strict=True) if cost == lo])
+
+    def _load(self, instance_id: str) -> float:
+        tracked = self._active.get(instance_id, 0)
+        rep = self._reported.get(instance_id)
+        if rep is None:
+            return tracked
+        return max(tracked, rep.kv_used_blocks) + rep.waiting * self.page_size
+
+    def finished(self, request_id: str) -> None:
+        r = self._routed.pop(request_id, None)
+        if r is None:
+            return
+        left = self._active.get(r.instance_id, 0) - r.blocks
+        if left > 0:
+            self._active[r.instance_id] = left
+        else:
+            self._active.pop(r.instance_id, None)

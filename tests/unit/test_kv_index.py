@@ -1,0 +1,85 @@
+"""The KV index against a naive model of it, plus the cases a user relies on."""
+
+from __future__ import annotations
+
+import random
+
+from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
+from shared.kv import block_hashes
+from shared.kv.radix import KvIndex
+
+W1, W2 = ("a", 0), ("b", 0)
+
+
+def stored(tokens: list[int], ps: int = 4) -> BlockStored:
+    return BlockStored(block_hashes=block_hashes(tokens, ps), token_ids=tokens[: len(tokens) // ps * ps],
+                       block_size=ps)
+
+
+def test_overlap_remove_clear():
+    idx = KvIndex(4)
+    prompt = list(range(16))
+    idx.apply(W1, stored(prompt))
+    idx.apply(W2, stored(prompt[:8]))
+    hashes = block_hashes(prompt, 4)
+    assert idx.overlaps(hashes) == {W1: 4, W2: 2}
+    idx.apply(W1, BlockRemoved(block_hashes=[hashes[2]]))
+    assert idx.overlaps(hashes) == {W1: 2, W2: 2}
+    idx.apply(W2, AllBlocksCleared())
+    assert idx.overlaps(hashes) == {W1: 2}
+    idx.remove_instance("a")
+    assert idx.overlaps(hashes) == {} and idx.num_blocks == 0
+
+
+def test_rehash_resolves_engine_hashes():
+    idx = KvIndex(4)
+    tokens = list(range(12))
+    ours = block_hashes(tokens, 4)
+    engine = [1001, 1002, 1003]  # an engine with its own hashing (SGLang)
+    idx.apply(W1, BlockStored(block_hashes=engine[:2], token_ids=tokens[:8], block_size=4), rehash=True)
+    idx.apply(W1, BlockStored(block_hashes=engine[2:], token_ids=tokens[8:], parent_hash=1002, block_size=4),
+              rehash=True)
+    assert idx.overlaps(ours) == {W1: 3}
+    idx.apply(W1, BlockRemoved(block_hashes=[1002]), rehash=True)
+    assert idx.overlaps(ours) == {W1: 1}
+
+
+def naive_overlap(held: dict, hashes: list[int]) -> dict:
+    out = {}
+    for w, hs in held.items():
+        n = 0
+        while n < len(hashes) and hashes[n] in hs:
+            n += 1
+        if n:
+            out[w] = n
+    return out
+
+
+def test_randomized_against_naive_model():
+    rng = random.Random(1)
+    idx = KvIndex(4)
+    held: dict = {}
+    workers = [(f"w{i}", rng.randrange(2)) for i in range(6)]
+    prefixes = [[rng.randrange(30) for _ in range(rng.randrange(4, 40))] for _ in range(8)]
+    for _ in range(2000):
+        w = rng.choice(workers)
+        op = rng.random()
+        if op < 0.5:
+            toks = rng.choice(prefixes)[: rng.randrange(4, 41)]
+            ev = stored(toks)
+            idx.apply(w, ev)
+            held.setdefault(w, set()).update(ev.block_hashes)
+        elif op < 0.8 and held.get(w):
+            victims = rng.sample(sorted(held[w]), k=min(len(held[w]), rng.randrange(1, 4)))
+            idx.apply(w, BlockRemoved(block_hashes=victims))
+            held[w] -= set(victims)
+        elif op < 0.85:
+            idx.apply(w, AllBlocksCleared())
+            held.pop(w, None)
+        elif op < 0.87:
+            idx.remove_instance(w[0])
+            for k in [k for k in held if k[0] == w[0]]:
+                held.pop(k)
+        query = block_hashes(rng.choice(prefixes) + [rng.randrange(30)] * 8, 4)
+        want = {k: v for k, v in naive_overlap(held, query).items()}
+        assert idx.overlaps(query) == want
