@@ -147,3 +147,17 @@ class StreamFrame(msgspec.Struct, frozen=True, omit_defaults=True, array_like=Tr
 class Cancel(msgspec.Struct, frozen=True):
     request_id: str
     reason: str = "client_gone"
+
+
+class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """To the router service: pick a worker for these tokens (or: this request ended)."""
+
+    request_id: str
+    token_ids: list[int] = []
+    finished: bool = False  # the routed request ended: release what the router tracks for it
+    exclude: list[str] = []  # instances not to pick (e.g. one that just failed)
+
+
+class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    instance_id: str
+    overlap_blocks: int = 0

@@ -1,0 +1,67 @@
+"""The router as its own service: callers other than the frontend get KV-aware choices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+
+from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, StopConditions
+from shared.config.args import NatsOptions
+from shared.cluster.procs import spawn
+from shared.runtime import EndpointClient, Runtime
+
+
+def test_router_service_prefers_the_worker_holding_the_prefix(cluster):
+    workers = [cluster.worker("--speedup-ratio", "200", engine="mock", name=f"w{i}") for i in range(3)]
+    router = spawn("router", "router", [*cluster.common, "--worker-component", "backend"], cluster.log_dir)
+    cluster.procs.append(router)
+    router.wait_ready(60)
+
+    async def scenario() -> tuple[set[str], list[str], str]:
+        rt = await Runtime.connect(NatsOptions(url=cluster.nats.url), cluster.namespace, "test")
+        route: EndpointClient[RouteResponse] = EndpointClient(rt, "router", "route", RouteResponse)
+        gen: EndpointClient[OutputChunk] = EndpointClient(rt, "backend", "generate", OutputChunk)
+        await route.start()
+        await gen.start()
+        await route.wait_for_instances(1, 10)
+        await gen.wait_for_instances(3, 10)
+
+        async def ask(rid: str, tokens: list[int]) -> str:
+            async with contextlib.aclosing(route.generate(RouteRequest(rid, tokens), rid)) as it:
+                async for items in it:
+                    return items[0].instance_id
+            raise AssertionError("no answer")
+
+        prompt = list(range(40, 140))
+        first = await ask("r0", prompt)
+        req = EngineRequest(request_id="g0", token_ids=prompt, stop=StopConditions(max_tokens=2))
+        async with contextlib.aclosing(gen.generate(req, "g0", instance_id=first)) as it:
+            async for _ in it:
+                pass
+        await ask_finished(route, "r0")
+        await asyncio.sleep(0.5)  # KV events reach the router through JetStream
+        again = []
+        for i in range(1, 6):
+            again.append(await ask(f"r{i}", prompt))
+            await ask_finished(route, f"r{i}")
+        live = set(gen.instance_ids())
+        for c in (route, gen):
+            await c.stop()
+        await rt.close()
+        return live, again, first
+
+    live, again, first = asyncio.run(scenario())
+    assert first in live
+    assert set(again) == {first}
+    with urllib.request.urlopen(f"http://127.0.0.1:{router.system_port}/metrics", timeout=5) as r:
+        assert b"shoal_router_decisions_total" in r.read()
+    assert all(w.alive() for w in workers)
+    assert json.dumps(sorted(live))
+
+
+async def ask_finished(route: EndpointClient, rid: str) -> None:
+    async with contextlib.aclosing(route.generate(RouteRequest(rid, finished=True), rid + "-done")) as it:
+        async for _ in it:
+            pass
