@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--max-waiting", type=int, default=1024)
     e.add_argument("--context-length", type=int, default=0)
     e.add_argument("--speedup-ratio", type=float, default=1.0, help="mock: simulated time divided by this")
+    e.add_argument("--prefill-ms-per-token", type=float, default=0.02, help="mock: prefill cost of an uncached token")
     e.add_argument("--device", default="cpu", help="reference: cpu or cuda")
     return p
 
@@ -65,7 +66,8 @@ def parse(argv: list[str]) -> WorkerConfig:
     opts = EngineOptions(
         engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
         max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
-        context_length=ns.context_length, speedup_ratio=ns.speedup_ratio, device=ns.device, extra_args=extra,
+        context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
+        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra,
     )
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
                         served_model_name=name, component=ns.component, endpoint=ns.endpoint,

@@ -21,6 +21,7 @@ class EngineOptions(msgspec.Struct, frozen=True):
     max_waiting: int = 1024
     context_length: int = 0
     speedup_ratio: float = 1.0  # mock only
+    prefill_ms_per_token: float = 0.02  # mock only
     device: str = "cpu"  # reference only
     output_token_ids: list[int] = []  # mock only: the ids it emits
     eos_token_id: int | None = None
@@ -36,6 +37,7 @@ def make_engine(opts: EngineOptions) -> Engine:
             num_blocks=opts.num_blocks or 16384, page_size=opts.page_size, max_running=opts.max_running,
             max_waiting=opts.max_waiting, max_batched_tokens=opts.max_batched_tokens,
             context_length=opts.context_length or 8192, speedup=opts.speedup_ratio,
+            prefill_ms_per_token=opts.prefill_ms_per_token,
             eos_token_id=opts.eos_token_id, **kw,
         ))
     if opts.engine == "reference":
@@ -45,6 +47,7 @@ def make_engine(opts: EngineOptions) -> Engine:
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
+            max_waiting=opts.max_waiting,
         ))
     if opts.engine == "sglang":
         from shared.engine.sglang import SglangEngine, build_sglang_config

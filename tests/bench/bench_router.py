@@ -1,0 +1,119 @@
+"""The KV router's own cost, and routing quality on 4 mock workers.
+
+python -m tests.bench.bench_router [--skip-cluster]
+
+1. Index: 64 workers, 1,000,000 indexed blocks; decision time p50/p99 (hash + overlap +
+   score) and block events applied per second on one core.
+2. Cluster: 4 mock workers whose simulated prefill cost is proportional to uncached
+   tokens; cache hit rate, TTFT p50/p99 and throughput for round-robin, random and kv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from protocol.kv_events import BlockStored, KvEventBatch
+from shared.kv.hashing import block_hashes
+from shared.routing.kv_router import KvRouter
+from tests.bench.loadgen import percentile
+from tests.bench.report import append_report
+
+PS = 16
+
+
+def index_bench(workers: int = 64, total_blocks: int = 1_000_000) -> dict:
+    rng = random.Random(0)
+    router = KvRouter(page_size=PS)
+    ids = [f"{i:016x}" for i in range(workers)]
+    for iid in ids:
+        router.add_instance(iid)
+    prefixes = [[rng.randrange(32000) for _ in range(PS * 64)] for _ in range(200)]  # 64-block prefixes
+    per_worker = total_blocks // workers
+    batches = []
+    for w, iid in enumerate(ids):
+        seq, blocks = 0, 0
+        while blocks < per_worker:  # count only the unique tail blocks: the index holds ~1M distinct
+            base = rng.choice(prefixes)
+            tail = [rng.randrange(32000) for _ in range(PS * 64)]
+            toks = base + tail
+            hashes = block_hashes(toks, PS)
+            seq += 1
+            batches.append(KvEventBatch(worker_id=iid, seq=seq, events=[
+                BlockStored(block_hashes=hashes, token_ids=toks, block_size=PS)]))
+            blocks += 64
+    n_events = sum(len(b.events[0].block_hashes) for b in batches)
+    t0 = time.perf_counter()
+    for b in batches:
+        router.apply_batch(b)
+    apply_s = time.perf_counter() - t0
+    times = []
+    for i in range(2000):
+        prompt = rng.choice(prefixes) + [rng.randrange(32000) for _ in range(PS * 8)]
+        t = time.perf_counter()
+        router.choose(f"r{i}", prompt, ids)
+        times.append(time.perf_counter() - t)
+        router.finished(f"r{i}")
+    return {"label": "kv index", "workers": workers, "indexed_blocks": router.index.num_blocks,
+            "block_events_per_s": round(n_events / apply_s), "decision_p50_us": round(percentile(times, 50) * 1e6, 1),
+            "decision_p99_us": round(percentile(times, 99) * 1e6, 1), "prompt_blocks": 72}
+
+
+def cluster_bench(mode: str, work: Path) -> dict:
+    from shared.cluster.natsd import NatsServer, free_port, wait_port
+    from shared.cluster.procs import spawn
+    from shared.model.tiny import make_tiny
+    from tests.bench.loadgen import run
+
+    model = make_tiny(work / f"tiny-{mode}")
+    nats = NatsServer(work / f"nats-{mode}").start()
+    common = ["--nats-url", nats.url, "--namespace", "rb", "--log-level", "warning"]
+    port = free_port()
+    procs = [spawn(f"w{i}-{mode}", "decode", [*common, "--engine", "mock", "--model-path", str(model),
+                                              "--num-blocks", "400", "--speedup-ratio", "5",
+                                              "--prefill-ms-per-token", "0.1",
+                                              "--stream-interval-ms", "0"], work) for i in range(4)]
+    procs.append(spawn(f"fe-{mode}", "frontend", [*common, "--http-port", str(port), "--router-mode", mode], work))
+    try:
+        for p in procs:
+            p.wait_ready(120)
+        wait_port("127.0.0.1", port)
+        time.sleep(1.5)
+        args = SimpleNamespace(url=f"http://127.0.0.1:{port}", model=model.name, concurrency=8, requests=600,
+                               prompt_words=10, max_tokens=16, prefixes=32, prefix_words=90, rate=0.0,
+                               timeout=120, api_key=None, seed=3, label=mode)
+        return asyncio.run(run(args))
+    finally:
+        for p in procs:
+            p.stop()
+        nats.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-cluster", action="store_true")
+    ap.add_argument("--no-report", action="store_true")
+    a = ap.parse_args()
+    rows = [index_bench()]
+    print(rows[-1], flush=True)
+    if not a.skip_cluster:
+        with tempfile.TemporaryDirectory(prefix="shoal-rb-") as tmp:
+            for mode in ("round-robin", "random", "kv"):
+                rows.append(cluster_bench(mode, Path(tmp)))
+                print(rows[-1], flush=True)
+    if not a.no_report:
+        append_report("KV router: index cost and routing quality",
+                      " ".join(["python -m tests.bench.bench_router", *sys.argv[1:]]), rows,
+                      f"{platform.node()}: {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
