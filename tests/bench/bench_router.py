@@ -39,7 +39,7 @@ def index_bench(workers: int = 64, total_blocks: int = 1_000_000) -> dict:
     prefixes = [[rng.randrange(32000) for _ in range(PS * 64)] for _ in range(200)]  # 64-block prefixes
     per_worker = total_blocks // workers
     batches = []
-    for w, iid in enumerate(ids):
+    for iid in ids:
         seq, blocks = 0, 0
         while blocks < per_worker:  # count only the unique tail blocks: the index holds ~1M distinct
             base = rng.choice(prefixes)
