@@ -67,25 +67,32 @@ def test_kill_9_mid_stream_migrates_every_request(cluster):
 
 
 def test_cancelled_requests_leave_no_kv_allocated(cluster):
-    w = cluster.worker("--num-blocks", "512", "--speedup-ratio", "50", engine="mock")
+    # long generations: only cancellation (not completion) can free their blocks within the test
+    w = cluster.worker("--num-blocks", "8192", "--speedup-ratio", "2", "--max-num-seqs", "256", engine="mock")
     cluster.frontend()
     cluster.wait_models()
 
+    rng = random.Random(7)
+    gate = asyncio.Semaphore(64)
+
     async def one(s: aiohttp.ClientSession, i: int) -> None:
         body = {"model": cluster.model_name, "messages": [{"role": "user", "content": f"req {i} " * 30}],
-                "max_tokens": 500, "stream": True}
-        async with s.post(cluster.url + "/v1/chat/completions", json=body) as r:
+                "max_tokens": 3000, "stream": True}
+        leave_after = rng.randrange(0, 6)  # chunks read before the client goes away (0: before any)
+        async with gate, s.post(cluster.url + "/v1/chat/completions", json=body) as r:
+            n = 0
             async for _ in r.content:
-                if random.random() < 0.2:
-                    return  # leave mid-stream: the connection is closed
+                if n >= leave_after:
+                    return  # the connection is closed mid-stream
+                n += 1
 
     async def run() -> None:
-        conn = aiohttp.TCPConnector(limit=64, force_close=True)
-        async with aiohttp.ClientSession(connector=conn) as s:
-            await asyncio.gather(*(asyncio.wait_for(one(s, i), 30) for i in range(300)))
+        conn = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as s:
+            await asyncio.gather(*(one(s, i) for i in range(1000)))
 
     asyncio.run(run())
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     while (used := kv_used(w.system_port)) > 0 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert used == 0
