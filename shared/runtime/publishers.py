@@ -17,7 +17,7 @@ from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.publishers")
 
-KV_STREAM_MAX_BYTES = 512 * 2**20
+KV_STREAM_MAX_BYTES = 64 * 2**20  # oldest events go first: a replay then misses only old stores
 
 
 async def ensure_kv_stream(rt: Runtime) -> str:

@@ -20,9 +20,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from shared.cluster.natsd import NatsServer, free_port, wait_port
-from shared.cluster.procs import spawn
 from shared.model.tiny import make_tiny
+from tests.bench.local_cluster import bench_cluster
 from tests.bench.report import append_report
 
 
@@ -62,40 +61,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
+    stats: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="shoal-ovl-") as tmp:
         work = Path(tmp)
-        model = make_tiny(work / "tiny")
-        nats = NatsServer(work / "nats").start()
-        common = ["--nats-url", nats.url, "--namespace", "ovl", "--log-level", "warning"]
-        port = free_port()
         # capacity: 8 running + 8 waiting on the worker, 64 in flight at the frontend
-        w = spawn("worker", "decode", [*common, "--engine", "mock", "--model-path", str(model), "--speedup-ratio",
-                                       "20", "--max-num-seqs", "8", "--max-waiting", "8"], work)
-        fe = spawn("frontend", "frontend", [*common, "--http-port", str(port), "--max-inflight", "64"], work)
-        try:
-            w.wait_ready(60)
-            fe.wait_ready(60)
-            wait_port("127.0.0.1", port)
-            time.sleep(1)
-            pids = {"nats": nats.proc.pid, "worker": w.pid, "frontend": fe.pid}
-            peak = dict.fromkeys(pids, 0.0)
-            stats: dict[str, int] = {}
-            url = f"http://127.0.0.1:{port}"
+        worker = ["--engine", "mock", "--speedup-ratio", "20", "--max-num-seqs", "8", "--max-waiting", "8"]
+        with bench_cluster(work, make_tiny(work / "tiny"), worker, ["--max-inflight", "64"]) as c:
+            peak = dict.fromkeys(c.pids, 0.0)
 
             async def run() -> float:
-                task = asyncio.create_task(storm(url, "tiny", 160, a.seconds, stats))
+                task = asyncio.create_task(storm(c.url, "tiny", 160, a.seconds, stats))
                 while not task.done():
-                    for k, pid in pids.items():
+                    for k, pid in c.pids.items():
                         peak[k] = max(peak[k], psutil.Process(pid).memory_info().rss / 2**20)
                     await asyncio.sleep(0.5)
                 await task
-                return await recovery(url, "tiny")
+                return await recovery(c.url, "tiny")
 
             recovered = asyncio.run(run())
-        finally:
-            fe.stop()
-            w.stop()
-            nats.stop()
     row = {"label": "overload 10x", "seconds": a.seconds, "clients": 160, "capacity": "16 at the worker",
            "responses": stats, "peak_rss_mib": {k: round(v, 1) for k, v in peak.items()},
            "recovered_after_s": round(recovered, 3)}

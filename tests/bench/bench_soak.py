@@ -18,9 +18,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from shared.cluster.natsd import NatsServer, free_port, wait_port
-from shared.cluster.procs import spawn
 from shared.model.tiny import make_tiny
+from tests.bench.local_cluster import bench_cluster
 from tests.bench.report import append_report
 
 
@@ -56,27 +55,17 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
+    stats: dict[str, int] = {}
+    samples: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="shoal-soak-") as tmp:
         work = Path(tmp)
-        model = make_tiny(work / "tiny")
-        nats = NatsServer(work / "nats").start()
-        common = ["--nats-url", nats.url, "--namespace", "soak", "--log-level", "warning"]
-        port = free_port()
-        w = spawn("worker", "decode", [*common, "--engine", a.engine, "--model-path", str(model),
-                                       "--speedup-ratio", "100"], work)
-        fe = spawn("frontend", "frontend", [*common, "--http-port", str(port)], work)
-        try:
-            w.wait_ready(120)
-            fe.wait_ready(60)
-            wait_port("127.0.0.1", port)
-            time.sleep(1)
-            pids = {"nats": nats.proc.pid, "worker": w.pid, "frontend": fe.pid}
-            stats: dict[str, int] = {}
+        worker = ["--engine", a.engine, "--speedup-ratio", "100"]
+        with bench_cluster(work, make_tiny(work / "tiny"), worker) as c:
+            pids = c.pids
             until = time.monotonic() + a.minutes * 60
-            samples = []
 
             async def run() -> None:
-                task = asyncio.create_task(load(f"http://127.0.0.1:{port}", "tiny", a.concurrency, until, stats))
+                task = asyncio.create_task(load(c.url, "tiny", a.concurrency, until, stats))
                 while not task.done():
                     samples.append({"t": round(a.minutes * 60 - (until - time.monotonic())), **sample(pids)})
                     print(json.dumps(samples[-1]), flush=True)
@@ -84,10 +73,6 @@ def main() -> None:
                 await task
 
             asyncio.run(run())
-        finally:
-            fe.stop()
-            w.stop()
-            nats.stop()
     first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
     summary = {"label": "soak", "minutes": a.minutes, "requests": stats,
                "rss_mib_first_last": {k: (first[k][0], last[k][0]) for k in pids},

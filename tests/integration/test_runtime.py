@@ -41,6 +41,25 @@ async def rt_for(nats_server, ttl: float = 1.5) -> Runtime:
     return await Runtime.connect(NatsOptions(url=nats_server.url), "t", "test", lease_ttl=ttl)
 
 
+@contextlib.asynccontextmanager
+async def served(nats_server, handler=counting, server_kw=None, client_kw=None):
+    """A registered server and a started client on two connections; torn down afterwards."""
+    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
+    server = EndpointServer(srv_rt, "backend", "generate", handler, Ask, **(server_kw or {}))
+    await server.start()
+    await server.register()
+    client = EndpointClient(cli_rt, "backend", "generate", Part, **(client_kw or {}))
+    await client.start()
+    await client.wait_for_instances(1, 5)
+    try:
+        yield server, client
+    finally:
+        await client.stop()
+        await server.stop()
+        await srv_rt.close()
+        await cli_rt.close()
+
+
 async def collect(client: EndpointClient, req: Ask, **kw) -> list[int]:
     out: list[int] = []
     async with contextlib.aclosing(client.generate(req, req.request_id, **kw)) as it:
@@ -50,26 +69,15 @@ async def collect(client: EndpointClient, req: Ask, **kw) -> list[int]:
 
 
 async def test_stream_roundtrip_and_errors(nats_server):
-    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
-    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask)
-    await server.start()
-    await server.register()
-    client = EndpointClient(cli_rt, "backend", "generate", Part)
-    await client.start()
-    await client.wait_for_instances(1, 5)
-    assert await collect(client, Ask("a", 50)) == list(range(50))
-    assert await collect(client, Ask("b", 3), instance_id=srv_rt.instance_id) == [0, 1, 2]
-    with pytest.raises(RemoteError) as e:
-        await collect(client, Ask("c", 2, fail=True))
-    assert e.value.code == ErrorCode.INTERNAL and "boom" in e.value.message
-    await client.stop()
-    await server.stop()
-    await srv_rt.close()
-    await cli_rt.close()
+    async with served(nats_server) as (server, client):
+        assert await collect(client, Ask("a", 50)) == list(range(50))
+        assert await collect(client, Ask("b", 3), instance_id=server.instance_id) == [0, 1, 2]
+        with pytest.raises(RemoteError) as e:
+            await collect(client, Ask("c", 2, fail=True))
+        assert e.value.code == ErrorCode.INTERNAL and "boom" in e.value.message
 
 
 async def test_cancel_reaches_the_handler(nats_server):
-    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
     cancelled = asyncio.Event()
 
     async def slow(req: Ask, ctx: RequestContext) -> AsyncIterator[Part]:
@@ -80,37 +88,20 @@ async def test_cancel_reaches_the_handler(nats_server):
         finally:
             cancelled.set()
 
-    server = EndpointServer(srv_rt, "backend", "generate", slow, Ask)
-    await server.start()
-    await server.register()
-    client = EndpointClient(cli_rt, "backend", "generate", Part)
-    await client.start()
-    async with contextlib.aclosing(client.generate(Ask("x", 0), "x")) as it:
-        await anext(it)
-    t0 = time.monotonic()
-    await asyncio.wait_for(cancelled.wait(), 2)
-    assert time.monotonic() - t0 < 0.5
-    assert not server.inflight
-    for x in (client, server):
-        await x.stop()
-    await srv_rt.close()
-    await cli_rt.close()
+    async with served(nats_server, slow) as (server, client):
+        async with contextlib.aclosing(client.generate(Ask("x", 0), "x")) as it:
+            await anext(it)
+        t0 = time.monotonic()
+        await asyncio.wait_for(cancelled.wait(), 2)
+        assert time.monotonic() - t0 < 0.5
+        assert not server.inflight
 
 
 async def test_deadline_times_out(nats_server):
-    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
-    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask)
-    await server.start()
-    await server.register()
-    client = EndpointClient(cli_rt, "backend", "generate", Part)
-    await client.start()
-    with pytest.raises(RemoteError) as e:
-        await collect(client, Ask("d", 100, delay=0.05), deadline=time.time() + 0.3)
-    assert e.value.code == ErrorCode.TIMEOUT
-    for x in (client, server):
-        await x.stop()
-    await srv_rt.close()
-    await cli_rt.close()
+    async with served(nats_server) as (_, client):
+        with pytest.raises(RemoteError) as e:
+            await collect(client, Ask("d", 100, delay=0.05), deadline=time.time() + 0.3)
+        assert e.value.code == ErrorCode.TIMEOUT
 
 
 async def test_discovery_sees_instances_come_and_go(nats_server):
@@ -138,18 +129,9 @@ async def test_discovery_sees_instances_come_and_go(nats_server):
 
 
 async def test_silent_worker_is_lost(nats_server):
-    srv_rt, cli_rt = await rt_for(nats_server), await rt_for(nats_server)
-    server = EndpointServer(srv_rt, "backend", "generate", counting, Ask, keepalive=10)
-    await server.start()
-    await server.register()
-    client = EndpointClient(cli_rt, "backend", "generate", Part, keepalive_timeout=0.5)
-    await client.start()
-    with pytest.raises(WorkerLost):
-        await collect(client, Ask("s", 3, delay=1.0))
-    for x in (client, server):
-        await x.stop()
-    await srv_rt.close()
-    await cli_rt.close()
+    async with served(nats_server, server_kw={"keepalive": 10}, client_kw={"keepalive_timeout": 0.5}) as (_, c):
+        with pytest.raises(WorkerLost):
+            await collect(c, Ask("s", 3, delay=1.0))
 
 
 async def test_nats_down_is_a_clear_error():
