@@ -8,8 +8,8 @@ import json
 import urllib.request
 
 from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, StopConditions
-from shared.config.args import NatsOptions
 from shared.cluster.procs import spawn
+from shared.config.args import NatsOptions
 from shared.runtime import EndpointClient, Runtime
 
 
