@@ -8,7 +8,7 @@ import os
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
-from shared.config.yaml_config import expand_config_argv
+from shared.config.yaml_config import expand_or_exit
 from shared.engine.registry import ENGINES, EngineOptions
 
 
@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str]) -> WorkerConfig:
     p = parser()
-    ns, extra = p.parse_known_args(expand_config_argv(argv))
+    ns, extra = p.parse_known_args(expand_or_exit(p, argv))
     if extra and ns.engine != "sglang":
         p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
     if not ns.model_path:
@@ -73,3 +73,4 @@ def parse(argv: list[str]) -> WorkerConfig:
                         served_model_name=name, component=ns.component, endpoint=ns.endpoint,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
                         stream_interval=ns.stream_interval_ms / 1000)
+

@@ -8,7 +8,7 @@ import os
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
-from shared.config.yaml_config import expand_config_argv
+from shared.config.yaml_config import expand_or_exit
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str]) -> FrontendConfig:
     p = parser()
-    ns = p.parse_args(expand_config_argv(argv))
+    ns = p.parse_args(expand_or_exit(p, argv))
     template = None
     if ns.custom_jinja_template:
         try:
@@ -82,3 +82,4 @@ def parse(argv: list[str]) -> FrontendConfig:
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
         worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
     )
+

@@ -7,7 +7,7 @@ import argparse
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
-from shared.config.yaml_config import expand_config_argv
+from shared.config.yaml_config import expand_or_exit
 
 
 class RouterConfig(msgspec.Struct, frozen=True):
@@ -33,8 +33,9 @@ def parse(argv: list[str]) -> RouterConfig:
     g.add_argument("--kv-overlap-score-weight", dest="overlap_weight", type=float, default=4.0)
     g.add_argument("--router-temperature", type=float, default=0.0)
     g.add_argument("--no-kv-events", dest="kv_events", action="store_false")
-    ns = p.parse_args(expand_config_argv(argv))
+    ns = p.parse_args(expand_or_exit(p, argv))
     return RouterConfig(common=common_from_args(ns), worker_component=ns.worker_component,
                         worker_endpoint=ns.worker_endpoint, component=ns.component, page_size=ns.page_size,
                         overlap_weight=ns.overlap_weight, temperature=ns.router_temperature,
                         approximate=not ns.kv_events)
+

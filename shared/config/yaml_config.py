@@ -14,6 +14,7 @@ explicit flags override the file.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -150,3 +151,11 @@ def _scalar(value: Any) -> str:
     if isinstance(value, Mapping | list):
         return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)
+
+
+def expand_or_exit(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """expand_config_argv for a service's main: a bad config file is a usage error, not a traceback."""
+    try:
+        return expand_config_argv(argv)
+    except ConfigError as e:
+        parser.error(str(e))

@@ -19,7 +19,7 @@ from shared.config.args import CommonConfig
 from shared.runtime.runtime import Runtime
 from shared.telemetry.logging import configure_logging, get_logger
 from shared.telemetry.system_server import SystemServer
-from shared.telemetry.tracing import configure_tracing
+from shared.telemetry.tracing import configure_tracing, shutdown_tracing
 
 
 class Service:
@@ -59,6 +59,7 @@ class Service:
             await self.runtime.close()
         if self.system is not None:
             await self.system.stop()
+        shutdown_tracing()  # send spans still queued
         self.log.info("service_stopped")
 
     def set_health(self, health: Callable[[], dict[str, Any]]) -> None:

@@ -1,0 +1,113 @@
+"""SGLang's KV events -> shoal's, re-hashed with shoal's block hash.
+
+SGLang names blocks by its own hashes; the router knows only shoal's
+(`shared.kv.hashing`). Each stored block is re-hashed from its tokens,
+chained on its parent's shoal hash, and remembered, so a later removal
+(which carries SGLang hashes only) can be translated too.
+
+Only blocks in GPU memory count (HiCache's host and storage tiers send the
+same events with another `medium`). A partial page is not a block for the
+router; a block whose parent was never seen cannot be hashed and is
+dropped, with its descendants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
+from shared.engine.sglang.wire import WireCleared, WireEvent, WireRemoved, WireStored
+from shared.kv.hashing import block_hash
+
+DEVICE_MEDIA = (None, "GPU")
+
+
+class BlockHashTranslator:
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self._ours: dict[int, int] = {}  # SGLang hash -> shoal hash
+        self._refs: dict[int, int] = {}  # shoal hash -> SGLang hashes naming it
+        self.dropped = 0  # blocks not forwarded (unknown parent, partial page, bigram key)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._refs)
+
+    def translate(self, events: Iterable[WireEvent]) -> list[KvEvent]:
+        out: list[KvEvent] = []
+        for ev in events:
+            if isinstance(ev, WireCleared):
+                self._ours.clear()
+                self._refs.clear()
+                out.append(AllBlocksCleared())
+            elif ev.medium not in DEVICE_MEDIA:
+                continue
+            elif isinstance(ev, WireStored):
+                self._stored(ev, out)
+            elif isinstance(ev, WireRemoved):
+                self._removed(ev, out)
+        return out
+
+    def _stored(self, ev: WireStored, out: list[KvEvent]) -> None:
+        parent = None if ev.parent_hash is None else self._ours.get(ev.parent_hash)
+        if ev.parent_hash is not None and parent is None:
+            self.dropped += len(ev.block_hashes)
+            return
+        first_parent = parent
+        hashes: list[int] = []
+        tokens: list[int] = []
+        for sg_hash, block in zip(ev.block_hashes, _blocks(ev), strict=False):
+            if len(block) != self.page_size or not all(isinstance(t, int) for t in block):
+                self.dropped += 1
+                break
+            ours = block_hash(parent, block)
+            self._remember(sg_hash, ours)
+            hashes.append(ours)
+            tokens += block
+            parent = ours
+        if hashes:
+            _append_stored(out, hashes, tokens, first_parent, self.page_size)
+
+    def _remember(self, sg_hash: int, ours: int) -> None:
+        if self._ours.get(sg_hash) == ours:
+            return
+        self._ours[sg_hash] = ours
+        self._refs[ours] = self._refs.get(ours, 0) + 1
+
+    def _removed(self, ev: WireRemoved, out: list[KvEvent]) -> None:
+        gone: list[int] = []
+        for sg_hash in ev.block_hashes:
+            ours = self._ours.pop(sg_hash, None)
+            if ours is None:
+                continue
+            left = self._refs[ours] - 1
+            if left:
+                self._refs[ours] = left
+            else:
+                del self._refs[ours]
+                gone.append(ours)
+        if not gone:
+            return
+        if out and isinstance(out[-1], BlockRemoved):
+            out[-1] = BlockRemoved(block_hashes=[*out[-1].block_hashes, *gone])
+        else:
+            out.append(BlockRemoved(block_hashes=gone))
+
+
+def _blocks(ev: WireStored) -> list[list[int]]:
+    """The token lists of the event's blocks (one per hash)."""
+    if len(ev.block_hashes) == 1:
+        return [list(ev.token_ids)]
+    size = ev.block_size
+    return [list(ev.token_ids[i * size : (i + 1) * size]) for i in range(len(ev.block_hashes))]
+
+
+def _append_stored(out: list[KvEvent], hashes: list[int], tokens: list[int], parent: int | None,
+                   page_size: int) -> None:
+    """Add a stored run, merged into the previous event when it continues that chain."""
+    last = out[-1] if out else None
+    if isinstance(last, BlockStored) and parent is not None and last.block_hashes[-1] == parent:
+        out[-1] = BlockStored(block_hashes=[*last.block_hashes, *hashes], token_ids=[*last.token_ids, *tokens],
+                              parent_hash=last.parent_hash, block_size=page_size)
+    else:
+        out.append(BlockStored(block_hashes=hashes, token_ids=tokens, parent_hash=parent, block_size=page_size))
