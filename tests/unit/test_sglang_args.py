@@ -57,7 +57,7 @@ def test_shoal_defaults_added_only_when_absent(raw: None) -> None:
     cfg = build_sglang_config([], model_path="/m")
     argv = list(cfg.argv)
     assert argv[argv.index("--page-size") + 1] == "16" and cfg.page_size == 16
-    assert "--skip-tokenizer-init" in argv and cfg.skip_tokenizer_init
+    assert "--skip-tokenizer-init" not in argv and not cfg.skip_tokenizer_init  # SGLang needs it for min_tokens
     kv = json.loads(argv[argv.index("--kv-events-config") + 1])
     assert kv["publisher"] == "zmq" and kv["endpoint"].startswith("ipc://")
     assert kv["replay_endpoint"].startswith("ipc://") and kv["replay_endpoint"] != kv["endpoint"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,22 @@ def test_two_engine_hashes_for_one_block_are_counted() -> None:
 
 @pytest.mark.skipif(not FIXTURE.exists(), reason="no captured SGLang event bytes yet (deploy/gpu/prove.sh)")
 def test_captured_sglang_events_decode_and_translate() -> None:
+    """Real bytes from SGLang 0.5.17 on an H100 (deploy/gpu/prove.py adapter): six chat prompts, 16-token pages."""
     frames = msgspec.msgpack.decode(FIXTURE.read_bytes())
+    prompts = json.loads(FIXTURE.with_suffix(".json").read_text())["prompts"]
     assert frames, "empty capture"
     tr = BlockHashTranslator(16)
     stored = 0
     for topic, seq, payload in frames:
-        assert len(seq) == 8
+        assert topic == b"kv" and len(seq) == 8
         for ev in tr.translate(decode_batch(payload).events):
             if isinstance(ev, BlockStored):
                 stored += len(ev.block_hashes)
                 assert len(ev.token_ids) == 16 * len(ev.block_hashes)
-    assert stored > 0 and tr.dropped == 0
+                if ev.parent_hash is None:  # a sequence's first blocks start with a prompt; hashed as the router does
+                    assert ev.block_hashes == block_hashes(ev.token_ids, 16)
+                    assert any(ev.token_ids[: min(16, len(p))] == p[:16] for p in prompts)
+    assert stored >= 20 and tr.dropped == 0
 
 
 @pytest.mark.parametrize("endpoint, rank, expect", [
@@ -144,7 +150,8 @@ def test_captured_sglang_events_decode_and_translate() -> None:
     ("tcp://[::]:5557", 0, ZmqAddress("tcp://[::1]:5557", ipv6=True)),
     ("tcp://[::1]:5557", 1, ZmqAddress("tcp://[::1]:5558", ipv6=True)),
     ("tcp://10.0.0.5:6000", 0, ZmqAddress("tcp://10.0.0.5:6000", bind=True)),
-    ("tcp://[fd00::5]:6000", 0, ZmqAddress("tcp://[fd00::5]:6000", bind=True, ipv6=True)),
+    ("tcp://[fd00::5]:6000", 0, ZmqAddress("tcp://[fd00::5]:6000", ipv6=True)),  # "::": SGLang binds
+    ("tcp://[fd00:1:2:3:4:5:6:7]:6000", 0, ZmqAddress("tcp://[fd00:1:2:3:4:5:6:7]:6000", bind=True, ipv6=True)),
     ("ipc:///tmp/kv", 0, ZmqAddress("ipc:///tmp/kv")),
     ("inproc://kv", 1, ZmqAddress("inproc://kv_dp1")),
 ])

@@ -165,7 +165,7 @@ def _with_defaults(argv: list[str], given: set[str], model_path: str) -> list[st
 
 
 def default_kv_events(dp_size: int) -> dict[str, Any]:
-    """A ZMQ publisher only this host can reach: ipc sockets, or loopback-free tcp ports for DP > 1.
+    """A ZMQ publisher for this worker: private ipc sockets, or free tcp ports (all interfaces) for DP > 1.
 
     SGLang binds its publisher when the endpoint is a wildcard or ipc (and
     connects otherwise); with DP it adds the rank to a tcp port, which ipc

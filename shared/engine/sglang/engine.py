@@ -178,8 +178,8 @@ class SglangEngine(Engine):
             return
         known = all(hasattr(tm, a) for a in ("handle_loop", "asyncio_tasks", "event_loop"))
         if not known or threading.current_thread() is not threading.main_thread():
-            tm.auto_create_handle_loop()
-            if known is False:
+            tm.auto_create_handle_loop()  # off the main thread SGLang installs no signal handlers anyway
+            if not known:
                 log.warning("sglang_signal_handlers_kept", reason="unknown TokenizerManager layout")
             return
         loop = asyncio.get_running_loop()

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The GPU proof of shoal on SGLang, run on the lent GPU machine from the repository root.
+#
+# Here (with PyPI):  deploy/gpu/pack.sh            -> .whl/c1 .whl/c2 (<= 60 MiB each)
+# There, one call per carry folder, back to back (the machine keeps /tmp while it stays warm):
+#   run(carry=[".whl/c1"], "deploy/gpu/prove.sh carry 1")
+#   run(carry=[".whl/c2"], "deploy/gpu/prove.sh carry 2 smoke")   # or: ... full
+# Extra *.whl files and a jit_cache.tgz (saved in $OUT by an earlier run: Triton kernels, a minute less
+# per engine on a fresh machine) put in the last carry folder are installed too.
+# Environment: PROVE_CUDA_GRAPH=1 keeps SGLang's CUDA graphs; PROVE_BENCH_REPEAT=N runs (d) N times.
+# Stages (each prints JSON lines; files land in $OUT):
+#   smoke   install, make the model, (a) sglang.Engine greedy, shoal's adapter in-process (+ KV event bytes)
+#   full    smoke's (a), then (b) shoal cluster over NATS, (c) prefill/decode pair over NIXL, (d) benchmark
+#           shoal vs `python -m sglang.launch_server` (see deploy/gpu/prove_cluster.py)
+set -uo pipefail
+ACC=/tmp/acc
+SITE=/tmp/shoal-gpu
+MODEL=/tmp/shoal-model
+OUT=${OUT:-/tmp/out}
+mkdir -p "$ACC" "$OUT"
+
+install_bundle() {
+  [ -f "$SITE/.done" ] && return 0
+  local t0=$SECONDS
+  mkdir -p "$SITE/stubs/IPython" "$SITE/stubs/loguru" "$SITE/stubs/soundfile"
+  cat "$ACC"/bundle.part.* | xz -d -T0 | tar x -C "$SITE" || return 1
+  if ls "$ACC"/*.whl > /dev/null 2>&1; then  # wheels carried beside the bundle
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE/site" "$ACC"/*.whl || return 1
+  fi
+  # imported by SGLang (and its HTTP server) but never used for a text model
+  local stub='from unittest.mock import MagicMock
+
+
+def __getattr__(name):
+    return MagicMock(name=name)
+'
+  printf '%s' "$stub" > "$SITE/stubs/IPython/__init__.py"
+  printf '%s' "$stub" > "$SITE/stubs/IPython/display.py"
+  printf '%s' "$stub" > "$SITE/stubs/loguru/__init__.py"
+  printf '%s' "$stub" > "$SITE/stubs/soundfile/__init__.py"
+  # kernels compiled by an earlier machine (triton JIT takes over a minute per fresh machine)
+  [ -f "$ACC/jit_cache.tgz" ] && tar xzf "$ACC/jit_cache.tgz" -C "$HOME"
+  touch "$SITE/.done"
+  echo "{\"step\": \"install\", \"seconds\": $((SECONDS - t0))}"
+}
+
+setup_env() {
+  export PYTHONPATH="$SITE/site-first:$SITE/site:$SITE/stubs:$PWD"
+  export PATH="$SITE/site/bin:$PATH"
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+}
+
+machine() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import sglang, torch, transformers, sgl_kernel; print('sglang', sglang.__version__, 'torch',
+torch.__version__, 'transformers', transformers.__version__, 'sgl_kernel', sgl_kernel.__version__)"
+}
+
+model() {
+  [ -f "$MODEL/config.json" ] || python3 deploy/gpu/prove.py model "$MODEL"
+}
+
+smoke() {  # (a) and the adapter start side by side; the adapter waits for (a)'s tokens before comparing
+  python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
+  local ref=$!
+  timeout 420 python3 deploy/gpu/prove.py adapter "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/adapter.log" 2>&1
+  wait $ref
+  grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
+  grep '^{' "$OUT/adapter.log" || tail -60 "$OUT/adapter.log"
+}
+
+full() {  # (a) starts beside the cluster; the cluster's checks wait for its tokens
+  python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
+  local ref=$!
+  timeout 560 python3 deploy/gpu/prove_cluster.py "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/cluster.log" 2>&1
+  wait $ref
+  grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
+  grep '^{' "$OUT/cluster.log"; grep -A40 'cluster_failed' "$OUT/cluster.log" | tail -120
+}
+
+save_jit_cache() {
+  (cd "$HOME" && tar czf "$OUT/jit_cache.tgz" $(ls -d .triton .cache/flashinfer .cache/tvm-ffi 2>/dev/null)) 2>/dev/null
+  ls -la "$OUT/jit_cache.tgz" 2>/dev/null
+}
+
+case "${1:-}" in
+  carry) cp ".whl/c$2"/* "$ACC"/ && ls -la "$ACC"; shift 2; if [ $# -gt 0 ]; then exec "$0" "$@"; fi ;;
+  smoke) install_bundle && setup_env && machine && model && smoke; save_jit_cache ;;
+  full) install_bundle && setup_env && machine && model && full; save_jit_cache ;;
+  *) sed -n 2,14p "$0"; exit 2 ;;
+esac
