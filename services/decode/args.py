@@ -23,6 +23,9 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     disaggregation_mode: str = "null"
     drain_grace: float = 30.0
     stream_interval: float = 0.005
+    prefill_component: str = "prefill"
+    transfer_timeout: float = 10.0
+    disagg_fallback_local: bool = False
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,9 +37,14 @@ def parser() -> argparse.ArgumentParser:
                    help="local model directory (Hugging Face layout)")
     g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
     g.add_argument("--engine", choices=ENGINES, default="reference")
-    g.add_argument("--component", default="backend")
+    g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
     g.add_argument("--endpoint", default="generate")
     g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
+    d = p.add_argument_group("disaggregation (reference engine)")
+    d.add_argument("--prefill-component", default="prefill", help="decode: where prefill workers serve `generate`")
+    d.add_argument("--transfer-timeout", type=float, default=10.0, help="seconds a KV transfer may take")
+    d.add_argument("--disagg-fallback-local", action="store_true",
+                   help="decode: prefill locally when the remote prefill or its transfer fails")
     g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
@@ -55,13 +63,16 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str]) -> WorkerConfig:
     p = parser()
-    ns, extra = p.parse_known_args(expand_or_exit(p, argv))
+    argv = expand_or_exit(p, argv)
+    ns, extra = p.parse_known_args(argv)
     if extra and ns.engine != "sglang":
         p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
     if not ns.model_path:
         p.error("--model-path is required (make one with: shoal model make-tiny DIR)")
     if ns.engine == "sglang" and ns.disaggregation_mode != "null":
         extra += ["--disaggregation-mode", ns.disaggregation_mode]
+    if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
+        extra += _given(argv, ("--page-size", "--context-length", "--device"), ns)
     name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
     opts = EngineOptions(
         engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
@@ -69,8 +80,17 @@ def parse(argv: list[str]) -> WorkerConfig:
         context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
         prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra,
     )
+    component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
-                        served_model_name=name, component=ns.component, endpoint=ns.endpoint,
+                        served_model_name=name, component=component, endpoint=ns.endpoint,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
-                        stream_interval=ns.stream_interval_ms / 1000)
+                        stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
+                        transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local)
 
+
+def _given(argv: list[str], flags: tuple[str, ...], ns: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for flag in flags:
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            out += [flag, str(getattr(ns, flag[2:].replace("-", "_")))]
+    return out

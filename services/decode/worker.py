@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -15,8 +18,9 @@ from shared.engine.base import Engine
 from shared.engine.registry import make_engine
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
-from shared.runtime.server import EndpointServer
+from shared.runtime.server import EndpointServer, Handler
 from shared.runtime.service import Service
+from shared.telemetry.logging import configure_logging
 from shared.tokenizer import Tokenizer
 
 
@@ -29,27 +33,62 @@ def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
     return make_engine(opts)
 
 
-async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
+@dataclass
+class Role:
+    """What a worker serves on its endpoint, and what it stops when it stops."""
+
+    handler: Handler
+    request_type: type
+    is_final: Callable[[Any], bool]
+    request_id_of: Callable[[Any], str] = lambda r: r.request_id
+    stop: Callable[[], Awaitable[None]] | None = None
+
+
+RoleFactory = Callable[[Service, WorkerConfig, Engine], Awaitable[Role]]
+
+
+async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
+    return Role(GenerateHandler(engine, cfg.stream_interval), EngineRequest,
+                is_final=lambda c: c.finish_reason is not None)
+
+
+def role_factory(cfg: WorkerConfig) -> RoleFactory:
+    """Disaggregation on the reference engine is shoal's (NIXL); SGLang does its own."""
+    if cfg.engine.engine == "sglang" or cfg.disaggregation_mode == "null":
+        return aggregated_role
+    if cfg.disaggregation_mode == "decode":
+        from services.decode.disagg import decode_role
+
+        return decode_role
+    from services.prefill.handler import prefill_role
+
+    return prefill_role
+
+
+async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory | None = None) -> None:
     rt = svc.rt
     tokenizer = Tokenizer.from_dir(cfg.model_path)
     engine = build_engine(cfg, tokenizer)
     await engine.start()
+    if cfg.engine.engine == "sglang":  # SGLang reconfigures Python logging as it starts: take it back
+        configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
     events = KvEventPublisher(rt, cfg.component)
     await events.start()
     engine.set_kv_event_sink(events.sink)
     loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
     await loads.start()
 
-    handler = GenerateHandler(engine, cfg.stream_interval)
-    server = EndpointServer(rt, cfg.component, cfg.endpoint, handler, EngineRequest,
-                            is_final=lambda c: c.finish_reason is not None)
+    role = await (make_role or role_factory(cfg))(svc, cfg, engine)
+    server = EndpointServer(rt, cfg.component, cfg.endpoint, role.handler, role.request_type,
+                            is_final=role.is_final, request_id_of=role.request_id_of)
     await server.start()
     artifact = await upload_tokenizer(rt, Tokenizer.artifact_files(cfg.model_path))
     card = ModelCard(
         name=cfg.served_model_name, instance_id=rt.instance_id, component=cfg.component,
         endpoint=cfg.endpoint, context_length=engine.context_length(),
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
-        engine=cfg.engine.engine, runtime=engine.runtime_config(), created=int(time.time()),
+        engine=cfg.engine.engine, created=int(time.time()),
+        runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
     )
     card_lease = await publish_card(rt, card)
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
@@ -63,6 +102,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
         await card_lease.revoke()
         await server.drain(cfg.drain_grace)
     finally:
+        if role.stop is not None:
+            await role.stop()
         await loads.stop()
         await events.stop()
         await engine.stop()

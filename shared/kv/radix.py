@@ -54,6 +54,8 @@ class KvIndex:
 
     def _rehash(self, worker: WorkerKey, ev: BlockStored) -> list[int]:
         ours = self._ours.setdefault(worker, {})
+        if ev.parent_hash is not None and ev.parent_hash not in ours:
+            return []  # the parent is unknown (dropped from the stream): these blocks cannot be placed
         parent = ours.get(ev.parent_hash) if ev.parent_hash is not None else None
         size = ev.block_size or self.page_size
         out = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -27,21 +29,35 @@ class LiveKvRouter(KvRouter):
     catches up; per-worker sequence numbers make replays and reconnects idempotent.
     """
 
-    def __init__(self, runtime: Runtime, component: str, **kw: Any) -> None:
+    def __init__(self, runtime: Runtime, component: str, replay_timeout: float = 10.0, **kw: Any) -> None:
         super().__init__(**kw)
         self.rt = runtime
         self.component = component
+        self.replay_timeout = replay_timeout
+        self.batches = {"applied": 0, "duplicate": 0}
+        self._caught_up = asyncio.Event()
         self._subs: list[Any] = []
 
     async def start(self) -> None:
+        """Subscribe, then wait (up to `replay_timeout`) until the stream's backlog is applied."""
         ns = self.rt.namespace
+        t0 = time.monotonic()
         await ensure_kv_stream(self.rt)
         cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        self._subs = [
-            await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
-                                       ordered_consumer=True, config=cfg),
-            await self.rt.nc.subscribe(subjects.load_filter(ns, self.component), cb=self._on_load),
-        ]
+        events = await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
+                                            ordered_consumer=True, config=cfg)
+        self._subs = [events, await self.rt.nc.subscribe(subjects.load_filter(ns, self.component),
+                                                         cb=self._on_load)]
+        with contextlib.suppress(Exception):
+            info = await events.consumer_info()
+            if info.num_pending == 0 and not info.delivered.stream_seq:
+                self._caught_up.set()  # nothing to replay
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), self.replay_timeout)
+        except TimeoutError:
+            log.warning("kv_replay_incomplete", after_s=self.replay_timeout, **self.batches)
+        log.info("kv_replay_done", secs=round(time.monotonic() - t0, 3), blocks=self.index.num_blocks,
+                 **self.batches)
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -53,8 +69,13 @@ class LiveKvRouter(KvRouter):
             batch = codec.decode(msg.data, KvEventBatch)
         except Exception as e:
             log.warning("kv_batch_undecodable", error=str(e))
-            return
-        EVENTS.labels("applied" if self.apply_batch(batch) else "duplicate").inc()
+        else:
+            result = "applied" if self.apply_batch(batch) else "duplicate"
+            self.batches[result] += 1
+            EVENTS.labels(result).inc()
+        with contextlib.suppress(Exception):
+            if msg.metadata.num_pending == 0:
+                self._caught_up.set()
 
     async def _on_load(self, msg: Msg) -> None:
         with contextlib.suppress(Exception):

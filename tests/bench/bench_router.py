@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -26,45 +25,50 @@ from shared.kv.hashing import block_hashes
 from shared.routing.kv_router import KvRouter
 from tests.bench.loadgen import percentile
 from tests.bench.report import append_report
+from tests.bench.workload import Workload, WorkloadSpec
 
 PS = 16
 
 
 def index_bench(workers: int = 64, total_blocks: int = 1_000_000) -> dict:
-    rng = random.Random(0)
-    router = KvRouter(page_size=PS)
+    """Fill the index with `total_blocks` distinct blocks (shared prefixes + unique tails), then route."""
+    router = KvRouter(page_size=PS, seed=0)
     ids = [f"{i:016x}" for i in range(workers)]
     for iid in ids:
         router.add_instance(iid)
-    prefixes = [[rng.randrange(32000) for _ in range(PS * 64)] for _ in range(200)]  # 64-block prefixes
+    fill = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
+                                 suffix_tokens=PS * 64))
     per_worker = total_blocks // workers
     batches = []
     for iid in ids:
-        seq, blocks = 0, 0
-        while blocks < per_worker:  # count only the unique tail blocks: the index holds ~1M distinct
-            base = rng.choice(prefixes)
-            tail = [rng.randrange(32000) for _ in range(PS * 64)]
-            toks = base + tail
-            hashes = block_hashes(toks, PS)
-            seq += 1
+        for seq in range(1, per_worker // 64 + 2):  # the unique tails alone make ~1M distinct blocks
+            toks = fill.next().token_ids
             batches.append(KvEventBatch(worker_id=iid, seq=seq, events=[
-                BlockStored(block_hashes=hashes, token_ids=toks, block_size=PS)]))
-            blocks += 64
+                BlockStored(block_hashes=block_hashes(toks, PS), token_ids=toks, block_size=PS)]))
     n_events = sum(len(b.events[0].block_hashes) for b in batches)
     t0 = time.perf_counter()
     for b in batches:
         router.apply_batch(b)
     apply_s = time.perf_counter() - t0
+    ask = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
+                                suffix_tokens=PS * 8, seed=0))  # same prefixes as the fill
     times = []
-    for i in range(2000):
-        prompt = rng.choice(prefixes) + [rng.randrange(32000) for _ in range(PS * 8)]
+    for i, req in enumerate(ask.requests(2000)):
         t = time.perf_counter()
-        router.choose(f"r{i}", prompt, ids)
+        router.choose(f"r{i}", req.token_ids, ids)
         times.append(time.perf_counter() - t)
         router.finished(f"r{i}")
     return {"label": "kv index", "workers": workers, "indexed_blocks": router.index.num_blocks,
             "block_events_per_s": round(n_events / apply_s), "decision_p50_us": round(percentile(times, 50) * 1e6, 1),
             "decision_p99_us": round(percentile(times, 99) * 1e6, 1), "prompt_blocks": 72}
+
+
+def table(row: dict) -> str:
+    lines = ["| workers | indexed blocks | prompt blocks | decision p50 | decision p99 | block events/s |",
+             "|---:|---:|---:|---:|---:|---:|",
+             f"| {row['workers']} | {row['indexed_blocks']:,} | {row['prompt_blocks']} | "
+             f"{row['decision_p50_us']} µs | {row['decision_p99_us']} µs | {row['block_events_per_s']:,} |"]
+    return "\n".join(lines)
 
 
 def cluster_bench(mode: str, work: Path) -> dict:
@@ -103,7 +107,7 @@ def main() -> None:
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     rows = [index_bench()]
-    print(rows[-1], flush=True)
+    print(table(rows[-1]), flush=True)
     if not a.skip_cluster:
         with tempfile.TemporaryDirectory(prefix="shoal-rb-") as tmp:
             for mode in ("round-robin", "random", "kv"):

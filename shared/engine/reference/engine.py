@@ -211,6 +211,8 @@ class ReferenceEngine(Engine):
     def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
         try:
             seq = self._new_seq(request)
+            if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
+                raise EngineError("overloaded", "no free KV block for the imported request's first token")
         except EngineError:
             self._pool().free(imp.table)
             raise
