@@ -16,6 +16,10 @@ up *ARGS:
 up-mock *ARGS:
     {{python}} -m shared.cli up --engine mock {{ARGS}}
 
+# disaggregated: nats-server + 1 prefill + 1 decode + frontend (Ctrl-C stops it)
+up-disagg *ARGS:
+    bash deploy/disagg.sh {{ARGS}}
+
 # stop exactly what `just up` started (workers drain first)
 down:
     {{python}} -m shared.cli down
