@@ -20,6 +20,20 @@ class InstanceRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int = PROTOCOL_VERSION
 
 
+BOOTSTRAP_HOST, BOOTSTRAP_PORT = "bootstrap_host", "bootstrap_port"  # InstanceRecord.metadata keys
+
+
+def bootstrap_metadata(host: str | None, port: int | None) -> dict[str, str]:
+    """What an SGLang prefill worker adds to its instance record, so decode workers can pair with it."""
+    return {BOOTSTRAP_HOST: host, BOOTSTRAP_PORT: str(port)} if host and port else {}
+
+
+def bootstrap_of(rec: InstanceRecord) -> tuple[str, int] | None:
+    """The (host, port) of an instance's SGLang bootstrap server, if it runs one."""
+    host, port = rec.metadata.get(BOOTSTRAP_HOST), rec.metadata.get(BOOTSTRAP_PORT)
+    return (host, int(port)) if host and port and port.isdigit() else None
+
+
 class RuntimeConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     """What the engine can hold and run; the router plans with it."""
 

@@ -161,3 +161,4 @@ class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
 class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_id: str
     overlap_blocks: int = 0
+    dp_rank: int | None = None  # set for a worker with several DP ranks: the one holding the prefix

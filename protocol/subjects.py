@@ -11,6 +11,7 @@ PREFIX = "shoal"
 INSTANCES_BUCKET = "shoal-instances"
 MODELS_BUCKET = "shoal-models"
 ARTIFACTS_STORE = "shoal-artifacts"
+NIXL_BUCKET = "shoal-nixl"  # NIXL agent records of decode workers (protocol.transfer.AgentRecord)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -78,5 +79,17 @@ def model_key_filter(ns: str) -> str:
     return f"{ns}.>"
 
 
-def inbox_prefix(client_id: str) -> str:
-    return f"_INBOX.shoal.{client_id}"
+def service_inbox(service: str) -> str:
+    """Every reply subject of one service's connection starts with this (nats-py `inbox_prefix`),
+    so a NATS user per service can be allowed only its own inboxes."""
+    return f"_INBOX.{check_token(service, 'service name')}"
+
+
+def inbox_prefix(service: str, client_id: str) -> str:
+    """An EndpointClient's stream inboxes: `<prefix>.<request id>`."""
+    return f"{service_inbox(service)}.shoal-{client_id}"
+
+
+def agent_key(ns: str, instance_id: str) -> str:
+    """Key of an instance's NIXL agent record in NIXL_BUCKET."""
+    return f"{ns}.{instance_id}"

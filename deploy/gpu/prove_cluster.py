@@ -2,11 +2,13 @@
 
     prove_cluster.py MODEL_DIR OUTDIR REF.json [--engine sglang|mock] [--skip-disagg] [--skip-bench]
 
-Starts nats-server, a decode worker (--engine sglang, SGLang's flags passed through), a prefill and a
-decode worker (--disaggregation-mode prefill|decode, NIXL), SGLang's HTTP server and shoal's frontend,
+Starts nats-server, a decode worker (--engine sglang, SGLang's flags passed through), a prefill worker
+(`services.prefill`) and a disaggregated decode worker (`services.decode --disaggregation-mode decode`,
+component "pd", model "tiny-pd"; SGLang's NIXL backend), SGLang's HTTP server and shoal's frontend,
 all on one GPU (each SGLang holds at most --max-total-tokens of KV), then:
   (b) greedy tokens over NATS and greedy text over HTTP equal (a)'s; KV events arrive on NATS
-  (c) the prefill/decode pair, driven with one bootstrap room per request, gives (a)'s tokens
+  (c) the prefill/decode pair, paired by the decode worker itself (bootstrap host/port from the prefill
+      worker's instance record, a room per request): (a)'s tokens over NATS, (a)'s text over HTTP
   (d) loadgen (256 requests, ~512 prompt tokens, 128 output tokens, 32 streams) against shoal's frontend
       and against `python -m sglang.launch_server`, same model, same flags
 Every result is one JSON line. `--engine mock` rehearses the orchestration on a CPU machine.
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from prove import HTTP_QUESTIONS, SGLANG_FLAGS, chat_prompts, emit
 
 from protocol import codec, subjects
 from protocol.kv_events import KvEventBatch
-from protocol.messages import BootstrapInfo, EngineRequest, OutputChunk, SamplingOptions, StopConditions
+from protocol.messages import EngineRequest, OutputChunk, SamplingOptions, StopConditions
 from shared.cluster.natsd import NatsServer, free_port, wait_port
 from shared.cluster.procs import ServiceProc, spawn
 from shared.config.args import NatsOptions
@@ -63,10 +64,9 @@ class Cluster:
         self._spawn("worker", "decode", [*common, *engine, "--served-model-name", MODEL_NAME, *flags])
         if self.disagg:
             pd = ["--served-model-name", "tiny-pd", "--disaggregation-transfer-backend", "nixl"]
-            self._spawn("prefill", "decode", [*common, *engine, *pd, "--component", "prefill",
-                                              "--disaggregation-mode", "prefill",
-                                              "--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT), *flags])
-            self._spawn("decode", "decode", [*common, *engine, *pd, "--component", "decode",
+            self._spawn("prefill", "prefill", [*common, *engine, *pd,
+                                               "--disaggregation-bootstrap-port", str(BOOTSTRAP_PORT), *flags])
+            self._spawn("decode", "decode", [*common, *engine, *pd, "--component", "pd",
                                              "--disaggregation-mode", "decode", *flags])
         if self.peer:
             log = open(self.logs / "sglang_server.log", "wb")  # closed when the server exits
@@ -132,9 +132,9 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
-def _greedy(rid: str, prompt: list[int], bootstrap: BootstrapInfo | None = None) -> EngineRequest:
+def _greedy(rid: str, prompt: list[int]) -> EngineRequest:
     return EngineRequest(request_id=rid, token_ids=prompt, model=MODEL_NAME, sampling=SamplingOptions(temperature=0.0),
-                         stop=StopConditions(max_tokens=32), bootstrap=bootstrap)
+                         stop=StopConditions(max_tokens=32))
 
 
 async def _tokens(client: EndpointClient[OutputChunk], req: EngineRequest) -> list[int]:
@@ -174,7 +174,8 @@ async def check_nats(rt: Runtime, ref: dict[str, Any]) -> None:
         await client.stop()
 
 
-async def check_http(port: int, model: str, ref: dict[str, Any]) -> None:
+async def check_http(port: int, model: str, ref: dict[str, Any], model_name: str = MODEL_NAME,
+                     step: str = "b_http_stream_equals_a") -> None:
     """(b) the frontend over HTTP, streamed: the text of (a)'s tokens."""
     import aiohttp
 
@@ -182,14 +183,14 @@ async def check_http(port: int, model: str, ref: dict[str, Any]) -> None:
 
     tok = Tokenizer.from_dir(model)
     async with aiohttp.ClientSession() as s:
-        texts = [await _chat(s, port, q) for q in HTTP_QUESTIONS]
+        texts = [await _chat(s, port, q, model_name) for q in HTTP_QUESTIONS]
     want = [tok.decode(o) for o in ref["http_outputs"]]
     same = [t == w for t, w in zip(texts, want, strict=True)]
-    emit("b_http_stream_equals_a", all_equal=all(same), per_prompt=same, sample=texts[0][:40])
+    emit(step, all_equal=all(same), per_prompt=same, sample=texts[0][:40])
 
 
-async def _chat(s: Any, port: int, question: str) -> str:
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": question}], "max_tokens": 32,
+async def _chat(s: Any, port: int, question: str, model_name: str = MODEL_NAME) -> str:
+    body = {"model": model_name, "messages": [{"role": "user", "content": question}], "max_tokens": 32,
             "temperature": 0, "stream": True}
     text = ""
     async with s.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
@@ -201,33 +202,26 @@ async def _chat(s: Any, port: int, question: str) -> str:
     return text
 
 
-async def check_disagg(rt: Runtime, ref: dict[str, Any]) -> None:
-    """(c) prefill on one engine, decode on another, KV over NIXL: (a)'s tokens."""
-    pre: EndpointClient[OutputChunk] = EndpointClient(rt, "prefill", "generate", OutputChunk)
-    dec: EndpointClient[OutputChunk] = EndpointClient(rt, "decode", "generate", OutputChunk)
-    for c in (pre, dec):
-        await c.start()
-        await c.wait_for_instances(1, 30)
+async def check_disagg(rt: Runtime, port: int, model: str, ref: dict[str, Any]) -> None:
+    """(c) the decode worker pairs every request with the prefill worker itself: (a)'s tokens and text."""
+    dec: EndpointClient[OutputChunk] = EndpointClient(rt, "pd", "generate", OutputChunk)
+    await dec.start()
+    await dec.wait_for_instances(1, 30)
     try:
-        outs = []
         t0 = time.monotonic()
-        for i, prompt in enumerate(ref["prompts"]):
-            boot = BootstrapInfo(host="127.0.0.1", port=BOOTSTRAP_PORT, room=random.getrandbits(62))
-            req = _greedy(f"c{i}", prompt, boot)
-            first, out = await asyncio.gather(_tokens(pre, req), _tokens(dec, req))
-            outs.append(out)
+        outs = [await _tokens(dec, _greedy(f"c{i}", p)) for i, p in enumerate(ref["prompts"])]  # one at a time
         same = [o == r for o, r in zip(outs, ref["outputs"], strict=True)]
         emit("c_disagg_greedy_equals_a", all_equal=all(same), per_prompt=same, seconds=round(time.monotonic() - t0, 2),
-             prefill_first_token=first[:1], decode_first=outs[0][:8], want_first=ref["outputs"][0][:8])
+             decode_first=outs[0][:8], want_first=ref["outputs"][0][:8])
     finally:
-        await pre.stop()
         await dec.stop()
+    await check_http(port, model, ref, model_name="tiny-pd", step="c_http_stream_equals_a")
 
 
-def bench(label: str, url: str) -> dict[str, Any]:
+def bench(label: str, url: str, model: str = MODEL_NAME) -> dict[str, Any]:
     """(d) loadgen.py against an OpenAI endpoint: a short warm-up, then the measured run."""
     def run(requests: int, tag: str) -> dict[str, Any]:
-        cmd = [sys.executable, str(Path(__file__).parent / "loadgen.py"), "--url", url, "--model", MODEL_NAME,
+        cmd = [sys.executable, str(Path(__file__).parent / "loadgen.py"), "--url", url, "--model", model,
                "--requests", str(requests), "--concurrency", str(BENCH["concurrency"]),
                "--prompt-words", str(BENCH["prompt_words"]), "--max-tokens", str(BENCH["max_tokens"]),
                "--label", tag]
@@ -254,9 +248,11 @@ async def amain(a: argparse.Namespace, ref: dict[str, Any] | None) -> int:
             await _step("b_nats", check_nats(rt, ref))
             await _step("b_http", check_http(cluster.http_port, a.model, ref))
             if cluster.disagg:
-                await _step("c_disagg", check_disagg(rt, ref))
+                await _step("c_disagg", check_disagg(rt, cluster.http_port, a.model, ref))
         finally:
             await rt.close()
+        if cluster.disagg and os.environ.get("PROVE_PD_BENCH") == "1":  # the same load through the PD pair
+            await asyncio.to_thread(bench, "shoal-pd", f"http://127.0.0.1:{cluster.http_port}", "tiny-pd")
         cluster.stop_disagg()
         for _ in range(0 if a.skip_bench else int(os.environ.get("PROVE_BENCH_REPEAT", "1"))):
             shoal = await asyncio.to_thread(bench, "shoal", f"http://127.0.0.1:{cluster.http_port}")

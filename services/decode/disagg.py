@@ -77,8 +77,9 @@ class DisaggDecodeHandler:
             log.warning("disagg_fallback_local", request_id=request.request_id, error=e.message)
         local = request if key is None else msgspec.structs.replace(request, request_id=key)
         try:
-            async for chunk in self._generate(local, ctx):
-                yield chunk
+            async with contextlib.aclosing(self._generate(local, ctx)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             if key is not None:  # a no-op once generate() took the blocks
                 await self.engine.release(key)

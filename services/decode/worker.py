@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from protocol.discovery import ModelCard
+from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
 from protocol.messages import EngineRequest
 from services.decode.args import WorkerConfig
@@ -53,10 +53,14 @@ async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Ro
 
 
 def role_factory(cfg: WorkerConfig) -> RoleFactory:
-    """Disaggregation on the reference engine is shoal's (NIXL); SGLang does its own."""
-    if cfg.engine.engine == "sglang" or cfg.disaggregation_mode == "null":
+    """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
+    if cfg.disaggregation_mode == "null":
         return aggregated_role
     if cfg.disaggregation_mode == "decode":
+        if cfg.engine.engine == "sglang":
+            from services.decode.sglang_pair import sglang_decode_role
+
+            return sglang_decode_role
         from services.decode.disagg import decode_role
 
         return decode_role
@@ -92,7 +96,9 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     )
     card_lease = await publish_card(rt, card)
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
-    await server.register(model=cfg.served_model_name)
+    rc = card.runtime
+    await server.register(model=cfg.served_model_name,
+                          metadata=bootstrap_metadata(rc.bootstrap_host, rc.bootstrap_port))
     svc.set_ready()
     svc.log.info("worker_ready", model=cfg.served_model_name, engine=cfg.engine.engine,
                  instance_id=rt.instance_id)

@@ -48,7 +48,10 @@ class Dispatcher:
         first_usage: Usage | None = None
         deadline = time.time() + self.request_timeout if self.request_timeout else None
         while True:
-            target = instance_id or self._choose(model, request, excluded)
+            if instance_id is None:
+                target, request = self._choose(model, request, excluded)
+            else:
+                target = instance_id
             if served is not None:
                 served["instance_id"] = target
             try:
@@ -96,11 +99,16 @@ class Dispatcher:
                 model.router.finished(request.request_id)
 
     @staticmethod
-    def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str]) -> str:
+    def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str]) -> tuple[str, EngineRequest]:
+        """The worker to send to, and the request with the DP rank the router chose, if any."""
         candidates = [i for i in model.candidates() if i not in excluded]
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
-        return model.router.choose(request.request_id, request.token_ids, candidates).instance_id
+        d = model.router.choose(request.request_id, request.token_ids, candidates)
+        if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
+            routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
+            request = msgspec.structs.replace(request, routing=routing)
+        return d.instance_id, request
 
 
 def _continuation(original: EngineRequest, generated: list[int], n: int) -> EngineRequest:

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from protocol.transfer import abort_tag, done_tag
 from services.decode.args import WorkerConfig
 from services.decode.worker import Role
 from shared.engine.base import Engine, EngineError
@@ -20,7 +21,6 @@ from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.tracing import extract_context, span
 from shared.transfer import AgentDirectory, KvAgent, PrefillRequest, PrefillResult
-from shared.transfer.messages import abort_tag, done_tag
 
 
 class PrefillHandler:
@@ -52,8 +52,31 @@ class PrefillHandler:
                     await asyncio.shield(self.agent.notify(peer.name, abort_tag(boot.room)))
 
 
+class SglangPrefillHandler:
+    """SGLang moves the KV itself: run the prompt with the decode worker's bootstrap room, answer the first token."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def __call__(self, req: PrefillRequest, ctx: RequestContext) -> AsyncIterator[PrefillResult]:
+        boot = req.request.bootstrap
+        if boot is None:
+            raise EngineError("bad_request", "a prefill request needs the bootstrap host, port and room")
+        with span("worker.prefill", context=extract_context(ctx.headers),
+                  attributes={"request_id": req.request.request_id, "prompt_tokens": len(req.request.token_ids),
+                              "room": boot.room}):
+            hand = await self.engine.prefill(req.request)  # cancelled: the engine aborts the request
+            yield PrefillResult(hand.first_token, hand.first_logprob, hand.num_tokens)
+
+
 async def prefill_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
-    """Wire the prefill side: a NIXL agent over the engine's KV tensors, and the handler."""
+    """Wire the prefill side: a NIXL agent over the engine's KV tensors, and the handler.
+
+    On SGLang there is no agent of shoal's: its bootstrap server (host and port in the
+    instance record's metadata) pairs with the decode engine."""
+    if engine.name == "sglang":
+        return Role(SglangPrefillHandler(engine), PrefillRequest, is_final=lambda _: True,
+                    request_id_of=lambda r: r.request.request_id)
     if not hasattr(engine, "kv_tensors"):
         raise EngineError("bad_request", f"engine {engine.name} cannot hand off KV (use --engine reference)")
     rt = svc.rt

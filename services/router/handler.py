@@ -24,4 +24,4 @@ class RouteHandler:
         if not candidates:
             raise NoInstances("no worker of the routed component is live", retry_after=1.0)
         d = self.router.choose(req.request_id, req.token_ids, candidates)
-        yield RouteResponse(instance_id=d.instance_id, overlap_blocks=d.overlap_blocks)
+        yield RouteResponse(instance_id=d.instance_id, overlap_blocks=d.overlap_blocks, dp_rank=d.dp_rank)

@@ -19,14 +19,19 @@ of computing the prompt.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, OutputChunk
 
-KvEventSink = Callable[[list[KvEvent]], None]
+
+class KvEventSink(Protocol):
+    """Takes an engine's KV events; `dp_rank` names the data-parallel rank whose cache changed."""
+
+    def __call__(self, events: list[KvEvent], dp_rank: int = 0) -> None: ...
 
 
 class EngineError(Exception):

@@ -94,7 +94,11 @@ class KvRouter(Router):
         hashes = block_hashes(token_ids, self.page_size)
         overlaps = self.index.overlaps(hashes)
         best = self._pick(len(hashes), overlaps, candidates)
-        overlap = max((n for (iid, _), n in overlaps.items() if iid == best), default=0)
+        by_rank = {rank: n for (iid, rank), n in overlaps.items() if iid == best}
+        overlap = max(by_rank.values(), default=0)
+        # a worker with several DP ranks: send the request to the rank that holds the prefix
+        ranks = {rank for (iid, rank) in self._last_seq if iid == best}
+        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if len(ranks) > 1 and overlap else None
         blocks = -(-len(token_ids) // self.page_size)
         self._routed[request_id] = _Routed(best, blocks, hashes)
         self._active[best] = self._active.get(best, 0) + blocks
@@ -104,7 +108,7 @@ class KvRouter(Router):
         HIT_BLOCKS.inc(overlap)
         PROMPT_BLOCKS.inc(len(hashes))
         DECISION_TIME.observe(time.perf_counter() - t0)
-        return RouteDecision(best, overlap)
+        return RouteDecision(best, overlap, dp_rank)
 
     def _predict(self, instance_id: str, hashes: list[int]) -> None:
         """Approximate mode: assume the worker now caches this prompt, for a while."""

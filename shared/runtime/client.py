@@ -78,7 +78,7 @@ class EndpointClient(Generic[R]):
         self.instances: dict[str, InstanceRecord] = {}
         self._listeners: list[InstanceListener] = []
         self._streams: dict[str, _Stream] = {}
-        self._inbox = subjects.inbox_prefix(secrets.token_hex(6))
+        self._inbox = subjects.inbox_prefix(runtime.name, secrets.token_hex(6))
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Any = None
         self._synced = asyncio.Event()

@@ -9,6 +9,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
+from protocol import subjects
 from shared.config.args import NatsOptions
 from shared.runtime.errors import NatsUnavailable
 from shared.telemetry.logging import get_logger
@@ -34,8 +35,18 @@ def connect_kwargs(opts: NatsOptions) -> dict[str, Any]:
     return kw
 
 
+def _refused(e: Exception) -> bool:
+    text = f"{type(e).__name__} {e}".lower()
+    return "authorization" in text or "authentication" in text
+
+
 async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) -> NATS:
-    """Connect, failing fast with NatsUnavailable; afterwards reconnect forever."""
+    """Connect, failing fast with NatsUnavailable; afterwards reconnect forever.
+
+    Refused credentials end the first attempt at once (nats-py would otherwise retry them
+    until the timeout and report only that).
+    """
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
     async def on_disconnect() -> None:
         log.warning("nats_disconnected", service=name)
@@ -44,24 +55,41 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
         log.info("nats_reconnected", service=name)
 
     async def on_error(e: Exception) -> None:
-        log.warning("nats_error", service=name, error=str(e))
+        if _refused(e) and not refused.done():
+            refused.set_result(e)
+        log.warning("nats_error", service=name, error=str(e) or type(e).__name__)
 
+    attempt = asyncio.ensure_future(nats.connect(
+        servers=[auth.url],
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        ping_interval=5,
+        max_outstanding_pings=3,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+        pending_size=64 * 1024 * 1024,
+        inbox_prefix=subjects.service_inbox(name),
+        skip_subject_validation=True,  # subjects come from protocol.subjects, checked there
+        **connect_kwargs(auth),
+    ))
     try:
-        return await asyncio.wait_for(nats.connect(
-            servers=[auth.url],
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            ping_interval=5,
-            max_outstanding_pings=3,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
-            pending_size=64 * 1024 * 1024,
-            skip_subject_validation=True,  # subjects come from protocol.subjects, checked there
-            **connect_kwargs(auth),
-        ), connect_timeout)
-    except Exception as e:  # NoServersError, OSError, timeouts, auth errors
+        done, _ = await asyncio.wait({attempt, refused}, timeout=connect_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if attempt in done:
+            return attempt.result()
+        if refused in done:
+            raise NatsUnavailable(f"NATS at {auth.url} refused this service's credentials "
+                                  f"(authorization violation): check --nats-user/--nats-creds")
+        raise TimeoutError(f"no answer within {connect_timeout:g}s")
+    except NatsUnavailable:
+        raise
+    except Exception as e:  # NoServersError, OSError, timeouts
         raise NatsUnavailable(f"cannot reach NATS at {auth.url}: {str(e) or type(e).__name__}") from e
+    finally:
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)

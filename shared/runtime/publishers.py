@@ -39,15 +39,17 @@ async def ensure_kv_stream(rt: Runtime) -> str:
 
 
 class KvEventPublisher:
-    """Collects events from the engine (any thread-safe call on the loop) and publishes batches."""
+    """Collects events from the engine (any thread-safe call on the loop) and publishes batches.
 
-    def __init__(self, rt: Runtime, component: str, flush_interval: float = 0.005, dp_rank: int = 0) -> None:
+    Each data-parallel rank is its own cache to the router: its own batches, its own sequence.
+    """
+
+    def __init__(self, rt: Runtime, component: str, flush_interval: float = 0.005) -> None:
         self.rt = rt
         self.subject = subjects.kv_events_subject(rt.namespace, component, rt.instance_id)
         self.flush_interval = flush_interval
-        self.dp_rank = dp_rank
-        self.seq = 0
-        self._pending: list[KvEvent] = []
+        self.seq: dict[int, int] = {}  # per DP rank: the last batch's sequence number
+        self._pending: dict[int, list[KvEvent]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -55,8 +57,8 @@ class KvEventPublisher:
         await ensure_kv_stream(self.rt)
         self._task = asyncio.create_task(self._run(), name="kv-events")
 
-    def sink(self, events: list[KvEvent]) -> None:
-        self._pending.extend(events)
+    def sink(self, events: list[KvEvent], dp_rank: int = 0) -> None:
+        self._pending.setdefault(dp_rank, []).extend(events)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -73,16 +75,16 @@ class KvEventPublisher:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not self._pending:
-            return
-        events, self._pending = self._pending, []
-        self.seq += 1
-        batch = KvEventBatch(worker_id=self.rt.instance_id, seq=self.seq, events=events,
-                             dp_rank=self.dp_rank, ts=time.time())
-        try:
-            await self.rt.js.publish(self.subject, codec.encode(batch))
-        except Exception as e:  # the router notices the sequence gap and resyncs
-            log.warning("kv_events_publish_failed", seq=self.seq, error=str(e))
+        pending, self._pending = self._pending, {}
+        for rank, events in sorted(pending.items()):
+            if not events:
+                continue
+            seq = self.seq[rank] = self.seq.get(rank, 0) + 1
+            batch = KvEventBatch(worker_id=self.rt.instance_id, seq=seq, events=events, dp_rank=rank, ts=time.time())
+            try:
+                await self.rt.js.publish(self.subject, codec.encode(batch))
+            except Exception as e:  # the router notices the sequence gap and resyncs
+                log.warning("kv_events_publish_failed", seq=seq, dp_rank=rank, error=str(e))
 
 
 class LoadPublisher:

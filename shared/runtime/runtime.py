@@ -20,8 +20,10 @@ def new_instance_id() -> str:
 
 
 class Runtime:
-    def __init__(self, nc: NATS, namespace: str, lease_ttl: float = DEFAULT_LEASE_TTL) -> None:
+    def __init__(self, nc: NATS, namespace: str, lease_ttl: float = DEFAULT_LEASE_TTL,
+                 name: str = "shoal") -> None:
         self.nc = nc
+        self.name = name  # the service name: reply inboxes are _INBOX.<name>.…
         self.namespace = subjects.check_token(namespace, "namespace")
         self.instance_id = new_instance_id()
         self.host = socket.gethostname()
@@ -31,7 +33,7 @@ class Runtime:
     @classmethod
     async def connect(cls, auth: NatsOptions, namespace: str, name: str,
                       lease_ttl: float = DEFAULT_LEASE_TTL) -> Runtime:
-        return cls(await connect(auth, name), namespace, lease_ttl)
+        return cls(await connect(auth, name), namespace, lease_ttl, name)
 
     @property
     def js(self):

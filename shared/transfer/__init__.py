@@ -4,14 +4,14 @@
   completion notification, every NIXL call on one thread.
 - `directory.AgentDirectory`: agent metadata published in / fetched from the `shoal-nixl` bucket.
 - `inbox.NotificationInbox`: the receiver waits for a room's `done` / `abort` notification.
-- `messages`: the wire structs (`AgentRecord`, `PrefillRequest`, `PrefillResult`).
+- the wire structs (`AgentRecord`, `PrefillRequest`, `PrefillResult`) live in `protocol.transfer`.
 """
 
+from protocol.transfer import AgentRecord, PrefillRequest, PrefillResult
 from shared.transfer.agent import KvAgent
 from shared.transfer.directory import AgentDirectory
 from shared.transfer.errors import TransferFailed
 from shared.transfer.inbox import NotificationInbox
-from shared.transfer.messages import AgentRecord, PrefillRequest, PrefillResult
 
 __all__ = ["AgentDirectory", "AgentRecord", "KvAgent", "NotificationInbox", "PrefillRequest",
            "PrefillResult", "TransferFailed"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.transfer.messages import AgentRecord
+from protocol.transfer import AgentRecord
 
 
 def block_runs(src: list[int], dst: list[int]) -> list[tuple[int, int, int]]:

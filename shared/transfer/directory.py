@@ -6,11 +6,12 @@ record on first use and loads it into its agent.
 from __future__ import annotations
 
 from protocol import codec
+from protocol.subjects import NIXL_BUCKET, agent_key
+from protocol.transfer import AgentRecord
 from shared.runtime.discovery import Lease
 from shared.runtime.runtime import Runtime
 from shared.transfer.agent import KvAgent
 from shared.transfer.errors import TransferFailed
-from shared.transfer.messages import NIXL_BUCKET, AgentRecord, agent_key
 
 
 class AgentDirectory:

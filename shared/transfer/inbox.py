@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import time
 
+from protocol.transfer import parse_tag
 from shared.telemetry.logging import get_logger
 from shared.transfer.agent import KvAgent
-from shared.transfer.messages import parse_tag
 
 log = get_logger("shoal.transfer")
 
@@ -54,6 +54,10 @@ class NotificationInbox:
         fut = self._waiters.pop(room, None)
         if fut is not None:
             fut.cancel()
+
+    def filed(self, room: int) -> bool:
+        """Whether `room`'s notification came while nobody was waiting for it."""
+        return room in self._arrived
 
     async def wait(self, room: int, timeout: float) -> str | None:
         """`"done"` or `"abort"` once the room's notification is here; None after `timeout`."""

@@ -12,7 +12,7 @@ from shared.kv.hashing import block_hashes
 from shared.routing import make_router
 from shared.routing.feed import LiveKvRouter
 from shared.runtime import Runtime
-from shared.runtime.publishers import ensure_kv_stream
+from shared.runtime.publishers import KvEventPublisher, ensure_kv_stream
 
 PS = 16
 NS = "replay"
@@ -100,3 +100,29 @@ async def empty_stream(url: str) -> float:
 
 def test_router_on_an_empty_stream_starts_at_once(nats_server: NatsServer):
     assert asyncio.run(empty_stream(nats_server.url)) < 2.0
+
+
+async def dp_ranks(url: str) -> None:
+    rt = await Runtime.connect(NatsOptions(url=url), "dp", "test")
+    pub = KvEventPublisher(rt, "backend")
+    await pub.start()
+    router = make_router("kv", runtime=rt, component="backend", page_size=PS)
+    assert isinstance(router, LiveKvRouter)
+    router.add_instance(rt.instance_id)
+    await router.start()
+    try:
+        pub.sink([stored(PROMPTS[0][: 2 * PS])])  # rank 0 holds 2 blocks of the prompt
+        pub.sink([stored(PROMPTS[0])], dp_rank=1)  # rank 1 all 8: each rank its own cache
+        await until(lambda: router.batches["applied"] == 2)
+        assert pub.seq == {0: 1, 1: 1}  # one sequence per rank, so neither looks like a gap
+        assert router.index.overlaps(block_hashes(PROMPTS[0], PS)) == {(rt.instance_id, 0): 2, (rt.instance_id, 1): 8}
+        d = router.choose("r", PROMPTS[0], [rt.instance_id])
+        assert (d.overlap_blocks, d.dp_rank) == (8, 1)
+    finally:
+        await router.stop()
+        await pub.stop()
+        await rt.close()
+
+
+def test_dp_ranks_publish_their_own_events_and_the_router_picks_a_rank(nats_server: NatsServer):
+    asyncio.run(dp_ranks(nats_server.url))

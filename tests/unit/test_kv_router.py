@@ -128,6 +128,17 @@ def test_sequences_are_per_worker_and_rank():
     assert r.choose("r", PROMPT, [A, B]).overlap_blocks == 8
 
 
+def test_a_worker_with_dp_ranks_gets_the_rank_holding_the_prefix():
+    r = router()
+    r.apply_batch(batch(A, 1, stored(PROMPT[:8])))
+    r.apply_batch(batch(A, 1, stored(PROMPT[:24]), dp_rank=1))
+    d = r.choose("r", PROMPT, [A])
+    assert (d.instance_id, d.overlap_blocks, d.dp_rank) == (A, 6, 1)
+    r.apply_batch(batch(B, 1, stored(PROMPT[:24])))  # one rank only: SGLang picks, no hint
+    assert r.choose("r2", PROMPT, [B]).dp_rank is None
+    assert r.choose("r3", [1, 2, 3, 4, 5], [A]).dp_rank is None  # nothing cached: no hint
+
+
 def test_removed_instance_is_forgotten():
     r = router()
     r.apply_batch(batch(A, 3, stored(PROMPT)))

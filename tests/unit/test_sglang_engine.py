@@ -126,13 +126,15 @@ async def test_disaggregated_engines_need_bootstrap_and_pass_it() -> None:
         await _engine(FakeSgl([1]), mode="decode").prefill(req)
 
 
-def test_kv_events_reach_the_sink_rehashed() -> None:
+def test_kv_events_reach_the_sink_rehashed_with_their_dp_rank() -> None:
     eng = _engine(FakeSgl([]))
-    got: list[list[KvEvent]] = []
-    eng.set_kv_event_sink(got.append)
+    got: list[tuple[list[KvEvent], int]] = []
+    eng.set_kv_event_sink(lambda events, dp_rank=0: got.append((events, dp_rank)))
     from shared.engine.sglang.translate import BlockHashTranslator
 
-    eng._translators[0] = BlockHashTranslator(16)
     tokens = list(range(16))
-    eng._on_batch_of(0)(WireBatch(ts=0.0, events=[WireStored([555], None, tokens, 16, "GPU")]))
-    assert got == [[BlockStored(block_hashes=block_hashes(tokens, 16), token_ids=tokens, block_size=16)]]
+    want = [BlockStored(block_hashes=block_hashes(tokens, 16), token_ids=tokens, block_size=16)]
+    for rank in (0, 1):
+        eng._translators[rank] = BlockHashTranslator(16)
+        eng._on_batch_of(rank)(WireBatch(ts=0.0, events=[WireStored([555], None, tokens, 16, "GPU")]))
+    assert got == [(want, 0), (want, 1)]  # each rank's cache stays its own

@@ -11,10 +11,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from protocol.messages import EngineRequest, SamplingOptions, StopConditions
+from protocol.transfer import abort_tag, done_tag, parse_tag
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.transfer import KvAgent, NotificationInbox, TransferFailed
 from shared.transfer.descriptors import block_runs, write_rows
-from shared.transfer.messages import abort_tag, done_tag, parse_tag
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,11 @@ async def test_inbox_keeps_early_notifications_and_times_out(model_dir: Path) ->
         await a.add_peer(b.record)
         inbox.expect(99)  # polling (as while any write is expected)
         await a.notify(b.name, abort_tag(3))  # for a room nobody expects: filed away
-        assert await inbox.wait(99, 0.2) is None
-        assert await inbox.wait(3, 0.01) == "abort"
+        assert await inbox.wait(99, 0.2) is None  # times out: nothing for room 99
+        for _ in range(50):  # a loaded machine may deliver the notification late
+            if await inbox.wait(99, 0.1) is None and inbox.filed(3):
+                break
+        assert await inbox.wait(3, 0.01) == "abort"  # filed earlier: answered at once
     finally:
         await inbox.stop()
         await a.stop()

@@ -10,6 +10,7 @@ request can be given before that step ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -120,8 +121,9 @@ class ReferenceEngine(Engine):
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         imported = self._imported.pop(request.request_id, None)
         seq = self._new_seq(request) if imported is None else self._seq_from_import(request, imported)
-        async for chunk in self._run(seq):
-            yield chunk
+        async with contextlib.aclosing(self._run(seq)) as chunks:  # closed (and aborted) with us
+            async for chunk in chunks:
+                yield chunk
 
     async def prefill(self, request: EngineRequest) -> KvHandoff:
         seq = self._new_seq(request)

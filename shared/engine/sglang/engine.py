@@ -219,7 +219,7 @@ class SglangEngine(Engine):
         def on_batch(batch: WireBatch) -> None:
             events = self._translators[rank].translate(batch.events)
             if events and self._sink is not None:
-                self._sink(events)
+                self._sink(events, rank)
 
         return on_batch
 

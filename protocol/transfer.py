@@ -1,8 +1,11 @@
-"""Wire structs of disaggregated serving (candidates to move to `protocol/`).
+"""Wire structs and tags of disaggregated serving.
 
-A decode worker publishes its `AgentRecord` in the `shoal-nixl` bucket; it
-sends a prefill worker a `PrefillRequest` naming the blocks to write, and gets
-one `PrefillResult` back once they are written.
+A decode worker publishes its `AgentRecord` in the `shoal-nixl` bucket
+(`subjects.NIXL_BUCKET`, key `subjects.agent_key`); it sends a prefill worker a
+`PrefillRequest` naming the blocks to write, and gets one `PrefillResult` back
+once they are written. The NIXL write carries `done_tag(room)`; a prefill that
+gives up sends `abort_tag(room)`. With SGLang's own transfer the request carries
+only the bootstrap (host, port, room) and `dst_block_ids` stays empty.
 """
 
 from __future__ import annotations
@@ -10,13 +13,6 @@ from __future__ import annotations
 import msgspec
 
 from protocol.messages import EngineRequest
-
-NIXL_BUCKET = "shoal-nixl"
-
-
-def agent_key(namespace: str, instance_id: str) -> str:
-    """Key of an instance's record in NIXL_BUCKET."""
-    return f"{namespace}.{instance_id}"
 
 
 class AgentRecord(msgspec.Struct, frozen=True, omit_defaults=True):

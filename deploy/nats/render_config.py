@@ -1,0 +1,184 @@
+"""Render deploy/nats/nats-server.conf: one NATS user per shoal service role, least privilege.
+
+    python deploy/nats/render_config.py > deploy/nats/nats-server.conf      # the committed sample
+    python deploy/nats/render_config.py --namespace prod --listen 0.0.0.0:4222 > nats.conf
+
+The sample reads each password from the environment (SHOAL_NATS_<ROLE>_PASSWORD, a nats-server
+config variable); `render(passwords={...})` writes literal ones instead (the tests use random
+ones). The subjects come from protocol/subjects.py (see docs/DEPLOY.md for what each role needs
+and why). Roles: frontend, worker (aggregated decode, component "backend"), decode
+(disaggregated decode: also a client of prefill), prefill, router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROLES = ("frontend", "worker", "decode", "prefill", "router")
+
+# Names from protocol/subjects.py (this file runs without the project on the path, e.g. in a
+# container build step; tests/integration/test_nats_auth.py checks they agree).
+PREFIX = "shoal"
+INSTANCES_BUCKET = "shoal-instances"
+MODELS_BUCKET = "shoal-models"
+ARTIFACTS_STORE = "shoal-artifacts"
+NIXL_BUCKET = "shoal-nixl"
+
+# Replies to requests a worker received: any number of frames, for up to an hour per request.
+RESPONSES = {"max": -1, "expires": "1h"}
+
+
+def password_env(role: str) -> str:
+    return f"SHOAL_NATS_{role.upper()}_PASSWORD"
+
+
+def _stream_api(stream: str, *, create: bool = True, consume: bool = True, get: bool = False) -> list[str]:
+    """The $JS.API calls nats-py makes on one stream: info/create, ordered consumers, direct gets."""
+    api = "$JS.API"
+    out = [f"{api}.STREAM.INFO.{stream}"]
+    if create:  # services create missing buckets/streams on first use (idempotent)
+        out.append(f"{api}.STREAM.CREATE.{stream}")
+    if consume:  # KV watch, object get, KV-event replay: ordered (ephemeral) consumers
+        out += [f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
+                f"{api}.CONSUMER.DELETE.{stream}.*", f"{api}.CONSUMER.INFO.{stream}.*"]
+    if get:  # KV get, object info
+        out += [f"{api}.DIRECT.GET.{stream}", f"{api}.DIRECT.GET.{stream}.>", f"{api}.STREAM.MSG.GET.{stream}"]
+    return out
+
+
+@dataclass
+class Role:
+    publish: list[str]
+    subscribe: list[str]
+    publish_deny: list[str] = field(default_factory=list)
+    subscribe_deny: list[str] = field(default_factory=list)
+    responses: bool = False  # may answer the reply inbox of a request it received
+    comment: str = ""
+
+
+def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "prefill",
+          router: str = "router") -> dict[str, Role]:
+    ns = f"{PREFIX}.{namespace}"
+    # account info; stream lookup by subject (nats-py KV watch); flow-control replies of ordered consumers
+    base = ["$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
+    discovery = (_stream_api(f"KV_{INSTANCES_BUCKET}", get=True) + _stream_api(f"KV_{MODELS_BUCKET}", get=True))
+    artifacts = _stream_api(f"OBJ_{ARTIFACTS_STORE}", get=True)
+    kv_events = _stream_api(f"{PREFIX}-kv-{namespace}")
+    nixl = [*_stream_api(f"KV_{NIXL_BUCKET}", consume=False, get=True), f"$KV.{NIXL_BUCKET}.{namespace}.>"]
+
+    def inbox(service: str) -> str:
+        """A service's replies: JetStream API answers, consumer deliveries and EndpointClient
+        streams all go to _INBOX.<service name>.… (protocol.subjects.service_inbox)."""
+        return f"_INBOX.{service}.>"
+
+    def worker(component: str, service: str, extra_pub: list[str], extra_js: list[str], comment: str) -> Role:
+        return Role(
+            publish=[f"{ns}.kv.{component}.*", f"{ns}.load.{component}.*",
+                     f"$KV.{INSTANCES_BUCKET}.{namespace}.{component}.>",
+                     f"$KV.{MODELS_BUCKET}.{namespace}.{component}.*",
+                     f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events, *extra_js],
+            subscribe=[f"{ns}.{component}.>", inbox(service)], responses=True,
+            comment=comment)
+
+    return {
+        "frontend": Role(
+            publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events],
+            publish_deny=[f"{ns}.kv.>", f"{ns}.load.>"],
+            subscribe=[inbox("frontend"), f"{ns}.load.>"],
+            comment="calls any component's endpoint (any instance or one) and cancels on its control subject;\n"
+                    "watches discovery, reads tokenizer files; with --router-mode kv replays KV events and\n"
+                    "follows load. May not publish KV events or load (only workers speak for their caches)."),
+        "worker": worker(
+            backend, "decode", [], [],
+            f"aggregated decode worker (component {backend!r}): serves its endpoint and control subject,\n"
+            "answers only the inboxes named in requests it received (allow_responses), publishes its own\n"
+            "KV events, load, instance record, model card and tokenizer files; reads only its own inboxes."),
+        "decode": worker(
+            backend, "decode", [f"{ns}.{prefill}.generate", f"{ns}.{prefill}.generate.*",
+                                f"{ns}.{prefill}._control.*"], nixl,
+            f"decode half of a disaggregated pair (component {backend!r}): a worker that is also a client\n"
+            f"of {prefill!r} (its streams come to its own inboxes) and publishes its NIXL record."),
+        "prefill": worker(
+            prefill, "prefill", [], nixl,
+            f"prefill worker (component {prefill!r}): like worker; writes KV into decode workers over NIXL."),
+        "router": Role(
+            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events],
+            subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router")],
+            responses=True,
+            comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"
+                    "events, follows load, watches instances; reads no one's request traffic."),
+    }
+
+
+def _arr(items: list[str], indent: str) -> str:
+    return "[\n" + "".join(f"{indent}  {json.dumps(s)}\n" for s in items) + f"{indent}]"
+
+
+HEADER = """\
+# shoal: a sample nats-server config, one user per service role, each allowed only the subjects
+# that role uses. GENERATED by deploy/nats/render_config.py; edit that, then
+#   python deploy/nats/render_config.py > deploy/nats/nats-server.conf
+# (tests/integration/test_nats_auth.py fails when the two differ, and runs the services on it).
+#
+#   export SHOAL_NATS_FRONTEND_PASSWORD=... SHOAL_NATS_WORKER_PASSWORD=...   # one per role
+#   nats-server -c deploy/nats/nats-server.conf -sd DATA_DIR
+#   NATS_PASSWORD=$SHOAL_NATS_WORKER_PASSWORD python -m services.decode --nats-user worker ...
+#   NATS_PASSWORD=$SHOAL_NATS_FRONTEND_PASSWORD python -m services.frontend --nats-user frontend ...
+#
+# Namespace: {namespace!r}. All users share one account, so this separates roles, not tenants:
+# use one NATS account (or server) per tenant. Turn TLS on for anything beyond loopback
+# (see docs/DEPLOY.md).
+"""
+
+
+def render(namespace: str = "shoal", passwords: dict[str, str] | None = None, listen: str | None = "127.0.0.1:4222",
+           **components: str) -> str:
+    """The config text. passwords=None: each user's password is the env variable password_env(role)."""
+    lines = [HEADER.replace("{namespace!r}", repr(namespace))]
+    if listen:
+        lines.append(f"listen: {listen}\n")
+    lines.append("# http: 127.0.0.1:8222   # monitoring (/healthz); keep it off public interfaces\n")
+    lines.append("max_payload: 8MB\n\n# JetStream on: KV discovery, object store, KV-event replay. Data dir: -sd DIR.\n"
+                 "jetstream {\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}\n\n")
+    lines.append("authorization {\n  timeout: 2\n  users = [\n")
+    for name, role in roles(namespace, **components).items():
+        pw = f"${password_env(name)}" if passwords is None else json.dumps(passwords[name])
+        lines.append("".join(f"    # {c}\n" for c in f"{name}: {role.comment}".splitlines()))
+        ind = "        "
+        pub = f"{ind}publish: {{\n{ind}  allow: {_arr(role.publish, ind + '  ')}\n"
+        if role.publish_deny:
+            pub += f"{ind}  deny: {_arr(role.publish_deny, ind + '  ')}\n"
+        pub += f"{ind}}}\n"
+        sub = f"{ind}subscribe: {{\n{ind}  allow: {_arr(role.subscribe, ind + '  ')}\n"
+        if role.subscribe_deny:
+            sub += f"{ind}  deny: {_arr(role.subscribe_deny, ind + '  ')}\n"
+        sub += f"{ind}}}\n"
+        resp = f"{ind}allow_responses: {{ max: {RESPONSES['max']}, expires: \"{RESPONSES['expires']}\" }}\n" \
+            if role.responses else ""
+        lines.append(f"    {{\n      user: {name}\n      password: {pw}\n      permissions: {{\n{pub}{sub}{resp}"
+                     f"      }}\n    }}\n")
+    lines.append("  ]\n}\n")
+    return "".join(lines)
+
+
+def write(path: Path, namespace: str = "shoal", passwords: dict[str, str] | None = None,
+          listen: str | None = "127.0.0.1:4222") -> Path:
+    path.write_text(render(namespace, passwords, listen))
+    path.chmod(0o600)  # it may hold passwords
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--namespace", default="shoal")
+    p.add_argument("--listen", default="127.0.0.1:4222", help="host:port, or '' to leave it to -a/-p")
+    ns = p.parse_args(argv)
+    sys.stdout.write(render(ns.namespace, None, ns.listen or None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""NATS access control: the sample config (deploy/nats/) with one user per role, on real services.
+
+The nats-server runs a config rendered from the same code as deploy/nats/nats-server.conf, with
+random passwords; the frontend and a mock worker each connect as their own user and serve a
+completion; the worker's credentials cannot read the frontend's inboxes or cancel another
+component's requests; wrong credentials cannot connect; no password reaches a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from protocol import subjects
+from shared.cluster.natsd import NatsServer, free_port, wait_port
+from shared.cluster.procs import ServiceProc, spawn
+from shared.config.args import NatsOptions
+from shared.runtime import Runtime
+from shared.runtime.errors import NatsUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy" / "nats"))
+import render_config  # noqa: E402
+
+NS = "authtest"
+
+
+def test_sample_config_is_rendered_from_the_template() -> None:
+    committed = (ROOT / "deploy" / "nats" / "nats-server.conf").read_text()
+    fix = "python deploy/nats/render_config.py > deploy/nats/nats-server.conf"
+    assert committed == render_config.render(), f"the sample is stale; run: {fix}"
+    assert (render_config.PREFIX, render_config.INSTANCES_BUCKET, render_config.MODELS_BUCKET,
+            render_config.ARTIFACTS_STORE) == (subjects.PREFIX, subjects.INSTANCES_BUCKET, subjects.MODELS_BUCKET,
+                                               subjects.ARTIFACTS_STORE)
+    assert f"{subjects.PREFIX}-kv-{NS}" == subjects.kv_events_stream(NS)
+    assert render_config.NIXL_BUCKET == subjects.NIXL_BUCKET
+
+
+@pytest.fixture
+def secure(tmp_path: Path) -> Iterator[tuple[NatsServer, dict[str, str]]]:
+    passwords = {role: secrets.token_urlsafe(18) for role in render_config.ROLES}
+    conf = render_config.write(tmp_path / "nats.conf", namespace=NS, passwords=passwords, listen=None)
+    server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log", config=conf).start()
+    try:
+        yield server, passwords
+    finally:
+        server.stop()
+
+
+def _opts(server: NatsServer, user: str, password: str) -> NatsOptions:
+    return NatsOptions(url=server.url, user=user, password=password)
+
+
+def _tails(procs: list[ServiceProc], server: NatsServer) -> str:
+    nats_log = server.log_file.read_text(errors="replace")[-3000:] if server.log_file else ""
+    return "\n".join(f"--- {p.name} ---\n{p.tail(40)}" for p in procs) + f"\n--- nats ---\n{nats_log}"
+
+
+def _complete(port: int, model: str) -> dict:
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 8}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body,
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return json.loads(r.read())
+
+
+def test_roles_serve_and_are_confined(secure: tuple[NatsServer, dict[str, str]], tiny_model: Path,
+                                      tmp_path: Path) -> None:
+    server, pw = secure
+    logs = tmp_path / "logs"
+    procs: list[ServiceProc] = []
+    common = ["--nats-url", server.url, "--namespace", NS]
+    try:
+        # (a) each service with its own user; the password travels in the environment
+        worker = spawn("worker", "decode", [*common, "--engine", "mock", "--model-path", str(tiny_model),
+                                            "--nats-user", "worker"], logs, env={"NATS_PASSWORD": pw["worker"]})
+        procs.append(worker)
+        worker.wait_ready(60)
+        http_port = free_port()
+        # the frontend's password on the command line: it must not reach the log either
+        frontend = spawn("frontend", "frontend", [*common, "--http-port", str(http_port), "--nats-user", "frontend",
+                                                  "--nats-password", pw["frontend"], "--router-mode", "kv"], logs)
+        procs.append(frontend)
+        router = spawn("router", "router", [*common, "--nats-user", "router"], logs,
+                       env={"NATS_PASSWORD": pw["router"]})
+        procs.append(router)
+        frontend.wait_ready(60)
+        router.wait_ready(60)
+        wait_port("127.0.0.1", http_port)
+        out = None
+        for _ in range(100):  # the model card may arrive a moment after ready
+            with contextlib.suppress(urllib.error.HTTPError):
+                out = _complete(http_port, tiny_model.name)
+                break
+            time.sleep(0.1)
+        assert out is not None and out["choices"][0]["text"], _tails(procs, server)
+        assert out["usage"]["completion_tokens"] > 0
+
+        # (b) confinement, observed with the worker's own credentials
+        asyncio.run(_confinement(server, pw, tiny_model.name, http_port))
+
+        # nothing in the logs of the services about permissions, and no secret anywhere
+        text = {p.name: p.log_path.read_text(errors="replace") for p in procs}
+        for name, t in text.items():
+            lines = [ln for ln in t.lower().splitlines() if "permissions violation" in ln]
+            assert not lines, f"{name} hit a permission it needs:\n{t[-3000:]}"
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop(timeout=10)
+    # (c) no secret in any log, after shutdown too
+    every_log = [*logs.glob("*.log"), tmp_path / "nats.log"]
+    for path in every_log:
+        t = path.read_text(errors="replace")
+        for role, secret in pw.items():
+            assert secret not in t, f"the {role} password appears in {path.name}"
+
+
+async def _confinement(server: NatsServer, pw: dict[str, str], model: str, http_port: int) -> None:
+    errors: list[str] = []
+
+    async def on_error(e: Exception) -> None:
+        errors.append(str(e))
+
+    spy = await nats.connect(server.url, user="worker", password=pw["worker"], error_cb=on_error,
+                             allow_reconnect=False)
+    try:
+        # the worker's user tries to read the frontend's request streams while a completion runs:
+        # every subscription outside its own _INBOX.decode.> is refused
+        got: list[str] = []
+
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            got.append(msg.subject)
+
+        await spy.subscribe(subjects.inbox_prefix("frontend", "abcdef012345") + ".*", cb=on_msg)
+        await spy.subscribe("_INBOX.frontend.>", cb=on_msg)
+        await spy.subscribe("_INBOX.>", cb=on_msg)
+        await spy.flush()
+        out = await asyncio.to_thread(_complete, http_port, model)
+        assert out["usage"]["completion_tokens"] > 0
+        await asyncio.sleep(0.2)
+        assert not [s for s in got if s.startswith("_INBOX.frontend.")], "the worker's user read the frontend's inbox"
+        lowered = [e.lower() for e in errors]
+        refused = [e for e in lowered if "permissions violation for subscription" in e]
+        assert len(refused) == 3 and any("_inbox.frontend.>" in e for e in refused), errors
+
+        # ... and to cancel requests on another component's control subject
+        before = len(errors)
+        await spy.publish(subjects.control_subject(NS, "prefill", "0123456789abcdef"), b"x")
+        await spy.publish(subjects.control_subject(NS, "router", "0123456789abcdef"), b"x")
+        # ... or to publish requests to a worker, or another role's KV events
+        await spy.publish(subjects.endpoint_subject(NS, "backend", "generate"), b"x", reply="_INBOX.x")
+        await spy.publish(subjects.kv_events_subject(NS, "prefill", "0123456789abcdef"), b"x")
+        await spy.flush()
+        await asyncio.sleep(0.3)
+        viol = [e for e in errors[before:] if "permissions violation for publish" in e.lower()]
+        assert len(viol) == 4, errors[before:]
+        assert spy.is_connected  # a violation is refused, the connection stays up
+    finally:
+        await spy.close()
+
+    # wrong credentials cannot connect at all, and say so at once (refused, not unreachable)
+    for opts in (_opts(server, "worker", "not-the-password"), _opts(server, "nobody", pw["worker"]),
+                 NatsOptions(url=server.url)):
+        t0 = time.monotonic()
+        with pytest.raises(NatsUnavailable, match="refused"):
+            await Runtime.connect(opts, NS, "intruder")
+        assert time.monotonic() - t0 < 2.0  # the default timeout is 5 s
+    assert server.log_file is not None
+    assert server.log_file.read_text().count("authentication error") >= 3
