@@ -129,3 +129,24 @@ def test_sglang_parser_names_bad_flags(argv: list[str], words: list[str]) -> Non
         build_sglang_config(argv, model_path="/m")
     for w in words:
         assert w in str(err.value)
+
+
+def test_the_worker_hands_shared_flags_and_roles_to_sglang() -> None:
+    from services.decode.args import parse
+    from services.prefill.args import parse as parse_prefill
+
+    cfg = parse(["--engine", "sglang", "--model-path", "/m", "--page-size", "32", "--context-length=8192",
+                 "--tp", "2", "--disaggregation-mode", "decode"])
+    extra = cfg.engine.extra_args
+    assert extra[:2] == ["--tp", "2"]  # SGLang's own, unchanged
+    assert ["--page-size", "32"] == extra[extra.index("--page-size"):][:2]
+    assert ["--context-length", "8192"] == extra[extra.index("--context-length"):][:2]
+    assert ["--disaggregation-mode", "decode"] == extra[extra.index("--disaggregation-mode"):][:2]
+    assert "--device" not in extra  # not given: SGLang's default, not the reference engine's "cpu"
+    assert (cfg.component, cfg.disaggregation_mode) == ("backend", "decode")
+    pre = parse_prefill(["--engine", "sglang", "--model-path", "/m", "--disaggregation-bootstrap-port", "9001"])
+    assert (pre.component, pre.disaggregation_mode) == ("prefill", "prefill")
+    assert "--disaggregation-bootstrap-port" in pre.engine.extra_args
+    assert pre.engine.extra_args.count("--disaggregation-mode") == 1
+    with pytest.raises(SystemExit):  # the reference engine takes no SGLang flags
+        parse(["--model-path", "/m", "--tp", "2"])

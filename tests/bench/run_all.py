@@ -1,0 +1,83 @@
+"""`just bench`: run shoal's CPU benchmarks one after another; each appends its results to docs/BENCHMARKS.md.
+
+    just bench                      # frontend, router, reference, transfer, overload (about 10 minutes)
+    just bench --only router        # one or more by name
+    just bench --quick              # small sizes, nothing written to docs/ (a smoke run)
+    just bench --with soak          # add the 10-minute soak
+    just bench --list
+
+The GPU benchmark (shoal on SGLang against SGLang's own server) runs on the lent GPU machine:
+deploy/gpu/prove.sh, then `python -m tests.bench.bench_sglang cluster.log` (docs/SGLANG.md).
+The frontend benchmark runs NVIDIA Dynamo side by side when --dynamo-venv (or DYNAMO_VENV) names
+a virtual environment with Dynamo installed (../shared/bench/ sets one up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# name -> (module, full-run arguments, quick-run arguments)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "16", "--requests", "200", "--no-report"]),
+    "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
+    "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
+    "reference": ("tests.bench.bench_reference", ["--append", "docs/BENCHMARKS.md"],
+                  ["--requests", "4", "--max-tokens", "8"]),
+    "transfer": ("tests.bench.bench_transfer", ["--report"], ["--blocks", "1", "16", "--repeats", "3"]),
+    "overload": ("tests.bench.bench_overload", [], ["--seconds", "3", "--no-report"]),
+    "soak": ("tests.bench.bench_soak", [], ["--minutes", "0.2", "--no-report"]),
+}
+DEFAULT = ["frontend", "router", "router-sim", "reference", "transfer", "overload"]
+
+
+def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
+    out = []
+    for name in names:
+        module, full, small = BENCHES[name]
+        args = list(small if quick else full)
+        if name == "frontend" and dynamo_venv:
+            args += ["--dynamo-venv", dynamo_venv]
+        out.append((name, [sys.executable, "-m", module, *args]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run just these")
+    ap.add_argument("--with", dest="extra", nargs="+", choices=sorted(BENCHES), default=[],
+                    help="add these to the default set")
+    ap.add_argument("--quick", action="store_true", help="small sizes; no results written")
+    ap.add_argument("--dynamo-venv", default=os.environ.get("DYNAMO_VENV"))
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args(argv)
+    names = a.only or DEFAULT + [n for n in a.extra if n not in DEFAULT]
+    plan = commands(names, a.quick, a.dynamo_venv)
+    if a.list:
+        for name, cmd in plan:
+            print(f"{name:10s} {' '.join(cmd[1:])}")
+        return 0
+    failed = []
+    for name, cmd in plan:
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.monotonic()
+        rc = subprocess.call(cmd, cwd=ROOT)
+        print(f"=== {name}: exit {rc} after {time.monotonic() - t0:.0f} s", flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if not a.quick:
+        print("\nresults appended to docs/BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
