@@ -24,6 +24,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     drain_grace: float = 30.0
     stream_interval: float = 0.005
     prefill_component: str = "prefill"
+    prefill_router: str = ""
     transfer_timeout: float = 10.0
     disagg_fallback_local: bool = False
 
@@ -40,8 +41,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
     g.add_argument("--endpoint", default="generate")
     g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
-    d = p.add_argument_group("disaggregation (reference engine)")
+    d = p.add_argument_group("disaggregation")
     d.add_argument("--prefill-component", default="prefill", help="decode: where prefill workers serve `generate`")
+    d.add_argument("--prefill-router", default="", metavar="COMPONENT",
+                   help="decode: ask this router service (python -m services.router --component COMPONENT "
+                        "--worker-component prefill) which prefill worker holds the prompt's prefix; "
+                        "default: round-robin")
     d.add_argument("--transfer-timeout", type=float, default=10.0, help="seconds a KV transfer may take")
     d.add_argument("--disagg-fallback-local", action="store_true",
                    help="decode: prefill locally when the remote prefill or its transfer fails")
@@ -85,6 +90,7 @@ def parse(argv: list[str]) -> WorkerConfig:
                         served_model_name=name, component=component, endpoint=ns.endpoint,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
+                        prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local)
 
 

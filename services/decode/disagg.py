@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import msgspec
 from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChunk
 from services.decode.args import WorkerConfig
 from services.decode.handler import GenerateHandler
+from services.decode.prefill_pick import PrefillPicker
 from services.decode.worker import Role
 from shared.engine.base import Engine, EngineError
 from shared.runtime.client import EndpointClient
@@ -57,14 +57,15 @@ class _Attempt:
 
 class DisaggDecodeHandler:
     def __init__(self, engine: Any, prefill: EndpointClient[PrefillResult], inbox: NotificationInbox,
-                 boot: BootstrapInfo, opts: DisaggOptions, stream_interval: float = 0.0) -> None:
+                 boot: BootstrapInfo, opts: DisaggOptions, stream_interval: float = 0.0,
+                 picker: PrefillPicker | None = None) -> None:
         self.engine = engine  # a ReferenceEngine: import_kv, release, generate
         self.prefill = prefill
+        self.picker = picker or PrefillPicker(prefill)
         self.inbox = inbox
         self.boot = boot  # this worker's host and NIXL agent name; the room is set per request
         self.opts = opts
         self._generate = GenerateHandler(engine, stream_interval)
-        self._rr = itertools.count()
         self._reapers: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: EngineRequest, ctx: RequestContext) -> AsyncIterator[OutputChunk]:
@@ -95,25 +96,23 @@ class DisaggDecodeHandler:
         tried: list[str] = []
         why = "no prefill worker"
         for n in range(self.opts.attempts):
-            instance = self._pick(tried)
+            key = f"{request.request_id}:{n}"
+            instance = await self.picker.pick(key, request.token_ids, tried)
             if instance is None:
                 break
             tried.append(instance)
             try:
-                return await self._attempt(request, ctx, instance, f"{request.request_id}:{n}")
+                return await self._attempt(request, ctx, instance, key)
             except (TransferFailed, WorkerLost, NoInstances) as e:
                 why = str(e)
             except RemoteError as e:
                 if e.code in _CLIENT_ERRORS:
                     raise
                 why = f"{e.code}: {e.message}"
+            finally:
+                self.picker.finished(key)
             log.warning("remote_prefill_failed", request_id=request.request_id, prefill=instance, error=why)
         raise TransferFailed(f"remote prefill failed ({', '.join(tried) or 'none available'}): {why}")
-
-    def _pick(self, tried: list[str]) -> str | None:
-        """Round-robin over live prefill instances not tried yet for this request."""
-        live = sorted(i for i in self.prefill.instance_ids() if i not in tried)
-        return live[next(self._rr) % len(live)] if live else None
 
     async def _attempt(self, request: EngineRequest, ctx: RequestContext, instance: str, key: str) -> str:
         imported = self.engine.import_kv(key, list(request.token_ids), first_token=0)
@@ -184,12 +183,14 @@ async def decode_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
     inbox.start()
     prefill: EndpointClient[PrefillResult] = EndpointClient(rt, cfg.prefill_component, "generate", PrefillResult)
     await prefill.start()
+    picker = await PrefillPicker.start(rt, prefill, cfg.prefill_router)
     opts = DisaggOptions(cfg.transfer_timeout, cfg.disagg_fallback_local)
     handler = DisaggDecodeHandler(engine, prefill, inbox, BootstrapInfo(rt.host, 0, 0, rt.instance_id), opts,
-                                  cfg.stream_interval)
+                                  cfg.stream_interval, picker)
 
     async def stop() -> None:
         await handler.stop()
+        await picker.stop()
         await prefill.stop()
         await inbox.stop()
         await directory.revoke()

@@ -6,7 +6,8 @@ port and room, and at the same time: SGLang's prefill waits for the decode side
 to register the room and reserve KV, so awaiting the prefill first would never
 finish. Per request the decode worker
 
-1. picks a prefill instance (round-robin over live ones; each publishes its
+1. picks a prefill instance (`PrefillPicker`: the `--prefill-router` service's
+   KV-aware choice, else round-robin over live ones; each publishes its
    bootstrap host and port in its instance record's metadata) and a random
    63-bit room;
 2. sends the prefill worker a `PrefillRequest` (no blocks: SGLang writes them)
@@ -20,17 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import secrets
 from collections.abc import AsyncIterator
 
 import msgspec
 
-from protocol.discovery import bootstrap_of
+from protocol.discovery import InstanceRecord, bootstrap_of
 from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChunk
 from protocol.transfer import PrefillRequest, PrefillResult
 from services.decode.args import WorkerConfig
 from services.decode.handler import GenerateHandler
+from services.decode.prefill_pick import PrefillPicker
 from services.decode.worker import Role
 from shared.engine.base import Engine
 from shared.runtime.client import EndpointClient
@@ -53,25 +54,26 @@ class _PrefillFailed(Exception):
 
 class SglangPairHandler:
     def __init__(self, engine: Engine, prefill: EndpointClient[PrefillResult], stream_interval: float = 0.0,
-                 attempts: int = 2) -> None:
+                 attempts: int = 2, picker: PrefillPicker | None = None) -> None:
         self.engine = engine
         self.prefill = prefill
         self.attempts = attempts
+        self.picker = picker or PrefillPicker(prefill, eligible=has_bootstrap)
         self._generate = GenerateHandler(engine, stream_interval)
-        self._rr = itertools.count()
 
     async def __call__(self, request: EngineRequest, ctx: RequestContext) -> AsyncIterator[OutputChunk]:
         tried: list[str] = []
         why = "no prefill worker"
-        for _ in range(self.attempts):
-            pick = self._pick(tried)
-            if pick is None:
+        for n in range(self.attempts):
+            key = f"{request.request_id}:{n}"
+            instance = await self.picker.pick(key, request.token_ids, tried)
+            if instance is None:
                 break
-            instance, boot = pick
             tried.append(instance)
+            boot = self._bootstrap(instance)
             produced = False
             try:
-                async with contextlib.aclosing(self._pair(request, ctx, instance, boot)) as chunks:
+                async with contextlib.aclosing(self._pair(request, ctx, instance, boot, key)) as chunks:
                     async for chunk in chunks:
                         produced = True
                         yield chunk
@@ -83,22 +85,18 @@ class SglangPairHandler:
                 log.warning("remote_prefill_failed", request_id=request.request_id, prefill=instance, error=why)
         raise TransferFailed(f"remote prefill failed ({', '.join(tried) or 'none available'}): {why}")
 
-    def _pick(self, tried: list[str]) -> tuple[str, BootstrapInfo] | None:
-        live = sorted((iid, addr) for iid, rec in self.prefill.instances.items()
-                      if iid not in tried and (addr := bootstrap_of(rec)) is not None)
-        if not live:
-            return None
-        iid, (host, port) = live[next(self._rr) % len(live)]
-        return iid, BootstrapInfo(host, port, secrets.randbits(63), iid)
+    def _bootstrap(self, instance: str) -> BootstrapInfo:
+        host, port = bootstrap_of(self.prefill.instances[instance]) or ("", 0)
+        return BootstrapInfo(host, port, secrets.randbits(63), instance)
 
-    async def _pair(self, request: EngineRequest, ctx: RequestContext, instance: str,
-                    boot: BootstrapInfo) -> AsyncIterator[OutputChunk]:
+    async def _pair(self, request: EngineRequest, ctx: RequestContext, instance: str, boot: BootstrapInfo,
+                    key: str) -> AsyncIterator[OutputChunk]:
         """Both halves at once; the decode half's chunks, or _PrefillFailed.
 
         The decode half runs in a task of its own (one task for the whole stream, so its
         trace span stays in one context) and hands chunks over one at a time."""
         req = msgspec.structs.replace(request, bootstrap=boot)
-        remote = asyncio.create_task(self._remote_prefill(req, ctx, instance), name=f"prefill:{request.request_id}")
+        remote = asyncio.create_task(self._remote_prefill(req, ctx, instance, key), name=f"prefill:{key}")
         handover: asyncio.Queue[OutputChunk | BaseException | None] = asyncio.Queue(maxsize=1)
         local = asyncio.create_task(self._pump(req, ctx, handover), name=f"decode:{request.request_id}")
         try:
@@ -131,7 +129,8 @@ class SglangPairHandler:
             return
         await handover.put(None)
 
-    async def _remote_prefill(self, req: EngineRequest, ctx: RequestContext, instance: str) -> PrefillResult:
+    async def _remote_prefill(self, req: EngineRequest, ctx: RequestContext, instance: str,
+                              key: str) -> PrefillResult:
         try:
             async with contextlib.aclosing(self.prefill.generate(
                 PrefillRequest(req, []), req.request_id, instance_id=instance, deadline=ctx.deadline,
@@ -143,6 +142,8 @@ class SglangPairHandler:
             raise _PrefillFailed(instance, str(e), e) from e
         except RemoteError as e:
             raise _PrefillFailed(instance, f"{e.code}: {e.message}", e) from e
+        finally:
+            self.picker.finished(key)
         empty = TransferFailed(f"prefill worker {instance} returned nothing")
         raise _PrefillFailed(instance, empty.message, empty)
 
@@ -151,5 +152,16 @@ async def sglang_decode_role(svc: Service, cfg: WorkerConfig, engine: Engine) ->
     """The decode side on SGLang: a client of the prefill component, no NIXL agent of shoal's."""
     prefill: EndpointClient[PrefillResult] = EndpointClient(svc.rt, cfg.prefill_component, "generate", PrefillResult)
     await prefill.start()
-    handler = SglangPairHandler(engine, prefill, cfg.stream_interval)
-    return Role(handler, EngineRequest, is_final=lambda c: c.finish_reason is not None, stop=prefill.stop)
+    picker = await PrefillPicker.start(svc.rt, prefill, cfg.prefill_router, eligible=has_bootstrap)
+    handler = SglangPairHandler(engine, prefill, cfg.stream_interval, picker=picker)
+
+    async def stop() -> None:
+        await picker.stop()
+        await prefill.stop()
+
+    return Role(handler, EngineRequest, is_final=lambda c: c.finish_reason is not None, stop=stop)
+
+
+def has_bootstrap(rec: InstanceRecord) -> bool:
+    """Only SGLang prefill workers (they advertise their bootstrap server) can pair with this worker."""
+    return bootstrap_of(rec) is not None

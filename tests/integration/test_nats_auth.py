@@ -48,7 +48,8 @@ def test_sample_config_is_rendered_from_the_template() -> None:
 
 @pytest.fixture
 def secure(tmp_path: Path) -> Iterator[tuple[NatsServer, dict[str, str]]]:
-    passwords = {role: secrets.token_urlsafe(18) for role in render_config.ROLES}
+    # urlsafe, and leading "-" on purpose: on a command line only --flag=value passes such a password
+    passwords = {role: "-" + secrets.token_urlsafe(18) for role in render_config.ROLES}
     conf = render_config.write(tmp_path / "nats.conf", namespace=NS, passwords=passwords, listen=None)
     server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log", config=conf).start()
     try:
@@ -89,7 +90,7 @@ def test_roles_serve_and_are_confined(secure: tuple[NatsServer, dict[str, str]],
         http_port = free_port()
         # the frontend's password on the command line: it must not reach the log either
         frontend = spawn("frontend", "frontend", [*common, "--http-port", str(http_port), "--nats-user", "frontend",
-                                                  "--nats-password", pw["frontend"], "--router-mode", "kv"], logs)
+                                                  f"--nats-password={pw['frontend']}", "--router-mode", "kv"], logs)
         procs.append(frontend)
         router = spawn("router", "router", [*common, "--nats-user", "router"], logs,
                        env={"NATS_PASSWORD": pw["router"]})

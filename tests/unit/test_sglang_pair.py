@@ -117,7 +117,7 @@ async def test_both_halves_run_at_once_with_one_bootstrap():
 
 async def test_a_lost_prefill_worker_aborts_the_decode_half_and_the_pair_is_retried():
     handler, engine, client = setup([DEAD, GOOD])
-    handler._rr = iter([1, 0])  # type: ignore[assignment]  # DEAD first (sorted: GOOD, DEAD), then GOOD
+    handler.picker._rr = iter([1, 0])  # type: ignore[assignment]  # DEAD first (sorted: GOOD, DEAD), then GOOD
     assert await asyncio.wait_for(collect(handler), 5.0) == [100, 101, 102, 103, 104]
     assert [i for i, _ in client.calls] == [DEAD, GOOD]
     first, second = (p.request.bootstrap.room for _, p in client.calls)
@@ -142,7 +142,7 @@ async def test_no_prefill_worker_left_ends_with_transfer_failed():
 
 async def test_the_prefill_workers_verdict_on_the_request_reaches_the_client():
     handler, engine, client = setup([PICKY, GOOD])
-    handler._rr = iter([1, 0])  # type: ignore[assignment]  # PICKY (sorted: GOOD, PICKY)
+    handler.picker._rr = iter([1, 0])  # type: ignore[assignment]  # PICKY (sorted: GOOD, PICKY)
     with pytest.raises(RemoteError) as e:
         await asyncio.wait_for(collect(handler), 5.0)
     assert e.value.code == ErrorCode.CONTEXT_LENGTH and len(client.calls) == 1 and len(engine.aborted) == 1
