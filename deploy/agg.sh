@@ -9,36 +9,12 @@
 # ENGINE (reference|mock), WORKERS (1), NAMESPACE (shoal), ROUTER_MODE (round-robin), STATE (.shoal/agg),
 # WORKER_ARGS / FRONTEND_ARGS (extra flags), OTLP_ENDPOINT, PYTHON. NATS credentials: the usual
 # NATS_USER/NATS_PASSWORD/NATS_CREDS... variables reach every service (docs/DEPLOY.md).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-
-PY=${PYTHON:-python3}
-MODEL=${1:-.shoal/models/tiny}
-HTTP_PORT=${HTTP_PORT:-8000}
-NATS_PORT=${NATS_PORT:-4222}
-SYSTEM_PORT=${SYSTEM_PORT:-9100}
+STATE=${STATE:-.shoal/agg}
+source "$(dirname "$0")/lib.sh"
 ENGINE=${ENGINE:-reference}
 WORKERS=${WORKERS:-1}
-NS=${NAMESPACE:-shoal}
-STATE=${STATE:-.shoal/agg}
-mkdir -p "$STATE/logs" "$STATE/nats"
-[ -f "$MODEL/config.json" ] || "$PY" -m shared.cli model make-tiny "$MODEL"
-
-PIDS=()
-stop_all() {
-  trap - INT TERM EXIT
-  for ((i=${#PIDS[@]}-1; i>=0; i--)); do
-    kill -TERM "${PIDS[i]}" 2>/dev/null || true
-    wait "${PIDS[i]}" 2>/dev/null || true   # one at a time: the frontend first, nats-server last
-  done
-}
-trap stop_all INT TERM EXIT
-
-nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" > "$STATE/logs/nats.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-COMMON=(--nats-url "nats://127.0.0.1:$NATS_PORT" --namespace "$NS")
-[ -n "${OTLP_ENDPOINT:-}" ] && COMMON+=(--otlp-endpoint "$OTLP_ENDPOINT")
+SYSTEM_PORT=${SYSTEM_PORT:-9100}
+start_nats
 
 READY=()
 for ((w=1; w<=WORKERS; w++)); do
@@ -55,13 +31,7 @@ done
 PIDS+=($!)
 READY+=("$SYSTEM_PORT")
 
-for port in "${READY[@]}"; do
-  until curl -sf "http://127.0.0.1:$port/ready" > /dev/null; do
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || { echo "a process exited; see $STATE/logs" >&2; exit 1; }; done
-  done
-done
+wait_ready "${READY[@]}"
 echo "shoal is up: http://127.0.0.1:$HTTP_PORT  ($WORKERS $ENGINE worker(s); logs in $STATE/logs; Ctrl-C stops it)"
-echo "  curl http://127.0.0.1:$HTTP_PORT/v1/completions -H 'Content-Type: application/json' \\"
-echo "    -d '{\"model\":\"$(basename "$MODEL")\",\"prompt\":\"Hello\",\"max_tokens\":16}'"
+show_usage
 wait

@@ -1,0 +1,48 @@
+# Shared by deploy/agg.sh and deploy/disagg.sh (sourced, not run): settings, nats-server, readiness,
+# and stopping exactly the processes the script started, by PID, newest first.
+# Needs STATE set by the caller; reads PYTHON, HTTP_PORT, NATS_PORT, NAMESPACE, OTLP_ENDPOINT.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=${PYTHON:-python3}
+MODEL=${1:-.shoal/models/tiny}
+HTTP_PORT=${HTTP_PORT:-8000}
+NATS_PORT=${NATS_PORT:-4222}
+NS=${NAMESPACE:-shoal}
+mkdir -p "$STATE/logs" "$STATE/nats"
+[ -f "$MODEL/config.json" ] || "$PY" -m shared.cli model make-tiny "$MODEL"
+
+PIDS=()
+stop_all() {
+  trap - INT TERM EXIT
+  for ((i=${#PIDS[@]}-1; i>=0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true   # one at a time: the frontend first, nats-server last
+  done
+}
+trap stop_all INT TERM EXIT
+
+start_nats() {
+  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" > "$STATE/logs/nats.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
+  COMMON=(--nats-url "nats://127.0.0.1:$NATS_PORT" --namespace "$NS")
+  if [ -n "${OTLP_ENDPOINT:-}" ]; then COMMON+=(--otlp-endpoint "$OTLP_ENDPOINT"); fi
+}
+
+# wait_ready PORT...: until each system port answers /ready; fails if any started process exits
+wait_ready() {
+  for port in "$@"; do
+    until curl -sf "http://127.0.0.1:$port/ready" > /dev/null; do
+      sleep 0.5
+      for pid in "${PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || { echo "a process exited; see $STATE/logs" >&2; exit 1; }
+      done
+    done
+  done
+}
+
+show_usage() {
+  echo "  curl http://127.0.0.1:$HTTP_PORT/v1/completions -H 'Content-Type: application/json' \\"
+  echo "    -d '{\"model\":\"$(basename "$MODEL")\",\"prompt\":\"Hello\",\"max_tokens\":16}'"
+}
