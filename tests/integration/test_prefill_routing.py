@@ -3,15 +3,18 @@
 Two prefill workers, the router service over the prefill pool (`--component prefill-router
 --worker-component prefill`), a decode worker with `--prefill-router prefill-router`. Each of
 three prompts is sent three times: every prompt's KV is computed once, on one prefill worker,
-and the repeats find it there; round-robin would compute each prompt on both workers.
+and the repeats find it there; round-robin would compute each prompt on both workers. A router
+killed mid-run costs no request, and the one started after it rebuilds the caches' index by replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import nats
 
@@ -77,3 +80,42 @@ def test_decode_sends_repeats_to_the_prefill_worker_holding_the_prefix(cluster):
         metrics = r.read().decode()
     hits = [ln for ln in metrics.splitlines() if ln.startswith("shoal_router_hit_blocks_total")]
     assert hits and float(hits[0].split()[-1]) >= 6 * 20, hits  # the six repeats were routed to their prefix
+
+
+def test_router_killed_mid_run_loses_nothing_and_its_successor_replays_the_caches(cluster):
+    a, b = prefill_worker(cluster, name="prefill-a"), prefill_worker(cluster, name="prefill-b")
+    router_args = [*cluster.common, "--component", "prefill-router", "--worker-component", "prefill"]
+    router = spawn("prefill-router", "router", router_args, cluster.log_dir)
+    cluster.procs.append(router)
+    decode = decode_worker(cluster, "--prefill-router", "prefill-router")
+    ready(cluster, a, b, router, decode)
+    rng = random.Random(9)
+    before = [[rng.randrange(3, 256) for _ in range(PAGE * 20 + 5)] for _ in range(5)]
+    during = [[rng.randrange(3, 256) for _ in range(PAGE * 4 + 5)] for _ in range(16)]
+    statuses: list[int] = []
+
+    def first_phase() -> None:
+        for p in before:  # each prompt's KV now sits on one prefill worker only
+            statuses.append(complete(cluster.url, cluster.model_name, p, 2)[0])
+        time.sleep(0.5)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(complete, cluster.url, cluster.model_name, p, 2) for p in during]
+            time.sleep(0.05)
+            router.signal(signal.SIGKILL)  # mid-run: the decode worker falls back to round-robin
+            statuses.extend(f.result(timeout=60)[0] for f in futures)
+
+    _stored_blocks(cluster.nats.url, cluster.namespace, first_phase)
+    assert statuses == [200] * (len(before) + len(during)), statuses
+
+    successor = spawn("prefill-router-2", "router", router_args, cluster.log_dir)
+    cluster.procs.append(successor)
+    successor.wait_ready(60)  # ready once it has replayed the KV-event stream
+    time.sleep(1.0)  # the decode worker sees the new instance
+
+    def second_phase() -> None:
+        for p in before:
+            statuses.append(complete(cluster.url, cluster.model_name, p, 2)[0])
+
+    stored = _stored_blocks(cluster.nats.url, cluster.namespace, second_phase)
+    assert statuses[-len(before):] == [200] * len(before)
+    assert sum(stored.values()) == 0, stored  # every repeat went to the worker that already held it
