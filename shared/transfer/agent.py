@@ -34,7 +34,12 @@ log = get_logger("shoal.transfer")
 T = TypeVar("T")
 SPIN_S = 0.002  # a write is first watched on the agent's thread (most end within this)...
 POLL_S = 0.001  # ...then checked from the loop this often
-NOTIFY_PROGRESS_S = 0.01  # progress a standalone notification this long after sending it
+# Progress a standalone notification this long right after sending it (on the NIXL thread). A send
+# not through by then (a first message to a peer sets up its UCX connection; a loaded machine) is
+# progressed in the background every NOTIFY_POLL_S for NOTIFY_LINGER_S: there is no progress thread.
+NOTIFY_PROGRESS_S = 0.01
+NOTIFY_POLL_S = 0.005
+NOTIFY_LINGER_S = 2.0
 
 
 class KvAgent:
@@ -47,6 +52,8 @@ class KvAgent:
         self._peers: dict[str, AgentRecord] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._received: list[bytes] = []  # taken while progressing a send; handed out by notifications()
+        self._linger: asyncio.Task[None] | None = None
+        self._linger_until = 0.0
 
     # ---- lifecycle ----------------------------------------------------------------
     async def start(self, tensors: list[torch.Tensor], bytes_per_block: int) -> AgentRecord:
@@ -69,6 +76,9 @@ class KvAgent:
         for task in list(self._writes):  # let writes in flight end first
             with contextlib.suppress(BaseException):
                 await task
+        if self._linger is not None:
+            self._linger.cancel()
+            await asyncio.gather(self._linger, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -155,12 +165,26 @@ class KvAgent:
             await self._call(self._send_notif, peer, msg)
         except Exception as e:
             log.warning("nixl_notify_failed", peer=peer, error=str(e))
+            return
+        self._linger_until = time.monotonic() + NOTIFY_LINGER_S
+        if self._linger is None or self._linger.done():
+            self._linger = asyncio.create_task(self._progress_while_lingering(), name=f"nixl-linger:{self.name}")
+
+    async def _progress_while_lingering(self) -> None:
+        """Keep progressing this agent's sends for a while after a standalone notification."""
+        while time.monotonic() < self._linger_until:
+            await asyncio.sleep(NOTIFY_POLL_S)
+            with contextlib.suppress(Exception):
+                await self._call(self._progress)
+
+    def _progress(self) -> None:
+        self._received.extend(self._take_notifs())
 
     def _send_notif(self, peer: str, msg: bytes) -> None:
         self._agent.send_notif(peer, msg)
         until = time.monotonic() + NOTIFY_PROGRESS_S
         while time.monotonic() < until:  # no progress thread: progress the send ourselves
-            self._received.extend(self._take_notifs())
+            self._progress()
             time.sleep(0.0002)
 
     async def notifications(self) -> list[bytes]:
