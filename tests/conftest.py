@@ -57,9 +57,10 @@ class Cluster:
     def model_name(self) -> str:
         return self.model.name
 
-    def worker(self, *args: str, engine: str = "mock", name: str | None = None, wait: bool = True) -> ServiceProc:
+    def worker(self, *args: str, engine: str = "mock", name: str | None = None, wait: bool = True,
+               service: str = "decode") -> ServiceProc:
         name = name or f"worker{len(self.procs)}"
-        p = spawn(name, "decode", [*self.common, "--engine", engine, "--model-path", str(self.model), *args],
+        p = spawn(name, service, [*self.common, "--engine", engine, "--model-path", str(self.model), *args],
                   self.log_dir)
         self.procs.append(p)
         return p.wait_ready(120) if wait else p

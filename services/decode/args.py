@@ -10,6 +10,8 @@ import msgspec
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.engine.registry import ENGINES, EngineOptions
+from shared.engine.sglang.argv import SglangArgsError
+from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
 
 
 class WorkerConfig(msgspec.Struct, frozen=True):
@@ -27,6 +29,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     prefill_router: str = ""
     transfer_timeout: float = 10.0
     disagg_fallback_local: bool = False
+    embedding: bool = False  # serve `embed` (an embedding model) instead of `generate`
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +42,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
     g.add_argument("--engine", choices=ENGINES, default="reference")
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
-    g.add_argument("--endpoint", default="generate")
+    g.add_argument("--endpoint", default=None, help="default: generate (embed with --embedding)")
+    g.add_argument("--embedding", action="store_true",
+                   help=f"serve embeddings (endpoint embed) instead of generation; with --engine sglang "
+                        f"this is SGLang's {EMBEDDING_FLAG}, which implies it")
     g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     d = p.add_argument_group("disaggregation")
     d.add_argument("--prefill-component", default="prefill", help="decode: where prefill workers serve `generate`")
@@ -74,6 +80,15 @@ def parse(argv: list[str]) -> WorkerConfig:
         p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
     if not ns.model_path:
         p.error("--model-path is required (make one with: shoal model make-tiny DIR)")
+    try:
+        sglang_embedding = ns.engine == "sglang" and is_embedding(extra)
+    except SglangArgsError as e:
+        p.error(str(e))
+    embedding = ns.embedding or sglang_embedding
+    if embedding and ns.disaggregation_mode != "null":
+        p.error("an embedding worker has no prefill/decode halves: drop --disaggregation-mode")
+    if embedding and ns.engine == "sglang" and not sglang_embedding:
+        extra.append(EMBEDDING_FLAG)
     if ns.engine == "sglang" and ns.disaggregation_mode != "null":
         extra += ["--disaggregation-mode", ns.disaggregation_mode]
     if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
@@ -87,7 +102,8 @@ def parse(argv: list[str]) -> WorkerConfig:
     )
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
-                        served_model_name=name, component=component, endpoint=ns.endpoint,
+                        served_model_name=name, component=component,
+                        endpoint=ns.endpoint or ("embed" if embedding else "generate"), embedding=embedding,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,

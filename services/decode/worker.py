@@ -54,6 +54,10 @@ async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Ro
 
 def role_factory(cfg: WorkerConfig) -> RoleFactory:
     """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
+    if cfg.embedding:
+        from services.decode.embed import embedding_role
+
+        return embedding_role
     if cfg.disaggregation_mode == "null":
         return aggregated_role
     if cfg.disaggregation_mode == "decode":
@@ -89,7 +93,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     artifact = await upload_tokenizer(rt, Tokenizer.artifact_files(cfg.model_path))
     card = ModelCard(
         name=cfg.served_model_name, instance_id=rt.instance_id, component=cfg.component,
-        endpoint=cfg.endpoint, context_length=engine.context_length(),
+        endpoint=cfg.endpoint, model_type="embedding" if cfg.embedding else "chat",
+        context_length=engine.context_length(),
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),

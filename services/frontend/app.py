@@ -12,6 +12,7 @@ import msgspec
 
 from protocol.messages import HTTP_STATUS, ErrorCode, OutputChunk
 from services.frontend.dispatch import Dispatcher
+from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import (
     ChatChoice,
@@ -34,6 +35,9 @@ from services.frontend.openai_types import (
 from services.frontend.openapi import openapi_document
 from services.frontend.postprocess import OutputState, Step
 from services.frontend.preprocess import BadRequest, Prepared, prepare
+from services.frontend.responses import WORKER_HEADER, json_encoder
+from services.frontend.responses import error_response as _error
+from services.frontend.responses import failure_response as _failure
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.logging import get_logger
@@ -41,9 +45,8 @@ from shared.telemetry.metrics import counter, gauge, histogram, render_metrics
 from shared.telemetry.tracing import inject_headers, span
 
 log = get_logger("shoal.frontend")
-_json = msgspec.json.Encoder()
+_json = json_encoder
 _DONE = b"data: [DONE]\n\n"
-WORKER_HEADER = "x-shoal-worker"  # which instance served the request
 
 REQUESTS = counter("shoal_frontend_requests_total", "HTTP requests by route and status", ["route", "status"])
 INFLIGHT = gauge("shoal_frontend_inflight_requests", "Requests being served now")
@@ -60,21 +63,6 @@ class FrontendOptions:
     router_mode: str = "round-robin"
 
 
-def _error(status: int, message: str, code: str | None = None, param: str | None = None,
-           retry_after: float | None = None) -> Response:
-    kind = ("authentication_error" if status == 401 else "rate_limit_error" if status == 429
-            else "invalid_request_error" if status < 500 else "server_error")
-    body = _json.encode(ErrorResponse(ErrorBody(message, kind, param, code)))
-    headers = [("Retry-After", str(max(1, round(retry_after))))] if retry_after is not None else None
-    return Response(status, body, headers=headers)
-
-
-def _failure(e: RuntimeFailure) -> Response:
-    status = HTTP_STATUS.get(e.code, 500)
-    retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
-    return _error(status, e.message, e.code.value, getattr(e, "param", None), retry)
-
-
 def _sse(obj: msgspec.Struct) -> bytes:
     return b"data: " + _json.encode(obj) + b"\n\n"
 
@@ -88,6 +76,7 @@ class FrontendApp:
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
+            ("POST", "/v1/embeddings"): self.embeddings,
             ("GET", "/v1/models"): self.list_models,
             ("GET", "/health"): self.health,
             ("GET", "/live"): self.health,
@@ -95,6 +84,8 @@ class FrontendApp:
             ("GET", "/openapi.json"): self.openapi,
         }
         self._openapi = _json.encode(openapi_document())
+        self._embeddings = EmbeddingsRoute(registry, dispatcher, opts.max_prompt_tokens,
+                                           opts.direct_header if opts.router_mode == "direct" else None)
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         route = self._routes.get((req.method, req.path))
@@ -134,6 +125,17 @@ class FrontendApp:
         data = [ModelListEntry(id=m.name, created=m.created) for m in self.registry.serving()]
         return Response(200, _json.encode(ModelList(data)))
 
+    async def embeddings(self, req: Request) -> Response:
+        if self.inflight >= self.opts.max_inflight:
+            return _error(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
+        self.inflight += 1
+        INFLIGHT.inc()
+        try:
+            return await self._embeddings(req)
+        finally:
+            self.inflight -= 1
+            INFLIGHT.dec()
+
     # ---- generation routes -----------------------------------------------------------
     async def chat(self, req: Request) -> Response | StreamingResponse:
         return await self._generate(req, ChatCompletionRequest, "chatcmpl")
@@ -149,6 +151,9 @@ class FrontendApp:
         except msgspec.DecodeError as e:
             return _error(400, f"invalid JSON body: {e}", "invalid_json")
         model = self.registry.get(body.model)
+        if model is not None and model.is_embedding:
+            return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
+                               "not chat or completions.", "model_not_generative", "model")
         if model is None or not model.candidates():
             if model is None:
                 return _error(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")

@@ -3,13 +3,16 @@
 Migration re-sends the prompt plus every token already streamed to another
 worker, so the client's stream continues without a duplicated or dropped
 token; after `migration_limit` migrations the client gets a clean error.
+`call` sends a one-answer request (embeddings): nothing streamed yet means a
+lost worker's request is simply sent again, to another worker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -97,6 +100,60 @@ class Dispatcher:
                 retries += 1
             finally:
                 model.router.finished(request.request_id)
+
+    async def call(
+        self,
+        model: ModelEntry,
+        request: msgspec.Struct,
+        request_id: str,
+        route_tokens: Sequence[int],
+        instance_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        served: dict[str, str] | None = None,
+    ) -> Any:
+        """The one item a worker answers `request` with; re-sent elsewhere when its worker is lost or full."""
+        excluded: set[str] = set()
+        retries = migrations = 0
+        deadline = time.time() + self.request_timeout if self.request_timeout else None
+        while True:
+            target = instance_id or self._pick(model, request_id, route_tokens, excluded)
+            if served is not None:
+                served["instance_id"] = target
+            try:
+                async with contextlib.aclosing(model.client.generate(
+                    request, request_id, instance_id=target, deadline=deadline, headers=headers,
+                )) as batches:
+                    async for items in batches:
+                        return items[0]
+                raise WorkerLost("the worker ended the stream without an answer", target, started=True)
+            except WorkerLost as e:
+                excluded.add(e.instance_id or target)
+                if instance_id is not None:
+                    raise
+                if not e.started and retries < 2:
+                    retries += 1
+                    RETRIES.labels(model.name).inc()
+                elif e.started and migrations < self.migration_limit:
+                    migrations += 1
+                    MIGRATIONS.labels(model.name).inc()
+                else:
+                    raise
+            except RemoteError as e:
+                if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2:
+                    raise
+                excluded.add(target)
+                if not any(i not in excluded for i in model.candidates()):
+                    raise
+                retries += 1
+            finally:
+                model.router.finished(request_id)
+
+    @staticmethod
+    def _pick(model: ModelEntry, request_id: str, tokens: Sequence[int], excluded: set[str]) -> str:
+        candidates = [i for i in model.candidates() if i not in excluded]
+        if not candidates:
+            raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
+        return model.router.choose(request_id, tokens, candidates).instance_id
 
     @staticmethod
     def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str]) -> tuple[str, EngineRequest]:

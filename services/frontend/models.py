@@ -1,4 +1,9 @@
-"""Live model list: model cards from discovery, a tokenizer, a client and a router per model."""
+"""Live model list: model cards from discovery, a tokenizer, a client and a router per model.
+
+A model's first card decides its type: chat models stream `OutputChunk`s from
+their `generate` endpoint, embedding models answer one `EmbedResponse` from
+`embed` (the card names the endpoint either way).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import codec, subjects
 from protocol.discovery import ModelCard
+from protocol.embeddings import EmbedResponse
 from protocol.messages import OutputChunk
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
@@ -26,10 +33,15 @@ RouterFactory = Callable[[str, ModelCard], Router]
 class ModelEntry:
     name: str
     tokenizer: Tokenizer
-    client: EndpointClient[OutputChunk]
+    client: EndpointClient[Any]  # OutputChunk items (chat), EmbedResponse (embedding)
     router: Router
     cards: dict[str, ModelCard] = field(default_factory=dict)
     created: int = 0
+    model_type: str = "chat"
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.model_type == "embedding"
 
     @property
     def context_length(self) -> int:
@@ -95,9 +107,17 @@ class ModelRegistry:
         if card.runtime.disaggregation_mode == "prefill":
             return  # prefill workers serve the router service, not clients
         entry = self.models.get(card.name)
+        if entry is not None and not entry.cards and _kind(card.model_type) != _kind(entry.model_type):
+            await entry.router.stop()  # the name now serves another kind of model: start afresh
+            await entry.client.stop()
+            entry = None
         if entry is None:
             entry = await self._new_entry(card)
             self.models[card.name] = entry
+        if _kind(card.model_type) != _kind(entry.model_type):
+            log.warning("model_type_conflict", model=card.name, instance_id=iid, card_type=card.model_type,
+                        serving_as=entry.model_type)
+            return
         if iid not in entry.cards:
             entry.router.add_instance(iid, rehash=card.engine == "sglang")
         entry.cards[iid] = card
@@ -108,10 +128,16 @@ class ModelRegistry:
             files = await fetch_tokenizer(self.rt, card.tokenizer_artifact)
             tok = Tokenizer.from_files(files, custom_chat_template=self.custom_template)
             self._tokenizers[card.tokenizer_artifact] = tok
-        client: EndpointClient[OutputChunk] = EndpointClient(
-            self.rt, card.component, card.endpoint, OutputChunk, keepalive_timeout=self.silence_timeout)
+        response = EmbedResponse if _kind(card.model_type) == "embedding" else OutputChunk
+        client: EndpointClient[Any] = EndpointClient(
+            self.rt, card.component, card.endpoint, response, keepalive_timeout=self.silence_timeout)
         await client.start()
         router = self.router_factory(card.name, card)
         await router.start()
         log.info("model_added", model=card.name, component=card.component, engine=card.engine)
-        return ModelEntry(card.name, tok, client, router, created=card.created)
+        return ModelEntry(card.name, tok, client, router, created=card.created, model_type=card.model_type)
+
+
+def _kind(model_type: str) -> str:
+    """Which client a model needs: "embedding", or "chat" for generating models (chat and completions)."""
+    return "embedding" if model_type == "embedding" else "chat"

@@ -73,6 +73,18 @@ class CompletionRequest(_Common, frozen=True, kw_only=True):
     suffix: str | None = None
 
 
+MAX_EMBEDDING_INPUTS = 2048  # as OpenAI
+
+
+class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    model: str
+    # a string, strings, token ids, or lists of token ids (the mix is checked after decoding)
+    input: str | Annotated[list[str | int | list[int]], Meta(max_length=MAX_EMBEDDING_INPUTS)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: PositiveInt | None = None  # only the model's own dimension is accepted
+    user: str | None = None
+
+
 # ---- responses ---------------------------------------------------------------------------
 class PromptTokensDetails(msgspec.Struct, frozen=True):
     cached_tokens: int = 0
@@ -166,6 +178,24 @@ class Completion(msgspec.Struct, frozen=True):
     choices: list[CompletionChoice]
     usage: UsageInfo | None = None
     object: str = "text_completion"
+
+
+class EmbeddingData(msgspec.Struct, frozen=True, kw_only=True):
+    object: str = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32
+
+
+class EmbeddingUsage(msgspec.Struct, frozen=True):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(msgspec.Struct, frozen=True, kw_only=True):
+    object: str = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelEntry(msgspec.Struct, frozen=True):

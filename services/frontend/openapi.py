@@ -32,7 +32,7 @@ def _errors() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [t.ChatCompletionRequest, t.CompletionRequest, t.ChatCompletion, t.ChatCompletionChunk, t.Completion,
-         t.ModelList, t.ErrorResponse], ref_template=_REF)
+         t.EmbeddingRequest, t.EmbeddingResponse, t.ModelList, t.ErrorResponse], ref_template=_REF)
     post = {
         "/v1/chat/completions": ("ChatCompletionRequest", "ChatCompletion"),
         "/v1/completions": ("CompletionRequest", "Completion"),
@@ -41,6 +41,8 @@ def openapi_document() -> dict[str, Any]:
         path: {"post": {"requestBody": _body(req), "responses": {"200": _ok(resp, stream=True), **_errors()}}}
         for path, (req, resp) in post.items()
     }
+    paths["/v1/embeddings"] = {"post": {"requestBody": _body("EmbeddingRequest"),
+                                        "responses": {"200": _ok("EmbeddingResponse"), **_errors()}}}
     paths["/v1/models"] = {"get": {"responses": {"200": _ok("ModelList")}}}
     return {
         "openapi": "3.1.0",

@@ -10,6 +10,9 @@ A worker service drives an engine through this and nothing else:
     engine.load()                       # for the router, polled a few times a second
     await engine.stop()
 
+Embedding engines add `await engine.embed(inputs, normalize)`: one vector per
+input (token ids), pooled from the last token's final hidden state.
+
 Disaggregation adds two optional hooks (prefill-only with KV hand-off):
 `prefill(req)` computes the prompt's KV and returns a `KvHandoff` describing
 where it lives; `generate(req)` with `req.bootstrap` set pulls that KV instead
@@ -63,6 +66,18 @@ class KvHandoff:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def check_embed_inputs(inputs: list[list[int]], context_length: int) -> None:
+    """Refuse what no embedding engine can serve: no inputs, an empty input, one longer than the context."""
+    if not inputs:
+        raise EngineError("bad_request", "no inputs to embed")
+    for i, ids in enumerate(inputs):
+        if not ids:
+            raise EngineError("bad_request", f"input {i} is empty")
+        if len(ids) > context_length:
+            raise EngineError("context_length_exceeded", f"input {i} has {len(ids)} tokens; this model's "
+                              f"maximum context length is {context_length} tokens")
+
+
 class Engine(abc.ABC):
     name: str = "engine"
 
@@ -93,6 +108,10 @@ class Engine(abc.ABC):
     async def prefill(self, request: EngineRequest) -> KvHandoff:
         """Compute the prompt's KV only and keep it for a decode worker to fetch."""
         raise EngineError("bad_request", f"engine {self.name} cannot prefill only")
+
+    async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
+        """One embedding per input (token ids), L2-normalised when `normalize`; in the inputs' order."""
+        raise EngineError("bad_request", f"engine {self.name} does not serve embeddings")
 
     async def release(self, request_id: str) -> None:
         """Free KV held for a hand-off (after the transfer, or when it failed)."""

@@ -4,11 +4,16 @@ Time per step comes from a cost model (prefill cost of uncached tokens, decode
 cost of batch size and context), divided by `speedup`. Output tokens are a
 deterministic function of the sequence so far, so a request re-sent with the
 tokens already produced (migration) continues exactly as it would have.
+Embeddings are a seeded hash of the token ids (`embedding_dim` floats): the
+same input always gives the same vector, and the time is the prefill cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import random
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +22,7 @@ import msgspec
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, OutputChunk, Usage
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.stream import RequestStream
 from shared.kv.block_pool import BlockPool, BlockTable
 
@@ -37,6 +42,7 @@ class MockConfig(msgspec.Struct, frozen=True):
     decode_ms_per_ktoken: float = 0.5
     output_tokens: list[int] = msgspec.field(default_factory=lambda: list(range(97, 123)))  # ids it emits
     eos_token_id: int | None = None
+    embedding_dim: int = 64
 
 
 @dataclass(eq=False)  # identity: membership tests must not compare every field
@@ -103,6 +109,13 @@ class MockEngine(Engine):
         finally:
             if not seq.stream.done:
                 self._abort(seq)
+
+    async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
+        c = self.cfg
+        check_embed_inputs(inputs, c.context_length)
+        tokens = sum(len(ids) for ids in inputs)
+        await self._sleep((c.prefill_base_ms + c.prefill_ms_per_token * tokens) / c.speedup)
+        return [mock_embedding(ids, c.embedding_dim, normalize) for ids in inputs]
 
     # ---- scheduling ------------------------------------------------------------------
     def _admit_check(self, request: EngineRequest) -> _Seq:
@@ -222,3 +235,14 @@ class MockEngine(Engine):
     def _on_events(self, events: list) -> None:
         if self._sink is not None:
             self._sink(events)
+
+
+def mock_embedding(token_ids: list[int], dim: int, normalize: bool = True) -> list[float]:
+    """A deterministic vector for these token ids: Gaussian draws seeded by their hash."""
+    digest = hashlib.blake2b(",".join(map(str, token_ids)).encode(), digest_size=8).digest()
+    rng = random.Random(int.from_bytes(digest, "little"))
+    vec = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    if normalize:
+        norm = math.sqrt(sum(x * x for x in vec)) or 1.0
+        vec = [x / norm for x in vec]
+    return vec

@@ -21,7 +21,7 @@ import torch
 from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.model_runner import ModelRunner, StepItem
 from shared.engine.reference.sampler import SampleOutput
@@ -124,6 +124,17 @@ class ReferenceEngine(Engine):
         async with contextlib.aclosing(self._run(seq)) as chunks:  # closed (and aborted) with us
             async for chunk in chunks:
                 yield chunk
+
+    async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
+        """Pooled last hidden states, computed in the model thread (between steps, never beside one)."""
+        runner = self._runner()
+        check_embed_inputs(inputs, self._context_length)
+        vocab = int(runner.hf_config.vocab_size)
+        if any(t < 0 or t >= vocab for ids in inputs for t in ids):
+            raise EngineError("bad_request", f"token id out of the vocabulary (0..{vocab - 1})")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, runner.embed, inputs, normalize,
+                                          self.cfg.max_batched_tokens)
 
     async def prefill(self, request: EngineRequest) -> KvHandoff:
         seq = self._new_seq(request)

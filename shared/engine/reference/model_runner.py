@@ -104,6 +104,31 @@ class ModelRunner:
         logits = self.model.lm_head(last).float()
         return sample(logits, specs, [it.banned for it in items if it.sample is not None])
 
+    # ---- embeddings --------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed(self, inputs: list[list[int]], normalize: bool, max_batch_tokens: int) -> list[list[float]]:
+        """The last token's final hidden state (after the final norm) per input, as SGLang's LAST pooler.
+
+        Inputs are right-padded into batches of at most `max_batch_tokens` padded tokens; with causal
+        attention the last real token never sees the padding, so batching does not change a vector.
+        """
+        out: list[list[float]] = []
+        for batch in _embed_batches(inputs, max_batch_tokens):
+            width = max(len(x) for x in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, x in enumerate(batch):
+                ids[row, : len(x)] = torch.tensor(x)
+                mask[row, : len(x)] = 1
+            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      use_cache=False).last_hidden_state
+            last = torch.tensor([len(x) - 1 for x in batch], device=self.device)
+            pooled = hidden[torch.arange(len(batch), device=self.device), last].float()
+            if normalize:
+                pooled = F.normalize(pooled, p=2, dim=-1)
+            out.extend(pooled.cpu().tolist())
+        return out
+
     def _plan(self, items: list[StepItem], positions: list[int]) -> _Plan:
         ps, dev = self.page_size, self.device
         blocks = [it.block_ids[p // ps] for it in items for p in range(it.start, it.start + len(it.token_ids))]
@@ -181,6 +206,20 @@ class ModelRunner:
                                            v.transpose(0, 1)[None], attn_mask=mask, is_causal=start == 0,
                                            scale=scale, enable_gqa=True)
         return o[0].transpose(0, 1)
+
+
+def _embed_batches(inputs: list[list[int]], max_batch_tokens: int) -> list[list[list[int]]]:
+    """Consecutive inputs grouped so that each group, padded to its longest, stays within the budget."""
+    batches: list[list[list[int]]] = []
+    width = 0
+    for x in inputs:
+        if batches and max(width, len(x)) * (len(batches[-1]) + 1) <= max_batch_tokens:
+            batches[-1].append(x)
+            width = max(width, len(x))
+        else:
+            batches.append([x])
+            width = len(x)
+    return batches
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

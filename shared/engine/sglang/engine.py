@@ -10,7 +10,8 @@ output loop then runs in our event loop, started here without the SIGTERM
 and SIGQUIT handlers SGLang would install, so the worker's own drain on
 SIGTERM keeps working. Disaggregation: a request with `bootstrap` set
 carries SGLang's bootstrap host/port/room to `async_generate` on both
-sides (see docs/SGLANG.md for who starts which half, and when).
+sides (see docs/SGLANG.md for who starts which half, and when). With
+SGLang's `--is-embedding` the engine serves `embed()` instead (see embedding.py).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import Any
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, StopConditions
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.sglang.args import SglangConfig, to_server_args
+from shared.engine.sglang.embedding import encode, is_embedding, l2_normalize
 from shared.engine.sglang.events import KvEventSubscriber
 from shared.engine.sglang.info import load_from_snapshots, runtime_config
 from shared.engine.sglang.mapping import OutputCursor, error_from_exception, generate_kwargs
@@ -56,6 +58,7 @@ class SglangEngine(Engine):
         self._output_task: asyncio.Task[None] | None = None
         self._failure: EngineError | None = None
         self._inflight = 0
+        self.embedding = is_embedding(cfg.argv)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -69,7 +72,9 @@ class SglangEngine(Engine):
         info = self.sgl._scheduler_init_result.scheduler_infos[0]
         self._runtime = runtime_config(self.cfg, state, info)
         await self._subscribe_kv_events()
-        if self.cfg.disaggregation_mode == "null":
+        if self.embedding:
+            await self.embed([[1] * 8])
+        elif self.cfg.disaggregation_mode == "null":
             await self._warm_up()
         log.info("sglang_ready", runtime=str(self._runtime), context_length=self._context_length)
 
@@ -131,6 +136,34 @@ class SglangEngine(Engine):
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
+    async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
+        """SGLang's pooled embeddings (its pooler may have normalised them already; normalising twice is a no-op)."""
+        if not self.embedding:
+            raise EngineError(ErrorCode.BAD_REQUEST, "this SGLang engine does not serve embeddings "
+                              "(start it with SGLang's --is-embedding)")
+        self._check_running()
+        check_embed_inputs(inputs, self._context_length)
+        rids = [f"shoal-embed-{secrets.token_hex(8)}" for _ in inputs]
+        done = False
+        self._inflight += 1
+        try:
+            try:
+                vectors = await encode(self.sgl, inputs, rids)
+                done = True
+            except EngineError:
+                raise
+            except Exception as e:
+                raise (self._failure or error_from_exception(e)) from e
+        finally:
+            self._inflight -= 1
+            if not done:
+                for rid in rids:
+                    self._abort(rid)
+        if len(vectors) != len(inputs):
+            raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(vectors)} embeddings "
+                              f"for {len(inputs)} inputs")
+        return [l2_normalize(v) for v in vectors] if normalize else vectors
+
     async def prefill(self, request: EngineRequest) -> KvHandoff:
         """Disaggregated prefill: run the prompt, hand its KV to the decode side over SGLang's bootstrap.
 
@@ -153,11 +186,17 @@ class SglangEngine(Engine):
                          extra={"bootstrap_host": b.host, "bootstrap_port": str(b.port),
                                 "bootstrap_room": str(b.room)})
 
-    def _check(self, request: EngineRequest) -> None:
+    def _check_running(self) -> None:
         if self._failure is not None:
             raise self._failure
         if self.sgl is None:
             raise EngineError(ErrorCode.ENGINE_ERROR, "SGLang engine not started")
+
+    def _check(self, request: EngineRequest) -> None:
+        self._check_running()
+        if self.embedding:
+            raise EngineError(ErrorCode.BAD_REQUEST, "this SGLang engine serves embeddings (--is-embedding), "
+                              "not generation")
         if not request.token_ids:
             raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if self.cfg.disaggregation_mode != "null" and request.bootstrap is None:

@@ -1,0 +1,1 @@
+"""The embedding worker: a worker serving `embed` (see services/decode/embed.py)."""

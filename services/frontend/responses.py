@@ -1,0 +1,28 @@
+"""OpenAI-style error responses, shared by every route."""
+
+from __future__ import annotations
+
+import msgspec
+
+from protocol.messages import HTTP_STATUS
+from services.frontend.openai_types import ErrorBody, ErrorResponse
+from shared.http import Response
+from shared.runtime.errors import RuntimeFailure
+
+json_encoder = msgspec.json.Encoder()
+WORKER_HEADER = "x-shoal-worker"  # which instance served the request
+
+
+def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
+                   retry_after: float | None = None) -> Response:
+    kind = ("authentication_error" if status == 401 else "rate_limit_error" if status == 429
+            else "invalid_request_error" if status < 500 else "server_error")
+    body = json_encoder.encode(ErrorResponse(ErrorBody(message, kind, param, code)))
+    headers = [("Retry-After", str(max(1, round(retry_after))))] if retry_after is not None else None
+    return Response(status, body, headers=headers)
+
+
+def failure_response(e: RuntimeFailure) -> Response:
+    status = HTTP_STATUS.get(e.code, 500)
+    retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
+    return error_response(status, e.message, e.code.value, getattr(e, "param", None), retry)
