@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import signal
 import struct
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import torch
@@ -95,3 +98,31 @@ def test_chat_and_embedding_models_side_by_side_refuse_each_others_routes(cluste
         assert status == 400 and err["error"]["code"] == "model_not_generative", err
     status, err = post(cluster.url + "/v1/embeddings", {"model": "embeddy", "input": "x", "dimensions": 32})
     assert status == 400 and err["error"]["param"] == "dimensions"
+
+
+def test_embedding_worker_killed_mid_request_loses_no_request(cluster):
+    # slow mock embeddings (about 1 s per request) so that requests are in flight at the kill
+    slow = ("--prefill-ms-per-token", "300")
+    a = cluster.worker(*slow, "--served-model-name", "embeddy", engine="mock", service="embedding", name="a")
+    b = cluster.worker(*slow, "--served-model-name", "embeddy", engine="mock", service="embedding", name="b")
+    cluster.frontend("--worker-silence-timeout", "2")
+    wait_listed(cluster.url, {"embeddy"})
+    texts = [f"text {i}" for i in range(8)]  # 6 tokens each with BOS/EOS: ~1.8 s per request
+    client = client_for(cluster.url)
+    want = [client.embeddings.create(model="embeddy", input=t, encoding_format="float").data[0].embedding
+            for t in texts[:1]]
+
+    async def run() -> list[tuple[int, dict]]:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(len(texts))
+        calls = [loop.run_in_executor(pool, post, cluster.url + "/v1/embeddings",
+                                      {"model": "embeddy", "input": t, "encoding_format": "float"}) for t in texts]
+        await asyncio.sleep(0.5)
+        a.signal(signal.SIGKILL)
+        return list(await asyncio.gather(*calls))
+
+    answers = asyncio.run(run())
+    for status, body in answers:
+        assert status == 200, body
+    assert answers[0][1]["data"][0]["embedding"] == want[0]  # the same vector, whichever worker made it
+    assert b.alive() and not a.alive()
