@@ -5,8 +5,8 @@ behind shoal's frontend, against transformers, and against SGLang's own server u
 
 Every result is one JSON line on stdout:
   e_oracle        transformers: the last token's final hidden state, L2-normalised, per text (float32)
-  e_http          /v1/embeddings through the cluster: cosine similarity with the oracle per text; base64 equal
-                  to float; one text alone equals the same text in a batch
+  e_http          /v1/embeddings through the cluster: cosine similarity with the oracle per text, of base64
+                  against float, and of one text alone against the same text in a batch
   e_bench         the same embedding load against shoal's frontend and SGLang's own server, inputs/s
 The reference engine rehearses the script on a CPU (no SGLang server there).
 """
@@ -87,8 +87,8 @@ async def check_http(url: str, model: str, want: list[list[float]]) -> None:
         alone = (await post(s, url, {"model": model, "input": TEXTS[3], "encoding_format": "float"}))["data"][0]
     cos = [round(cosine(v, w), 5) for v, w in zip(vecs, want, strict=True)]
     emit("e_http", dim=len(vecs[0]), cosine_vs_transformers=cos, min_cosine=min(cos),
-         base64_equals_float=all(abs(x - y) < 1e-6 for u, v in zip(unpacked, vecs, strict=True)
-                                 for x, y in zip(u, v, strict=True)),
+         # two requests, two forward passes: bf16 SGLang need not repeat itself bit for bit across batches
+         base64_vs_float_min_cosine=round(min(cosine(u, v) for u, v in zip(unpacked, vecs, strict=True)), 6),
          alone_vs_batched_cosine=round(cosine(alone["embedding"], vecs[3]), 6), usage=got["usage"])
 
 
