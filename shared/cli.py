@@ -20,7 +20,7 @@ def _make_tiny(a: argparse.Namespace) -> int:
     from shared.model.tiny import make_tiny
 
     try:
-        print(make_tiny(a.dir, seed=a.seed, vocab_extra=a.vocab_extra))
+        print(make_tiny(a.dir, seed=a.seed, vocab_extra=a.vocab_extra, diffusion=a.diffusion))
     except FileExistsError as e:
         print(f"shoal: {e}", file=sys.stderr)
         return 1
@@ -33,6 +33,9 @@ def _add_model(verbs: Verbs) -> None:
     tiny.add_argument("dir", help="output directory (an earlier tiny model there is replaced)")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--vocab-extra", type=int, default=0, help="extra reserved special tokens")
+    tiny.add_argument("--diffusion", action="store_true",
+                      help="a masked-diffusion LM: a <|mask|> token and a shoal_diffusion section in config.json "
+                           "(serve it with python -m services.diffusion)")
     tiny.set_defaults(fn=_make_tiny)
 
 

@@ -9,6 +9,7 @@ import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.engine.diffusion.args import add_dllm_args, dllm_options
 from shared.engine.registry import ENGINES, EngineOptions
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
@@ -69,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--speedup-ratio", type=float, default=1.0, help="mock: simulated time divided by this")
     e.add_argument("--prefill-ms-per-token", type=float, default=0.02, help="mock: prefill cost of an uncached token")
     e.add_argument("--device", default="cpu", help="reference: cpu or cuda")
+    add_dllm_args(p)
     return p
 
 
@@ -85,6 +87,12 @@ def parse(argv: list[str]) -> WorkerConfig:
     except SglangArgsError as e:
         p.error(str(e))
     embedding = ns.embedding or sglang_embedding
+    try:
+        dllm = dllm_options(ns)
+    except ValueError as e:
+        p.error(str(e))
+    if ns.engine == "diffusion" and (embedding or ns.disaggregation_mode != "null"):
+        p.error("the diffusion engine serves generation only: no --embedding, no --disaggregation-mode")
     if embedding and ns.disaggregation_mode != "null":
         p.error("an embedding worker has no prefill/decode halves: drop --disaggregation-mode")
     if embedding and ns.engine == "sglang" and not sglang_embedding:
@@ -98,7 +106,7 @@ def parse(argv: list[str]) -> WorkerConfig:
         engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
         max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
         context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
-        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra,
+        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra, **dllm,
     )
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,

@@ -6,7 +6,7 @@ import msgspec
 
 from shared.engine.base import Engine
 
-ENGINES = ("reference", "mock", "sglang")
+ENGINES = ("reference", "mock", "sglang", "diffusion")
 
 
 class EngineOptions(msgspec.Struct, frozen=True):
@@ -26,6 +26,10 @@ class EngineOptions(msgspec.Struct, frozen=True):
     output_token_ids: list[int] = []  # mock only: the ids it emits
     eos_token_id: int | None = None
     extra_args: list[str] = []
+    dllm_block_length: int | None = None  # diffusion only: None = the model's own setting
+    dllm_steps: int | None = None  # diffusion only
+    dllm_threshold: float | None = None  # diffusion only
+    dllm_mask_token_id: int | None = None  # diffusion only
 
 
 def make_engine(opts: EngineOptions) -> Engine:
@@ -48,6 +52,16 @@ def make_engine(opts: EngineOptions) -> Engine:
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
             max_waiting=opts.max_waiting,
+        ))
+    if opts.engine == "diffusion":
+        from shared.engine.diffusion.config import DiffusionConfig
+        from shared.engine.diffusion.engine import DiffusionEngine
+
+        return DiffusionEngine(DiffusionConfig(
+            model_path=opts.model_path, device=opts.device, max_running=opts.max_running,
+            max_batched_tokens=opts.max_batched_tokens, max_waiting=opts.max_waiting,
+            context_length=opts.context_length, block_length=opts.dllm_block_length, steps=opts.dllm_steps,
+            threshold=opts.dllm_threshold, mask_token_id=opts.dllm_mask_token_id,
         ))
     if opts.engine == "sglang":
         from shared.engine.sglang import SglangEngine, build_sglang_config

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.model.diffusion import diffusion_section
+
 SPECIALS = ["<|bos|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|system|>"]
 BOS_ID, EOS_ID = 256, 257
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
@@ -21,6 +23,7 @@ MARKER = ".shoal-tiny-complete"  # written last: its absence means a half-writte
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
          "tokenizer_config.json", "chat_template.jinja", MARKER)
 LOGIT_SCALE = 8.0  # spreads the logits so greedy ties are vanishingly rare
+MASK_TOKEN = "<|mask|>"  # diffusion models only: the last special token
 
 
 @dataclass(frozen=True)
@@ -33,18 +36,20 @@ class TinySpec:
     num_kv_heads: int = 2
     intermediate_size: int = 128
     max_position_embeddings: int = 4096
+    diffusion: bool = False  # a masked-diffusion LM: a mask token and a shoal_diffusion config section
 
     @property
     def specials(self) -> list[str]:
-        return [*SPECIALS, *(f"<|reserved_{i}|>" for i in range(self.vocab_extra))]
+        mask = [MASK_TOKEN] if self.diffusion else []
+        return [*SPECIALS, *(f"<|reserved_{i}|>" for i in range(self.vocab_extra)), *mask]
 
 
 def make_tiny(out_dir: Path | str, *, seed: int = 0, vocab_extra: int = 0, hidden_size: int = 64,
               num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 128,
-              max_position_embeddings: int = 4096) -> Path:
+              max_position_embeddings: int = 4096, diffusion: bool = False) -> Path:
     """Write the tiny model to `out_dir` (replacing an earlier tiny model there) and return its path."""
     spec = TinySpec(seed, vocab_extra, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
-                    max_position_embeddings)
+                    max_position_embeddings, diffusion)
     out = Path(out_dir)
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +125,8 @@ def _write_model(out: Path, spec: TinySpec) -> None:
         bos_token_id=BOS_ID, eos_token_id=EOS_ID, tie_word_embeddings=False, torch_dtype="float32",
     )
     cfg.architectures = ["LlamaForCausalLM"]
+    if spec.diffusion:
+        cfg.shoal_diffusion = diffusion_section(mask_token_id=256 + len(spec.specials) - 1)
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(cfg).float()
     with torch.no_grad():

@@ -3,7 +3,7 @@
     just bench                      # frontend, router, reference, transfer, overload (about 10 minutes)
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, nothing written to docs/ (a smoke run)
-    just bench --with soak          # add the 10-minute soak
+    just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
     just bench --list
 
 The GPU benchmark (shoal on SGLang against SGLang's own server) runs on the lent GPU machine:
@@ -33,6 +33,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "transfer": ("tests.bench.bench_transfer", ["--report"], ["--blocks", "1", "16", "--repeats", "3"]),
     "overload": ("tests.bench.bench_overload", [], ["--seconds", "3", "--no-report"]),
     "soak": ("tests.bench.bench_soak", [], ["--minutes", "0.2", "--no-report"]),
+    "diffusion": ("tests.bench.bench_diffusion", ["--append", "docs/BENCHMARKS.md"],
+                  ["--requests", "4", "--max-tokens", "16", "--steps", "1", "8", "--concurrency", "4"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "reference", "transfer", "overload"]
 

@@ -1,0 +1,3 @@
+from services.diffusion.main import main
+
+main()
