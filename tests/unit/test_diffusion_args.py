@@ -9,21 +9,12 @@ import pytest
 
 from services.diffusion.main import parse
 from shared.engine.diffusion.config import DiffusionConfig, resolve_settings
-from shared.engine.sglang import SglangArgsError, build_sglang_config
 from shared.engine.sglang import args as sgl_args
+from shared.engine.sglang import build_sglang_config
 from shared.model.diffusion import DiffusionDefaults, read_diffusion_defaults
+from tests.unit.test_sglang_args import needs_sglang
 
 SGLANG_DLLM = ["--dllm-algorithm", "LowConfidence", "--dllm-algorithm-config", "/cfg/lowconf.yaml"]
-
-
-def _has_sglang() -> bool:
-    try:
-        return sgl_args.sglang_parser() is not None
-    except SglangArgsError:
-        return False
-
-
-needs_sglang = pytest.mark.skipif(not _has_sglang(), reason="sglang is not installed here (GPU extra: shoal[sglang])")
 
 
 def test_the_service_defaults_to_the_diffusion_engine_as_a_backend() -> None:

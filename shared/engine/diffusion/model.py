@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from shared.engine.reference.model_runner import SUPPORTED, UnsupportedModelError, resolve_dtype
+from shared.engine.reference.model_runner import SUPPORTED, UnsupportedModelError, eos_token_ids, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class BidirectionalLM:
         self.num_heads = hf_cfg.num_attention_heads
         self.num_kv_heads = getattr(hf_cfg, "num_key_value_heads", None) or self.num_heads
         self.head_dim = getattr(hf_cfg, "head_dim", None) or hf_cfg.hidden_size // self.num_heads
-        self.eos_ids = _eos_ids(self.model)
+        self.eos_ids = eos_token_ids(self.model)
         self.max_position = int(getattr(hf_cfg, "max_position_embeddings", 4096))
 
     @torch.inference_mode()
@@ -90,14 +90,3 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
-
-
-def _eos_ids(model: torch.nn.Module) -> frozenset[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        eos = getattr(source, "eos_token_id", None)
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos:
-            ids.update(eos)
-    return frozenset(ids)

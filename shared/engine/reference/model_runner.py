@@ -73,7 +73,7 @@ class ModelRunner:
         self.page_size = cfg.page_size
         self.kv = KvCache(len(self.layers), self._num_blocks(cfg), cfg.page_size, self.num_kv_heads,
                           self.head_dim, self.dtype, self.device)
-        self.eos_ids = _eos_ids(self.model)
+        self.eos_ids = eos_token_ids(self.model)
         self.max_position = _max_position(hf_cfg)
 
     def _num_blocks(self, cfg: ReferenceConfig) -> int:
@@ -235,7 +235,8 @@ def _check_supported(hf_cfg: object) -> None:
                                     f"this model is {kind!r}")
 
 
-def _eos_ids(model: torch.nn.Module) -> frozenset[int]:
+def eos_token_ids(model: torch.nn.Module) -> frozenset[int]:
+    """Every EOS id the model's generation config and config name."""
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), model.config):
         eos = getattr(source, "eos_token_id", None)
