@@ -62,4 +62,7 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     engine: str = ""
     runtime: RuntimeConfig = RuntimeConfig()
     created: int = 0
+    input_modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image": takes image_url parts
+    image_token: str = ""  # what the chat template gets for each image part (then one token)
+    image_tokens: int = 0  # tokens one image becomes in the prompt (for the context-length check)
     v: int = PROTOCOL_VERSION

@@ -10,6 +10,8 @@ import enum
 
 import msgspec
 
+from protocol.multimodal import ImageItem
+
 PROTOCOL_VERSION = 1
 
 
@@ -103,6 +105,7 @@ class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     routing: RoutingHints = RoutingHints()
     bootstrap: BootstrapInfo | None = None
     annotations: dict[str, str] = {}
+    multimodal: list[ImageItem] = []  # images in prompt order (protocol.multimodal)
     v: int = PROTOCOL_VERSION
 
 

@@ -19,6 +19,15 @@ Run: TypeAlias = Callable[[argparse.Namespace], int]
 def _make_tiny(a: argparse.Namespace) -> int:
     from shared.model.tiny import make_tiny
 
+    if getattr(a, "vision", False):
+        from shared.model.tiny_vlm import make_tiny_vlm
+
+        try:
+            print(make_tiny_vlm(a.dir, seed=a.seed))
+        except FileExistsError as e:
+            print(f"shoal: {e}", file=sys.stderr)
+            return 1
+        return 0
     try:
         print(make_tiny(a.dir, seed=a.seed, vocab_extra=a.vocab_extra, diffusion=a.diffusion))
     except FileExistsError as e:
@@ -36,6 +45,8 @@ def _add_model(verbs: Verbs) -> None:
     tiny.add_argument("--diffusion", action="store_true",
                       help="a masked-diffusion LM: a <|mask|> token and a shoal_diffusion section in config.json "
                            "(serve it with python -m services.diffusion)")
+    tiny.add_argument("--vision", action="store_true",
+                      help="a tiny vision-language model (Llava: tiny CLIP tower + the tiny Llama, an <image> token)")
     tiny.set_defaults(fn=_make_tiny)
 
 

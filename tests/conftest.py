@@ -25,6 +25,16 @@ def tiny_model() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm() -> Iterator[Path]:
+    """The tiny Llava of `shoal model make-tiny --vision`."""
+    from shared.model.tiny_vlm import make_tiny_vlm
+
+    d = Path(tempfile.mkdtemp(prefix="shoal-vlm-"))
+    yield make_tiny_vlm(d / "tiny-vlm")
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log").start()

@@ -31,6 +31,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     transfer_timeout: float = 10.0
     disagg_fallback_local: bool = False
     embedding: bool = False  # serve `embed` (an embedding model) instead of `generate`
+    internal: bool = False  # publish no model card: clients reach this worker through a processor
+    image_slots: int = 64  # vision-language models: image embeddings being read at once (NIXL slots)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--transfer-timeout", type=float, default=10.0, help="seconds a KV transfer may take")
     d.add_argument("--disagg-fallback-local", action="store_true",
                    help="decode: prefill locally when the remote prefill or its transfer fails")
+    g.add_argument("--internal", action="store_true",
+                   help="publish no model card: the worker serves a processor (python -m services.processor), "
+                        "which registers the model (multimodal E/PD and E/P/D)")
+    g.add_argument("--image-slots", type=int, default=64,
+                   help="vision-language models: image embeddings read over NIXL at once")
     g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
@@ -115,7 +122,8 @@ def parse(argv: list[str]) -> WorkerConfig:
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
-                        transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local)
+                        transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
+                        internal=ns.internal, image_slots=ns.image_slots)
 
 
 def _given(argv: list[str], flags: tuple[str, ...], ns: argparse.Namespace) -> list[str]:

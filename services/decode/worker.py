@@ -87,6 +87,10 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     await loads.start()
 
     role = await (make_role or role_factory(cfg))(svc, cfg, engine)
+    if getattr(engine, "is_multimodal", False):
+        from services.decode.multimodal import with_images
+
+        role = await with_images(svc, cfg, engine, role)
     server = EndpointServer(rt, cfg.component, cfg.endpoint, role.handler, role.request_type,
                             is_final=role.is_final, request_id_of=role.request_id_of)
     await server.start()
@@ -98,8 +102,9 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
+        **image_card_fields(cfg, tokenizer),
     )
-    card_lease = await publish_card(rt, card)
+    card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
     rc = card.runtime
     await server.register(model=cfg.served_model_name,
@@ -110,7 +115,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     try:
         await svc.stopped()
         svc.set_ready(False)
-        await card_lease.revoke()
+        if card_lease is not None:
+            await card_lease.revoke()
         await server.drain(cfg.drain_grace)
     finally:
         if role.stop is not None:
@@ -118,6 +124,19 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         await loads.stop()
         await events.stop()
         await engine.stop()
+
+
+def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """Model-card fields of a vision-language model (Llava family; none for a text model or the mock engine)."""
+    if cfg.engine.engine == "mock" or cfg.embedding:
+        return {}
+    from shared.multimodal.vision import image_token_id, read_llava_config, tokens_per_image
+
+    vcfg = read_llava_config(cfg.model_path)
+    if vcfg is None:
+        return {}
+    return {"input_modalities": ["text", "image"], "image_token": tokenizer.id_to_token(image_token_id(vcfg)) or "",
+            "image_tokens": tokens_per_image(vcfg)}
 
 
 def _load(worker_id: str, engine: Engine) -> WorkerLoad:

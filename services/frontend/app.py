@@ -164,7 +164,7 @@ class FrontendApp:
         request_id = f"{prefix}-{secrets.token_hex(12)}"
         try:
             prepared = await prepare(model.tokenizer, body, request_id, model.context_length,
-                                     self.opts.max_prompt_tokens)
+                                     self.opts.max_prompt_tokens, model.image_input)
         except BadRequest as e:
             return _failure(e)
         instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None
@@ -206,7 +206,8 @@ class FrontendApp:
             await batches.aclose()
             raise
         TTFT.observe(time.monotonic() - started)
-        state = OutputState(model.tokenizer, len(p.request.token_ids), p.stops, p.logprobs is not None)
+        state = OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops,
+                            p.logprobs is not None)
         worker = [(WORKER_HEADER, served.get("instance_id", ""))]
         if not stream:
             try:

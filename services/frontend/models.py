@@ -44,6 +44,14 @@ class ModelEntry:
         return self.model_type == "embedding"
 
     @property
+    def image_input(self) -> tuple[str, int] | None:
+        """(image token, tokens one image becomes) when the model takes images; None for a text model."""
+        for c in self.cards.values():
+            if "image" in c.input_modalities and c.image_token:
+                return c.image_token, c.image_tokens
+        return None
+
+    @property
     def context_length(self) -> int:
         return min((c.context_length for c in self.cards.values()), default=0)
 

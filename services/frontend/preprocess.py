@@ -14,6 +14,7 @@ from protocol.messages import (
     SamplingOptions,
     StopConditions,
 )
+from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
 from shared.runtime.errors import RuntimeFailure
 from shared.tokenizer import Tokenizer
@@ -37,6 +38,7 @@ class Prepared:
     stops: list[str]
     include_usage: bool
     logprobs: int | None  # None: none; k >= 0 top alternatives
+    prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -60,16 +62,35 @@ def _sampling(req: _Common) -> SamplingOptions:
     return SamplingOptions(**kw)  # type: ignore[arg-type]
 
 
-def _chat_text(tok: Tokenizer, req: ChatCompletionRequest) -> str:
+def _chat_text(tok: Tokenizer, req: ChatCompletionRequest, image_token: str | None = None) -> tuple[str, list[str]]:
+    """The prompt text, and the image URLs in order (each image part becomes `image_token` in the text)."""
     messages = [msgspec.to_builtins(m) for m in req.messages]
+    urls: list[str] = []
     for m in messages:
-        if isinstance(m.get("content"), list) and any(p.get("type") != "text" for p in m["content"]):
-            raise BadRequest("only text content parts are supported by this model", "messages")
+        if isinstance(m.get("content"), list):
+            m["content"] = [_content_part(p, image_token, urls) for p in m["content"]]
     try:
-        return tok.apply_chat_template(messages, add_generation_prompt=True, tools=req.tools,
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tools=req.tools,
                                        **(req.chat_template_kwargs or {}))
     except Exception as e:  # a template's raise_exception, or a malformed conversation
         raise BadRequest(f"chat template failed: {e}", "messages") from e
+    return text, urls
+
+
+def _content_part(part: dict[str, object], image_token: str | None, urls: list[str]) -> dict[str, object]:
+    kind = part.get("type")
+    if kind == "text":
+        return part
+    if kind != "image_url":
+        raise BadRequest(f"content parts of type {kind!r} are not supported", "messages")
+    if image_token is None:
+        raise BadRequest("this model does not take images (only text content parts)", "messages")
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else None
+    if not isinstance(url, str) or not url:
+        raise BadRequest("an image_url content part needs image_url.url", "messages")
+    urls.append(url)
+    return {"type": "text", "text": image_token}
 
 
 async def _encode(tok: Tokenizer, text: str) -> list[int]:
@@ -84,9 +105,12 @@ async def prepare(
     request_id: str,
     context_length: int,
     max_prompt_tokens: int | None = None,
+    image_input: tuple[str, int] | None = None,
 ) -> Prepared:
+    """`image_input`: (image token, tokens per image) of a model that takes images."""
+    urls: list[str] = []
     if isinstance(req, ChatCompletionRequest):
-        text: str | None = _chat_text(tok, req)
+        text, urls = _chat_text(tok, req, image_input[0] if image_input else None)
         ids = await _encode(tok, text)
         max_tokens = req.max_completion_tokens or req.max_tokens
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -109,6 +133,12 @@ async def prepare(
     if not ids:
         raise BadRequest("the prompt is empty", "prompt")
     n = len(ids)
+    if urls and image_input is not None:
+        placeholders = ids.count(tok.token_to_id(image_input[0]) or -1)
+        if placeholders != len(urls):
+            raise BadRequest(f"the prompt has {placeholders} image placeholders for {len(urls)} images "
+                             f"(is {image_input[0]!r} in the text?)", "messages")
+        n += len(urls) * max(0, image_input[1] - 1)  # each image becomes image_input[1] tokens
     if max_prompt_tokens is not None and n > max_prompt_tokens:
         raise BadRequest(f"prompt has {n} tokens; this server accepts at most {max_prompt_tokens}",
                          "messages", ErrorCode.CONTEXT_LENGTH)
@@ -127,7 +157,7 @@ async def prepare(
     )
     engine_req = EngineRequest(
         request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req), stop=stop,
-        output=OutputOptions(logprobs=logprobs),
+        output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls],
     )
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs)
+    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n)

@@ -114,7 +114,15 @@ class KvAgent:
         Raises TransferFailed on error or after `timeout` seconds. Cancelling the caller
         waits for the write to end (it is bounded by `timeout`) before re-raising.
         """
-        task = asyncio.create_task(self._write(peer, src, dst, notif, time.monotonic() + timeout))
+        src_rows, dst_rows = write_rows(self.record, peer, src, dst)
+        await self.transfer("WRITE", peer, src_rows, dst_rows, notif, timeout)
+
+    async def transfer(self, op: str, peer: AgentRecord, local_rows: Any, remote_rows: Any, notif: bytes,
+                       timeout: float) -> None:
+        """A WRITE (local -> peer) or READ (peer -> local) of descriptor rows `(addr, len, dev)`; the peer
+        gets `notif` once it is done. Same guarantees as write(): bounded, never abandoned mid-flight."""
+        task = asyncio.create_task(self._xfer(op, peer, local_rows, remote_rows, notif,
+                                              time.monotonic() + timeout))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         try:
@@ -124,27 +132,27 @@ class KvAgent:
                 await task
             raise
 
-    async def _write(self, peer: AgentRecord, src: list[int], dst: list[int], notif: bytes,
-                     deadline: float) -> None:
-        src_rows, dst_rows = write_rows(self.record, peer, src, dst)
-        handle, state = await self._call(self._post_write, src_rows, dst_rows, peer.name, notif)
+    async def _xfer(self, op: str, peer: AgentRecord, src_rows: Any, dst_rows: Any, notif: bytes,
+                    deadline: float) -> None:
+        handle, state = await self._call(self._post_write, src_rows, dst_rows, peer.name, notif, op, peer.mem_type)
         try:
             while state == "PROC":
                 if time.monotonic() > deadline:
-                    raise TransferFailed(f"KV write to {peer.name} timed out")
+                    raise TransferFailed(f"KV {op} with {peer.name} timed out")
                 await asyncio.sleep(POLL_S)
                 state = await self._call(self._spin, handle, time.monotonic() + SPIN_S)
             if state != "DONE":
-                raise TransferFailed(f"KV write to {peer.name} failed")
+                raise TransferFailed(f"KV {op} with {peer.name} failed")
         finally:
             with contextlib.suppress(Exception):
                 await self._call(self._agent.release_xfer_handle, handle)
 
-    def _post_write(self, src_rows: Any, dst_rows: Any, peer: str, notif: bytes) -> tuple[Any, str]:
+    def _post_write(self, src_rows: Any, dst_rows: Any, peer: str, notif: bytes, op: str = "WRITE",
+                    peer_mem: str | None = None) -> tuple[Any, str]:
         a = self._agent
         try:
-            handle = a.initialize_xfer("WRITE", a.get_xfer_descs(src_rows, self.record.mem_type),
-                                       a.get_xfer_descs(dst_rows, self.record.mem_type), peer, notif)
+            handle = a.initialize_xfer(op, a.get_xfer_descs(src_rows, self.record.mem_type),
+                                       a.get_xfer_descs(dst_rows, peer_mem or self.record.mem_type), peer, notif)
         except Exception as e:
             raise TransferFailed(f"cannot prepare KV write to {peer}: {e}") from e
         state = a.transfer(handle)

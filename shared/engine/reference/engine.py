@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 import torch
@@ -23,6 +24,7 @@ from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.reference.config import ReferenceConfig
+from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.model_runner import ModelRunner, StepItem
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
@@ -63,6 +65,7 @@ class ReferenceEngine(Engine):
         self._task: asyncio.Task[None] | None = None
         self._held: dict[str, Sequence] = {}  # prefilled, blocks kept until release()
         self._imported: dict[str, ImportedKv] = {}
+        self._images: dict[str, list[torch.Tensor]] = {}  # image embeddings given for a request to come
         self._in_step: set[Sequence] = set()  # sequences the running step writes KV for
         self._deferred: list[BlockTable] = []  # their tables, if aborted meanwhile
         self._context_length = 0
@@ -159,6 +162,31 @@ class ReferenceEngine(Engine):
             self._pool().free(imported.table)
         self._wake.set()
 
+    # ---- images (vision-language models) -------------------------------------------------
+    @property
+    def is_multimodal(self) -> bool:
+        return self.runner is not None and self.runner.vision is not None
+
+    def vision_config(self) -> Any:
+        """The Llava config (vision tower, image token) of a vision-language model."""
+        runner = self._runner()
+        if runner.vision is None:
+            raise EngineError("bad_request", "this model takes no images")
+        return runner.vision.cfg
+
+    async def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, H, W]` -> `[N, tokens, hidden]`, in the model thread (between steps)."""
+        runner = self._runner()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, runner.encode_images, pixels)
+
+    def set_image_embeddings(self, request_id: str, embeddings: list[torch.Tensor]) -> None:
+        """Embeddings of the images of the request `request_id` (one `[tokens, hidden]` per image, in
+        order); `generate()` / `prefill()` of that request takes them. Drop them if it never comes."""
+        self._images[request_id] = embeddings
+
+    def drop_image_embeddings(self, request_id: str) -> None:
+        self._images.pop(request_id, None)
+
     # ---- KV hand-off (disaggregation) ----------------------------------------------------
     def import_kv(self, request_id: str, token_ids: list[int], first_token: int,
                   first_logprob: float | None = None) -> ImportedKv:
@@ -198,7 +226,15 @@ class ReferenceEngine(Engine):
             if not seq.stream.done or (seq.table is not None and not seq.hold):
                 self._release(seq)
 
-    def _new_seq(self, request: EngineRequest) -> Sequence:
+    def _new_seq(self, request: EngineRequest, images_required: bool = True) -> Sequence:
+        try:
+            seq = self._make_seq(request)
+            attach_images(seq, self._images.get(request.request_id), self._runner(), images_required)
+        finally:
+            self._images.pop(request.request_id, None)
+        return seq
+
+    def _make_seq(self, request: EngineRequest) -> Sequence:
         n, stop = len(request.token_ids), request.stop
         sched, pool = self._scheduler(), self._pool()
         if n == 0:
@@ -223,7 +259,7 @@ class ReferenceEngine(Engine):
 
     def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
         try:
-            seq = self._new_seq(request)
+            seq = self._new_seq(request, images_required=False)  # the prompt's KV is computed already
             if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
                 raise EngineError("overloaded", "no free KV block for the imported request's first token")
         except EngineError:
@@ -259,6 +295,12 @@ class ReferenceEngine(Engine):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            for s in [s for s in batch if images_missing(s.seq, s.start, s.start + s.num_tokens)]:
+                batch.remove(s)  # its prompt's KV was imported, then preempted: the images are not here
+                s.seq.stream.fail(EngineError("engine_error", "the request's images are needed again but gone"))
+                self._release(s.seq)
+            if not batch:
+                continue
             items = [self._step_item(s) for s in batch]
             self._in_step = {s.seq for s in batch}
             try:
@@ -284,8 +326,10 @@ class ReferenceEngine(Engine):
         seq = s.seq
         assert seq.table is not None
         samples = s.samples
-        return StepItem(seq.tokens[s.start : s.start + s.num_tokens], s.start, list(seq.table.block_ids),
-                        seq.sampling if samples else None, seq.banned_ids() if samples else frozenset())
+        end = s.start + s.num_tokens
+        return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
+                        seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
+                        chunk_embeds(seq, s.start, end))
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0

@@ -7,7 +7,8 @@ from its blocks: decodes as one padded, masked batch, prefill chunks one by one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.kv_cache import KvCache
 from shared.engine.reference.sampler import SampleOutput, sample
 from shared.engine.reference.sequence import SamplingSpec
+from shared.multimodal.vision import VisionTower, is_llava, load_llava
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -33,6 +35,7 @@ class StepItem:
     block_ids: list[int]  # a copy: the engine may free the table while the step runs
     sample: SamplingSpec | None  # set when this chunk ends the known tokens (a token is drawn)
     banned: frozenset[int] = frozenset()
+    embeds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (row in token_ids, image rows)
 
 
 @dataclass
@@ -62,9 +65,17 @@ class ModelRunner:
         self.device = torch.device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         hf_cfg = AutoConfig.from_pretrained(cfg.model_path)
-        _check_supported(hf_cfg)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model_path, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
+        self.vision: VisionTower | None = None
+        if is_llava(hf_cfg):  # a vision-language model: run its language model, keep its vision tower
+            _check_supported(hf_cfg.text_config)
+            llava = load_llava(cfg.model_path, self.dtype, self.device)
+            self.vision = VisionTower(llava)
+            self.model: Any = _TextModel(llava)
+            hf_cfg = hf_cfg.text_config
+        else:
+            _check_supported(hf_cfg)
+            model = AutoModelForCausalLM.from_pretrained(cfg.model_path, dtype=self.dtype)
+            self.model = model.to(self.device).eval()
         self.hf_config = hf_cfg
         self.num_heads = hf_cfg.num_attention_heads
         self.num_kv_heads = getattr(hf_cfg, "num_key_value_heads", None) or self.num_heads
@@ -91,7 +102,7 @@ class ModelRunner:
         positions = [p for it in items for p in range(it.start, it.start + len(it.token_ids))]
         plan = self._plan(items, positions)
         pos = torch.tensor(positions, device=self.device)
-        x = self.model.model.embed_tokens(torch.tensor(ids, device=self.device))
+        x = self._embed(items, torch.tensor(ids, device=self.device))
         cos, sin = self.model.model.rotary_emb(x, pos[None, :])
         rope = (cos[0, :, None, :], sin[0, :, None, :])
         for i, layer in enumerate(self.layers):
@@ -103,6 +114,25 @@ class ModelRunner:
         last = self.model.model.norm(x[plan.sample_rows])
         logits = self.model.lm_head(last).float()
         return sample(logits, specs, [it.banned for it in items if it.sample is not None])
+
+    def _embed(self, items: list[StepItem], ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings; image positions (pad ids beyond the vocabulary) take the image's embeddings."""
+        if not any(it.embeds for it in items):
+            return self.model.model.embed_tokens(ids)
+        x = self.model.model.embed_tokens(ids.clamp(max=self.hf_config.vocab_size - 1))
+        base = 0
+        for it in items:
+            for row, emb in it.embeds:
+                x[base + row : base + row + emb.shape[0]] = emb.to(x.dtype)
+            base += len(it.token_ids)
+        return x
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`[N, 3, H, W]` -> `[N, tokens, hidden]` with the model's own vision tower (EPD)."""
+        if self.vision is None:
+            raise ValueError("this model has no vision tower")
+        return self.vision.encode(pixels)
 
     # ---- embeddings --------------------------------------------------------------------
     @torch.inference_mode()
@@ -206,6 +236,16 @@ class ModelRunner:
                                            v.transpose(0, 1)[None], attn_mask=mask, is_causal=start == 0,
                                            scale=scale, enable_gqa=True)
         return o[0].transpose(0, 1)
+
+
+class _TextModel:
+    """A Llava's language half shaped like a *ForCausalLM: `.model` (decoder), `.lm_head`, configs."""
+
+    def __init__(self, llava: Any) -> None:
+        self.model = llava.model.language_model
+        self.lm_head = llava.lm_head
+        self.config = llava.config.text_config
+        self.generation_config = getattr(llava, "generation_config", None)
 
 
 def _embed_batches(inputs: list[list[int]], max_batch_tokens: int) -> list[list[list[int]]]:

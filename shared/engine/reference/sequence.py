@@ -42,6 +42,7 @@ class Sequence:
     admitted: bool = False
     hold: bool = False  # prefill-only: keep the blocks after the first token
     finished: bool = False
+    mm: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (prompt offset, image embeddings)
 
     @property
     def request_id(self) -> str:

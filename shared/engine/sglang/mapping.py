@@ -19,6 +19,7 @@ from typing import Any
 
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
 from shared.engine.base import EngineError
+from shared.engine.sglang.multimodal import image_data_of
 
 
 def sampling_params(req: EngineRequest) -> dict[str, Any]:
@@ -62,6 +63,9 @@ def generate_kwargs(req: EngineRequest) -> dict[str, Any]:
         kw["bootstrap_room"] = req.bootstrap.room
     if req.routing.dp_rank is not None:
         kw["routed_dp_rank"] = req.routing.dp_rank
+    images = image_data_of(req)
+    if images is not None:
+        kw["image_data"] = images
     return kw
 
 

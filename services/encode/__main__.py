@@ -1,0 +1,3 @@
+from services.encode.main import main
+
+main()

@@ -1,0 +1,52 @@
+"""The encode worker's flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import msgspec
+
+from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.yaml_config import expand_or_exit
+from shared.multimodal.fetch import FETCH_TIMEOUT_S, MAX_IMAGE_BYTES
+
+
+class EncodeConfig(msgspec.Struct, frozen=True):
+    common: CommonConfig
+    model_path: str
+    component: str = "encode"
+    endpoint: str = "encode"
+    device: str = "cpu"
+    slots: int = 256
+    ttl: float = 30.0
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    fetch_timeout: float = FETCH_TIMEOUT_S
+    drain_grace: float = 10.0
+
+
+def parse(argv: list[str]) -> EncodeConfig:
+    p = argparse.ArgumentParser(prog="python -m services.encode",
+                                description="shoal encode worker: images -> embeddings, read over NIXL.")
+    add_common_args(p)
+    g = p.add_argument_group("encode")
+    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
+                   help="a Llava model directory (its vision tower and projector are used)")
+    g.add_argument("--component", default="encode")
+    g.add_argument("--endpoint", default="encode")
+    g.add_argument("--device", default="cpu",
+                   help="where the vision tower runs (cuda: untested); embeddings wait in host memory (NIXL DRAM)")
+    g.add_argument("--embedding-slots", dest="slots", type=int, default=256,
+                   help="images whose embeddings can wait to be read at once")
+    g.add_argument("--embedding-ttl", dest="ttl", type=float, default=30.0,
+                   help="seconds an unread image's embeddings are kept")
+    g.add_argument("--max-image-bytes", type=int, default=MAX_IMAGE_BYTES)
+    g.add_argument("--fetch-timeout", type=float, default=FETCH_TIMEOUT_S, help="seconds to download an image")
+    g.add_argument("--drain-grace", type=float, default=10.0)
+    ns = p.parse_args(expand_or_exit(p, argv))
+    if not ns.model_path:
+        p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
+    return EncodeConfig(common=common_from_args(ns), model_path=ns.model_path, component=ns.component,
+                        endpoint=ns.endpoint, device=ns.device, slots=ns.slots, ttl=ns.ttl,
+                        max_image_bytes=ns.max_image_bytes, fetch_timeout=ns.fetch_timeout,
+                        drain_grace=ns.drain_grace)

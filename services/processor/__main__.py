@@ -1,0 +1,3 @@
+from services.processor.main import main
+
+main()

@@ -1,0 +1,46 @@
+"""The processor's flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import msgspec
+
+from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.yaml_config import expand_or_exit
+
+
+class ProcessorConfig(msgspec.Struct, frozen=True):
+    common: CommonConfig
+    model_path: str
+    served_model_name: str
+    component: str = "processor"
+    encode_component: str = "encode"
+    worker_component: str = "backend"
+    context_length: int = 0
+    drain_grace: float = 30.0
+
+
+def parse(argv: list[str]) -> ProcessorConfig:
+    p = argparse.ArgumentParser(prog="python -m services.processor",
+                                description="shoal multimodal processor: images -> encode workers -> LLM workers.")
+    add_common_args(p)
+    g = p.add_argument_group("processor")
+    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
+                   help="the Llava model directory (tokenizer, image token, tokens per image)")
+    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
+    g.add_argument("--component", default="processor", help="this service's component (in the model card)")
+    g.add_argument("--encode-component", default="encode", help="where encode workers serve `encode`")
+    g.add_argument("--worker-component", default="backend",
+                   help="where the LLM workers (started with --internal) serve `generate`")
+    g.add_argument("--context-length", type=int, default=0, help="default: the model's max_position_embeddings")
+    g.add_argument("--drain-grace", type=float, default=30.0)
+    ns = p.parse_args(expand_or_exit(p, argv))
+    if not ns.model_path:
+        p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
+    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
+    return ProcessorConfig(common=common_from_args(ns), model_path=ns.model_path, served_model_name=name,
+                           component=ns.component, encode_component=ns.encode_component,
+                           worker_component=ns.worker_component, context_length=ns.context_length,
+                           drain_grace=ns.drain_grace)

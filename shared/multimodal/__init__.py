@@ -1,0 +1,1 @@
+"""Images for vision-language models: fetch, preprocess, encode, expand placeholders, move embeddings."""
