@@ -11,7 +11,7 @@
 # See docs/MULTIMODAL.md. Ctrl-C (or SIGTERM) stops everything this script started, by PID.
 # Environment: MODE (epd), HTTP_PORT (8000), NATS_PORT (4222), SYSTEM_PORT (9100: frontend; the
 # others 9101, ...), NAMESPACE, STATE (.shoal/multimodal), WORKER_ARGS (extra flags for LLM workers),
-# ENCODE_ARGS, PYTHON.
+# ENCODE_ARGS, PROCESSOR_ARGS (e.g. "--router-mode kv"), PYTHON.
 STATE=${STATE:-.shoal/multimodal}
 cd "$(dirname "$0")/.."
 VLM=${1:-.shoal/models/tiny-vlm}
@@ -42,11 +42,11 @@ case "$MODE" in
     run worker decode --engine reference ${WORKER_ARGS:-} ;;
   e-pd)
     run encode encode ${ENCODE_ARGS:-}
-    run processor processor
+    run processor processor ${PROCESSOR_ARGS:-}
     run worker decode --engine reference --internal ${WORKER_ARGS:-} ;;
   e-p-d)
     run encode encode ${ENCODE_ARGS:-}
-    run processor processor
+    run processor processor ${PROCESSOR_ARGS:-}
     run prefill prefill --engine reference ${WORKER_ARGS:-}
     run decode decode --engine reference --internal --disaggregation-mode decode ${WORKER_ARGS:-} ;;
 esac

@@ -20,6 +20,9 @@ class ProcessorConfig(msgspec.Struct, frozen=True):
     worker_component: str = "backend"
     context_length: int = 0
     drain_grace: float = 30.0
+    router_mode: str = "round-robin"  # which LLM worker: round-robin | random | kv
+    kv_block_size: int = 16
+    kv_overlap_weight: float = 4.0
 
 
 def parse(argv: list[str]) -> ProcessorConfig:
@@ -36,6 +39,13 @@ def parse(argv: list[str]) -> ProcessorConfig:
                    help="where the LLM workers (started with --internal) serve `generate`")
     g.add_argument("--context-length", type=int, default=0, help="default: the model's max_position_embeddings")
     g.add_argument("--drain-grace", type=float, default=30.0)
+    g.add_argument("--router-mode", choices=("round-robin", "random", "kv"), default="round-robin",
+                   help="how the LLM worker is chosen; kv: the worker caching the longest prefix of the expanded "
+                        "prompt (image pad ids come from the image's hash, so two images never share blocks)")
+    g.add_argument("--kv-block-size", type=int, default=16,
+                   help="kv mode: the LLM workers' KV page size (their --page-size)")
+    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=4.0,
+                   help="kv mode: cost of one uncached prompt block relative to one active block of load")
     ns = p.parse_args(expand_or_exit(p, argv))
     if not ns.model_path:
         p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
@@ -43,4 +53,5 @@ def parse(argv: list[str]) -> ProcessorConfig:
     return ProcessorConfig(common=common_from_args(ns), model_path=ns.model_path, served_model_name=name,
                            component=ns.component, encode_component=ns.encode_component,
                            worker_component=ns.worker_component, context_length=ns.context_length,
-                           drain_grace=ns.drain_grace)
+                           drain_grace=ns.drain_grace, router_mode=ns.router_mode,
+                           kv_block_size=ns.kv_block_size, kv_overlap_weight=ns.kv_overlap_weight)

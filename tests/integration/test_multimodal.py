@@ -222,3 +222,26 @@ def test_e_p_d_prefill_reads_the_embeddings_and_output_matches_transformers(vlm_
     check_outputs(c, image_server)
     check_moved_over_nixl(encode, prefill, images=3)
     assert health(decode)["kv_used_blocks"] == health(prefill)["kv_used_blocks"] == 0
+
+
+def test_e_pd_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_cluster):
+    """The processor routes by the expanded prompt, whose pad ids come from the image: with two LLM workers, a
+    repeat reaches the one holding its blocks (round-robin would send every other repeat to the cold one),
+    and the same text with another image shares no block with it."""
+    c = vlm_cluster
+    encode = service(c, "encode", "encode")
+    processor = service(c, "processor", "processor", "--router-mode", "kv")
+    workers = [c.worker("--internal", "--num-blocks", "256", engine="reference", wait=False, name=f"w{i}")
+               for i in range(2)]
+    start(c, encode, processor, *workers)
+    question = text("what is in this picture, in a few words?")
+
+    def cached(picture: bytes) -> int:
+        status, body = chat(c.url, c.model_name, [image(data_uri(picture)), question])
+        assert status == 200, body
+        time.sleep(0.5)  # the worker's KV events reach the processor's router
+        return (body["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+
+    a = [cached(IMAGES["/a.png"]) for _ in range(4)]
+    assert a[0] == 0 and min(a[1:]) >= 48, a  # 16 image tokens + the question: 3 full blocks of 16 and more
+    assert cached(IMAGES["/b.png"]) == 0  # the first block already holds the image's pad ids
