@@ -7,7 +7,8 @@ The sample reads each password from the environment (SHOAL_NATS_<ROLE>_PASSWORD,
 config variable); `render(passwords={...})` writes literal ones instead (the tests use random
 ones). The subjects come from protocol/subjects.py (see docs/DEPLOY.md for what each role needs
 and why). Roles: frontend, worker (aggregated decode, component "backend"), decode
-(disaggregated decode: also a client of prefill), prefill, router.
+(disaggregated decode: also a client of prefill), prefill, router, embedding, diffusion, and for
+images encode, processor and vlm_worker (an LLM worker behind a processor: reads embeddings over NIXL).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("frontend", "worker", "decode", "prefill", "router")
+ROLES = ("frontend", "worker", "decode", "prefill", "router", "embedding", "diffusion", "encode", "processor",
+         "vlm_worker")
 
 # Names from protocol/subjects.py (this file runs without the project on the path, e.g. in a
 # container build step; tests/integration/test_nats_auth.py checks they agree).
@@ -61,7 +63,8 @@ class Role:
 
 
 def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "prefill",
-          router: str = "router") -> dict[str, Role]:
+          router: str = "router", embedding: str = "embedding", encode: str = "encode",
+          processor: str = "processor") -> dict[str, Role]:
     ns = f"{PREFIX}.{namespace}"
     # account info; stream lookup by subject (nats-py KV watch); flow-control replies of ordered consumers
     base = ["$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
@@ -75,14 +78,19 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
         streams all go to _INBOX.<service name>.… (protocol.subjects.service_inbox)."""
         return f"_INBOX.{service}.>"
 
-    def worker(component: str, service: str, extra_pub: list[str], extra_js: list[str], comment: str) -> Role:
+    def worker(component: str, service: str, extra_pub: list[str], extra_js: list[str], comment: str,
+               extra_sub: tuple[str, ...] = ()) -> Role:
         return Role(
             publish=[f"{ns}.kv.{component}.*", f"{ns}.load.{component}.*",
                      f"$KV.{INSTANCES_BUCKET}.{namespace}.{component}.>",
                      f"$KV.{MODELS_BUCKET}.{namespace}.{component}.*",
                      f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events, *extra_js],
-            subscribe=[f"{ns}.{component}.>", inbox(service)], responses=True,
+            subscribe=[f"{ns}.{component}.>", inbox(service), *extra_sub], responses=True,
             comment=comment)
+
+    def calls(component: str, endpoint: str) -> list[str]:
+        """Requests to an endpoint (any instance or one) and cancels on its component's control subject."""
+        return [f"{ns}.{component}.{endpoint}", f"{ns}.{component}.{endpoint}.*", f"{ns}.{component}._control.*"]
 
     return {
         "frontend": Role(
@@ -105,6 +113,26 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
         "prefill": worker(
             prefill, "prefill", [], nixl,
             f"prefill worker (component {prefill!r}): like worker; writes KV into decode workers over NIXL."),
+        "embedding": worker(
+            embedding, "embedding", [], [],
+            f"embedding worker (component {embedding!r}, endpoint embed): like worker."),
+        "diffusion": worker(
+            backend, "diffusion", [], [],
+            f"diffusion-LM worker (component {backend!r}): like worker (no KV events)."),
+        "encode": worker(
+            encode, "encode", [], nixl,
+            f"encode worker (component {encode!r}): serves encode, publishes its NIXL record; the readers\n"
+            "pull the embeddings over NIXL (not NATS)."),
+        "processor": worker(
+            processor, "processor", [*calls(encode, "encode"), *calls(backend, "generate")], [],
+            f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
+            f"a client of {encode!r} and of the LLM workers ({backend!r}); with --router-mode kv it replays\n"
+            "their KV events and follows their load.",
+            extra_sub=(f"{ns}.load.{backend}.*",)),
+        "vlm_worker": worker(
+            backend, "decode", [], nixl,
+            f"LLM worker behind a processor (component {backend!r}, --internal): like worker, and reads\n"
+            "image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
         "router": Role(
             publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events],
             subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router")],

@@ -9,11 +9,13 @@ component's requests; wrong credentials cannot connect; no password reaches a lo
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import secrets
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +181,70 @@ async def _confinement(server: NatsServer, pw: dict[str, str], model: str, http_
         assert time.monotonic() - t0 < 2.0  # the default timeout is 5 s
     assert server.log_file is not None
     assert server.log_file.read_text().count("authentication error") >= 3
+
+
+def _post(port: int, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions(
+        secure: tuple[NatsServer, dict[str, str]], tiny_model: Path, tiny_vlm: Path, tmp_path: Path) -> None:
+    """Each newer service under its own user: an embedding worker, a diffusion worker, and E/PD (encode +
+    processor in kv mode + an internal LLM worker reading embeddings over NIXL) all answer, and neither the
+    services nor nats-server report a permissions violation."""
+    from shared.model.tiny import make_tiny
+    from tests.images import png
+
+    server, pw = secure
+    logs = tmp_path / "logs"
+    dllm = make_tiny(tmp_path / "tiny-dllm", diffusion=True)
+    common = ["--nats-url", server.url, "--namespace", NS]
+    http_port = free_port()
+    plan = [("embedding", "embedding", ["--engine", "mock", "--model-path", str(tiny_model),
+                                         "--served-model-name", "emb"]),
+            ("diffusion", "diffusion", ["--model-path", str(dllm)]),
+            ("encode", "encode", ["--model-path", str(tiny_vlm)]),
+            ("processor", "processor", ["--model-path", str(tiny_vlm), "--router-mode", "kv"]),
+            ("vlm_worker", "decode", ["--engine", "reference", "--internal", "--num-blocks", "128",
+                                      "--model-path", str(tiny_vlm)]),
+            ("frontend", "frontend", ["--http-port", str(http_port)])]
+    procs: list[ServiceProc] = []
+    try:
+        for user, module, args in plan:
+            procs.append(spawn(user, module, [*common, *args, "--nats-user", user], logs,
+                               env={"NATS_PASSWORD": pw[user]}))
+        for p in procs:
+            p.wait_ready(120)
+        wait_port("127.0.0.1", http_port)
+        image = "data:image/png;base64," + base64.b64encode(png(1, (32, 32))).decode()
+        calls = [("/v1/embeddings", {"model": "emb", "input": "hello"}),
+                 ("/v1/completions", {"model": dllm.name, "prompt": "Hello", "max_tokens": 4}),
+                 ("/v1/chat/completions", {"model": tiny_vlm.name, "max_tokens": 4, "messages": [
+                     {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
+                                                  {"type": "text", "text": "what is it?"}]}]})]
+        for path, body in calls:
+            out: dict | str = "no answer"
+            for _ in range(100):  # a model card may arrive a moment after ready: 404 until then
+                try:
+                    out = _post(http_port, path, body)
+                    break
+                except urllib.error.HTTPError as e:
+                    out = f"HTTP {e.code}: {e.read()[:300]!r}"
+                    if e.code != 404:
+                        break
+                time.sleep(0.1)
+            assert isinstance(out, dict), f"{path}: {out}\n{_tails(procs, server)}"
+            assert out.get("data") or out["usage"]["completion_tokens"] == 4, out
+        for p in procs:
+            t = p.log_path.read_text(errors="replace")
+            assert "permissions violation" not in t.lower(), f"{p.name} hit a permission it needs:\n{t[-3000:]}"
+        assert server.log_file is not None
+        nats_log = server.log_file.read_text(errors="replace")
+        assert "permissions violation" not in nats_log.lower(), nats_log[-3000:]
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop(timeout=10)
