@@ -14,6 +14,8 @@
 #   smoke   install, make the model, (a) sglang.Engine greedy, shoal's adapter in-process (+ KV event bytes)
 #   full    smoke's (a), then (b) shoal cluster over NATS, (c) prefill/decode pair over NIXL, (d) benchmark
 #           shoal vs `python -m sglang.launch_server` (see deploy/gpu/prove_cluster.py)
+#   hicache install, make the model, HiCache flags through the worker's parser: a prompt pushed out of a
+#           4,096-token GPU pool, repeated, with and without --enable-hierarchical-cache (prove_hicache.py)
 #   embed   install, make the model, embeddings: shoal's embedding worker on SGLang (--is-embedding) behind the
 #           frontend vs transformers, then the same load against SGLang's own server (deploy/gpu/prove_embed.py)
 set -uo pipefail
@@ -92,6 +94,9 @@ save_jit_cache() {
 case "${1:-}" in
   carry) cp ".whl/c$2"/* "$ACC"/ && ls -la "$ACC"; shift 2; if [ $# -gt 0 ]; then exec "$0" "$@"; fi ;;
   smoke) install_bundle && setup_env && machine && model && smoke; save_jit_cache ;;
+  hicache) install_bundle && setup_env && machine && model && \
+    timeout 580 python3 deploy/gpu/prove_hicache.py "$MODEL" --both 2>&1 | tee "$OUT/hicache.log" | grep -v '^ '
+    save_jit_cache ;;
   embed) install_bundle && setup_env && machine && model && \
     timeout 560 python3 deploy/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; grep '^{' "$OUT/embed.log"
     grep -A60 'e_failed' "$OUT/embed.log" | tail -80; save_jit_cache ;;
