@@ -64,7 +64,9 @@ class Role:
 
 def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "prefill",
           router: str = "router", embedding: str = "embedding", encode: str = "encode",
-          processor: str = "processor") -> dict[str, Role]:
+          processor: str = "processor", pd: str = "pd", vlm: str = "vlm") -> dict[str, Role]:
+    """`pd` and `vlm`: the components the Kubernetes extras give a disaggregated decode pool and the LLM
+    workers behind a processor, so that they never mix with the aggregated `backend` pool."""
     ns = f"{PREFIX}.{namespace}"
     # account info; stream lookup by subject (nats-py KV watch); flow-control replies of ordered consumers
     base = ["$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.FC.>"]
@@ -78,14 +80,16 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
         streams all go to _INBOX.<service name>.… (protocol.subjects.service_inbox)."""
         return f"_INBOX.{service}.>"
 
-    def worker(component: str, service: str, extra_pub: list[str], extra_js: list[str], comment: str,
-               extra_sub: tuple[str, ...] = ()) -> Role:
+    def worker(component: str | tuple[str, ...], service: str, extra_pub: list[str], extra_js: list[str],
+               comment: str, extra_sub: tuple[str, ...] = ()) -> Role:
+        comps = (component,) if isinstance(component, str) else component
+        own = [s for c in comps for s in (f"{ns}.kv.{c}.*", f"{ns}.load.{c}.*",
+                                          f"$KV.{INSTANCES_BUCKET}.{namespace}.{c}.>",
+                                          f"$KV.{MODELS_BUCKET}.{namespace}.{c}.*")]
         return Role(
-            publish=[f"{ns}.kv.{component}.*", f"{ns}.load.{component}.*",
-                     f"$KV.{INSTANCES_BUCKET}.{namespace}.{component}.>",
-                     f"$KV.{MODELS_BUCKET}.{namespace}.{component}.*",
-                     f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events, *extra_js],
-            subscribe=[f"{ns}.{component}.>", inbox(service), *extra_sub], responses=True,
+            publish=[*own, f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events,
+                     *extra_js],
+            subscribe=[*(f"{ns}.{c}.>" for c in comps), inbox(service), *extra_sub], responses=True,
             comment=comment)
 
     def calls(component: str, endpoint: str) -> list[str]:
@@ -106,10 +110,10 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             "answers only the inboxes named in requests it received (allow_responses), publishes its own\n"
             "KV events, load, instance record, model card and tokenizer files; reads only its own inboxes."),
         "decode": worker(
-            backend, "decode", [f"{ns}.{prefill}.generate", f"{ns}.{prefill}.generate.*",
-                                f"{ns}.{prefill}._control.*"], nixl,
-            f"decode half of a disaggregated pair (component {backend!r}): a worker that is also a client\n"
-            f"of {prefill!r} (its streams come to its own inboxes) and publishes its NIXL record."),
+            (backend, pd), "decode", [*calls(prefill, "generate"), *calls(router, "route")], nixl,
+            f"decode half of a disaggregated pair (component {backend!r} or {pd!r}): a worker that is also a\n"
+            f"client of {prefill!r} and of the prefill router ({router!r}, --prefill-router; its streams come\n"
+            "to its own inboxes), and publishes its NIXL record."),
         "prefill": worker(
             prefill, "prefill", [], nixl,
             f"prefill worker (component {prefill!r}): like worker; writes KV into decode workers over NIXL."),
@@ -124,15 +128,15 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             f"encode worker (component {encode!r}): serves encode, publishes its NIXL record; the readers\n"
             "pull the embeddings over NIXL (not NATS)."),
         "processor": worker(
-            processor, "processor", [*calls(encode, "encode"), *calls(backend, "generate")], [],
-            f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
-            f"a client of {encode!r} and of the LLM workers ({backend!r}); with --router-mode kv it replays\n"
-            "their KV events and follows their load.",
-            extra_sub=(f"{ns}.load.{backend}.*",)),
+            processor, "processor", [*calls(encode, "encode"), *calls(backend, "generate"), *calls(vlm, "generate")],
+            [], f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
+            f"a client of {encode!r} and of the LLM workers ({backend!r} or {vlm!r}); with --router-mode kv it\n"
+            "replays their KV events and follows their load.",
+            extra_sub=(f"{ns}.load.{backend}.*", f"{ns}.load.{vlm}.*")),
         "vlm_worker": worker(
-            backend, "decode", [], nixl,
-            f"LLM worker behind a processor (component {backend!r}, --internal): like worker, and reads\n"
-            "image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
+            (backend, vlm), "decode", [], nixl,
+            f"LLM worker behind a processor (component {backend!r} or {vlm!r}, --internal): like worker, and\n"
+            "reads image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
         "router": Role(
             publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events],
             subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router")],

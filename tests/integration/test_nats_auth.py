@@ -192,9 +192,10 @@ def _post(port: int, path: str, body: dict) -> dict:
 
 def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions(
         secure: tuple[NatsServer, dict[str, str]], tiny_model: Path, tiny_vlm: Path, tmp_path: Path) -> None:
-    """Each newer service under its own user: an embedding worker, a diffusion worker, and E/PD (encode +
-    processor in kv mode + an internal LLM worker reading embeddings over NIXL) all answer, and neither the
-    services nor nats-server report a permissions violation."""
+    """Each newer service under its own user: an embedding worker, a diffusion worker, E/PD (encode +
+    processor in kv mode + an internal LLM worker on component vlm reading embeddings over NIXL) and a
+    prefill/decode pair on component pd with the prefill router all answer, and neither the services nor
+    nats-server report a permissions violation."""
     from shared.model.tiny import make_tiny
     from tests.images import png
 
@@ -207,9 +208,17 @@ def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions
                                          "--served-model-name", "emb"]),
             ("diffusion", "diffusion", ["--model-path", str(dllm)]),
             ("encode", "encode", ["--model-path", str(tiny_vlm)]),
-            ("processor", "processor", ["--model-path", str(tiny_vlm), "--router-mode", "kv"]),
+            ("processor", "processor", ["--model-path", str(tiny_vlm), "--router-mode", "kv",
+                                        "--worker-component", "vlm"]),
             ("vlm_worker", "decode", ["--engine", "reference", "--internal", "--num-blocks", "128",
-                                      "--model-path", str(tiny_vlm)]),
+                                      "--component", "vlm", "--model-path", str(tiny_vlm)]),
+            # a disaggregated pair on component pd, the decode worker asking the router for a prefill worker
+            ("prefill", "prefill", ["--engine", "reference", "--num-blocks", "128", "--model-path", str(tiny_model),
+                                    "--served-model-name", "tiny-pd"]),
+            ("decode", "decode", ["--engine", "reference", "--num-blocks", "128", "--model-path", str(tiny_model),
+                                  "--served-model-name", "tiny-pd", "--component", "pd",
+                                  "--disaggregation-mode", "decode", "--prefill-router", "router"]),
+            ("router", "router", ["--component", "router", "--worker-component", "prefill"]),
             ("frontend", "frontend", ["--http-port", str(http_port)])]
     procs: list[ServiceProc] = []
     try:
@@ -221,6 +230,7 @@ def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions
         wait_port("127.0.0.1", http_port)
         image = "data:image/png;base64," + base64.b64encode(png(1, (32, 32))).decode()
         calls = [("/v1/embeddings", {"model": "emb", "input": "hello"}),
+                 ("/v1/completions", {"model": "tiny-pd", "prompt": "Hello", "max_tokens": 4}),
                  ("/v1/completions", {"model": dllm.name, "prompt": "Hello", "max_tokens": 4}),
                  ("/v1/chat/completions", {"model": tiny_vlm.name, "max_tokens": 4, "messages": [
                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
