@@ -20,6 +20,14 @@ up-mock *ARGS:
 up-disagg *ARGS:
     bash deploy/disagg.sh {{ARGS}}
 
+# multimodal (images by URL) on the tiny VLM: MODE=epd|e-pd|e-p-d (Ctrl-C stops it)
+up-multimodal *ARGS:
+    bash deploy/multimodal.sh {{ARGS}}
+
+# a diffusion language model (iterative unmasking) on the tiny diffusion model (Ctrl-C stops it)
+up-diffusion *ARGS:
+    bash deploy/diffusion.sh {{ARGS}}
+
 # stop exactly what `just up` started (workers drain first)
 down:
     {{python}} -m shared.cli down

@@ -29,13 +29,13 @@ READY=()
 for ((w=1; w<=WORKERS; w++)); do
   port=$((SYSTEM_PORT + w))
   # shellcheck disable=SC2086
-  "$PY" -m services.diffusion "${COMMON[@]}" --engine "$ENGINE" --model-path "$MODEL" --system-port "$port" \
+  ${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.diffusion "${COMMON[@]}" --engine "$ENGINE" --model-path "$MODEL" --system-port "$port" \
     ${DLLM[@]+"${DLLM[@]}"} ${WORKER_ARGS:-} > "$STATE/logs/diffusion$w.log" 2>&1 &
   PIDS+=($!)
   READY+=("$port")
 done
 # shellcheck disable=SC2086
-"$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port "$SYSTEM_PORT" \
+${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port "$SYSTEM_PORT" \
   ${FRONTEND_ARGS:-} > "$STATE/logs/frontend.log" 2>&1 &
 PIDS+=($!)
 READY+=("$SYSTEM_PORT")

@@ -12,14 +12,14 @@ STATE=${STATE:-.shoal/disagg}
 source "$(dirname "$0")/lib.sh"
 start_nats
 # shellcheck disable=SC2086
-"$PY" -m services.prefill "${COMMON[@]}" --model-path "$MODEL" --system-port 9101 ${ENGINE_ARGS:-} \
+${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.prefill "${COMMON[@]}" --model-path "$MODEL" --system-port 9101 ${ENGINE_ARGS:-} \
   > "$STATE/logs/prefill.log" 2>&1 &
 PIDS+=($!)
 # shellcheck disable=SC2086
-"$PY" -m services.decode "${COMMON[@]}" --model-path "$MODEL" --disaggregation-mode decode --system-port 9102 \
+${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.decode "${COMMON[@]}" --model-path "$MODEL" --disaggregation-mode decode --system-port 9102 \
   ${ENGINE_ARGS:-} ${DECODE_ARGS:-} > "$STATE/logs/decode.log" 2>&1 &
 PIDS+=($!)
-"$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port 9100 \
+${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port 9100 \
   > "$STATE/logs/frontend.log" 2>&1 &
 PIDS+=($!)
 

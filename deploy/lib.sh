@@ -12,6 +12,11 @@ NS=${NAMESPACE:-shoal}
 mkdir -p "$STATE/logs" "$STATE/nats"
 [ -f "$MODEL/config.json" ] || "$PY" -m shared.cli model make-tiny "$MODEL"
 
+# Each child runs in its own session (setsid, where there is one): a Ctrl-C in the terminal then reaches
+# only this script, whose trap stops the children in order, so that workers drain while NATS is still up.
+DETACH=()
+command -v setsid > /dev/null && DETACH=(setsid)
+
 PIDS=()
 stop_all() {
   trap - INT TERM EXIT
@@ -23,7 +28,7 @@ stop_all() {
 trap stop_all INT TERM EXIT
 
 start_nats() {
-  nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" > "$STATE/logs/nats.log" 2>&1 &
+  ${DETACH[@]+"${DETACH[@]}"} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" > "$STATE/logs/nats.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
   COMMON=(--nats-url "nats://127.0.0.1:$NATS_PORT" --namespace "$NS")

@@ -29,7 +29,7 @@ next_port=$((SYSTEM_PORT + 1))
 run() {
   local name=$1 module=$2
   shift 2
-  "$PY" -m "services.$module" "${COMMON[@]}" --model-path "$MODEL" --system-port "$next_port" "$@" \
+  ${DETACH[@]+"${DETACH[@]}"} "$PY" -m "services.$module" "${COMMON[@]}" --model-path "$MODEL" --system-port "$next_port" "$@" \
     > "$STATE/logs/$name.log" 2>&1 &
   PIDS+=($!)
   READY+=("$next_port")
@@ -50,7 +50,7 @@ case "$MODE" in
     run prefill prefill --engine reference ${WORKER_ARGS:-}
     run decode decode --engine reference --internal --disaggregation-mode decode ${WORKER_ARGS:-} ;;
 esac
-"$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port "$SYSTEM_PORT" \
+${DETACH[@]+"${DETACH[@]}"} "$PY" -m services.frontend "${COMMON[@]}" --http-port "$HTTP_PORT" --system-port "$SYSTEM_PORT" \
   > "$STATE/logs/frontend.log" 2>&1 &
 PIDS+=($!)
 READY+=("$SYSTEM_PORT")

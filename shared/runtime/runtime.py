@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -40,8 +41,13 @@ class Runtime:
         return self.discovery.js
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception:
+        """Drain (deliver what is pending, then close); with NATS already gone just close, quietly."""
+        if self.nc.is_closed:
+            return
+        try:
+            if not self.nc.is_connected:
+                raise ConnectionError("not connected")
+            await self.nc.drain()
+        except Exception:
+            with contextlib.suppress(Exception):
                 await self.nc.close()
