@@ -7,6 +7,7 @@ from a local HTTP server started here and from data: URIs.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import http.server
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import torch
 
@@ -245,3 +247,52 @@ def test_e_pd_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_clu
     a = [cached(IMAGES["/a.png"]) for _ in range(4)]
     assert a[0] == 0 and min(a[1:]) >= 48, a  # 16 image tokens + the question: 3 full blocks of 16 and more
     assert cached(IMAGES["/b.png"]) == 0  # the first block already holds the image's pad ids
+
+
+async def _stream_chat(url: str, model: str, parts: list[dict], n: int, started: asyncio.Event) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": n, "min_tokens": n,
+            "temperature": 0, "stream": True}
+    out = []
+    async with aiohttp.ClientSession() as s, s.post(url + "/v1/chat/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        async for raw in r.content:
+            if raw.startswith(b"data: ") and not raw.startswith(b"data: [DONE]"):
+                data = json.loads(raw[6:])
+                assert "error" not in data, data
+                for ch in data["choices"]:
+                    out.append(ch["delta"].get("content") or "")
+                    started.set()
+    return "".join(out)
+
+
+def test_a_processor_killed_mid_stream_loses_no_request(vlm_cluster):
+    """Two processors; one is killed -9 while 6 image chats stream through both: the frontend migrates its
+    requests to the other (which encodes the images again), and every text equals the run without the fault."""
+    import signal
+
+    c = vlm_cluster
+    encode = service(c, "encode", "encode")
+    procs = [service(c, f"processor{i}", "processor") for i in range(2)]
+    worker = c.worker("--internal", "--num-blocks", "512", engine="reference", wait=False)
+    front = c.frontend("--migration-limit", "2", "--worker-silence-timeout", "2", wait=False)
+    for p in (encode, *procs, worker, front):
+        p.wait_ready(120)
+    wait_port("127.0.0.1", c.http_port)
+    c.wait_models()
+    chats = [[image(data_uri(IMAGES["/a.png" if i % 2 else "/b.png"])), text(f"tell me about picture {i}")]
+             for i in range(6)]
+    n = 48
+
+    async def run(kill: bool) -> list[str]:
+        started = [asyncio.Event() for _ in chats]
+        tasks = [asyncio.create_task(_stream_chat(c.url, c.model_name, parts, n, ev))
+                 for parts, ev in zip(chats, started, strict=True)]
+        if kill:
+            await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 60)
+            procs[0].signal(signal.SIGKILL)
+        return await asyncio.gather(*tasks)
+
+    baseline = asyncio.run(run(kill=False))
+    assert asyncio.run(run(kill=True)) == baseline
+    assert not procs[0].alive() and procs[1].alive()
+    assert metric(front, "shoal_frontend_migrations_total") >= 1  # the kill did catch streams mid-way
