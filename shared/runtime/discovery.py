@@ -46,6 +46,9 @@ async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0
         return await js.key_value(bucket)
 
 
+REVOKE_TIMEOUT_S = 1.0  # a delete takes milliseconds when NATS is up
+
+
 class Lease:
     """Keeps one key alive until revoked."""
 
@@ -81,8 +84,8 @@ class Lease:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(Exception):
-            await self.kv.delete(self.key)
+        with contextlib.suppress(Exception):  # bounded: with NATS gone the lease's TTL removes the key anyway
+            await asyncio.wait_for(self.kv.delete(self.key), REVOKE_TIMEOUT_S)
 
 
 class Discovery:
