@@ -23,7 +23,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from protocol.discovery import RuntimeConfig
@@ -115,7 +115,7 @@ class SglangEngine(Engine):
         finished = False
         self._inflight += 1
         try:
-            try:
+            with self._mapped_errors():
                 stream = await self.sgl.async_generate(**generate_kwargs(request))
                 async for item in stream:
                     chunk = cursor.chunk(item)
@@ -124,10 +124,6 @@ class SglangEngine(Engine):
                         yield chunk
                     if finished:
                         break
-            except EngineError:
-                raise
-            except Exception as e:
-                raise (self._failure or error_from_exception(e)) from e
         finally:
             self._inflight -= 1
             if not finished:
@@ -147,13 +143,9 @@ class SglangEngine(Engine):
         done = False
         self._inflight += 1
         try:
-            try:
+            with self._mapped_errors():
                 vectors = await encode(self.sgl, inputs, rids)
                 done = True
-            except EngineError:
-                raise
-            except Exception as e:
-                raise (self._failure or error_from_exception(e)) from e
         finally:
             self._inflight -= 1
             if not done:
@@ -185,6 +177,16 @@ class SglangEngine(Engine):
                          first_token=-1 if first is None else first, first_logprob=first_logprob,
                          extra={"bootstrap_host": b.host, "bootstrap_port": str(b.port),
                                 "bootstrap_room": str(b.room)})
+
+    @contextlib.contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """SGLang's exceptions as EngineErrors: the engine's own failure when it has died, else mapped."""
+        try:
+            yield
+        except EngineError:
+            raise
+        except Exception as e:
+            raise (self._failure or error_from_exception(e)) from e
 
     def _check_running(self) -> None:
         if self._failure is not None:
