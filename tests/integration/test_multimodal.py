@@ -238,11 +238,17 @@ def test_e_pd_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_clu
     start(c, encode, processor, *workers)
     question = text("what is in this picture, in a few words?")
 
+    applied = 'shoal_router_kv_batches_total{result="applied"}'
+
     def cached(picture: bytes) -> int:
+        before = metric(processor, applied)
         status, body = chat(c.url, c.model_name, [image(data_uri(picture)), question])
         assert status == 200, body
-        time.sleep(0.5)  # the worker's KV events reach the processor's router
-        return (body["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+        hit = (body["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+        end = time.monotonic() + 5  # a miss stored new blocks: their KV events reach the processor's router
+        while not hit and metric(processor, applied) == before and time.monotonic() < end:
+            time.sleep(0.05)
+        return hit
 
     a = [cached(IMAGES["/a.png"]) for _ in range(4)]
     assert a[0] == 0 and min(a[1:]) >= 48, a  # 16 image tokens + the question: 3 full blocks of 16 and more
