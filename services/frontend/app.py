@@ -35,7 +35,7 @@ from services.frontend.openai_types import (
 from services.frontend.openapi import openapi_document
 from services.frontend.postprocess import OutputState, Step
 from services.frontend.preprocess import BadRequest, Prepared, prepare
-from services.frontend.responses import WORKER_HEADER, json_encoder
+from services.frontend.responses import WORKER_HEADER, decode_body, json_encoder
 from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
 from shared.http import Request, Response, StreamingResponse
@@ -144,12 +144,9 @@ class FrontendApp:
         return await self._generate(req, CompletionRequest, "cmpl")
 
     async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
-        try:
-            body = msgspec.json.decode(req.body, type=kind)
-        except msgspec.ValidationError as e:
-            return _error(400, f"invalid request: {e}", "invalid_request")
-        except msgspec.DecodeError as e:
-            return _error(400, f"invalid JSON body: {e}", "invalid_json")
+        body = decode_body(req.body, kind)
+        if isinstance(body, Response):
+            return body
         model = self.registry.get(body.model)
         if model is not None and model.is_embedding:
             return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "

@@ -7,15 +7,13 @@ import base64
 import secrets
 import struct
 
-import msgspec
-
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from services.frontend.preprocess import THREAD_TOKENIZE_CHARS, BadRequest
-from services.frontend.responses import WORKER_HEADER, error_response, failure_response, json_encoder
+from services.frontend.responses import WORKER_HEADER, decode_body, error_response, failure_response, json_encoder
 from shared.http import Request, Response
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.tracing import inject_headers, span
@@ -89,12 +87,9 @@ class EmbeddingsRoute:
         self._dims: dict[str, int] = {}  # each model's dimension, once seen
 
     async def __call__(self, req: Request) -> Response:
-        try:
-            body = msgspec.json.decode(req.body, type=EmbeddingRequest)
-        except msgspec.ValidationError as e:
-            return error_response(400, f"invalid request: {e}", "invalid_request")
-        except msgspec.DecodeError as e:
-            return error_response(400, f"invalid JSON body: {e}", "invalid_json")
+        body = decode_body(req.body, EmbeddingRequest)
+        if isinstance(body, Response):
+            return body
         model = self.registry.get(body.model)
         if model is None:
             return error_response(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from protocol.messages import HTTP_STATUS
@@ -10,6 +12,7 @@ from shared.http import Response
 from shared.runtime.errors import RuntimeFailure
 
 json_encoder = msgspec.json.Encoder()
+T = TypeVar("T")
 WORKER_HEADER = "x-shoal-worker"  # which instance served the request
 
 
@@ -26,3 +29,13 @@ def failure_response(e: RuntimeFailure) -> Response:
     status = HTTP_STATUS.get(e.code, 500)
     retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
     return error_response(status, e.message, e.code.value, getattr(e, "param", None), retry)
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T | Response:
+    """The request body as `kind`, or the 400 that says why it is not one."""
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as e:
+        return error_response(400, f"invalid request: {e}", "invalid_request")
+    except msgspec.DecodeError as e:
+        return error_response(400, f"invalid JSON body: {e}", "invalid_json")
