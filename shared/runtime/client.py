@@ -30,6 +30,7 @@ from protocol.messages import Cancel, ErrorCode, StreamFrame
 from shared.runtime.errors import NoInstances, RemoteError, RuntimeFailure, WorkerLost, from_info
 from shared.runtime.runtime import Runtime
 from shared.runtime.server import DEADLINE_HEADER
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.client")
@@ -95,9 +96,7 @@ class EndpointClient(Generic[R]):
             await asyncio.wait_for(self._synced.wait(), 5.0)
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

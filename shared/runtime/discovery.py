@@ -18,6 +18,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.discovery")
@@ -57,6 +58,7 @@ class Lease:
         self.js, self.kv, self.key, self.value, self.ttl = js, kv, key, value, ttl
         self._subject = f"$KV.{bucket}.{key}"
         self._task: asyncio.Task[None] | None = None
+        self._revoked = False  # ends the refresh loop even if a cancellation is swallowed on the way
 
     async def grant(self) -> None:
         await self._put()
@@ -71,19 +73,19 @@ class Lease:
         await self.js.publish(self._subject, self.value, msg_ttl=self.ttl)
 
     async def _keep_alive(self) -> None:
-        while True:
+        while not self._revoked:
             await asyncio.sleep(self.ttl / 3)
+            if self._revoked:
+                return
             try:
                 await self._put()
             except Exception as e:  # NATS down: keep trying; the key may expire meanwhile
                 log.warning("lease_refresh_failed", key=self.key, error=str(e))
 
     async def revoke(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._revoked = True
+        await cancel_and_wait(self._task)
+        self._task = None
         with contextlib.suppress(Exception):  # bounded: with NATS gone the lease's TTL removes the key anyway
             await asyncio.wait_for(self.kv.delete(self.key), REVOKE_TIMEOUT_S)
 

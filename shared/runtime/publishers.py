@@ -13,6 +13,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from protocol import codec, subjects
 from protocol.kv_events import KvEvent, KvEventBatch, WorkerLoad
 from shared.runtime.runtime import Runtime
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.publishers")
@@ -62,9 +63,7 @@ class KvEventPublisher:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         await self._flush()
 
     async def _run(self) -> None:
@@ -100,9 +99,7 @@ class LoadPublisher:
         self._task = asyncio.create_task(self._run(), name="load")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         last: WorkerLoad | None = None

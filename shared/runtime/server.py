@@ -31,6 +31,7 @@ from protocol.messages import Cancel, ErrorCode, ErrorInfo, StreamFrame
 from shared.runtime.discovery import Lease
 from shared.runtime.errors import RuntimeFailure
 from shared.runtime.runtime import Runtime
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.server")
@@ -138,12 +139,7 @@ class EndpointServer(Generic[T]):
         await self.stop()
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-        tasks = [st.task for st in self.inflight.values() if st.task is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._ticker, *(st.task for st in self.inflight.values()))
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
