@@ -16,6 +16,7 @@ import torch
 from protocol.multimodal import EmbeddingRef, parse_release
 from shared.engine.base import EngineError
 from shared.multimodal.slots import SlotPool, dtype_name
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter, gauge
 from shared.transfer import KvAgent
@@ -41,8 +42,7 @@ class EmbeddingStore:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
 
     @property
     def held(self) -> int:

@@ -21,6 +21,7 @@ from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
 from shared.runtime.models import fetch_tokenizer
 from shared.runtime.runtime import Runtime
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.tokenizer import Tokenizer
 
@@ -79,8 +80,7 @@ class ModelRegistry:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         for m in self.models.values():
             await m.router.stop()
             await m.client.stop()

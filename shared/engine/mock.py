@@ -25,6 +25,7 @@ from protocol.messages import EngineRequest, OutputChunk, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.stream import RequestStream
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.runtime.tasks import cancel_and_wait
 
 
 class MockConfig(msgspec.Struct, frozen=True):
@@ -74,8 +75,7 @@ class MockEngine(Engine):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         for seq in [*self._running, *self._waiting]:
             seq.stream.fail(EngineError("engine_error", "engine stopped"))
             self._release(seq)

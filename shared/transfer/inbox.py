@@ -13,6 +13,7 @@ import contextlib
 import time
 
 from protocol.transfer import parse_tag
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.transfer.agent import KvAgent
 
@@ -34,8 +35,7 @@ class NotificationInbox:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         for fut in self._waiters.values():
             fut.cancel()
 

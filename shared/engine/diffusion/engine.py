@@ -41,6 +41,7 @@ from shared.engine.diffusion.runner import StepItem, denoise
 from shared.engine.diffusion.state import DiffusionRequest, block_output
 from shared.engine.diffusion.unmask import Commit
 from shared.model.diffusion import read_diffusion_defaults
+from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +84,7 @@ class DiffusionEngine(Engine):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         for req in [*self._running, *self._waiting]:
             req.stream.fail(EngineError("engine_error", "engine stopped"))

@@ -30,6 +30,7 @@ from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -87,8 +88,7 @@ class ReferenceEngine(Engine):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
             self._end_step()
         if self.scheduler is not None:

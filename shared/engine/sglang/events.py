@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from shared.engine.sglang.args import KvEventsSettings
 from shared.engine.sglang.wire import END_OF_REPLAY, WireBatch, WireFormatError, decode_batch, decode_seq, encode_seq
+from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.sglang.events")
@@ -114,8 +115,7 @@ class KvEventSubscriber:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
         if self._sub is not None:
             self._sub.close(linger=0)
