@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -22,29 +21,11 @@ from pathlib import Path
 
 import torch
 
-from protocol.messages import EngineRequest, SamplingOptions, StopConditions
 from shared.engine.diffusion.config import DiffusionConfig
 from shared.engine.diffusion.engine import DiffusionEngine
+from tests.bench.bench_reference import engine_run, make_prompts
 
 Row = tuple[str, int, int, int, float]  # setting, concurrency, output tokens, iterations, seconds
-
-
-def make_prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
-    rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(rng.randrange(16, 65))] for _ in range(n)]
-
-
-async def engine_run(eng: DiffusionEngine, prompts: list[list[int]], max_tokens: int, concurrency: int) -> int:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(i: int, prompt: list[int]) -> int:
-        req = EngineRequest(request_id=f"d{concurrency}-{i}", token_ids=prompt,
-                            sampling=SamplingOptions(temperature=0.0),
-                            stop=StopConditions(max_tokens=max_tokens, ignore_eos=True))
-        async with gate:
-            return sum([len(c.token_ids) async for c in eng.generate(req)])
-
-    return sum(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
 
 async def bench_setting(args: argparse.Namespace, model: Path, label: str, steps: int | None,
@@ -52,7 +33,7 @@ async def bench_setting(args: argparse.Namespace, model: Path, label: str, steps
     eng = DiffusionEngine(DiffusionConfig(model_path=str(model), block_length=args.block, steps=steps,
                                           threshold=threshold, num_threads=args.threads))
     await eng.start()
-    prompts = make_prompts(args.requests, 256)
+    prompts = make_prompts(args.requests, 256, max_len=64)
     rows: list[Row] = []
     try:
         await engine_run(eng, prompts[:2], args.block, 2)  # warm-up

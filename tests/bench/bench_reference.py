@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from protocol.messages import EngineRequest, SamplingOptions, StopConditions
+from shared.engine.base import Engine
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
 
 
@@ -39,12 +40,13 @@ def tiny_model(out_dir: Path) -> Path:
     return make_tiny(out_dir)
 
 
-def make_prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
+def make_prompts(n: int, vocab: int, seed: int = 0, max_len: int = 128) -> list[list[int]]:
+    """n seeded prompts of 16..max_len token ids in [3, vocab)."""
     rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(rng.randrange(16, 129))] for _ in range(n)]
+    return [[rng.randrange(3, vocab) for _ in range(rng.randrange(16, max_len + 1))] for _ in range(n)]
 
 
-async def engine_run(eng: ReferenceEngine, prompts: list[list[int]], max_tokens: int, concurrency: int) -> int:
+async def engine_run(eng: Engine, prompts: list[list[int]], max_tokens: int, concurrency: int) -> int:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int, prompt: list[int]) -> int:
