@@ -228,11 +228,13 @@ def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions
         for p in procs:
             p.wait_ready(120)
         wait_port("127.0.0.1", http_port)
+        # random weights may sample an eos at any step: four tokens exactly, whatever is sampled
+        four = {"max_tokens": 4, "ignore_eos": True}
         image = "data:image/png;base64," + base64.b64encode(png(1, (32, 32))).decode()
         calls = [("/v1/embeddings", {"model": "emb", "input": "hello"}),
-                 ("/v1/completions", {"model": "tiny-pd", "prompt": "Hello", "max_tokens": 4}),
-                 ("/v1/completions", {"model": dllm.name, "prompt": "Hello", "max_tokens": 4}),
-                 ("/v1/chat/completions", {"model": tiny_vlm.name, "max_tokens": 4, "messages": [
+                 ("/v1/completions", {"model": "tiny-pd", "prompt": "Hello", **four}),
+                 ("/v1/completions", {"model": dllm.name, "prompt": "Hello", **four}),
+                 ("/v1/chat/completions", {"model": tiny_vlm.name, **four, "messages": [
                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
                                                   {"type": "text", "text": "what is it?"}]}]})]
         for path, body in calls:
