@@ -55,12 +55,9 @@ async def embedding_inputs(tok: Tokenizer, value: str | list[str | int | list[in
 
 async def _encode_all(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Special tokens included (BOS/EOS as the tokenizer's template adds them), as SGLang and vLLM embed."""
-    def run() -> list[list[int]]:
-        return [tok.encode(t, add_special_tokens=True) for t in texts]
-
     if sum(len(t) for t in texts) > THREAD_TOKENIZE_CHARS:
-        return await asyncio.to_thread(run)
-    return run()
+        return await asyncio.to_thread(tok.encode_batch, texts, True)
+    return tok.encode_batch(texts, True)
 
 
 def encode_vector(vec: list[float], encoding_format: str) -> list[float] | str:

@@ -165,3 +165,37 @@ def test_runtime_path_does_not_import_transformers(tiny_model: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_tokenizing_a_long_prompt_in_a_thread_leaves_the_event_loop_running(tok: Tokenizer) -> None:
+    """The frontend tokenizes long prompts in a thread; that only helps if the tokenizer lets go of the GIL
+    (`tokenizers`' plain `encode` holds it for the whole call, so the loop stood still meanwhile)."""
+    import asyncio
+    import time
+
+    text = "the quick brown fox jumps over the lazy dog, " * 12_000
+
+    async def scenario() -> tuple[float, int]:
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        t0, before = time.monotonic(), ticks
+        ids = await asyncio.to_thread(tok.encode, text)
+        took, during = time.monotonic() - t0, ticks - before
+        done = True
+        await task
+        assert len(ids) >= len(text) // 8
+        return took, during
+
+    took, during = asyncio.run(scenario())
+    assert took > 0.05, f"the text is too short to tell ({took * 1000:.0f} ms)"
+    # the loop ticks about once a millisecond when free; it stood still (0-2 ticks) while the GIL was held
+    assert during >= max(10, int(took * 1000) // 10), f"{during} loop ticks in {took * 1000:.0f} ms of tokenizing"
