@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator
 from protocol.messages import EngineRequest, OutputChunk
 from shared.engine.base import Engine
 from shared.runtime.server import RequestContext
+from shared.telemetry.metrics import counter
 from shared.telemetry.tracing import extract_context, span
+
+TOKENS = counter("shoal_worker_tokens_total", "Tokens of the requests this worker served: prompt (as counted at the "
+                 "end), cached (prompt tokens found in the KV cache) and output", ["kind"])
+_PROMPT, _CACHED, _OUTPUT = (TOKENS.labels(k) for k in ("prompt", "cached", "output"))
 
 
 class GenerateHandler:
@@ -29,6 +34,10 @@ class GenerateHandler:
                   attributes={"request_id": request.request_id, "prompt_tokens": len(request.token_ids)}):
             async with contextlib.aclosing(self.engine.generate(request)) as chunks:
                 async for chunk in chunks:
+                    _OUTPUT.inc(len(chunk.token_ids))
+                    if chunk.usage is not None:
+                        _PROMPT.inc(chunk.usage.prompt_tokens)
+                        _CACHED.inc(chunk.usage.cached_tokens)
                     yield chunk
                     if self.stream_interval and chunk.finish_reason is None:
                         await asyncio.sleep(self.stream_interval)

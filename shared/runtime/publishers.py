@@ -15,8 +15,11 @@ from protocol.kv_events import KvEvent, KvEventBatch, WorkerLoad
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import gauge
 
 log = get_logger("shoal.publishers")
+LOAD = gauge("shoal_worker_load", "The engine's load as last published for the router: running and waiting "
+             "requests, KV blocks used and total", ["component", "kind"], multiprocess_mode="livesum")
 
 KV_STREAM_MAX_BYTES = 64 * 2**20  # oldest events go first: a replay then misses only old stores
 
@@ -94,6 +97,8 @@ class LoadPublisher:
         self.load = load
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._gauges = {k: LOAD.labels(component, k) for k in ("running", "waiting", "kv_used_blocks",
+                                                                 "kv_total_blocks")}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="load")
@@ -107,6 +112,8 @@ class LoadPublisher:
         while True:
             await asyncio.sleep(self.interval)
             cur = self.load()
+            for kind, g in self._gauges.items():
+                g.set(getattr(cur, kind))
             quiet = quiet + 1 if cur == last else 0
             if quiet % 10 == 0:  # on change, and once in a while when idle
                 stamped = msgspec.structs.replace(cur, ts=time.time())

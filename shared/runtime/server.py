@@ -33,8 +33,17 @@ from shared.runtime.errors import RuntimeFailure
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import counter, gauge, histogram
 
 log = get_logger("shoal.server")
+
+REQUESTS = counter("shoal_endpoint_requests_total", "Requests an endpoint ended, by outcome (ok or the error code)",
+                   ["component", "endpoint", "outcome"])
+INFLIGHT = gauge("shoal_endpoint_inflight_requests", "Requests an endpoint is serving now", ["component", "endpoint"],
+                 multiprocess_mode="livesum")
+DURATION = histogram("shoal_endpoint_request_duration_seconds", "From taking a request to its last frame",
+                     ["component", "endpoint"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                         60, 120, 300))
 
 T = TypeVar("T")
 DEADLINE_HEADER = "Shoal-Deadline"
@@ -54,12 +63,12 @@ Handler = Callable[[Any, RequestContext], AsyncIterator[msgspec.Struct]]
 
 
 class _Inflight:
-    __slots__ = ("last_sent", "reply", "seq", "task")
+    __slots__ = ("last_sent", "reply", "seq", "started", "task")
 
     def __init__(self, reply: str) -> None:
         self.reply = reply
         self.seq = 0
-        self.last_sent = time.monotonic()
+        self.started = self.last_sent = time.monotonic()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -91,6 +100,11 @@ class EndpointServer(Generic[T]):
         self._lease: Lease | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
+        self._inflight_gauge = INFLIGHT.labels(self.component, self.endpoint)
+        self._duration = DURATION.labels(self.component, self.endpoint)
+
+    def _count(self, outcome: str) -> None:
+        REQUESTS.labels(self.component, self.endpoint, outcome).inc()
 
     @property
     def instance_id(self) -> str:
@@ -156,12 +170,14 @@ class EndpointServer(Generic[T]):
             request = self._decoder.decode(msg.data)
             request_id = self._request_id_of(request)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._count(ErrorCode.BAD_REQUEST)
             await self._send(msg.reply, StreamFrame(seq=0, final=True, instance_id=self.instance_id,
                                                     error=ErrorInfo(ErrorCode.BAD_REQUEST, str(e))))
             return
         if self.draining or len(self.inflight) >= self.max_inflight or request_id in self.inflight:
             code = ErrorCode.WORKER_LOST if self.draining else ErrorCode.OVERLOADED
             why = "instance draining" if self.draining else "instance at capacity or duplicate request id"
+            self._count(code)
             await self._send(msg.reply, StreamFrame(seq=0, final=True, instance_id=self.instance_id,
                                                     error=ErrorInfo(code, why, retry_after=1.0)))
             return
@@ -169,6 +185,7 @@ class EndpointServer(Generic[T]):
         ctx = RequestContext(request_id, self.instance_id, headers, deadline)
         st = _Inflight(msg.reply)
         self.inflight[request_id] = st
+        self._inflight_gauge.inc()
         st.task = asyncio.create_task(self._run(request, ctx, st))
 
     async def _run(self, request: Any, ctx: RequestContext, st: _Inflight) -> None:
@@ -189,6 +206,7 @@ class EndpointServer(Generic[T]):
         except asyncio.CancelledError as e:
             error = self._cancel_error(e)
             if error is None:
+                error = ErrorInfo(ErrorCode.CANCELLED, "stopped")  # counted; no frame goes out
                 raise
         except RuntimeFailure as e:
             error = e.info()
@@ -203,6 +221,9 @@ class EndpointServer(Generic[T]):
             if timer is not None:
                 timer.cancel()
             self.inflight.pop(ctx.request_id, None)
+            self._inflight_gauge.dec()
+            self._duration.observe(time.monotonic() - st.started)
+            self._count("ok" if error is None else error.code)
         with contextlib.suppress(Exception):
             await self._frame(st, StreamFrame(seq=st.seq, final=True, error=error))
 
