@@ -48,9 +48,10 @@ def model_dir(work: Path) -> Path:
     return make_tiny(work / "tiny")
 
 
-def drive(url: str, model: str, conc: int, requests: int, label: str) -> dict:
+def drive(url: str, model: str, conc: int, requests: int, label: str,
+          workload: tuple[str, ...] = ("--prompt-words", "200", "--max-tokens", "64")) -> dict:
     cmd = [*loadgen_cmd(), "--url", url, "--model", model, "--concurrency", str(conc), "--requests",
-           str(requests), "--prompt-words", "200", "--max-tokens", "64", "--label", label]
+           str(requests), *workload, "--label", label]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -1,6 +1,6 @@
 """`just bench`: run shoal's CPU benchmarks one after another; each appends its results to docs/BENCHMARKS.md.
 
-    just bench                      # frontend, router, reference, transfer, overload (about 10 minutes)
+    just bench                      # frontend, router, router-sim, router-peer, reference, transfer, overload (~12 min)
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, nothing written to docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
@@ -8,8 +8,8 @@
 
 The GPU benchmark (shoal on SGLang against SGLang's own server) runs on the lent GPU machine:
 deploy/gpu/prove.sh, then `python -m tests.bench.bench_sglang cluster.log` (docs/SGLANG.md).
-The frontend benchmark runs NVIDIA Dynamo side by side when --dynamo-venv (or DYNAMO_VENV) names
-a virtual environment with Dynamo installed (../shared/bench/ sets one up).
+The frontend and router-peer benchmarks run NVIDIA Dynamo side by side when --dynamo-venv (or
+DYNAMO_VENV) names a virtual environment with Dynamo installed (../shared/bench/ sets one up).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "16", "--requests", "200", "--no-report"]),
     "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
     "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
+    "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200", "--no-report"]),
     "reference": ("tests.bench.bench_reference", ["--append", "docs/BENCHMARKS.md"],
                   ["--requests", "4", "--max-tokens", "8"]),
     "transfer": ("tests.bench.bench_transfer", ["--report"], ["--blocks", "1", "16", "--repeats", "3"]),
@@ -36,7 +37,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "diffusion": ("tests.bench.bench_diffusion", ["--append", "docs/BENCHMARKS.md"],
                   ["--requests", "4", "--max-tokens", "16", "--steps", "1", "8", "--concurrency", "4"]),
 }
-DEFAULT = ["frontend", "router", "router-sim", "reference", "transfer", "overload"]
+DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "transfer", "overload"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
@@ -44,7 +45,7 @@ def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tup
     for name in names:
         module, full, small = BENCHES[name]
         args = list(small if quick else full)
-        if name == "frontend" and dynamo_venv:
+        if name in ("frontend", "router-peer") and dynamo_venv:
             args += ["--dynamo-venv", dynamo_venv]
         out.append((name, [sys.executable, "-m", module, *args]))
     return out
