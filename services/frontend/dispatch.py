@@ -18,6 +18,7 @@ import msgspec
 
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.models import ModelEntry
+from shared.routing.opaque import image_routing_tokens
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter
@@ -161,11 +162,22 @@ class Dispatcher:
         candidates = [i for i in model.candidates() if i not in excluded]
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
-        d = model.router.choose(request.request_id, request.token_ids, candidates)
+        d = model.router.choose(request.request_id, _routing_tokens(model, request), candidates)
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)
         return d.instance_id, request
+
+
+def _routing_tokens(model: ModelEntry, request: EngineRequest) -> Sequence[int]:
+    """The prompt as the router should see it: unexpanded images become stand-ins (shared.routing.opaque)."""
+    if not request.multimodal or request.multimodal[0].offset >= 0 or model.router.mode != "kv":
+        return request.token_ids
+    image = model.image_input
+    image_id = model.tokenizer.token_to_id(image[0]) if image else None
+    if image is None or image_id is None:
+        return request.token_ids
+    return image_routing_tokens(request.token_ids, image_id, image[1], [i.url for i in request.multimodal])
 
 
 def _continuation(original: EngineRequest, generated: list[int], n: int) -> EngineRequest:

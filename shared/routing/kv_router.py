@@ -5,6 +5,12 @@ cost(worker) = overlap_weight * (prompt blocks not cached there)
                reports and from what this router sent it since)
 The cheapest worker wins (ties broken at random); with a temperature > 0 the
 choice is a softmax over -cost / temperature instead.
+
+Negative token ids stand for prompt parts whose KV the workers' events cannot show
+the router yet (an image before the worker has expanded it: see
+shared.routing.opaque). Such a prompt is also matched against where this router
+sent earlier prompts (kept `approximate_ttl` seconds), so a conversation about an
+image returns to the worker that holds it.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class KvRouter(Router):
         self._last_seq: dict[tuple[str, int], int] = {}
         self._rehash: set[str] = set()
         self._predicted: deque[tuple[float, str, list[int]]] = deque()  # approximate mode: expiry order
+        self._guessed = KvIndex(page_size)  # prompts with opaque parts: where this router sent them
+        self._guesses: deque[tuple[float, str, list[int]]] = deque()
         self.live: set[str] = set()
 
     # ---- membership -----------------------------------------------------------------------
@@ -65,6 +73,7 @@ class KvRouter(Router):
     def remove_instance(self, instance_id: str) -> None:
         self.live.discard(instance_id)
         self.index.remove_instance(instance_id)
+        self._guessed.remove_instance(instance_id)
         self._active.pop(instance_id, None)
         self._reported.pop(instance_id, None)
         for key in [k for k in self._last_seq if k[0] == instance_id]:
@@ -93,6 +102,10 @@ class KvRouter(Router):
         t0 = time.perf_counter()
         hashes = block_hashes(token_ids, self.page_size)
         overlaps = self.index.overlaps(hashes)
+        opaque = not self.approximate and bool(token_ids) and min(token_ids) < 0
+        if opaque:
+            for key, n in self._guessed.overlaps(hashes).items():
+                overlaps[key] = max(n, overlaps.get(key, 0))
         best = self._pick(len(hashes), overlaps, candidates)
         by_rank = {rank: n for (iid, rank), n in overlaps.items() if iid == best}
         overlap = max(by_rank.values(), default=0)
@@ -103,21 +116,24 @@ class KvRouter(Router):
         self._routed[request_id] = _Routed(best, blocks, hashes)
         self._active[best] = self._active.get(best, 0) + blocks
         if self.approximate:
-            self._predict(best, hashes)
+            self._remember(self.index, self._predicted, best, hashes)
+        elif opaque:
+            self._remember(self._guessed, self._guesses, best, hashes)
         DECISIONS.labels("kv").inc()
         HIT_BLOCKS.inc(overlap)
         PROMPT_BLOCKS.inc(len(hashes))
         DECISION_TIME.observe(time.perf_counter() - t0)
         return RouteDecision(best, overlap, dp_rank)
 
-    def _predict(self, instance_id: str, hashes: list[int]) -> None:
-        """Approximate mode: assume the worker now caches this prompt, for a while."""
+    def _remember(self, index: KvIndex, expiry: deque[tuple[float, str, list[int]]], instance_id: str,
+                  hashes: list[int]) -> None:
+        """Assume the worker now caches this prompt, for `approximate_ttl` seconds."""
         now = time.monotonic()
-        while self._predicted and self._predicted[0][0] < now:
-            _, iid, old = self._predicted.popleft()
-            self.index.apply((iid, 0), BlockRemoved(block_hashes=old))
-        self.index.apply((instance_id, 0), BlockStored(block_hashes=hashes, token_ids=[], block_size=self.page_size))
-        self._predicted.append((now + self.approximate_ttl, instance_id, hashes))
+        while expiry and expiry[0][0] < now:
+            _, iid, old = expiry.popleft()
+            index.apply((iid, 0), BlockRemoved(block_hashes=old))
+        index.apply((instance_id, 0), BlockStored(block_hashes=hashes, token_ids=[], block_size=self.page_size))
+        expiry.append((now + self.approximate_ttl, instance_id, hashes))
 
     def _pick(self, n_blocks: int, overlaps: dict[tuple[str, int], int], candidates: Sequence[str]) -> str:
         best_overlap: dict[str, int] = {}

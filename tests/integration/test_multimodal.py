@@ -302,3 +302,27 @@ def test_a_processor_killed_mid_stream_loses_no_request(vlm_cluster):
     assert asyncio.run(run(kill=True)) == baseline
     assert not procs[0].alive() and procs[1].alive()
     assert metric(front, "shoal_frontend_migrations_total") >= 1  # the kill did catch streams mid-way
+
+
+def test_epd_frontend_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_cluster, image_server):
+    """EPD: the frontend routes before any image is fetched, so the workers' KV events (pad ids from the
+    pixels) cannot show it where an image is cached; it remembers where it sent the image instead. With two
+    LLM workers every repeat reaches the warm one (by load alone each would be a coin toss)."""
+    c = vlm_cluster
+    workers = [c.worker("--num-blocks", "256", engine="reference", wait=False, name=f"w{i}") for i in range(2)]
+    front = c.frontend("--router-mode", "kv", wait=False)
+    for p in workers:
+        p.wait_ready(120)
+    front.wait_ready(60)
+    wait_port("127.0.0.1", c.http_port)
+    c.wait_models()
+    time.sleep(1.0)  # both workers' cards
+    question = text("what is in this picture, in a few words?")
+    hits = []
+    for _ in range(6):
+        status, body = chat(c.url, c.model_name, [image(image_server + "/a.png"), question])
+        assert status == 200, body
+        hits.append((body["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0))
+    assert hits[0] == 0 and min(hits[1:]) >= 48, hits  # 16 image tokens + the question: 3 full blocks and more
+    served = [health(w)["kv_used_blocks"] for w in workers]
+    assert served == [0, 0], served

@@ -197,3 +197,42 @@ def test_factory_modes():
         32, 2.0, 0.5, True)
     with pytest.raises(ValueError):
         make_router("nearest")
+
+
+def test_a_conversation_about_an_image_returns_to_the_worker_that_holds_it(monkeypatch):
+    """EPD: the frontend cannot see the image's KV in the workers' events (the worker hashes pixels), so
+    the router matches the stand-in prompt against where it sent it before, over load."""
+    from shared.routing.opaque import image_routing_tokens
+
+    now = [1000.0]
+    monkeypatch.setattr("shared.routing.kv_router.time.monotonic", lambda: now[0])
+    image_id, system = 7, list(range(100, 108))  # two blocks of text before the image
+
+    def turn(urls: list[str], words: int) -> list[int]:
+        prompt = [*system, image_id, *range(200, 200 + words)]
+        return image_routing_tokens(prompt, image_id, 12, urls)
+
+    r = router()
+    first = r.choose("t1", turn(["http://x/cat.png"], 4), [A, B])
+    # the first turn is still running there, so load alone would send the next turn elsewhere
+    second = r.choose("t2", turn(["http://x/cat.png"], 12), [A, B])
+    assert second.instance_id == first.instance_id and second.overlap_blocks >= 5  # 2 text + 3 image blocks
+    other = r.choose("t3", turn(["http://x/dog.png"], 12), [A, B])
+    assert other.instance_id != first.instance_id and other.overlap_blocks == 0  # another image: no credit
+    r.remove_instance(first.instance_id)
+    r.add_instance(first.instance_id)
+    assert r.choose("t4", turn(["http://x/cat.png"], 12), [A, B]).overlap_blocks == 0  # forgotten with it
+    for rid in ("t1", "t2", "t3", "t4"):
+        r.finished(rid)
+    now[0] += r.approximate_ttl + 1  # guesses expire
+    cow = r.choose("t5", turn(["http://x/cow.png"], 4), [A, B])
+    # of the cat conversation only the shared text prefix is guessed, where the cow prompt went just now
+    assert r._guessed.overlaps(block_hashes(turn(["http://x/cat.png"], 12), PS)) == {(cow.instance_id, 0): 2}
+
+
+def test_text_prompts_never_use_guesses():
+    r = router()
+    first = r.choose("r1", PROMPT, [A, B])
+    second = r.choose("r2", PROMPT, [A, B])
+    assert second.instance_id != first.instance_id and second.overlap_blocks == 0  # load decides
+    assert r._guessed.num_blocks == 0
