@@ -39,6 +39,8 @@ class Tokenizer:
                  model_config: dict[str, Any] | None = None, special_map: dict[str, Any] | None = None,
                  chat_template: str | None = None) -> None:
         self._fast = fast
+        # both release the GIL; encode_batch_fast (tokenizers >= 0.21) also skips computing offsets
+        self._encode_batch = getattr(fast, "encode_batch_fast", fast.encode_batch)
         special_map = special_map or {}
         self.bos_token = _token_text(config.get("bos_token", special_map.get("bos_token")))
         self.eos_token = _token_text(config.get("eos_token", special_map.get("eos_token")))
@@ -84,7 +86,7 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
         """Token ids of each text. `encode_batch_fast` releases the GIL while it works (`encode` holds it:
         a long prompt tokenized in a thread would still stall the event loop) and skips offsets."""
-        encodings = self._fast.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+        encodings = self._encode_batch(texts, add_special_tokens=add_special_tokens)
         out: list[list[int]] = [e.ids for e in encodings]
         bos = self.bos_token_id
         if add_special_tokens and self.add_bos and bos is not None:
