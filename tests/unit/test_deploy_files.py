@@ -318,3 +318,17 @@ def test_checks_see_the_services() -> None:
     assert modules >= {"services.frontend", "services.decode", "services.prefill", "services.router",
                        "services.embedding", "services.diffusion", "services.encode", "services.processor"}
     assert "nats:2.11-alpine" in set(_iter_images())
+
+
+def test_prometheus_scrapes_every_shoal_compose_service() -> None:
+    """deploy/prometheus/prometheus.yml names each compose service that runs shoal, on the system port,
+    and nothing else; compose mounts that file."""
+    prom = COMPOSE.parent / "prometheus" / "prometheus.yml"
+    cfg = yaml.safe_load(prom.read_text())
+    targets = [t for job in cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert len(targets) == len(set(targets)), targets
+    assert {t.rsplit(":", 1)[1] for t in targets} == {str(SYSTEM_PORT)}
+    assert {t.rsplit(":", 1)[0] for t in targets} == {n for n, _ in SHOAL_COMPOSE_SERVICES}
+    svc = COMPOSE_DOC["services"]["prometheus"]
+    mounted = [v.split(":")[0] for v in svc["volumes"]]
+    assert [(COMPOSE.parent / m).resolve() for m in mounted] == [prom.resolve()]
