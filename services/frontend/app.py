@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from protocol.messages import HTTP_STATUS, ErrorCode, OutputChunk
+from protocol.messages import ErrorCode, OutputChunk
+from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.models import ModelEntry, ModelRegistry
@@ -24,8 +25,6 @@ from services.frontend.openai_types import (
     CompletionChoice,
     CompletionRequest,
     Delta,
-    ErrorBody,
-    ErrorResponse,
     ModelList,
     ResponseMessage,
 )
@@ -33,9 +32,9 @@ from services.frontend.openai_types import (
     ModelEntry as ModelListEntry,
 )
 from services.frontend.openapi import openapi_document
-from services.frontend.postprocess import OutputState, Step
+from services.frontend.postprocess import OutputState, Step, merge_steps
 from services.frontend.preprocess import BadRequest, Prepared, prepare
-from services.frontend.responses import WORKER_HEADER, decode_body, json_encoder
+from services.frontend.responses import SSE_DONE, WORKER_HEADER, decode_body, json_encoder, sse_error, sse_event
 from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
 from shared.http import Request, Response, StreamingResponse
@@ -46,7 +45,7 @@ from shared.telemetry.tracing import inject_headers, span
 
 log = get_logger("shoal.frontend")
 _json = json_encoder
-_DONE = b"data: [DONE]\n\n"
+_DONE = SSE_DONE
 
 REQUESTS = counter("shoal_frontend_requests_total", "HTTP requests by route and status", ["route", "status"])
 INFLIGHT = gauge("shoal_frontend_inflight_requests", "Requests being served now")
@@ -61,10 +60,6 @@ class FrontendOptions:
     max_prompt_tokens: int | None = None
     direct_header: str = "x-shoal-instance-id"
     router_mode: str = "round-robin"
-
-
-def _sse(obj: msgspec.Struct) -> bytes:
-    return b"data: " + _json.encode(obj) + b"\n\n"
 
 
 class FrontendApp:
@@ -167,12 +162,13 @@ class FrontendApp:
         instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None
         if self.opts.router_mode == "direct" and not instance:
             return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")
-        return await self._run(req, model, prepared, instance, chat=isinstance(body, ChatCompletionRequest),
-                               stream=body.stream)
+        chat = isinstance(body, ChatCompletionRequest)
+        if body.n > 1:
+            return await self._run_choices(model, prepared, instance, chat, body.stream, body.n)
+        return await self._run(req, model, prepared, instance, chat=chat, stream=body.stream)
 
-    async def _run(self, req: Request, model: ModelEntry, p: Prepared, instance: str | None,
-                   chat: bool, stream: bool) -> Response | StreamingResponse:
-        started = time.monotonic()
+    def _admit(self) -> Callable[[], None]:
+        """Count a request in flight; the returned release (idempotent) counts it out."""
         self.inflight += 1
         INFLIGHT.inc()
         released = False
@@ -184,6 +180,24 @@ class FrontendApp:
                 self.inflight -= 1
                 INFLIGHT.dec()
 
+        return release
+
+    async def _run_choices(self, model: ModelEntry, p: Prepared, instance: str | None, chat: bool, stream: bool,
+                           n: int) -> Response | StreamingResponse:
+        """`n` > 1 (services.frontend.choices); counts as one request in flight."""
+        release = self._admit()
+        choices = Choices(self.dispatcher, model, p, instance, n)
+        if not stream:
+            try:
+                return await choices.whole(chat)
+            finally:
+                release()
+        return StreamingResponse(200, choices.stream(chat, release))
+
+    async def _run(self, req: Request, model: ModelEntry, p: Prepared, instance: str | None,
+                   chat: bool, stream: bool) -> Response | StreamingResponse:
+        started = time.monotonic()
+        release = self._admit()
         with span("frontend.request", attributes={"request_id": p.request.request_id, "model": model.name,
                                                   "prompt_tokens": len(p.request.token_ids)}):
             headers = inject_headers({})
@@ -232,7 +246,7 @@ class FrontendApp:
             return _failure(e)
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
-        merged = _merge_steps(steps)
+        merged = merge_steps(steps)
         rid, created, out = p.request.request_id, int(time.time()), "".join(text)
         if chat:
             resp: msgspec.Struct = ChatCompletion(rid, created, model.name, [ChatChoice(
@@ -258,17 +272,17 @@ class FrontendApp:
                     if chat:
                         delta = Delta(role=None if role_sent else "assistant", content=step.text)
                         role_sent = True
-                        out = _sse(ChatCompletionChunk(rid, created, name, [ChatChunkChoice(
+                        out = sse_event(ChatCompletionChunk(rid, created, name, [ChatChunkChoice(
                             0, delta, step.finish_reason, state.chat_logprobs(step))]))
                     else:
-                        out = _sse(Completion(rid, created, name, [CompletionChoice(
+                        out = sse_event(Completion(rid, created, name, [CompletionChoice(
                             0, step.text, step.finish_reason, state.completion_logprobs(step, offset))]))
                         offset += len(step.text)
                 if step.finish_reason is not None:
                     if p.include_usage:
                         usage_chunk = (ChatCompletionChunk(rid, created, name, [], usage=state.usage()) if chat
                                        else Completion(rid, created, name, [], usage=state.usage()))
-                        out += _sse(usage_chunk)
+                        out += sse_event(usage_chunk)
                     yield out + _DONE
                     return
                 if out:
@@ -276,19 +290,8 @@ class FrontendApp:
                 items = await anext(batches, None)
             yield _DONE
         except RuntimeFailure as e:
-            status = HTTP_STATUS.get(e.code, 500)
-            err = ErrorResponse(ErrorBody(e.message, "server_error" if status >= 500 else "invalid_request_error",
-                                          None, e.code.value))
-            yield b"data: " + _json.encode(err) + b"\n\n" + _DONE
+            yield sse_error(e)
         finally:
             release()
             await batches.aclose()  # type: ignore[attr-defined]
 
-
-def _merge_steps(steps: list[Step]) -> Step:
-    merged = Step()
-    for s in steps:
-        merged.token_ids.extend(s.token_ids)
-        merged.logprobs.extend(s.logprobs)
-        merged.top.extend(s.top)
-    return merged

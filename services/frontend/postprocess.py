@@ -127,3 +127,13 @@ class OutputState:
 
 def merge_usage(first: Usage | None, prompt_tokens: int, completion_tokens: int) -> Usage:
     return Usage(prompt_tokens, completion_tokens, first.cached_tokens if first else 0)
+
+
+def merge_steps(steps: list[Step]) -> Step:
+    """The steps of a whole completion as one (for its logprobs)."""
+    merged = Step()
+    for s in steps:
+        merged.token_ids.extend(s.token_ids)
+        merged.logprobs.extend(s.logprobs)
+        merged.top.extend(s.top)
+    return merged

@@ -14,6 +14,18 @@ from shared.runtime.errors import RuntimeFailure
 json_encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 WORKER_HEADER = "x-shoal-worker"  # which instance served the request
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def sse_event(obj: msgspec.Struct) -> bytes:
+    return b"data: " + json_encoder.encode(obj) + b"\n\n"
+
+
+def sse_error(e: RuntimeFailure) -> bytes:
+    """A stream's last event when it fails after the 200 went out (OpenAI's error shape), then [DONE]."""
+    status = HTTP_STATUS.get(e.code, 500)
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return sse_event(ErrorResponse(ErrorBody(e.message, kind, None, e.code.value))) + SSE_DONE
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
