@@ -110,7 +110,8 @@ class Choices:
     # ---- the stream --------------------------------------------------------------------------
     async def stream(self, chat: bool, release: Callable[[], None]) -> AsyncIterator[bytes]:
         rid, created, name = self.p.request.request_id, int(time.time()), self.model.name
-        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        # bounded: a slow client holds the pumps back, and the workers merge tokens into fewer frames
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=2 * len(self.states))
 
         async def pump(i: int) -> None:
             state, role_sent, offset = self.states[i], False, 0
