@@ -8,25 +8,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-import msgspec
-
 from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import (
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    Completion,
-    CompletionChoice,
     CompletionRequest,
-    Delta,
     ModelList,
-    ResponseMessage,
 )
 from services.frontend.openai_types import (
     ModelEntry as ModelListEntry,
@@ -34,9 +24,10 @@ from services.frontend.openai_types import (
 from services.frontend.openapi import openapi_document
 from services.frontend.postprocess import OutputState, Step, merge_steps
 from services.frontend.preprocess import BadRequest, Prepared, prepare
-from services.frontend.responses import SSE_DONE, WORKER_HEADER, decode_body, json_encoder, sse_error, sse_event
+from services.frontend.responses import SSE_DONE, WORKER_HEADER, decode_body, json_encoder, sse_error
 from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
+from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.logging import get_logger
@@ -217,8 +208,7 @@ class FrontendApp:
             await batches.aclose()
             raise
         TTFT.observe(time.monotonic() - started)
-        state = OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops,
-                            p.logprobs is not None)
+        state = new_state(model, p)
         worker = [(WORKER_HEADER, served.get("instance_id", ""))]
         if not stream:
             try:
@@ -246,43 +236,23 @@ class FrontendApp:
             return _failure(e)
         finally:
             await batches.aclose()  # type: ignore[attr-defined]
-        merged = merge_steps(steps)
-        rid, created, out = p.request.request_id, int(time.time()), "".join(text)
-        if chat:
-            resp: msgspec.Struct = ChatCompletion(rid, created, model.name, [ChatChoice(
-                0, ResponseMessage("assistant", out), state.finish_reason, state.chat_logprobs(merged))],
-                state.usage())
-        else:
-            resp = Completion(rid, created, model.name, [CompletionChoice(
-                0, out, state.finish_reason, state.completion_logprobs(merged, 0))], state.usage())
-        return Response(200, _json.encode(resp))
+        body = whole_response(chat, p.request.request_id, int(time.time()), model.name,
+                              [("".join(text), merge_steps(steps), state)], state.usage())
+        return Response(200, body)
 
     async def _sse(self, model: ModelEntry, p: Prepared, state: OutputState, first: list[OutputChunk],
                    batches: AsyncIterator[list[OutputChunk]], chat: bool,
                    release: Callable[[], None]) -> AsyncIterator[bytes]:
         rid, created, name = p.request.request_id, int(time.time()), model.name
-        role_sent = False
-        offset = 0
+        chunks = ChoiceChunks(chat, rid, created, name, 0, state)
         try:
             items: list[OutputChunk] | None = first
             while items is not None:
                 step = state.feed(items)
-                out = b""
-                if step.text or step.finish_reason or (state.want_logprobs and step.logprobs):
-                    if chat:
-                        delta = Delta(role=None if role_sent else "assistant", content=step.text)
-                        role_sent = True
-                        out = sse_event(ChatCompletionChunk(rid, created, name, [ChatChunkChoice(
-                            0, delta, step.finish_reason, state.chat_logprobs(step))]))
-                    else:
-                        out = sse_event(Completion(rid, created, name, [CompletionChoice(
-                            0, step.text, step.finish_reason, state.completion_logprobs(step, offset))]))
-                        offset += len(step.text)
+                out = chunks.event(step)
                 if step.finish_reason is not None:
                     if p.include_usage:
-                        usage_chunk = (ChatCompletionChunk(rid, created, name, [], usage=state.usage()) if chat
-                                       else Completion(rid, created, name, [], usage=state.usage()))
-                        out += sse_event(usage_chunk)
+                        out += usage_event(chat, rid, created, name, state.usage())
                     yield out + _DONE
                     return
                 if out:

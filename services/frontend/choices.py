@@ -23,20 +23,13 @@ from protocol.messages import EngineRequest
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelEntry
 from services.frontend.openai_types import (
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
-    CompletionChoice,
-    Delta,
     PromptTokensDetails,
-    ResponseMessage,
     UsageInfo,
 )
-from services.frontend.postprocess import OutputState, Step, merge_steps
+from services.frontend.postprocess import Step, merge_steps
 from services.frontend.preprocess import Prepared
-from services.frontend.responses import SSE_DONE, failure_response, json_encoder, sse_error, sse_event
+from services.frontend.responses import SSE_DONE, failure_response, sse_error
+from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Response
 from shared.runtime.errors import RuntimeFailure
 from shared.runtime.tasks import cancel_and_wait
@@ -57,8 +50,7 @@ class Choices:
 
     def __init__(self, dispatcher: Dispatcher, model: ModelEntry, p: Prepared, instance: str | None, n: int) -> None:
         self.model, self.p = model, p
-        prompt = p.prompt_tokens or len(p.request.token_ids)
-        self.states = [OutputState(model.tokenizer, prompt, p.stops, p.logprobs is not None) for _ in range(n)]
+        self.states = [new_state(model, p) for _ in range(n)]
         self.streams = [dispatcher.stream(model, r, instance, inject_headers({}), {}) for r in fan_out(p.request, n)]
 
     def usage(self) -> UsageInfo:
@@ -95,17 +87,10 @@ class Choices:
         finally:
             await cancel_and_wait(*tasks)  # after a failure, the other choices stop too
             await self.close()
-        rid, created, name = self.p.request.request_id, int(time.time()), self.model.name
-        resp: msgspec.Struct
-        if chat:
-            resp = ChatCompletion(rid, created, name, [
-                ChatChoice(i, ResponseMessage("assistant", text), st.finish_reason, st.chat_logprobs(merged))
-                for i, ((text, merged), st) in enumerate(zip(results, self.states, strict=True))], self.usage())
-        else:
-            resp = Completion(rid, created, name, [
-                CompletionChoice(i, text, st.finish_reason, st.completion_logprobs(merged, 0))
-                for i, ((text, merged), st) in enumerate(zip(results, self.states, strict=True))], self.usage())
-        return Response(200, json_encoder.encode(resp))
+        body = whole_response(chat, self.p.request.request_id, int(time.time()), self.model.name,
+                              [(text, merged, st) for (text, merged), st in zip(results, self.states, strict=True)],
+                              self.usage())
+        return Response(200, body)
 
     # ---- the stream --------------------------------------------------------------------------
     async def stream(self, chat: bool, release: Callable[[], None]) -> AsyncIterator[bytes]:
@@ -114,21 +99,11 @@ class Choices:
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=2 * len(self.states))
 
         async def pump(i: int) -> None:
-            state, role_sent, offset = self.states[i], False, 0
+            chunks = ChoiceChunks(chat, rid, created, name, i, self.states[i])
             try:
                 async for step in self._steps(i):
-                    if not (step.text or step.finish_reason or (state.want_logprobs and step.logprobs)):
-                        continue
-                    if chat:
-                        delta = Delta(role=None if role_sent else "assistant", content=step.text)
-                        role_sent = True
-                        chunk: msgspec.Struct = ChatCompletionChunk(rid, created, name, [ChatChunkChoice(
-                            i, delta, step.finish_reason, state.chat_logprobs(step))])
-                    else:
-                        chunk = Completion(rid, created, name, [CompletionChoice(
-                            i, step.text, step.finish_reason, state.completion_logprobs(step, offset))])
-                        offset += len(step.text)
-                    await queue.put((i, sse_event(chunk)))
+                    if event := chunks.event(step):
+                        await queue.put((i, event))
                 await queue.put((i, None))
             except RuntimeFailure as e:
                 await queue.put((i, e))
@@ -146,9 +121,7 @@ class Choices:
                 else:
                     yield item
             if self.p.include_usage:
-                usage = self.usage()
-                yield sse_event(ChatCompletionChunk(rid, created, name, [], usage=usage) if chat
-                                else Completion(rid, created, name, [], usage=usage))
+                yield usage_event(chat, rid, created, name, self.usage())
             yield SSE_DONE
         finally:
             release()
