@@ -16,6 +16,8 @@
 #           shoal vs `python -m sglang.launch_server` (see deploy/gpu/prove_cluster.py)
 #   hicache install, make the model, HiCache flags through the worker's parser: a prompt pushed out of a
 #           4,096-token GPU pool, repeated, with and without --enable-hierarchical-cache (prove_hicache.py)
+#   share   install, make the model, shoal's TTFT alone vs with SGLang's own server resident on the GPU (issue 16;
+#           deploy/gpu/prove_share.py; SHARE_ARGS passes its flags)
 #   embed   install, make the model, embeddings: shoal's embedding worker on SGLang (--is-embedding) behind the
 #           frontend vs transformers, then the same load against SGLang's own server (deploy/gpu/prove_embed.py)
 set -uo pipefail
@@ -100,6 +102,9 @@ case "${1:-}" in
   embed) install_bundle && setup_env && machine && model && \
     timeout 560 python3 deploy/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; grep '^{' "$OUT/embed.log"
     grep -A60 'e_failed' "$OUT/embed.log" | tail -80; save_jit_cache ;;
+  share) install_bundle && setup_env && machine && model && \
+    timeout 570 python3 deploy/gpu/prove_share.py "$MODEL" "$OUT" ${SHARE_ARGS:-} 2>&1 | tee "$OUT/share.log" | grep '^{'
+    rc=${PIPESTATUS[0]}; cat "$OUT/pools.txt"; exit $rc ;;
   full) install_bundle && setup_env && machine && model && full; save_jit_cache ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
 esac
