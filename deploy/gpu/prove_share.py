@@ -8,8 +8,9 @@ On one GPU, measured in turn (every run a fresh seed; each system idle while the
            after ready (one request by itself), then --runs load runs
   resident `python -m sglang.launch_server` started beside it and left idle: shoal's load runs again, then
            SGLang's server measured once (for reference)
-  fresh    shoal's worker stopped and a new one started while SGLang's server stays resident: its first
-           request, then --runs load runs
+  fresh    shoal's worker stopped and a new one started while SGLang's server stays resident, with empty
+           Triton/Inductor caches (it compiles everything again, as on a new machine): its first request,
+           then --runs load runs
 Each SGLang process gets the same flags (CUDA graphs on, --mem-fraction-static --mem-fraction). Every run
 is one JSON line, also appended to OUTDIR/share.jsonl with the machine, the commit and the flags; the
 SGLang start-up lines that size each KV pool are copied to OUTDIR/pools.txt.
@@ -44,8 +45,9 @@ MODEL_NAME = "tiny"
 READY_TIMEOUT = 400.0
 RATIO = 1.1
 FIRST_SLACK_MS = 50.0
-POOL_MARKERS = ("max_total_num_tokens", "KV Cache is allocated", "max_running_requests", "Memory pool end",
-                "Load weight end", "Capture cuda graph end", "avail mem")
+COMPILE_CACHES = ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")
+POOL_MARKERS = ("sglang_warmed_up", "max_total_num_tokens", "KV Cache is allocated", "Memory pool end",
+                "Load weight end", "CUDA graph end", "startup timings")
 
 
 def sglang_flags(mem_fraction: float) -> list[str]:
@@ -70,12 +72,14 @@ class Share:
         self.frontend = spawn("frontend", "frontend", [*self._common(), "--http-port", str(self.http_port)],
                               self.logs)
 
-    def start_worker(self, tag: str) -> float:
+    def start_worker(self, tag: str, cold: bool = False) -> float:
+        """A worker; `cold`: with empty Triton and Inductor caches, as on a machine that never compiled them."""
         flags = sglang_flags(self.a.mem_fraction) if self.a.engine == "sglang" else []
+        env = {name: tempfile.mkdtemp(prefix=f"{tag}-{name.lower()}-") for name in COMPILE_CACHES} if cold else None
         t0 = time.monotonic()
         self.worker = spawn(f"worker-{tag}", "decode", [*self._common(), "--engine", self.a.engine, "--model-path",
                                                         self.a.model, "--served-model-name", MODEL_NAME, *flags],
-                            self.logs)
+                            self.logs, env=env)
         self.worker.wait_ready(READY_TIMEOUT)
         assert self.frontend is not None
         self.frontend.wait_ready(60)
@@ -220,11 +224,11 @@ def main() -> None:
     p.add_argument("outdir")
     p.add_argument("--engine", default="sglang", choices=("sglang", "mock"))
     p.add_argument("--mem-fraction", type=float, default=0.40)
-    p.add_argument("--requests", type=int, default=64)
+    p.add_argument("--requests", type=int, default=128)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--prompt-words", type=int, default=250)
     p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
     a = p.parse_args()
     out = Path(a.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +250,7 @@ def main() -> None:
                 share.load("resident", "shoal", share.http_port)
             share.load("resident", "sglang", share.sglang_port)
         share.stop_worker()
-        emit("share_ready", phase="fresh", seconds=share.start_worker("fresh"))
+        emit("share_ready", phase="fresh", seconds=share.start_worker("fresh", cold=True))
         share.first("fresh", share.http_port)
         for _ in range(a.runs):
             share.load("fresh", "shoal", share.http_port)

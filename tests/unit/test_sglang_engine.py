@@ -15,6 +15,7 @@ from protocol.messages import BootstrapInfo, EngineRequest, OutputChunk, StopCon
 from shared.engine.base import EngineError
 from shared.engine.sglang import SglangEngine
 from shared.engine.sglang.args import KvEventsSettings, SglangConfig
+from shared.engine.sglang.warmup import warmup_plan
 from shared.engine.sglang.wire import WireBatch, WireStored
 from shared.kv.hashing import block_hashes
 
@@ -138,3 +139,33 @@ def test_kv_events_reach_the_sink_rehashed_with_their_dp_rank() -> None:
         eng._translators[rank] = BlockHashTranslator(16)
         eng._on_batch_of(rank)(WireBatch(ts=0.0, events=[WireStored([555], None, tokens, 16, "GPU")]))
     assert got == [(want, 0), (want, 1)]  # each rank's cache stays its own
+
+
+def test_warmup_plan_covers_lengths_batch_and_repeats() -> None:
+    plan = warmup_plan(context_length=2048, vocab_size=32000)
+    lengths = [len(p) for p in plan.singles]
+    assert lengths == sorted(set(lengths)) and lengths[0] == 16 and lengths[-1] == 2048 - plan.max_tokens - 1
+    assert len(plan.batch) >= 16 and len({tuple(p) for p in plan.batch}) == len(plan.batch)
+    assert sum(len(p) for p in plan.batch) > 8192  # more than one default prefill chunk
+    assert all(r in plan.batch[:2] for r in plan.repeats) and len(plan.repeats) >= 2
+    ids = {t for p in plan.singles + plan.batch for t in p}
+    assert min(ids) >= 32000 // 8 and max(ids) < 32000 // 2  # far from special tokens at either end
+
+
+async def test_warm_up_runs_the_plan_then_flushes_the_prefix_cache() -> None:
+    sgl = FakeSgl([5, 6])
+    flushed: list[int] = []
+
+    async def flush_cache() -> None:
+        flushed.append(len(sgl.calls))
+
+    sgl.tokenizer_manager.model_config = SimpleNamespace(vocab_size=1000)
+    sgl.tokenizer_manager.flush_cache = flush_cache
+    engine = _engine(sgl)
+    engine._context_length = 4096
+    await engine._warm_up()
+    plan = warmup_plan(4096, 1000)
+    sent = [c["input_ids"] for c in sgl.calls]
+    assert sent == plan.singles + plan.batch + plan.repeats
+    assert all(c["sampling_params"]["ignore_eos"] for c in sgl.calls)
+    assert flushed == [plan.requests()]

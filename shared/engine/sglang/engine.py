@@ -23,6 +23,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ from shared.engine.sglang.events import KvEventSubscriber
 from shared.engine.sglang.info import load_from_snapshots, runtime_config
 from shared.engine.sglang.mapping import OutputCursor, error_from_exception, generate_kwargs
 from shared.engine.sglang.translate import BlockHashTranslator
+from shared.engine.sglang.warmup import warmup_plan
 from shared.engine.sglang.wire import WireBatch
 from shared.telemetry.logging import get_logger
 
@@ -265,12 +267,25 @@ class SglangEngine(Engine):
         return on_batch
 
     async def _warm_up(self) -> None:
-        """One tiny request, so the first user's request does not pay for kernel compilation."""
-        req = EngineRequest(request_id=f"shoal-warmup-{secrets.token_hex(4)}", token_ids=[1] * 8,
-                            stop=StopConditions(max_tokens=2, ignore_eos=True))
-        async with contextlib.aclosing(self.generate(req)) as chunks:
-            async for _ in chunks:
-                pass
+        """Run the shapes users hit first (warmup.py) before the worker registers, then empty the prefix cache."""
+        t0 = time.monotonic()
+        vocab = int(getattr(self.sgl.tokenizer_manager.model_config, "vocab_size", 0) or 32000)
+        plan = warmup_plan(self._context_length, vocab)
+        stop = StopConditions(max_tokens=plan.max_tokens, ignore_eos=True)
+
+        async def run(ids: list[int]) -> None:
+            req = EngineRequest(request_id=f"shoal-warmup-{secrets.token_hex(6)}", token_ids=ids, stop=stop)
+            async with contextlib.aclosing(self.generate(req)) as chunks:
+                async for _ in chunks:
+                    pass
+
+        for ids in plan.singles:
+            await run(ids)
+        await asyncio.gather(*(run(ids) for ids in plan.batch))
+        await asyncio.gather(*(run(ids) for ids in plan.repeats))
+        with contextlib.suppress(Exception):
+            await self.sgl.tokenizer_manager.flush_cache()
+        log.info("sglang_warmed_up", seconds=round(time.monotonic() - t0, 2), requests=plan.requests())
 
 
 def _launch(server_args: Any) -> Any:
