@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import time
 import urllib.request
@@ -54,7 +55,7 @@ def up(a: argparse.Namespace) -> int:
     try:
         for i in range(a.workers):
             w = spawn(f"worker{i}", "decode", [*common, "--engine", a.engine, "--model-path", str(model),
-                                               *a.worker_args.split()], logs, detach=True)
+                                               *shlex.split(a.worker_args)], logs, detach=True)
             pids[w.name] = w.pid
             procs.append(w)
         fe = spawn("frontend", "frontend", [*common, "--http-port", str(a.http_port), "--router-mode",
