@@ -35,8 +35,22 @@ HTTP_QUESTIONS = ["Tell me a story.", "What is NATS?", "List four colours.", "Is
 MAX_TOKENS = 32
 
 
+FAILED: list[str] = []  # the steps whose check failed, for the exit status
+
+
 def emit(step: str, **fields: Any) -> None:
+    """One JSON line; a step named *_failed, or with all_equal/ok False, is a failed check."""
     print(json.dumps({"step": step, **fields}), flush=True)
+    if step.endswith("_failed") or fields.get("all_equal") is False or fields.get("ok") is False:
+        FAILED.append(step)
+
+
+def exit_status(rc: int = 0) -> int:
+    """1 when any check failed (each listed on stderr), else `rc`."""
+    if FAILED:
+        print(f"failed checks: {', '.join(FAILED)}", file=sys.stderr, flush=True)
+        return 1
+    return rc
 
 
 def chat_prompts(model: str, questions: list[str] = QUESTIONS) -> list[list[int]]:
@@ -192,6 +206,7 @@ def main(argv: list[str]) -> None:
         asyncio.run(adapter(rest[0], rest[1], rest[2]))
     else:
         raise SystemExit(__doc__)
+    raise SystemExit(exit_status())
 
 
 if __name__ == "__main__":

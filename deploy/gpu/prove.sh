@@ -71,21 +71,23 @@ model() {
 
 smoke() {  # (a) and the adapter start side by side; the adapter waits for (a)'s tokens before comparing
   python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
-  local ref=$!
-  timeout 420 python3 deploy/gpu/prove.py adapter "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/adapter.log" 2>&1
-  wait $ref
+  local ref=$! rc=0
+  timeout 420 python3 deploy/gpu/prove.py adapter "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/adapter.log" 2>&1 || rc=1
+  wait $ref || rc=1
   grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
   grep '^{' "$OUT/adapter.log" || tail -60 "$OUT/adapter.log"
+  return $rc
 }
 
 full() {  # (a) starts beside the cluster; the cluster's checks wait for its tokens
   python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
-  local ref=$!
+  local ref=$! rc=0
   timeout 560 python3 deploy/gpu/prove_cluster.py "$MODEL" "$OUT" "$OUT/ref.json" ${PROVE_SKIP_BENCH:+--skip-bench} \
-    > "$OUT/cluster.log" 2>&1
-  wait $ref
+    > "$OUT/cluster.log" 2>&1 || rc=1
+  wait $ref || rc=1
   grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
   grep '^{' "$OUT/cluster.log"; grep -A40 'cluster_failed' "$OUT/cluster.log" | tail -120
+  return $rc
 }
 
 save_jit_cache() {
@@ -93,18 +95,21 @@ save_jit_cache() {
   ls -la "$OUT/jit_cache.tgz" 2>/dev/null
 }
 
+prepare() { install_bundle && setup_env && machine && model; }
+
+# every stage exits non-zero when a check failed (the Python scripts' exit status; see prove.py exit_status)
 case "${1:-}" in
   carry) cp ".whl/c$2"/* "$ACC"/ && ls -la "$ACC"; shift 2; if [ $# -gt 0 ]; then exec "$0" "$@"; fi ;;
-  smoke) install_bundle && setup_env && machine && model && smoke; save_jit_cache ;;
-  hicache) install_bundle && setup_env && machine && model && \
+  smoke) prepare || exit 1; smoke; rc=$?; save_jit_cache; exit $rc ;;
+  hicache) prepare || exit 1
     timeout 580 python3 deploy/gpu/prove_hicache.py "$MODEL" --both 2>&1 | tee "$OUT/hicache.log" | grep -v '^ '
-    save_jit_cache ;;
-  embed) install_bundle && setup_env && machine && model && \
-    timeout 560 python3 deploy/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; grep '^{' "$OUT/embed.log"
-    grep -A60 'e_failed' "$OUT/embed.log" | tail -80; save_jit_cache ;;
-  share) install_bundle && setup_env && machine && model && \
+    rc=${PIPESTATUS[0]}; save_jit_cache; exit $rc ;;
+  embed) prepare || exit 1
+    timeout 560 python3 deploy/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; rc=$?
+    grep '^{' "$OUT/embed.log"; grep -A60 'e_failed' "$OUT/embed.log" | tail -80; save_jit_cache; exit $rc ;;
+  share) prepare || exit 1
     timeout 570 python3 deploy/gpu/prove_share.py "$MODEL" "$OUT" ${SHARE_ARGS:-} 2>&1 | tee "$OUT/share.log" | grep '^{'
     rc=${PIPESTATUS[0]}; cat "$OUT/pools.txt"; exit $rc ;;
-  full) install_bundle && setup_env && machine && model && full; save_jit_cache ;;
+  full) prepare || exit 1; full; rc=$?; save_jit_cache; exit $rc ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
 esac

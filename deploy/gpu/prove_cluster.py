@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prove import HTTP_QUESTIONS, SGLANG_FLAGS, chat_prompts, emit
+from prove import HTTP_QUESTIONS, SGLANG_FLAGS, chat_prompts, emit, exit_status
 
 from protocol import codec, subjects
 from protocol.kv_events import KvEventBatch
@@ -167,7 +167,7 @@ async def check_nats(rt: Runtime, ref: dict[str, Any]) -> None:
         emit("b_nats_greedy_equals_a", all_equal=all(same), per_prompt=same)
         await asyncio.sleep(1.0)
         stored = sum(len(e.block_hashes) for b in batches for e in b.events if type(e).__name__ == "BlockStored")
-        emit("b_kv_events_on_nats", batches=len(batches), stored_blocks=stored,
+        emit("b_kv_events_on_nats", ok=stored > 0, batches=len(batches), stored_blocks=stored,
              workers=sorted({b.worker_id for b in batches}))
     finally:
         await sub.unsubscribe()
@@ -309,7 +309,7 @@ def main() -> None:
     p.add_argument("--skip-bench", action="store_true")
     a = p.parse_args()
     ref = None if a.ref else _mock_ref(a.model)  # (a) may still be running beside us: read it when needed
-    raise SystemExit(asyncio.run(amain(a, ref)))
+    raise SystemExit(exit_status(asyncio.run(amain(a, ref))))
 
 
 if __name__ == "__main__":

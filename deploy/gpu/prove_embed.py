@@ -28,11 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from prove import SGLANG_FLAGS, emit
+from prove import SGLANG_FLAGS, emit, exit_status
 
 from shared.cluster.natsd import NatsServer, free_port, wait_port
 from shared.cluster.procs import ServiceProc, spawn
 
+MIN_COSINE = 0.999  # bf16 SGLang against float32 transformers
 TEXTS = ["What is a KV cache?", "Name three rivers.", "hello", "Why is the sky blue? Explain it to a child.",
          "NATS carries every message between shoal's services.", "a"]
 BENCH = {"requests": 512, "concurrency": 32, "inputs_per_request": 4}
@@ -86,7 +87,7 @@ async def check_http(url: str, model: str, want: list[list[float]]) -> None:
                     for d, v in zip(b64["data"], vecs, strict=True)]
         alone = (await post(s, url, {"model": model, "input": TEXTS[3], "encoding_format": "float"}))["data"][0]
     cos = [round(cosine(v, w), 5) for v, w in zip(vecs, want, strict=True)]
-    emit("e_http", dim=len(vecs[0]), cosine_vs_transformers=cos, min_cosine=min(cos),
+    emit("e_http", ok=min(cos) >= MIN_COSINE, dim=len(vecs[0]), cosine_vs_transformers=cos, min_cosine=min(cos),
          # two requests, two forward passes: bf16 SGLang need not repeat itself bit for bit across batches
          base64_vs_float_min_cosine=round(min(cosine(u, v) for u, v in zip(unpacked, vecs, strict=True)), 6),
          alone_vs_batched_cosine=round(cosine(alone["embedding"], vecs[3]), 6), usage=got["usage"])
@@ -208,7 +209,7 @@ def main() -> None:
     p.add_argument("outdir")
     p.add_argument("--engine", default="sglang", choices=("sglang", "reference"))
     p.add_argument("--skip-bench", action="store_true")
-    raise SystemExit(asyncio.run(amain(p.parse_args())))
+    raise SystemExit(exit_status(asyncio.run(amain(p.parse_args()))))
 
 
 if __name__ == "__main__":

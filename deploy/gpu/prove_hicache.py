@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prove import SGLANG_FLAGS, emit
+from prove import SGLANG_FLAGS, emit, exit_status
 
 POOL = ["--max-total-tokens", "4096", "--mem-fraction-static", "0.3"]
 HICACHE = ["--enable-hierarchical-cache", "--hicache-ratio", "4", "--hicache-write-policy", "write_through"]
@@ -88,10 +88,15 @@ async def run(model: str, hicache: bool) -> None:
         await asyncio.sleep(0.5)
         stored = sum(len(e.block_hashes) for e in events if type(e).__name__ == "BlockStored")
         removed = sum(len(e.block_hashes) for e in events if type(e).__name__ == "BlockRemoved")
-        emit("hc_repeat", hicache=hicache, cached_first=cached_first, cached_repeat=cached_again,
+        emit("hc_repeat", hicache=hicache, ok=same_tokens_ok(first, again) and (cached_again > 0 or not hicache),
+             cached_first=cached_first, cached_repeat=cached_again,
              prompt_tokens=PROMPT_TOKENS, same_tokens=first == again, stored_blocks=stored, removed_blocks=removed)
     finally:
         await engine.stop()
+
+
+def same_tokens_ok(first: list[int], again: list[int]) -> bool:
+    return first == again
 
 
 def main(argv: list[str]) -> None:
@@ -104,8 +109,9 @@ def main(argv: list[str]) -> None:
             print("\n".join(lines), flush=True)
             if out.returncode != 0:
                 emit("hc_failed", hicache=bool(flag), rc=out.returncode, tail=(out.stdout + out.stderr)[-3000:])
-        return
+        raise SystemExit(exit_status())
     asyncio.run(run(model, "--hicache" in argv))
+    raise SystemExit(exit_status())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prove import emit
+from prove import emit, exit_status
 
 from shared.cluster.natsd import NatsServer, free_port, wait_port
 from shared.cluster.procs import ServiceProc, spawn
@@ -269,7 +269,7 @@ def main() -> None:
             if path.name == "nats.log":
                 continue
             (out / f"share-{path.name}").write_bytes(path.read_bytes()[-4_000_000:])
-    raise SystemExit(rc)
+    raise SystemExit(exit_status(rc))
 
 
 if __name__ == "__main__":
