@@ -162,6 +162,7 @@ class MockEngine(Engine):
             seq.table = table
             if seq.generated == 0:
                 seq.cached_tokens = table.num_cached_tokens
+                seq.stream.scheduled()
             self.pool.commit(table, seq.tokens)
             admitted.append(seq)
             self._running.append(seq)
