@@ -33,7 +33,7 @@ def exported(procs: list[ServiceProc]) -> dict[str, set[str]]:
             text = r.read().decode()
         for family in text_string_to_metric_families(text):
             for suffix in SUFFIXES.get(family.type, ("",)):
-                names[family.name + suffix]  # noqa: B018  (a family with no samples yet is still exported)
+                names.setdefault(family.name + suffix, set())  # a family with no samples yet is exported too
             for sample in family.samples:
                 names[sample.name].update(sample.labels)
     return names
