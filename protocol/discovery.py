@@ -17,6 +17,7 @@ class InstanceRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     started_at: float = 0.0
     model: str = ""
     metadata: dict[str, str] = {}
+    healthy: bool = True  # False while the instance's canary fails: clients route elsewhere
     v: int = PROTOCOL_VERSION
 
 

@@ -13,6 +13,7 @@ from shared.engine.diffusion.args import add_dllm_args, dllm_options
 from shared.engine.registry import ENGINES, EngineOptions
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
+from shared.runtime.canary import CanaryConfig, add_canary_args, canary_from_args
 
 
 class WorkerConfig(msgspec.Struct, frozen=True):
@@ -33,6 +34,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     embedding: bool = False  # serve `embed` (an embedding model) instead of `generate`
     internal: bool = False  # publish no model card: clients reach this worker through a processor
     image_slots: int = 64  # vision-language models: image embeddings being read at once (NIXL slots)
+    canary: CanaryConfig = CanaryConfig()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
+    add_canary_args(p)
     e = p.add_argument_group("reference and mock engines")
     e.add_argument("--page-size", type=int, default=16)
     e.add_argument("--num-blocks", "--num-gpu-blocks-override", dest="num_blocks", type=int, default=0)
@@ -123,7 +126,7 @@ def parse(argv: list[str]) -> WorkerConfig:
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
-                        internal=ns.internal, image_slots=ns.image_slots)
+                        internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns))
 
 
 def _given(argv: list[str], flags: tuple[str, ...], ns: argparse.Namespace) -> list[str]:

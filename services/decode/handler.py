@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from protocol.messages import EngineRequest, OutputChunk
 from shared.engine.base import Engine
 from shared.runtime.server import RequestContext
-from shared.telemetry.metrics import counter
+from shared.telemetry.metrics import counter, histogram
 from shared.telemetry.tracing import extract_context, span
 
 TOKENS = counter("shoal_worker_tokens_total", "Tokens of the requests this worker served: prompt (as counted at the "
                  "end), cached (prompt tokens found in the KV cache) and output", ["kind"])
 _PROMPT, _CACHED, _OUTPUT = (TOKENS.labels(k) for k in ("prompt", "cached", "output"))
+HIT_RATIO = histogram("shoal_worker_prefix_cache_hit_ratio", "Share of each finished request's prompt found in the "
+                      "prefix (KV) cache", [], buckets=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1))
 
 
 class GenerateHandler:
@@ -38,6 +40,8 @@ class GenerateHandler:
                     if chunk.usage is not None:
                         _PROMPT.inc(chunk.usage.prompt_tokens)
                         _CACHED.inc(chunk.usage.cached_tokens)
+                        if chunk.usage.prompt_tokens:
+                            HIT_RATIO.observe(chunk.usage.cached_tokens / chunk.usage.prompt_tokens)
                     yield chunk
                     if self.stream_interval and chunk.finish_reason is None:
                         await asyncio.sleep(self.stream_interval)

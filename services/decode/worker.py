@@ -11,11 +11,12 @@ import msgspec
 
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
-from protocol.messages import EngineRequest
+from protocol.messages import EngineRequest, StopConditions
 from services.decode.args import WorkerConfig
 from services.decode.handler import GenerateHandler
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
+from shared.runtime.canary import Canary
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
 from shared.runtime.server import EndpointServer, Handler
@@ -42,6 +43,7 @@ class Role:
     is_final: Callable[[Any], bool]
     request_id_of: Callable[[Any], str] = lambda r: r.request_id
     stop: Callable[[], Awaitable[None]] | None = None
+    canary: Callable[[str], Any] | None = None  # the request a canary health check sends (None: no canaries)
 
 
 RoleFactory = Callable[[Service, WorkerConfig, Engine], Awaitable[Role]]
@@ -49,7 +51,8 @@ RoleFactory = Callable[[Service, WorkerConfig, Engine], Awaitable[Role]]
 
 async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
     return Role(GenerateHandler(engine, cfg.stream_interval), EngineRequest,
-                is_final=lambda c: c.finish_reason is not None)
+                is_final=lambda c: c.finish_reason is not None,
+                canary=lambda rid: EngineRequest(rid, [1], stop=StopConditions(max_tokens=1, ignore_eos=True)))
 
 
 def role_factory(cfg: WorkerConfig) -> RoleFactory:
@@ -112,8 +115,14 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     svc.set_ready()
     svc.log.info("worker_ready", model=cfg.served_model_name, engine=cfg.engine.engine,
                  instance_id=rt.instance_id)
+    canary = None
+    if role.canary is not None and cfg.canary.interval > 0:
+        canary = Canary(rt, server, role.canary, cfg.canary, svc.set_ready)
+        await canary.start()
     try:
         await svc.stopped()
+        if canary is not None:
+            await canary.stop()
         svc.set_ready(False)
         if card_lease is not None:
             await card_lease.revoke()

@@ -18,6 +18,7 @@ import msgspec
 
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.models import ModelEntry
+from services.frontend.request_metrics import observed
 from shared.routing.opaque import image_routing_tokens
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
@@ -33,7 +34,7 @@ class Dispatcher:
         self.migration_limit = migration_limit
         self.request_timeout = request_timeout
 
-    async def stream(
+    def stream(
         self,
         model: ModelEntry,
         request: EngineRequest,
@@ -44,7 +45,19 @@ class Dispatcher:
         """Batches of output chunks; the final chunk's usage covers every attempt.
 
         `served["instance_id"]` names the worker streaming now (for the response header).
+        The request's metrics are recorded on the way (services.frontend.request_metrics).
         """
+        attempts = self._attempts(model, request, instance_id, headers, served)
+        return observed(model.name, len(request.token_ids), attempts)
+
+    async def _attempts(
+        self,
+        model: ModelEntry,
+        request: EngineRequest,
+        instance_id: str | None,
+        headers: dict[str, str] | None,
+        served: dict[str, str] | None,
+    ) -> AsyncIterator[list[OutputChunk]]:
         original = request
         generated: list[int] = []
         excluded: set[str] = set()

@@ -58,7 +58,7 @@ class ModelEntry:
 
     def candidates(self) -> list[str]:
         live = self.client.instances
-        return [iid for iid in self.cards if iid in live]
+        return [iid for iid in self.cards if iid in live and live[iid].healthy]
 
 
 class ModelRegistry:

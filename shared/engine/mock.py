@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import os
 import random
 from collections import deque
 from collections.abc import AsyncIterator
@@ -27,6 +28,9 @@ from shared.engine.stream import RequestStream
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.runtime.tasks import cancel_and_wait
 
+# Test-only: while the file this names exists, the engine's step loop stands still (an engine that stops
+# answering, for the canary tests). Never set in a deployment.
+HANG_FILE_ENV = "SHOAL_TEST_MOCK_HANG_FILE"
 
 class MockConfig(msgspec.Struct, frozen=True):
     num_blocks: int = 16384
@@ -68,6 +72,7 @@ class MockEngine(Engine):
         self._running: list[_Seq] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._hang_file = os.environ.get(HANG_FILE_ENV, "")
 
     # ---- Engine interface --------------------------------------------------------------
     async def start(self) -> None:
@@ -136,6 +141,8 @@ class MockEngine(Engine):
             if not self._waiting and not self._running:
                 self._wake.clear()
                 await self._wake.wait()
+            while self._hung():
+                await asyncio.sleep(0.05)
             decoding = list(self._running)
             admitted, uncached = self._admit()
             await self._sleep(self._step_ms(admitted, uncached, decoding))
@@ -144,6 +151,9 @@ class MockEngine(Engine):
             for seq in decoding:
                 if seq in self._running and self._grow(seq):
                     self._emit(seq)
+
+    def _hung(self) -> bool:
+        return bool(self._hang_file) and os.path.exists(self._hang_file)  # a stat: too small for a thread
 
     def _admit(self) -> tuple[list[_Seq], int]:
         admitted: list[_Seq] = []
@@ -162,6 +172,7 @@ class MockEngine(Engine):
             seq.table = table
             if seq.generated == 0:
                 seq.cached_tokens = table.num_cached_tokens
+                seq.stream.scheduled()
             self.pool.commit(table, seq.tokens)
             admitted.append(seq)
             self._running.append(seq)

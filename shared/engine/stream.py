@@ -9,14 +9,21 @@ only (engines running steps in a thread hop over with call_soon_threadsafe).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from protocol.messages import OutputChunk, TopLogprob, Usage
 from shared.engine.base import EngineError
+from shared.telemetry.metrics import histogram
+
+QUEUE_WAIT = histogram("shoal_worker_queue_wait_seconds", "From a request reaching the engine to its first "
+                       "scheduling (mock and reference engines)", [],
+                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
 class RequestStream:
-    __slots__ = ("_error", "_event", "_finish", "_logprobs", "_stop_reason", "_tokens", "_top", "_usage")
+    __slots__ = ("_arrived", "_error", "_event", "_finish", "_logprobs", "_stop_reason", "_tokens", "_top",
+                 "_usage")
 
     def __init__(self) -> None:
         self._tokens: list[int] = []
@@ -27,6 +34,13 @@ class RequestStream:
         self._usage: Usage | None = None
         self._error: EngineError | None = None
         self._event = asyncio.Event()
+        self._arrived: float | None = time.monotonic()
+
+    def scheduled(self) -> None:
+        """The engine took the request off its queue: record the wait (the first time only)."""
+        if self._arrived is not None:
+            QUEUE_WAIT.observe(time.monotonic() - self._arrived)
+            self._arrived = None
 
     @property
     def done(self) -> bool:

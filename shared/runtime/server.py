@@ -100,6 +100,8 @@ class EndpointServer(Generic[T]):
         self._lease: Lease | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.draining = False
+        self.last_served = time.monotonic()  # when a handler last sent an item (shared.runtime.canary's clock)
+        self._record: InstanceRecord | None = None
         self._inflight_gauge = INFLIGHT.labels(self.component, self.endpoint)
         self._duration = DURATION.labels(self.component, self.endpoint)
 
@@ -133,8 +135,16 @@ class EndpointServer(Generic[T]):
         )
         key = subjects.instance_key(self.rt.namespace, self.component, self.endpoint, self.instance_id)
         self._lease = await self.rt.discovery.lease(subjects.INSTANCES_BUCKET, key, codec.encode(rec))
+        self._record = rec
         log.info("instance_registered", component=self.component, endpoint=self.endpoint,
                  instance_id=self.instance_id)
+
+    async def set_healthy(self, healthy: bool) -> None:
+        """Publish the instance record with this health flag; clients route only to healthy instances."""
+        if self._lease is None or self._record is None or self._record.healthy == healthy:
+            return
+        self._record = msgspec.structs.replace(self._record, healthy=healthy)
+        await self._lease.update(codec.encode(self._record))
 
     async def drain(self, grace: float = 30.0) -> None:
         """Deregister, stop taking requests, let in-flight ones finish, then end the rest."""
@@ -201,6 +211,7 @@ class EndpointServer(Generic[T]):
                     final = self.is_final is not None and self.is_final(item)
                     await self._frame(st, StreamFrame(seq=st.seq, items=[msgspec.Raw(codec.encode(item))],
                                                       final=final))
+                    self.last_served = time.monotonic()
                     if final:  # the last item travels with the end of the stream: one message fewer
                         return
         except asyncio.CancelledError as e:

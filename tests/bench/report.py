@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
+DOC_ENV = "SHOAL_BENCH_DOC"  # `just bench --quick` points it at a scratch copy (tests/bench/run_all.py)
+DOC = Path(os.environ.get(DOC_ENV) or Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md")
 
 
 def append_report(title: str, command: str, rows: list[dict], machine: str) -> None:

@@ -2,7 +2,7 @@
 
     just bench                      # frontend, router, router-sim, router-peer, reference, transfer, overload (~12 min)
     just bench --only router        # one or more by name
-    just bench --quick              # small sizes, nothing written to docs/ (a smoke run)
+    just bench --quick              # small sizes, results and plots in a scratch folder, not docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
     just bench --list
 
@@ -10,6 +10,8 @@ The GPU benchmark (shoal on SGLang against SGLang's own server) runs on the lent
 deploy/gpu/prove.sh, then `python -m tests.bench.bench_sglang cluster.log` (docs/SGLANG.md).
 The frontend and router-peer benchmarks run NVIDIA Dynamo side by side when --dynamo-venv (or
 DYNAMO_VENV) names a virtual environment with Dynamo installed (../shared/bench/ sets one up).
+Afterwards the plots (tests/bench/plots.py) are drawn from the results: docs/plots/*.png from
+docs/BENCHMARKS.md, or, with --quick, beside the scratch BENCHMARKS.md the quick run wrote.
 """
 
 from __future__ import annotations
@@ -18,17 +20,21 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from tests.bench.plots import write_plots
+from tests.bench.report import DOC, DOC_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # name -> (module, full-run arguments, quick-run arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
-    "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "16", "--requests", "200", "--no-report"]),
+    "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "4", "16", "--requests", "200"]),
     "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
     "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
-    "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200", "--no-report"]),
+    "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200"]),
     "reference": ("tests.bench.bench_reference", ["--append", "docs/BENCHMARKS.md"],
                   ["--requests", "4", "--max-tokens", "8"]),
     "transfer": ("tests.bench.bench_transfer", ["--report"], ["--blocks", "1", "16", "--repeats", "3"]),
@@ -66,19 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         for name, cmd in plan:
             print(f"{name:10s} {' '.join(cmd[1:])}")
         return 0
+    doc, plots = DOC, ROOT / "docs" / "plots"
+    env = dict(os.environ)
+    if a.quick:  # results (of the benches that report) and plots go to a scratch folder
+        plots = Path(tempfile.mkdtemp(prefix="shoal-bench-quick-"))
+        doc = plots / "BENCHMARKS.md"
+        env[DOC_ENV] = str(doc)
     failed = []
     for name, cmd in plan:
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
-        rc = subprocess.call(cmd, cwd=ROOT)
+        rc = subprocess.call(cmd, cwd=ROOT, env=env)
         print(f"=== {name}: exit {rc} after {time.monotonic() - t0:.0f} s", flush=True)
         if rc != 0:
             failed.append(name)
+    for path in write_plots(doc, plots):
+        print(f"plot: {path}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
-    if not a.quick:
-        print("\nresults appended to docs/BENCHMARKS.md")
+    print(f"\nresults appended to {doc}")
     return 0
 
 

@@ -26,7 +26,8 @@ DOCKERFILE_SGLANG = ROOT / "deploy" / "docker" / "Dockerfile.sglang"
 RENDER_CONFIG = ROOT / "deploy" / "nats" / "render_config.py"
 
 # Images not built from this repository: pinned tags only (docs/DEPLOY.md says they are assumed).
-THIRD_PARTY_IMAGES = {"nats:2.11-alpine", "jaegertracing/all-in-one:1.62.0", "prom/prometheus:v3.5.0"}
+THIRD_PARTY_IMAGES = {"nats:2.11-alpine", "jaegertracing/all-in-one:1.62.0", "prom/prometheus:v3.5.0",
+                      "grafana/grafana-oss:12.1.1"}
 SHOAL_IMAGE = re.compile(r"^shoal/(?P<target>[a-z0-9-]+):dev$")
 SYSTEM_PORT = 9090
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}

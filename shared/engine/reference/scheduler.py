@@ -88,6 +88,7 @@ class Scheduler:
         if not seq.admitted:
             seq.cached_tokens = table.num_cached_tokens
             seq.admitted = True
+            seq.stream.scheduled()
         return True
 
     def _reserve(self, seq: Sequence, num_tokens: int) -> bool:
