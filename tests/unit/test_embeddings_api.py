@@ -7,6 +7,7 @@ import json
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -29,7 +30,7 @@ class FakeClient:
     """Stands in for EndpointClient: one live instance; `embed` answers each input with [len, sum]."""
 
     def __init__(self) -> None:
-        self.instances = {"i1": object()}
+        self.instances = {"i1": SimpleNamespace(healthy=True)}
         self.sent: list[Any] = []
 
     async def generate(self, request: Any, request_id: str, **kw: Any) -> AsyncIterator[list[Any]]:
