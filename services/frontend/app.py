@@ -12,6 +12,7 @@ from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
+from services.frontend.fields import check_fields
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import (
     ChatCompletionRequest,
@@ -51,6 +52,7 @@ class FrontendOptions:
     max_prompt_tokens: int | None = None
     direct_header: str = "x-shoal-instance-id"
     router_mode: str = "round-robin"
+    ignore_unknown_fields: bool = False
 
 
 class FrontendApp:
@@ -130,7 +132,11 @@ class FrontendApp:
         return await self._generate(req, CompletionRequest, "cmpl")
 
     async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
-        body = decode_body(req.body, kind)
+        try:
+            raw = check_fields(req.body, kind, self.opts.ignore_unknown_fields)
+        except BadRequest as e:
+            return _failure(e)
+        body = decode_body(raw, kind)
         if isinstance(body, Response):
             return body
         model = self.registry.get(body.model)
@@ -154,9 +160,11 @@ class FrontendApp:
         if self.opts.router_mode == "direct" and not instance:
             return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")
         chat = isinstance(body, ChatCompletionRequest)
+        if body.user is not None:
+            log.info("request_user", request_id=request_id, user=body.user)
         if body.n > 1:
             return await self._run_choices(model, prepared, instance, chat, body.stream, body.n)
-        return await self._run(req, model, prepared, instance, chat=chat, stream=body.stream)
+        return await self._run(req, model, prepared, instance, chat=chat, stream=body.stream, user=body.user)
 
     def _admit(self) -> Callable[[], None]:
         """Count a request in flight; the returned release (idempotent) counts it out."""
@@ -186,11 +194,14 @@ class FrontendApp:
         return StreamingResponse(200, choices.stream(chat, release))
 
     async def _run(self, req: Request, model: ModelEntry, p: Prepared, instance: str | None,
-                   chat: bool, stream: bool) -> Response | StreamingResponse:
+                   chat: bool, stream: bool, user: str | None = None) -> Response | StreamingResponse:
         started = time.monotonic()
         release = self._admit()
-        with span("frontend.request", attributes={"request_id": p.request.request_id, "model": model.name,
-                                                  "prompt_tokens": len(p.request.token_ids)}):
+        attributes: dict[str, str | int] = {"request_id": p.request.request_id, "model": model.name,
+                                            "prompt_tokens": len(p.request.token_ids)}
+        if user is not None:
+            attributes["user"] = user  # OpenAI's end-user id, for tracing abuse back
+        with span("frontend.request", attributes=attributes):
             headers = inject_headers({})
             served: dict[str, str] = {}
             batches = self.dispatcher.stream(model, p.request, instance, headers, served)

@@ -30,6 +30,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     drain_grace: float = 30.0
     worker_silence_timeout: float = 5.0
     kv_events: bool = True
+    ignore_unknown_fields: bool = False
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -57,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-prompt-tokens", type=int, default=None)
     g.add_argument("--api-key", default=os.environ.get("SHOAL_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
+    g.add_argument("--ignore-unknown-fields", action="store_true",
+                   help="drop request fields the OpenAI API does not define (default: answer 400 naming them)")
     g.add_argument("--custom-jinja-template", default=None, help="chat template file overriding the model's")
     g.add_argument("--drain-grace", type=float, default=30.0)
     g.add_argument("--worker-silence-timeout", type=float, default=5.0,
@@ -81,5 +84,6 @@ def parse(argv: list[str]) -> FrontendConfig:
         custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
         worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
+        ignore_unknown_fields=ns.ignore_unknown_fields,
     )
 

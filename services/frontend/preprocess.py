@@ -40,6 +40,8 @@ class Prepared:
     include_usage: bool
     logprobs: int | None  # None: none; k >= 0 top alternatives
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
+    echo: str = ""  # completions with echo: the prompt text, sent before the completion
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -51,8 +53,21 @@ def _stops(stop: str | list[str] | None) -> list[str]:
     return stops
 
 
-def _sampling(req: _Common) -> SamplingOptions:
-    kw: dict[str, object] = {}
+def _logit_bias(bias: dict[str, float] | None, vocab_size: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise BadRequest(f"logit_bias keys are token ids; {key!r} is not one", "logit_bias") from None
+        if not 0 <= token < vocab_size:
+            raise BadRequest(f"logit_bias token id {token} is outside the vocabulary", "logit_bias")
+        out[token] = value
+    return out
+
+
+def _sampling(req: _Common, vocab_size: int) -> SamplingOptions:
+    kw: dict[str, object] = {"logit_bias": _logit_bias(req.logit_bias, vocab_size)}
     for name in ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty",
                  "frequency_penalty", "presence_penalty"):
         value = getattr(req, name)
@@ -157,8 +172,18 @@ async def prepare(
         ignore_eos=req.ignore_eos,
     )
     engine_req = EngineRequest(
-        request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req), stop=stop,
+        request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req, tok.vocab_size), stop=stop,
         output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls],
     )
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n)
+    opts = req.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n, _echo(tok, req, text, ids),
+                    bool(opts and opts.continuous_usage_stats))
+
+
+def _echo(tok: Tokenizer, req: ChatCompletionRequest | CompletionRequest, text: str | None, ids: list[int]) -> str:
+    if not isinstance(req, CompletionRequest) or not req.echo:
+        return ""
+    if req.logprobs is not None:
+        raise BadRequest("echo with logprobs needs prompt logprobs, which shoal does not compute", "echo")
+    return text if text is not None else tok.decode(ids)
