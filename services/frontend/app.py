@@ -28,6 +28,8 @@ from services.frontend.preprocess import BadRequest, Prepared, prepare
 from services.frontend.responses import SSE_DONE, WORKER_HEADER, decode_body, json_encoder, sse_error
 from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
+from services.frontend.responses_api import parse_request, to_chat
+from services.frontend.responses_stream import answer
 from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
@@ -65,6 +67,7 @@ class FrontendApp:
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
             ("POST", "/v1/embeddings"): self.embeddings,
+            ("POST", "/v1/responses"): self.responses,
             ("GET", "/v1/models"): self.list_models,
             ("GET", "/health"): self.health,
             ("GET", "/live"): self.health,
@@ -130,6 +133,15 @@ class FrontendApp:
 
     async def completions(self, req: Request) -> Response | StreamingResponse:
         return await self._generate(req, CompletionRequest, "cmpl")
+
+    async def responses(self, req: Request) -> Response | StreamingResponse:
+        """/v1/responses, translated to and from the chat path (services.frontend.responses_api)."""
+        try:
+            parsed = parse_request(req.body, self.opts.ignore_unknown_fields)
+            req.body = _json.encode(to_chat(parsed))  # the same Request: a client leaving still ends the chat
+        except BadRequest as e:
+            return _failure(e)
+        return answer(parsed, await self.chat(req))
 
     async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
         try:

@@ -24,24 +24,24 @@ AGENTS_FIELDS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "respo
 Allowed = Callable[[object], bool]
 
 
-def _null(v: object) -> bool:
+def null(v: object) -> bool:
     return v is None
 
 
 # field -> (values that ask for nothing shoal lacks, why other values are refused)
 REFUSED: dict[str, tuple[Allowed, str]] = {
-    "audio": (_null, "audio output is not supported"),
+    "audio": (null, "audio output is not supported"),
     "modalities": (lambda v: v is None or v == ["text"], "only the text modality is supported"),
-    "prediction": (_null, "predicted outputs are not supported"),
-    "web_search_options": (_null, "web search is not supported"),
+    "prediction": (null, "predicted outputs are not supported"),
+    "web_search_options": (null, "web search is not supported"),
     "store": (lambda v: v in (None, False), "shoal is stateless: store must be false"),
     "metadata": (lambda v: not v, "metadata is only kept for stored completions; shoal stores nothing"),
     "service_tier": (lambda v: v in (None, "auto", "default"), "only the default service tier exists"),
-    "moderation": (_null, "moderation is not supported"),
-    "prompt_cache_options": (_null, "prompt cache options are not supported (prefix caching is automatic)"),
-    "prompt_cache_retention": (_null, "prompt cache retention is not configurable"),
+    "moderation": (null, "moderation is not supported"),
+    "prompt_cache_options": (null, "prompt cache options are not supported (prefix caching is automatic)"),
+    "prompt_cache_retention": (null, "prompt cache retention is not configurable"),
     "best_of": (lambda v: v in (None, 1), "best_of is not supported; ask for n choices instead"),
-    "suffix": (_null, "suffix needs a fill-in-the-middle model; this model card does not declare one"),
+    "suffix": (null, "suffix needs a fill-in-the-middle model; this model card does not declare one"),
 }
 
 # Accepted hints with nothing to do: prefix caching is automatic; the id is logged with `user`.
@@ -62,18 +62,23 @@ KNOWN: dict[type, frozenset[str]] = {
 
 
 def check_fields(raw: bytes, kind: type, ignore_unknown: bool) -> bytes:
-    """The body to decode as `kind`: unknown fields dropped when `ignore_unknown`, else BadRequest;
-    BadRequest for a refused field that asks for something. Bodies that are no JSON object pass through
-    (the Struct decoder says what is wrong with them)."""
+    """The body to decode as `kind` (a chat or completions request); see `screen`."""
+    return screen(raw, KNOWN[kind], REFUSED, ignore_unknown)
+
+
+def screen(raw: bytes, known: frozenset[str], refused: dict[str, tuple[Allowed, str]], ignore_unknown: bool) -> bytes:
+    """The body to decode: unknown fields dropped when `ignore_unknown`, else BadRequest; BadRequest for a
+    refused field that asks for something. Bodies that are no JSON object pass through (the Struct
+    decoder says what is wrong with them)."""
     try:
         fields = _raw_decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return raw
-    unknown = [name for name in fields if name not in KNOWN[kind]]
+    unknown = [name for name in fields if name not in known]
     if unknown and not ignore_unknown:
         raise BadRequest(f"unknown field {unknown[0]!r} (the server runs without --ignore-unknown-fields)",
                          unknown[0])
-    for name, (allowed, why) in REFUSED.items():
+    for name, (allowed, why) in refused.items():
         if name in fields and not allowed(msgspec.json.decode(fields[name])):
             raise BadRequest(f"{name}: {why}", name)
     if not unknown:
