@@ -79,7 +79,8 @@ class FrontendApp:
                                            opts.direct_header if opts.router_mode == "direct" else None)
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
-        route = self._routes.get((req.method, req.path))
+        # HEAD is GET without the body (the connection sends the head only)
+        route = self._routes.get(("GET" if req.method == "HEAD" else req.method, req.path))
         if route is None:
             known = any(path == req.path for _, path in self._routes)
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
