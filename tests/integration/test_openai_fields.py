@@ -6,8 +6,6 @@ import json
 import urllib.error
 import urllib.request
 
-import pytest
-
 from shared.tokenizer import Tokenizer
 
 
@@ -25,17 +23,12 @@ def events(raw: bytes) -> list[dict]:
     return [json.loads(ln[6:]) for ln in lines]
 
 
-@pytest.fixture
-def ref(cluster):
+def test_fields(cluster, tiny_model) -> None:
     cluster.worker(engine="reference")
     cluster.frontend()
     cluster.wait_models()
-    return cluster
-
-
-def test_fields(ref, tiny_model) -> None:
     tok = Tokenizer.from_dir(tiny_model)
-    url, model = ref.url, ref.model_name
+    url, model = cluster.url, cluster.model_name
     base = {"model": model, "prompt": "Hello", "max_tokens": 8, "temperature": 0}
 
     # logit_bias {id: 100}: greedy output is that token, in chat and completions

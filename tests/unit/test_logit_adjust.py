@@ -81,3 +81,11 @@ def test_frequency_and_presence_penalties_follow_openai_over_output_tokens_only(
 def test_no_adjustment_returns_the_same_tensor() -> None:
     logits = torch.randn(2, 5)
     assert adjust_logits(logits, [SamplingSpec(), SamplingSpec()], [None, None]) is logits
+
+
+def test_sglang_gets_logit_bias_with_string_keys() -> None:
+    from shared.engine.sglang.mapping import sampling_params
+
+    req = EngineRequest(request_id="r", token_ids=[1], sampling=SamplingOptions(logit_bias={5: 100.0, 7: -3.5}))
+    assert sampling_params(req)["logit_bias"] == {"5": 100.0, "7": -3.5}
+    assert "logit_bias" not in sampling_params(EngineRequest(request_id="r", token_ids=[1]))
