@@ -199,3 +199,12 @@ def test_frontend_text_streamed_under_any_split_equals_decode_of_all_ids(tok: To
         i, k = i + n, k + 1
     full = tok.decode(ids)
     assert text == (full[: full.find(stop)] if stop and stop in full else full)
+
+
+def test_special_tokens_are_dropped_before_bytes_are_decoded(tok: Tokenizer) -> None:
+    """The API's text is decode(ids, skip_special_tokens=True), as vLLM and SGLang send it: a special token
+    between two bytes of one character leaves one U+FFFD (decode with specials kept shows two)."""
+    ids = [0xE4, 259, 0xBD]  # the first two bytes of a 3-byte character around <|assistant|>
+    detok = IncrementalDetokenizer(tok)
+    assert "".join(detok.add([i]) for i in ids) + detok.flush() == tok.decode(ids) == "\ufffd"
+    assert tok.decode(ids, skip_special_tokens=False) == "\ufffd<|assistant|>\ufffd"
