@@ -41,7 +41,6 @@ REFUSED: dict[str, tuple[Allowed, str]] = {
     "prompt_cache_options": (null, "prompt cache options are not supported (prefix caching is automatic)"),
     "prompt_cache_retention": (null, "prompt cache retention is not configurable"),
     "best_of": (lambda v: v in (None, 1), "best_of is not supported; ask for n choices instead"),
-    "suffix": (null, "suffix needs a fill-in-the-middle model; this model card does not declare one"),
 }
 
 # Accepted hints with nothing to do: prefix caching is automatic; the id is logged with `user`.

@@ -18,6 +18,7 @@ from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
 from shared.runtime.errors import RuntimeFailure
 from shared.tokenizer import Tokenizer
+from shared.tokenizer.fim import fim_prompt, fim_sentinels
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
@@ -136,12 +137,11 @@ async def prepare(
             text, ids = None, list(prompt)  # type: ignore[arg-type]
             if any(i < 0 or i >= tok.vocab_size for i in ids):
                 raise BadRequest("prompt token id out of the vocabulary", "prompt")
-        elif isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            text = prompt[0]
-            ids = await _encode(tok, text)
-        elif isinstance(prompt, str):
-            text = prompt
-            ids = await _encode(tok, text)
+            if req.suffix is not None:
+                raise BadRequest("suffix needs a text prompt", "suffix")
+        elif isinstance(prompt, str) or (len(prompt) == 1 and isinstance(prompt[0], str)):
+            text = prompt if isinstance(prompt, str) else prompt[0]
+            ids = await _encode(tok, text if req.suffix is None else _fill_in_the_middle(tok, text, req.suffix))
         else:
             raise BadRequest("prompt must be a string, a list of one string, or a list of token ids", "prompt")
         max_tokens = req.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
@@ -179,6 +179,14 @@ async def prepare(
     include_usage = bool(opts and opts.include_usage)
     return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n, _echo(tok, req, text, ids),
                     bool(opts and opts.continuous_usage_stats))
+
+
+def _fill_in_the_middle(tok: Tokenizer, prefix: str, suffix: str) -> str:
+    sentinels = fim_sentinels(tok)
+    if sentinels is None:
+        raise BadRequest("suffix needs a fill-in-the-middle model; this model's tokenizer has no FIM tokens",
+                         "suffix")
+    return fim_prompt(sentinels, prefix, suffix)
 
 
 def _echo(tok: Tokenizer, req: ChatCompletionRequest | CompletionRequest, text: str | None, ids: list[int]) -> str:

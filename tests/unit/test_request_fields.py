@@ -41,7 +41,7 @@ def test_chat_fields_shoal_lacks_are_a_400_naming_them(field: str, value: object
     assert e.value.param == field
 
 
-@pytest.mark.parametrize(("field", "value"), [("suffix", "end"), ("best_of", 3)])
+@pytest.mark.parametrize(("field", "value"), [("best_of", 3)])
 def test_completion_fields_shoal_lacks_are_a_400_naming_them(field: str, value: object) -> None:
     with pytest.raises(BadRequest) as e:
         check_fields(_body(CompletionRequest, **{field: value}), CompletionRequest, True)
@@ -59,7 +59,7 @@ def test_refusals_cover_only_fields_outside_the_request_struct() -> None:
     for kind in (ChatCompletionRequest, CompletionRequest):
         implemented = {f.name for f in msgspec.structs.fields(kind)}
         assert not (implemented & AGENTS_FIELDS - {"tools", "tool_choice", "response_format"})
-        assert not (implemented & REFUSED.keys() - {"suffix"})
+        assert not (implemented & REFUSED.keys())
 
 
 def test_unknown_field_is_a_400_naming_it_unless_ignored() -> None:
