@@ -63,6 +63,7 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = {}  # token id -> added to its logit before sampling (OpenAI's -100..100)
 
 
 class StopConditions(msgspec.Struct, frozen=True, omit_defaults=True):

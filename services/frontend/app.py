@@ -12,6 +12,7 @@ from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
+from services.frontend.fields import check_fields
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import (
     ChatCompletionRequest,
@@ -27,6 +28,8 @@ from services.frontend.preprocess import BadRequest, Prepared, prepare
 from services.frontend.responses import SSE_DONE, WORKER_HEADER, decode_body, json_encoder, sse_error
 from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
+from services.frontend.responses_api import parse_request, to_chat
+from services.frontend.responses_stream import answer
 from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
@@ -51,6 +54,7 @@ class FrontendOptions:
     max_prompt_tokens: int | None = None
     direct_header: str = "x-shoal-instance-id"
     router_mode: str = "round-robin"
+    ignore_unknown_fields: bool = False
 
 
 class FrontendApp:
@@ -63,6 +67,7 @@ class FrontendApp:
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
             ("POST", "/v1/embeddings"): self.embeddings,
+            ("POST", "/v1/responses"): self.responses,
             ("GET", "/v1/models"): self.list_models,
             ("GET", "/health"): self.health,
             ("GET", "/live"): self.health,
@@ -74,7 +79,8 @@ class FrontendApp:
                                            opts.direct_header if opts.router_mode == "direct" else None)
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
-        route = self._routes.get((req.method, req.path))
+        # HEAD is GET without the body (the connection sends the head only)
+        route = self._routes.get(("GET" if req.method == "HEAD" else req.method, req.path))
         if route is None:
             known = any(path == req.path for _, path in self._routes)
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
@@ -129,8 +135,21 @@ class FrontendApp:
     async def completions(self, req: Request) -> Response | StreamingResponse:
         return await self._generate(req, CompletionRequest, "cmpl")
 
+    async def responses(self, req: Request) -> Response | StreamingResponse:
+        """/v1/responses, translated to and from the chat path (services.frontend.responses_api)."""
+        try:
+            parsed = parse_request(req.body, self.opts.ignore_unknown_fields)
+            req.body = _json.encode(to_chat(parsed))  # the same Request: a client leaving still ends the chat
+        except BadRequest as e:
+            return _failure(e)
+        return answer(parsed, await self.chat(req))
+
     async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
-        body = decode_body(req.body, kind)
+        try:
+            raw = check_fields(req.body, kind, self.opts.ignore_unknown_fields)
+        except BadRequest as e:
+            return _failure(e)
+        body = decode_body(raw, kind)
         if isinstance(body, Response):
             return body
         model = self.registry.get(body.model)
@@ -154,9 +173,11 @@ class FrontendApp:
         if self.opts.router_mode == "direct" and not instance:
             return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")
         chat = isinstance(body, ChatCompletionRequest)
+        if body.user is not None:
+            log.info("request_user", request_id=request_id, user=body.user)
         if body.n > 1:
             return await self._run_choices(model, prepared, instance, chat, body.stream, body.n)
-        return await self._run(req, model, prepared, instance, chat=chat, stream=body.stream)
+        return await self._run(req, model, prepared, instance, chat=chat, stream=body.stream, user=body.user)
 
     def _admit(self) -> Callable[[], None]:
         """Count a request in flight; the returned release (idempotent) counts it out."""
@@ -186,11 +207,14 @@ class FrontendApp:
         return StreamingResponse(200, choices.stream(chat, release))
 
     async def _run(self, req: Request, model: ModelEntry, p: Prepared, instance: str | None,
-                   chat: bool, stream: bool) -> Response | StreamingResponse:
+                   chat: bool, stream: bool, user: str | None = None) -> Response | StreamingResponse:
         started = time.monotonic()
         release = self._admit()
-        with span("frontend.request", attributes={"request_id": p.request.request_id, "model": model.name,
-                                                  "prompt_tokens": len(p.request.token_ids)}):
+        attributes: dict[str, str | int] = {"request_id": p.request.request_id, "model": model.name,
+                                            "prompt_tokens": len(p.request.token_ids)}
+        if user is not None:
+            attributes["user"] = user  # OpenAI's end-user id, for tracing abuse back
+        with span("frontend.request", attributes=attributes):
             headers = inject_headers({})
             served: dict[str, str] = {}
             batches = self.dispatcher.stream(model, p.request, instance, headers, served)

@@ -30,6 +30,12 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     drain_grace: float = 30.0
     worker_silence_timeout: float = 5.0
     kv_events: bool = True
+    ignore_unknown_fields: bool = False
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_allowed_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "OPTIONS")
+    cors_allowed_headers: tuple[str, ...] = ("authorization", "content-type")
+    header_timeout: float = 10.0
+    max_connections: int | None = None
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -57,6 +63,17 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-prompt-tokens", type=int, default=None)
     g.add_argument("--api-key", default=os.environ.get("SHOAL_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
+    g.add_argument("--cors-allowed-origins", type=_csv, default=(),
+                   help="comma-separated origins browsers may call from ('*': any); default: no CORS")
+    g.add_argument("--cors-allowed-methods", type=_csv, default=("GET", "HEAD", "POST", "OPTIONS"))
+    g.add_argument("--cors-allowed-headers", type=_csv, default=("authorization", "content-type"),
+                   help="request headers a page may send ('*': any)")
+    g.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a whole request head before the connection is closed")
+    g.add_argument("--max-connections", type=int, default=None,
+                   help="open client connections before new ones are answered 503 (default: no limit)")
+    g.add_argument("--ignore-unknown-fields", action="store_true",
+                   help="drop request fields the OpenAI API does not define (default: answer 400 naming them)")
     g.add_argument("--custom-jinja-template", default=None, help="chat template file overriding the model's")
     g.add_argument("--drain-grace", type=float, default=30.0)
     g.add_argument("--worker-silence-timeout", type=float, default=5.0,
@@ -81,5 +98,12 @@ def parse(argv: list[str]) -> FrontendConfig:
         custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
         worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
+        ignore_unknown_fields=ns.ignore_unknown_fields, cors_allowed_origins=ns.cors_allowed_origins,
+        cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
+        header_timeout=ns.header_timeout, max_connections=ns.max_connections,
     )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 

@@ -9,7 +9,8 @@ from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
-from shared.http import HttpServer
+from shared.http import Handler, HttpServer
+from shared.http.cors import Cors, CorsPolicy
 from shared.routing import make_router
 from shared.routing.base import Router
 from shared.runtime.service import Service, run
@@ -23,8 +24,13 @@ async def amain(argv: list[str]) -> None:
         await registry.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
-            router_mode=cfg.router_mode))
-        http = HttpServer(app, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes)
+            router_mode=cfg.router_mode, ignore_unknown_fields=cfg.ignore_unknown_fields))
+        handler: Handler = app
+        if cfg.cors_allowed_origins:
+            handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,
+                                           cfg.cors_allowed_headers))
+        http = HttpServer(handler, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes,
+                          header_timeout=cfg.header_timeout, max_connections=cfg.max_connections)
         port = await http.start()
         svc.set_ready()
         svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router_mode)

@@ -32,6 +32,7 @@ class ChatMessage(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class StreamOptions(msgspec.Struct, frozen=True):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # usage on every chunk too (vLLM's extension)
 
 
 class _Common(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +54,7 @@ class _Common(msgspec.Struct, frozen=True, kw_only=True):
     ignore_eos: bool = False
     min_tokens: NonNegInt = 0
     user: str | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None  # token id -> bias
 
 
 class ChatCompletionRequest(_Common, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from services.frontend import openai_types as t
+from services.frontend.responses_api import ResponsesRequest
 
 _REF = "#/components/schemas/{name}"
 
@@ -32,7 +33,7 @@ def _errors() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [t.ChatCompletionRequest, t.CompletionRequest, t.ChatCompletion, t.ChatCompletionChunk, t.Completion,
-         t.EmbeddingRequest, t.EmbeddingResponse, t.ModelList, t.ErrorResponse], ref_template=_REF)
+         t.EmbeddingRequest, t.EmbeddingResponse, t.ModelList, t.ErrorResponse, ResponsesRequest], ref_template=_REF)
     post = {
         "/v1/chat/completions": ("ChatCompletionRequest", "ChatCompletion"),
         "/v1/completions": ("CompletionRequest", "Completion"),
@@ -44,6 +45,10 @@ def openapi_document() -> dict[str, Any]:
     paths["/v1/embeddings"] = {"post": {"requestBody": _body("EmbeddingRequest"),
                                         "responses": {"200": _ok("EmbeddingResponse"), **_errors()}}}
     paths["/v1/models"] = {"get": {"responses": {"200": _ok("ModelList")}}}
+    response = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}},
+                                                 "text/event-stream": {"schema": {"type": "string"}}}}
+    paths["/v1/responses"] = {"post": {"requestBody": _body("ResponsesRequest"),
+                                       "responses": {"200": response, **_errors()}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "shoal OpenAI-compatible API", "version": "1"},

@@ -28,8 +28,11 @@ class Step:
 
 
 class OutputState:
-    def __init__(self, tok: Tokenizer, prompt_tokens: int, stops: list[str], want_logprobs: bool) -> None:
+    def __init__(self, tok: Tokenizer, prompt_tokens: int, stops: list[str], want_logprobs: bool,
+                 echo: str = "", continuous_usage: bool = False) -> None:
         self.tok = tok
+        self.echo = echo  # sent ahead of the first output (completions' echo)
+        self.continuous_usage = continuous_usage
         self.detok = IncrementalDetokenizer(tok)
         self.stopper = StopStringMatcher(stops) if stops else None
         self.want_logprobs = want_logprobs
@@ -39,7 +42,8 @@ class OutputState:
         self.finish_reason: str | None = None
 
     def feed(self, chunks: list[OutputChunk]) -> Step:
-        step = Step()
+        step = Step(text=self.echo)
+        self.echo = ""
         for chunk in chunks:
             if self.finish_reason is not None:
                 break

@@ -18,6 +18,7 @@ from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
 from shared.runtime.errors import RuntimeFailure
 from shared.tokenizer import Tokenizer
+from shared.tokenizer.fim import fim_prompt, fim_sentinels
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
@@ -40,6 +41,8 @@ class Prepared:
     include_usage: bool
     logprobs: int | None  # None: none; k >= 0 top alternatives
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
+    echo: str = ""  # completions with echo: the prompt text, sent before the completion
+    continuous_usage: bool = False  # stream_options.continuous_usage_stats
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -51,8 +54,21 @@ def _stops(stop: str | list[str] | None) -> list[str]:
     return stops
 
 
-def _sampling(req: _Common) -> SamplingOptions:
-    kw: dict[str, object] = {}
+def _logit_bias(bias: dict[str, float] | None, vocab_size: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise BadRequest(f"logit_bias keys are token ids; {key!r} is not one", "logit_bias") from None
+        if not 0 <= token < vocab_size:
+            raise BadRequest(f"logit_bias token id {token} is outside the vocabulary", "logit_bias")
+        out[token] = value
+    return out
+
+
+def _sampling(req: _Common, vocab_size: int) -> SamplingOptions:
+    kw: dict[str, object] = {"logit_bias": _logit_bias(req.logit_bias, vocab_size)}
     for name in ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty",
                  "frequency_penalty", "presence_penalty"):
         value = getattr(req, name)
@@ -121,12 +137,11 @@ async def prepare(
             text, ids = None, list(prompt)  # type: ignore[arg-type]
             if any(i < 0 or i >= tok.vocab_size for i in ids):
                 raise BadRequest("prompt token id out of the vocabulary", "prompt")
-        elif isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            text = prompt[0]
-            ids = await _encode(tok, text)
-        elif isinstance(prompt, str):
-            text = prompt
-            ids = await _encode(tok, text)
+            if req.suffix is not None:
+                raise BadRequest("suffix needs a text prompt", "suffix")
+        elif isinstance(prompt, str) or (len(prompt) == 1 and isinstance(prompt[0], str)):
+            text = prompt if isinstance(prompt, str) else prompt[0]
+            ids = await _encode(tok, text if req.suffix is None else _fill_in_the_middle(tok, text, req.suffix))
         else:
             raise BadRequest("prompt must be a string, a list of one string, or a list of token ids", "prompt")
         max_tokens = req.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
@@ -157,8 +172,26 @@ async def prepare(
         ignore_eos=req.ignore_eos,
     )
     engine_req = EngineRequest(
-        request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req), stop=stop,
+        request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req, tok.vocab_size), stop=stop,
         output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls],
     )
-    include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n)
+    opts = req.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    return Prepared(engine_req, text, _stops(req.stop), include_usage, logprobs, n, _echo(tok, req, text, ids),
+                    bool(opts and opts.continuous_usage_stats))
+
+
+def _fill_in_the_middle(tok: Tokenizer, prefix: str, suffix: str) -> str:
+    sentinels = fim_sentinels(tok)
+    if sentinels is None:
+        raise BadRequest("suffix needs a fill-in-the-middle model; this model's tokenizer has no FIM tokens",
+                         "suffix")
+    return fim_prompt(sentinels, prefix, suffix)
+
+
+def _echo(tok: Tokenizer, req: ChatCompletionRequest | CompletionRequest, text: str | None, ids: list[int]) -> str:
+    if not isinstance(req, CompletionRequest) or not req.echo:
+        return ""
+    if req.logprobs is not None:
+        raise BadRequest("echo with logprobs needs prompt logprobs, which shoal does not compute", "echo")
+    return text if text is not None else tok.decode(ids)

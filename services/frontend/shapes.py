@@ -29,7 +29,8 @@ from services.frontend.responses import json_encoder, sse_event
 
 def new_state(model: ModelEntry, p: Prepared) -> OutputState:
     """Detokenizer, stop strings and token counts of one choice."""
-    return OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops, p.logprobs is not None)
+    return OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops, p.logprobs is not None,
+                       p.echo, p.continuous_usage)
 
 
 class ChoiceChunks:
@@ -45,14 +46,15 @@ class ChoiceChunks:
         if not (step.text or step.finish_reason or (st.want_logprobs and step.logprobs)):
             return b""
         chunk: msgspec.Struct
+        usage = st.usage() if st.continuous_usage else None
         if self.chat:
             delta = Delta(role=None if self.role_sent else "assistant", content=step.text)
             self.role_sent = True
             chunk = ChatCompletionChunk(self.rid, self.created, self.model, [ChatChunkChoice(
-                self.index, delta, step.finish_reason, st.chat_logprobs(step))])
+                self.index, delta, step.finish_reason, st.chat_logprobs(step))], usage=usage)
         else:
             chunk = Completion(self.rid, self.created, self.model, [CompletionChoice(
-                self.index, step.text, step.finish_reason, st.completion_logprobs(step, self.offset))])
+                self.index, step.text, step.finish_reason, st.completion_logprobs(step, self.offset))], usage)
             self.offset += len(step.text)
         return sse_event(chunk)
 

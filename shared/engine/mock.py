@@ -210,8 +210,14 @@ class MockEngine(Engine):
         await asyncio.sleep(ms / 1000 if ms >= 0.05 else 0)
 
     def _next_token(self, seq: _Seq) -> int:
+        """The scheduled token scores 1 and every other 0; logit_bias is added, the best score wins."""
         out = self.cfg.output_tokens
-        return out[(seq.tokens[-1] * 7 + len(seq.tokens)) % len(out)]
+        scheduled = out[(seq.tokens[-1] * 7 + len(seq.tokens)) % len(out)]
+        bias = seq.request.sampling.logit_bias
+        if not bias:
+            return scheduled
+        scores = {t: float(t == scheduled) + bias.get(t, 0.0) for t in sorted({*out, *bias})}
+        return max(scores, key=lambda t: (scores[t], t == scheduled))
 
     def _emit(self, seq: _Seq) -> None:
         token = self._next_token(seq)

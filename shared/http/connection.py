@@ -42,8 +42,8 @@ class _Reject(Exception):
 
 
 class HttpConnection(asyncio.Protocol):
-    __slots__ = ("_body", "_client", "_closed", "_continue", "_current", "_failed", "_head_sent", "_header_bytes",
-                 "_headers", "_lingering", "_loop", "_method", "_parser", "_pending", "_read_paused",
+    __slots__ = ("_body", "_client", "_closed", "_continue", "_current", "_failed", "_head_sent", "_head_timer",
+                 "_header_bytes", "_headers", "_lingering", "_loop", "_method", "_parser", "_pending", "_read_paused",
                  "_state", "_task", "_timer", "_transport", "_url", "_writable", "_write_paused")
 
     def __init__(self, state: ServerState) -> None:
@@ -61,6 +61,7 @@ class HttpConnection(asyncio.Protocol):
         self._current: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None  # a head still arriving; data does not reset it
         self._writable: asyncio.Future[None] | None = None
         self._closed = self._failed = self._lingering = self._continue = self._head_sent = False
         self._read_paused = self._write_paused = False
@@ -71,13 +72,20 @@ class HttpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         peer = transport.get_extra_info("peername")
         self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-        self._state.connections.add(self)
-        self._arm_timer(self._state.keepalive_timeout)
+        state = self._state
+        if state.max_connections is not None and len(state.connections) >= state.max_connections:
+            self._transport.write(encode_head(503, "application/json", [("retry-after", "1")],
+                                              b"content-length: 0\r\n" + _CLOSE, state.date))
+            self._transport.close()
+            return
+        state.connections.add(self)
+        self._arm_timer(min(state.keepalive_timeout, state.header_timeout))  # the first request must start soon
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._state.connections.discard(self)
         self._cancel_timer()
+        self._cancel_head_timer()
         self._pending.clear()
         if self._current is not None:
             self._current.mark_lost()
@@ -119,6 +127,8 @@ class HttpConnection(asyncio.Protocol):
     # --- parser callbacks ---
 
     def on_message_begin(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self._loop.call_later(self._state.header_timeout, self._on_head_timeout)
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
@@ -136,6 +146,7 @@ class HttpConnection(asyncio.Protocol):
         self._headers[key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
         method = self._parser.get_method()
         self._method = _METHODS.get(method) or method.decode("latin-1")
         length = self._headers.get("content-length")
@@ -361,6 +372,18 @@ class HttpConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _on_head_timeout(self) -> None:
+        """A request head still incomplete after header_timeout: a slow or stuck client; close."""
+        self._head_timer = None
+        if not self._read_paused and self._transport is not None:
+            log.info("http_header_timeout client=%s", self._client)
+            self._transport.close()
 
     def _on_timer(self) -> None:
         self._timer = None

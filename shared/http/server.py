@@ -26,13 +26,16 @@ class HttpServer:
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8000, *,
                  max_body_bytes: int = 16 * 2**20, max_header_bytes: int = 64 * 1024,
-                 keepalive_timeout: float = 75.0, backlog: int = 2048) -> None:
+                 keepalive_timeout: float = 75.0, header_timeout: float = 10.0,
+                 max_connections: int | None = None, backlog: int = 2048) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
         self.backlog = backlog
         self._server: asyncio.Server | None = None
         self._state: ServerState | None = None
@@ -45,7 +48,8 @@ class HttpServer:
     async def start(self) -> int:
         """Listen; returns the bound port (a free one when port is 0)."""
         loop = asyncio.get_running_loop()
-        state = ServerState(self.handler, loop, self.max_body_bytes, self.max_header_bytes, self.keepalive_timeout)
+        state = ServerState(self.handler, loop, self.max_body_bytes, self.max_header_bytes, self.keepalive_timeout,
+                            self.header_timeout, self.max_connections)
         self._state = state
         self._server = await loop.create_server(lambda: HttpConnection(state), self.host, self.port,
                                                 backlog=self.backlog, reuse_address=True)

@@ -14,16 +14,19 @@ if TYPE_CHECKING:
 
 
 class ServerState:
-    __slots__ = ("_date_timer", "connections", "date", "draining", "handler", "idle", "in_flight",
-                 "keepalive_timeout", "loop", "max_body_bytes", "max_header_bytes")
+    __slots__ = ("_date_timer", "connections", "date", "draining", "handler", "header_timeout", "idle", "in_flight",
+                 "keepalive_timeout", "loop", "max_body_bytes", "max_connections", "max_header_bytes")
 
     def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, max_body_bytes: int,
-                 max_header_bytes: int, keepalive_timeout: float) -> None:
+                 max_header_bytes: int, keepalive_timeout: float, header_timeout: float = 10.0,
+                 max_connections: int | None = None) -> None:
         self.handler = handler
         self.loop = loop
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
         self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout  # a request head must be complete this long after it began
+        self.max_connections = max_connections
         self.connections: set[HttpConnection] = set()
         self.in_flight = 0
         self.draining = False

@@ -1,6 +1,9 @@
 """Throughput of shared.http: a small JSON response and a 64-chunk SSE stream, at concurrency 64.
 
-    python -m tests.bench.bench_http [--duration 5] [--concurrency 64] [--chunks 64]
+    python -m tests.bench.bench_http [--duration 5] [--concurrency 64] [--chunks 64] [--server shoal|uvicorn]
+
+--server uvicorn serves the same bytes from a bare ASGI app on uvicorn (uvloop, httptools), the
+library server shoal's own shared.http has to beat to keep its place (docs/ARCHITECTURE.md).
 
 The server runs under uvloop pinned to core 0; the aiohttp load generator runs in another
 process pinned to core 1 (taskset -c 1). Prints requests/s and the server's CPU time per request.
@@ -50,6 +53,37 @@ def serve(chunks: int) -> None:
     uvloop.run(main())
 
 
+def serve_uvicorn(chunks: int) -> None:
+    import socket
+
+    import uvicorn
+
+    os.sched_setaffinity(0, {0})
+    json_head = {"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-type", b"application/json")]}
+    sse_head = {"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]}
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/sse":
+            await send(sse_head)  # type: ignore[operator]
+            for _ in range(chunks - 1):
+                await send({"type": "http.response.body", "body": SSE_CHUNK, "more_body": True})  # type: ignore[operator]
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})  # type: ignore[operator]
+            return
+        await send(json_head)  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": JSON_BODY})  # type: ignore[operator]
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off", access_log=False,
+                            log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 def load(url: str, concurrency: int, duration: float) -> None:
     import aiohttp
     import uvloop
@@ -95,14 +129,16 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--chunks", type=int, default=64)
+    p.add_argument("--server", choices=("shoal", "uvicorn"), default="shoal")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        return serve(args.chunks)
+        return serve_uvicorn(args.chunks) if args.server == "uvicorn" else serve(args.chunks)
     if args.load:
         return load(args.load, args.concurrency, args.duration)
-    server = subprocess.Popen([sys.executable, "-m", MODULE, "--serve", "--chunks", str(args.chunks)], cwd=ROOT,
+    server = subprocess.Popen([sys.executable, "-m", MODULE, "--serve", "--server", args.server,
+                               "--chunks", str(args.chunks)], cwd=ROOT,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -110,8 +146,10 @@ def main() -> None:
         rows = [run_case("json", base + "/json", server.pid, args),
                 run_case(f"sse x{args.chunks}", base + "/sse", server.pid, args)]
     finally:
+        if args.server == "uvicorn":
+            server.terminate()  # uvicorn stops on SIGTERM
         server.communicate(input="", timeout=10)
-    print(f"concurrency {args.concurrency}, {args.duration:.0f}s per case, server on core 0 (uvloop), "
+    print(f"{args.server}: concurrency {args.concurrency}, {args.duration:.0f}s per case, server on core 0 (uvloop), "
           f"aiohttp client on core 1")
     print(f"{'case':<10} {'req/s':>10} {'server cpu %':>13} {'server us/req':>14}")
     for name, rps, cpu_pct, us in rows:

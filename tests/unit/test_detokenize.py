@@ -177,3 +177,34 @@ def test_stop_matcher_equals_cutting_the_whole_text(text: str, stops: list[str],
             expected, expect_stop = text[: min(hits)], True
             break
     assert (out, stopped) == (expected, expect_stop)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(st.one_of(st.integers(0, 260), st.sampled_from([0xE4, 0xF0, 0x9F, 0xBD, 0x80, EOS])),
+                    min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 7), max_size=10), stop=st.sampled_from([None, "a", "\ufffd", "ab", "\ufffdb"]))
+def test_frontend_text_streamed_under_any_split_equals_decode_of_all_ids(tok: Tokenizer, ids: list[int],
+                                                                        cuts: list[int], stop: str | None) -> None:
+    """What the API sends (services.frontend.postprocess), streamed in chunks of any size, is the
+    tokenizer's decode of every generated id, cut before the first stop string."""
+    from protocol.messages import OutputChunk
+    from services.frontend.postprocess import OutputState
+
+    state = OutputState(tok, 3, [stop] if stop else [], want_logprobs=False)
+    text, i, k = "", 0, 0
+    while i < len(ids) and state.finish_reason is None:
+        n = cuts[k % len(cuts)] if cuts else 1
+        last = i + n >= len(ids)
+        text += state.feed([OutputChunk(token_ids=ids[i : i + n], finish_reason="length" if last else None)]).text
+        i, k = i + n, k + 1
+    full = tok.decode(ids)
+    assert text == (full[: full.find(stop)] if stop and stop in full else full)
+
+
+def test_special_tokens_are_dropped_before_bytes_are_decoded(tok: Tokenizer) -> None:
+    """The API's text is decode(ids, skip_special_tokens=True), as vLLM and SGLang send it: a special token
+    between two bytes of one character leaves one U+FFFD (decode with specials kept shows two)."""
+    ids = [0xE4, 259, 0xBD]  # the first two bytes of a 3-byte character around <|assistant|>
+    detok = IncrementalDetokenizer(tok)
+    assert "".join(detok.add([i]) for i in ids) + detok.flush() == tok.decode(ids) == "\ufffd"
+    assert tok.decode(ids, skip_special_tokens=False) == "\ufffd<|assistant|>\ufffd"

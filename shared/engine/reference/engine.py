@@ -255,7 +255,8 @@ class ReferenceEngine(Engine):
         gen = None
         if s.seed is not None and s.temperature > 0:
             gen = torch.Generator(device=self._runner().device).manual_seed(s.seed)
-        return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs)
+        return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs,
+                            dict(s.logit_bias), s.repetition_penalty, s.frequency_penalty, s.presence_penalty)
 
     def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
         try:
@@ -327,9 +328,10 @@ class ReferenceEngine(Engine):
         assert seq.table is not None
         samples = s.samples
         end = s.start + s.num_tokens
+        history = (seq.tokens[:end], seq.prompt_len) if samples and seq.sampling.adjusts else None
         return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
                         seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
-                        chunk_embeds(seq, s.start, end))
+                        history, chunk_embeds(seq, s.start, end))
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0

@@ -1,4 +1,4 @@
-"""Batched token sampling: greedy, temperature, top-k, top-p, min-p, seeds, logprobs."""
+"""Batched token sampling: greedy, temperature, top-k, top-p, min-p, seeds, logprobs, bias and penalties."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from protocol.messages import TopLogprob
+from shared.engine.reference.logits import History, adjust_logits
 from shared.engine.reference.sequence import SamplingSpec
 
 
@@ -17,10 +18,13 @@ class SampleOutput:
     top: list[list[TopLogprob] | None]  # per row, when that row asked for top-k
 
 
-def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]]) -> SampleOutput:
-    """Pick one token per row of `logits` [rows, vocab] (float32)."""
+def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]],
+           histories: list[History | None] | None = None) -> SampleOutput:
+    """Pick one token per row of `logits` [rows, vocab] (float32); logprobs are the model's, before
+    bias and penalties (as vLLM reports them)."""
     want_lp = any(s.logprobs is not None for s in specs)
     logprobs = torch.log_softmax(logits, dim=-1) if want_lp else None
+    logits = adjust_logits(logits, specs, histories or [None] * len(specs))
     logits = _suppress(logits, banned)
     tokens = logits.argmax(dim=-1)
     sampled = [i for i, s in enumerate(specs) if not s.greedy]

@@ -21,6 +21,16 @@ class SamplingSpec:
     min_p: float = 0.0
     generator: torch.Generator | None = None
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: also top-k
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+
+    @property
+    def adjusts(self) -> bool:
+        """Whether sampling changes the logits first (shared.engine.reference.logits)."""
+        return bool(self.logit_bias) or self.repetition_penalty != 1.0 or bool(self.frequency_penalty) \
+            or bool(self.presence_penalty)
 
     @property
     def greedy(self) -> bool:

@@ -42,6 +42,8 @@ def sampling_params(req: EngineRequest) -> dict[str, Any]:
         params["stop_token_ids"] = list(stop.stop_token_ids)
     if s.seed is not None:
         params["sampling_seed"] = s.seed
+    if s.logit_bias:
+        params["logit_bias"] = {str(t): b for t, b in s.logit_bias.items()}  # SGLang keys are strings
     return params
 
 
