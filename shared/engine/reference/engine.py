@@ -23,6 +23,7 @@ from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
+from shared.engine.grammar import EngineGrammars
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.model_runner import ModelRunner, StepItem
@@ -70,6 +71,7 @@ class ReferenceEngine(Engine):
         self._in_step: set[Sequence] = set()  # sequences the running step writes KV for
         self._deferred: list[BlockTable] = []  # their tables, if aborted meanwhile
         self._context_length = 0
+        self._grammar_cache: EngineGrammars | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,8 +124,10 @@ class ReferenceEngine(Engine):
         return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
+        mask = await self._grammars().mask_for(request)
         imported = self._imported.pop(request.request_id, None)
         seq = self._new_seq(request) if imported is None else self._seq_from_import(request, imported)
+        seq.mask = mask
         async with contextlib.aclosing(self._run(seq)) as chunks:  # closed (and aborted) with us
             async for chunk in chunks:
                 yield chunk
@@ -329,7 +333,7 @@ class ReferenceEngine(Engine):
         end = s.start + s.num_tokens
         return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
                         seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
-                        chunk_embeds(seq, s.start, end))
+                        chunk_embeds(seq, s.start, end), seq.mask if samples else None)
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0
@@ -352,7 +356,9 @@ class ReferenceEngine(Engine):
         seq.generated += 1
         seq.stream.push(token, logprob, top)
         reason: str | None = None
-        if token in seq.stop_ids and seq.generated >= seq.request.stop.min_tokens:
+        if seq.mask is not None and (not seq.mask.accept(token) or seq.mask.done):
+            reason = "stop"  # the grammar is complete (or, defensively, refused the token)
+        elif token in seq.stop_ids and seq.generated >= seq.request.stop.min_tokens:
             reason = "stop"
         elif seq.generated >= seq.max_tokens or len(seq.tokens) >= self._context_length:
             reason = "length"
@@ -370,6 +376,13 @@ class ReferenceEngine(Engine):
             self._sink(events)
 
     # ---- typed accessors (the engine is usable only after start) -------------------------
+    def _grammars(self) -> EngineGrammars:
+        if self._grammar_cache is None:
+            runner = self._runner()
+            self._grammar_cache = EngineGrammars(self.cfg.model_path, int(runner.hf_config.vocab_size),
+                                                 runner.eos_ids)
+        return self._grammar_cache
+
     def _runner(self) -> ModelRunner:
         if self.runner is None:
             raise EngineError("engine_error", "engine not started")

@@ -8,6 +8,7 @@ import torch
 
 from protocol.messages import TopLogprob
 from shared.engine.reference.sequence import SamplingSpec
+from shared.grammar.mask import TokenMask, apply_masks
 
 
 @dataclass
@@ -17,8 +18,11 @@ class SampleOutput:
     top: list[list[TopLogprob] | None]  # per row, when that row asked for top-k
 
 
-def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]]) -> SampleOutput:
-    """Pick one token per row of `logits` [rows, vocab] (float32)."""
+def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]],
+           masks: list[TokenMask | None] | None = None) -> SampleOutput:
+    """Pick one token per row of `logits` [rows, vocab] (float32); rows with a grammar draw only what it allows."""
+    if masks:
+        apply_masks(logits, masks)  # constrained and free rows in one batch
     want_lp = any(s.logprobs is not None for s in specs)
     logprobs = torch.log_softmax(logits, dim=-1) if want_lp else None
     logits = _suppress(logits, banned)
