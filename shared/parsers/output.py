@@ -55,33 +55,38 @@ class ToolCallParser:
         self.fmt = fmt
         self.buf = ""
         self.started = False  # any output seen (at_start_only markers count only before)
+        self.in_region = False  # buf begins with a region that is not complete yet
+        self.gap = ""  # whitespace before the open region: dropped if it holds calls, content if not
         self.any_call = False
 
     def feed(self, text: str, final: bool = False) -> Parsed:
         self.buf += text
         out = Parsed()
         while self.buf:
-            region = self._region_start()
-            if region is None:
-                self._emit_safe(out, final)
-                break
-            out.content += self.buf[:region].rstrip()
-            self.buf, self.started = self.buf[region:], True
+            if not self.in_region:
+                region = self._region_start()
+                if region is None:
+                    self._emit_safe(out, final)
+                    break
+                before = self.buf[:region]
+                out.content += before.rstrip()
+                self.gap = before[len(before.rstrip()) :]
+                self.buf, self.started, self.in_region = self.buf[region:], True, True
             try:
                 got = self.fmt.take(self.buf, final)
             except Malformed as e:
-                out.content += self.buf[: e.length]
-                self.buf = self.buf[e.length :]
+                out.content += self.gap + self.buf[: e.length]
+                self.buf, self.gap, self.in_region = self.buf[e.length :], "", False
                 continue
             if got is None:
                 if final:  # cut short inside a call: the rest ends as text
-                    out.content += self.buf
-                    self.buf = ""
+                    out.content += self.gap + self.buf
+                    self.buf, self.gap = "", ""
                 break
             calls, used = got
             out.calls += calls
             self.any_call = self.any_call or bool(calls)
-            self.buf = self.buf[used:]
+            self.buf, self.gap, self.in_region = self.buf[used:], "", False
         return out
 
     def _region_start(self) -> int | None:

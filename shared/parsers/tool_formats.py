@@ -83,13 +83,31 @@ class _Enclosed(ToolFormat):
         raise NotImplementedError
 
 
-class Hermes(_Enclosed):
-    """Qwen 2.5 / Hermes: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, one per call."""
+class Hermes(ToolFormat):
+    """Qwen 2.5 / Hermes: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`, one per call.
+    The JSON is read as JSON, so a `</tool_call>` inside a string argument does not end the call."""
 
     begin, end = "<tool_call>", "</tool_call>"
+    starts = (begin,)
 
-    def body(self, text: str) -> list[ToolCall]:
-        return [_call(json.loads(text), 0)]
+    def __init__(self, tools: list[dict[str, Any]]) -> None:
+        pass
+
+    def take(self, region: str, final: bool) -> tuple[list[ToolCall], int] | None:
+        got = _json_at(region, len(self.begin))
+        if got is None:  # not complete yet, or not JSON: only the end of the output tells which
+            if final:
+                raise Malformed(len(region))
+            return None
+        obj, pos = got
+        tail = region[pos:]
+        rest = tail.lstrip()
+        if rest.startswith(self.end):
+            used = pos + len(tail) - len(rest) + len(self.end)
+            return [_call(obj, used)], used
+        if not final and self.end.startswith(rest):
+            return None
+        raise Malformed(pos)
 
 
 class Qwen3Coder(_Enclosed):
