@@ -63,7 +63,8 @@ CASES: list[Case] = [
          '"arguments": {}}</tool_call>', content='<tool_call>{"name": "x", "arguments": {}} junk', calls=[("y", {})]),
     Case("shoal", "qwen25", None, "plain answer with < and <tool but no call", content="plain answer with < and "
          "<tool but no call"),
-    Case("shoal", "qwen25", None, "trailing spaces stay when no call   ", content="trailing spaces stay when no call   "),
+    Case("shoal", "qwen25", None, "trailing spaces stay when no call   ",
+         content="trailing spaces stay when no call   "),
     # ---- llama3 ---------------------------------------------------------------------------------
     Case("template", "llama3", None, f'{{"name": "get_weather", "parameters": {j(W)}}}', calls=[("get_weather", W)]),
     Case("template", "llama3", None, f'<|python_tag|>{{"name": "s", "parameters": {j(UNI)}}}', calls=[("s", UNI)]),
@@ -121,11 +122,12 @@ CASES: list[Case] = [
          reasoning_text="Think hard.\n"),
     Case("sglang", None, "deepseek-r1", "<think>Also with the tag.</think>Yes.", content="Yes.",
          reasoning_text="Also with the tag."),
-    Case("template", None, "qwen3", "<think>\nhmm 日本\n</think>\n\nDone.", content="Done.", reasoning_text="\nhmm 日本\n"),
+    Case("template", None, "qwen3", "<think>\nhmm 日本\n</think>\n\nDone.", content="Done.",
+         reasoning_text="\nhmm 日本\n"),
     Case("sglang", None, "qwen3", "No thinking here.", content="No thinking here."),
     Case("sglang", None, "qwen3", "<think>cut short", reasoning_text="cut short"),
     Case("template", None, "kimi", "◁think▷plan◁/think▷ok", content="ok", reasoning_text="plan"),
-    Case("template", "qwen25", "qwen3", f"<think>\nI should call it.\n</think>\n\n<tool_call>\n{{\"name\": \"get_weather\", "
+    Case("template", "qwen25", "qwen3", "<think>\nI should call it.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", "
          f"\"arguments\": {j(W)}}}\n</tool_call>", reasoning_text="\nI should call it.\n", calls=[("get_weather", W)]),
     Case("template", "glm45", "glm45", "<think>x</think><tool_call>noop\n</tool_call>", reasoning_text="x",
          calls=[("noop", {})]),
