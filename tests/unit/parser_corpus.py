@@ -127,7 +127,8 @@ CASES: list[Case] = [
     Case("sglang", None, "qwen3", "No thinking here.", content="No thinking here."),
     Case("sglang", None, "qwen3", "<think>cut short", reasoning_text="cut short"),
     Case("template", None, "kimi", "◁think▷plan◁/think▷ok", content="ok", reasoning_text="plan"),
-    Case("template", "qwen25", "qwen3", "<think>\nI should call it.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", "
+    Case("template", "qwen25", "qwen3", "<think>\nI should call it.\n</think>\n\n<tool_call>\n"
+         "{\"name\": \"get_weather\", "
          f"\"arguments\": {j(W)}}}\n</tool_call>", reasoning_text="\nI should call it.\n", calls=[("get_weather", W)]),
     Case("template", "glm45", "glm45", "<think>x</think><tool_call>noop\n</tool_call>", reasoning_text="x",
          calls=[("noop", {})]),
