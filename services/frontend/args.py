@@ -9,6 +9,7 @@ import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.parsers.flags import add_parser_args
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
@@ -30,6 +31,8 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     drain_grace: float = 30.0
     worker_silence_timeout: float = 5.0
     kv_events: bool = True
+    tool_call_parser: str | None = None  # override what the model cards say
+    reasoning_parser: str | None = None
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -61,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--drain-grace", type=float, default=30.0)
     g.add_argument("--worker-silence-timeout", type=float, default=5.0,
                    help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
+    add_parser_args(g, where="overrides what the workers publish in their model cards")
     return p
 
 
@@ -81,5 +85,6 @@ def parse(argv: list[str]) -> FrontendConfig:
         custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
         router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
         worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
+        tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
     )
 

@@ -23,7 +23,8 @@ async def amain(argv: list[str]) -> None:
         await registry.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
-            router_mode=cfg.router_mode))
+            router_mode=cfg.router_mode, tool_call_parser=cfg.tool_call_parser,
+            reasoning_parser=cfg.reasoning_parser))
         http = HttpServer(app, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes)
         port = await http.start()
         svc.set_ready()

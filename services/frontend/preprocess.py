@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -18,6 +19,9 @@ from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
 from shared.runtime.errors import RuntimeFailure
 from shared.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from services.frontend.agents import AgentPlan
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
@@ -40,6 +44,7 @@ class Prepared:
     include_usage: bool
     logprobs: int | None  # None: none; k >= 0 top alternatives
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
+    agent: AgentPlan | None = None  # tools, reasoning, structured output (services.frontend.agents)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:

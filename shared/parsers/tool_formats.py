@@ -328,11 +328,10 @@ class GptOss(ToolFormat):
 
     def take(self, region: str, final: bool) -> tuple[list[ToolCall], int] | None:
         i = region.find("<|call|>")
-        if i < 0:
-            if final:
-                raise Malformed(len(region))
+        if i < 0 and not final:
             return None
-        used = i + len("<|call|>")
+        # `<|call|>` is an end-of-sequence token, which the frontend's detokenizer drops: the output's end ends it
+        i, used = (i, i + len("<|call|>")) if i >= 0 else (len(region), len(region))
         m = self._one.match(region[:i])
         if m is None:
             raise Malformed(used)

@@ -117,6 +117,8 @@ CASES: list[Case] = [
     Case("template", "gpt-oss", "gpt-oss", "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant"
          f"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{j(W)}<|call|>",
          reasoning_text="Need the weather.", calls=[("get_weather", W)]),
+    Case("shoal", "gpt-oss", "gpt-oss", f"<|channel|>commentary to=functions.u <|constrain|>json<|message|>{j(UNI)}",
+         calls=[("u", UNI)]),  # <|call|> is an end-of-sequence token: the detokenizer drops it
     # ---- reasoning ---------------------------------------------------------------------------------------
     Case("template", None, "deepseek-r1", "Think hard.\n</think>\n\nThe answer is 4.", content="The answer is 4.",
          reasoning_text="Think hard.\n"),
