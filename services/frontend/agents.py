@@ -135,7 +135,7 @@ def _response_format(fmt: dict[str, Any] | None) -> Grammar | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs json_schema.schema (an object)", "response_format")
-        return Grammar("json_schema", json.dumps(fix_schema(schema)))
+        return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
     return None
 
 

@@ -71,7 +71,7 @@ class GrammarCache:
         c = self._compiler
         try:
             if g.kind == "json_schema":
-                schema = json.dumps(fix_schema(parse_schema(g.spec)))
+                schema = json.dumps(fix_schema(parse_schema(g.spec)), ensure_ascii=False)
                 out = c.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
             elif g.kind == "json_object":
                 out = c.compile_json_schema('{"type": "object"}', any_whitespace=False)

@@ -1,9 +1,12 @@
 """JSON schemas as xgrammar should see them.
 
 xgrammar 0.2.9 lets raw control characters (U+0000..U+001F) into strings bounded by
-`minLength`/`maxLength`, which is not JSON. Such a string becomes the equivalent
-`pattern` of plain characters (no escapes), which xgrammar enforces exactly: the output
-stays valid JSON and valid under the original schema.
+`minLength`/`maxLength`, which is not JSON, and its byte-level matching of negated
+character classes admits UTF-8 surrogates and overlong forms. Such a string becomes a
+`pattern` of plain characters named by positive ranges (no escapes, no controls, no
+surrogates), which xgrammar enforces exactly: the output stays valid UTF-8, valid JSON
+and valid under the original schema. Specs that carry it must be dumped with
+`ensure_ascii=False` (the ranges are real characters).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_PLAIN_CHAR = '[^\\x00-\\x1f"\\\\]'
+_PLAIN_CHAR = "[ !#-\\[\\]-~\u00a0-\ud7ff\ue000-\uffff\U00010000-\U0010ffff]"
 _SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_ONE = ("items", "additionalProperties", "not", "contains")

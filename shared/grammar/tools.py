@@ -33,7 +33,7 @@ def forced_tool_grammar(parser: str, tools: list[dict[str, Any]], name: str | No
     ValueError for a parser with no such grammar (see FORCEABLE)."""
     fixed = _fixed(tools)
     if parser == "mistral":
-        return Grammar("structural_tag", json.dumps(_mistral(fixed, name, parallel)))
+        return Grammar("structural_tag", json.dumps(_mistral(fixed, name, parallel), ensure_ascii=False))
     if parser not in _BUILTIN:
         raise ValueError(f"tool_choice required or named is not supported with the {parser!r} tool-call parser "
                          f"(supported: {', '.join(FORCEABLE)})")
@@ -45,7 +45,7 @@ def forced_tool_grammar(parser: str, tools: list[dict[str, Any]], name: str | No
     if fmt["type"] == "triggered_tags":  # free text may follow the calls: forced, only calls may
         tag["format"] = {"type": "tags_with_separator", "tags": fmt["tags"], "at_least_one": True,
                          "stop_after_first": not parallel, "separator": "; " if parser == "llama3" else "\n"}
-    return Grammar("structural_tag", json.dumps(tag))
+    return Grammar("structural_tag", json.dumps(tag, ensure_ascii=False))
 
 
 def _mistral(tools: list[dict[str, Any]], name: str | None, parallel: bool) -> dict[str, Any]:
