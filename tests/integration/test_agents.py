@@ -21,7 +21,7 @@ def _client(cluster: Any) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=cluster.url + "/v1", api_key="none", max_retries=0, timeout=300)
 
 
-async def _gather_limited(coros: list[Any], limit: int = 8) -> list[Any]:
+async def _gather_limited(coros: list[Any], limit: int = 40) -> list[Any]:
     sem = asyncio.Semaphore(limit)
 
     async def one(c: Any) -> Any:
@@ -66,8 +66,9 @@ def test_json_schema_output_validates_streamed_and_not(cluster):
         client = _client(cluster)
         fmt = [{"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": s, "strict": True}}
                for i, s in enumerate(SCHEMAS)]
-        whole = await _gather_limited([_chat(client, cluster.model_name, False, response_format=f) for f in fmt])
-        streamed = await _gather_limited([_chat(client, cluster.model_name, True, response_format=f) for f in fmt])
+        both = await _gather_limited([_chat(client, cluster.model_name, stream, response_format=f)
+                                      for stream in (False, True) for f in fmt])
+        whole, streamed = both[: len(fmt)], both[len(fmt) :]
         for schema, w, s in zip(SCHEMAS, whole, streamed, strict=True):
             jsonschema.validate(json.loads(w["content"]), schema)
             assert w["finish"] == "stop"
@@ -75,7 +76,7 @@ def test_json_schema_output_validates_streamed_and_not(cluster):
 
         # a JSON object, a regex, a choice
         obj = await _chat(client, cluster.model_name, False, response_format={"type": "json_object"},
-                          max_completion_tokens=400)
+                          max_completion_tokens=40)
         assert obj["finish"] == "length" or isinstance(json.loads(obj["content"]), dict)
         rx = await _chat(client, cluster.model_name, False, extra_body={"regex": "[0-9]{3}-[a-z]{2}"})
         assert len(rx["content"]) == 6 and rx["content"][3] == "-" and rx["finish"] == "stop"
@@ -96,32 +97,43 @@ def test_json_schema_output_validates_streamed_and_not(cluster):
     asyncio.run(run())
 
 
-@pytest.mark.parametrize("parser", ["qwen25", "llama3", "mistral"])
-def test_required_tool_calls_validate_and_stream_the_same(cluster, parser):
-    cluster.worker("--tool-call-parser", "qwen25", engine="reference")
-    cluster.frontend("--tool-call-parser", parser)  # the frontend's flag overrides the model card's
-    cluster.wait_models()
+PARSERS = ("qwen25", "llama3", "mistral")
+
+
+def test_required_tool_calls_validate_and_stream_the_same(cluster):
+    cluster.worker("--tool-call-parser", "qwen25", "--max-num-seqs", "128", engine="reference")
+    urls = {}
+    for parser in PARSERS:  # one frontend per format: its flag overrides the model card's
+        cluster.frontend("--tool-call-parser", parser)
+        cluster.wait_models()
+        urls[parser] = cluster.url
     tools = [{"type": "function", "function": {"name": f"f{i}", "description": "generated",
                                                "parameters": s}} for i, s in enumerate(SCHEMAS)]
+    offers = [[tools[i], tools[(i + 7) % len(tools)]] for i in range(len(tools))]  # call one of two
+    kw = [{"tools": o, "tool_choice": "required", "parallel_tool_calls": False} for o in offers]
 
     async def run() -> None:
-        client = _client(cluster)
-        # each request offers two tools and must call one
-        offers = [[tools[i], tools[(i + 7) % len(tools)]] for i in range(len(tools))]
-        kw = [{"tools": o, "tool_choice": "required", "parallel_tool_calls": False} for o in offers]
-        whole = await _gather_limited([_chat(client, cluster.model_name, False, **k) for k in kw])
-        streamed = await _gather_limited([_chat(client, cluster.model_name, True, **k) for k in kw])
-        for offer, w, s in zip(offers, whole, streamed, strict=True):
-            assert w["finish"] == "tool_calls" and len(w["calls"]) == 1 and not w["content"]
-            _, name, arguments = w["calls"][0]
-            schema = next(t["function"]["parameters"] for t in offer if t["function"]["name"] == name)
-            jsonschema.validate(json.loads(arguments), schema)
-            assert [c[1:] for c in s["calls"]] == [c[1:] for c in w["calls"]]  # same calls (ids are per response)
-            assert s["finish"] == "tool_calls" and not s["content"]
-        # a named function is the one called
+        clients = {p: openai.AsyncOpenAI(base_url=u + "/v1", api_key="none", max_retries=0, timeout=300)
+                   for p, u in urls.items()}
+        jobs = [_chat(clients[p], cluster.model_name, stream, **k) for p in PARSERS for stream in (False, True)
+                for k in kw]
+        results = await _gather_limited(jobs, limit=len(jobs))
+        for n, parser in enumerate(PARSERS):
+            whole = results[2 * n * len(kw) : (2 * n + 1) * len(kw)]
+            streamed = results[(2 * n + 1) * len(kw) : (2 * n + 2) * len(kw)]
+            for offer, w, s in zip(offers, whole, streamed, strict=True):
+                assert w["finish"] == "tool_calls" and len(w["calls"]) == 1 and not w["content"], (parser, w)
+                _, name, arguments = w["calls"][0]
+                schema = next(t["function"]["parameters"] for t in offer if t["function"]["name"] == name)
+                jsonschema.validate(json.loads(arguments), schema)
+                assert [c[1:] for c in s["calls"]] == [c[1:] for c in w["calls"]]  # ids are per response
+                assert s["finish"] == "tool_calls" and not s["content"]
+        # a named function is the one called; an unknown one is a 400
+        client = clients["mistral"]
+        wanted = offers[0][1]["function"]["name"]
         named = await _chat(client, cluster.model_name, False, tools=offers[0], parallel_tool_calls=False,
-                            tool_choice={"type": "function", "function": {"name": offers[0][1]["function"]["name"]}})
-        assert named["calls"][0][1] == offers[0][1]["function"]["name"]
+                            tool_choice={"type": "function", "function": {"name": wanted}})
+        assert named["calls"][0][1] == wanted
         with pytest.raises(openai.BadRequestError, match="not in tools"):
             await _chat(client, cluster.model_name, False, tools=offers[0],
                         tool_choice={"type": "function", "function": {"name": "nope"}})
