@@ -91,6 +91,10 @@ def test_output_shapes_whole_and_streamed() -> None:
     calls = [c for d in deltas for c in d.tool_calls or []]
     assert [(c.index, c.function.name) for c in calls] == [(0, "get_weather")] and calls[0].id
     assert Delta() in deltas  # held-back text sends nothing yet
+    two = StreamedCalls(plan.new_parser())
+    call = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
+    got = [c for piece in (call, call) for c in two.delta(piece, False).tool_calls or []]
+    assert [c.index for c in got] == [0, 1] and got[0].id != got[1].id
     plain, had = message_of(plan.new_parser(), "no calls")
     assert not had and plain.content == "no calls" and plain.tool_calls is None
 
