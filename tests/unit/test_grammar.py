@@ -68,6 +68,10 @@ async def test_reference_engine_batches_constrained_and_free_requests(tiny_model
         assert free[1] == "length"
         with pytest.raises(EngineError, match="does not compile"):
             await _text(eng, _req("bad", Grammar("regex", "(")), tok)
+        # disaggregated: the prefill worker's first token obeys the grammar too
+        handoff = await eng.prefill(_req("pre", Grammar("ebnf", 'root ::= "yes" | "no"')))
+        assert handoff.first_token in (ord("y"), ord("n"))
+        await eng.release("pre")
     finally:
         await eng.stop()
 

@@ -30,6 +30,7 @@ from shared.engine.reference.model_runner import ModelRunner, StepItem
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
+from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.runtime.tasks import cancel_and_wait
 
@@ -126,8 +127,10 @@ class ReferenceEngine(Engine):
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         mask = await self._grammars().mask_for(request)
         imported = self._imported.pop(request.request_id, None)
-        seq = self._new_seq(request) if imported is None else self._seq_from_import(request, imported)
-        seq.mask = mask
+        if imported is None:
+            seq = self._new_seq(request, mask=mask)
+        else:
+            seq = self._seq_from_import(request, imported, mask)
         async with contextlib.aclosing(self._run(seq)) as chunks:  # closed (and aborted) with us
             async for chunk in chunks:
                 yield chunk
@@ -144,7 +147,7 @@ class ReferenceEngine(Engine):
                                           self.cfg.max_batched_tokens)
 
     async def prefill(self, request: EngineRequest) -> KvHandoff:
-        seq = self._new_seq(request)
+        seq = self._new_seq(request, mask=await self._grammars().mask_for(request))  # the first token obeys it
         seq.hold = True
         first_logprob: float | None = None
         async for chunk in self._run(seq):
@@ -230,9 +233,11 @@ class ReferenceEngine(Engine):
             if not seq.stream.done or (seq.table is not None and not seq.hold):
                 self._release(seq)
 
-    def _new_seq(self, request: EngineRequest, images_required: bool = True) -> Sequence:
+    def _new_seq(self, request: EngineRequest, images_required: bool = True, mask: TokenMask | None = None
+                 ) -> Sequence:
         try:
             seq = self._make_seq(request)
+            seq.mask = mask
             attach_images(seq, self._images.get(request.request_id), self._runner(), images_required)
         finally:
             self._images.pop(request.request_id, None)
@@ -261,9 +266,9 @@ class ReferenceEngine(Engine):
             gen = torch.Generator(device=self._runner().device).manual_seed(s.seed)
         return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs)
 
-    def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
-        try:
-            seq = self._new_seq(request, images_required=False)  # the prompt's KV is computed already
+    def _seq_from_import(self, request: EngineRequest, imp: ImportedKv, mask: TokenMask | None) -> Sequence:
+        try:  # the prompt's KV is computed already; the grammar takes the prefilled first token in _emit
+            seq = self._new_seq(request, images_required=False, mask=mask)
             if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
                 raise EngineError("overloaded", "no free KV block for the imported request's first token")
         except EngineError:
