@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -29,7 +31,7 @@ def compile_count() -> int:
 class GrammarCache:
     """Compiles grammars for one tokenizer and keeps the most recent `size` of them (thread-safe)."""
 
-    _by_tokenizer: dict[tuple[int, int], GrammarCache] = {}
+    _by_tokenizer: weakref.WeakKeyDictionary[Tokenizer, dict[int, GrammarCache]] = weakref.WeakKeyDictionary()
 
     def __init__(self, info: xgr.TokenizerInfo, size: int = CACHE_SIZE) -> None:
         self.info = info
@@ -45,11 +47,10 @@ class GrammarCache:
         """The cache of `tok` (one per tokenizer object and vocabulary size); `vocab_size` is the model's
         (its logits may be wider than the tokenizer's vocabulary)."""
         size = max(vocab_size or 0, tok.vocab_size)
-        key = (id(tok), size)
-        cache = cls._by_tokenizer.get(key)
-        if cache is None:
-            cache = cls._by_tokenizer[key] = cls(_tokenizer_info(tok, size, stop_ids))
-        return cache
+        caches = cls._by_tokenizer.setdefault(tok, {})
+        if size not in caches:
+            caches[size] = cls(_tokenizer_info(tok, size, stop_ids))
+        return caches[size]
 
     def compile(self, grammar: Grammar) -> xgr.CompiledGrammar:
         with self._lock:
@@ -87,11 +88,12 @@ class GrammarCache:
         return out
 
 
+_SOURCE_PREFIX = re.compile(r"^\[[^\]]*\] \S+:\d+: ")  # "[05:13:09] /project/cpp/x.cc:123: "
+
+
 def _reason(e: Exception) -> str:
-    """xgrammar's message without its C++ source location prefix."""
-    text = str(e).strip()
-    if text.startswith("[") and ": " in text:
-        text = text.split(": ", 2)[-1] if text.count(": ") >= 2 else text.split(": ", 1)[-1]
+    """xgrammar's message without its time and C++ source location."""
+    text = _SOURCE_PREFIX.sub("", str(e).strip())
     return text.splitlines()[0] if text else type(e).__name__
 
 
