@@ -66,4 +66,6 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     input_modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image": takes image_url parts
     image_token: str = ""  # what the chat template gets for each image part (then one token)
     image_tokens: int = 0  # tokens one image becomes in the prompt (for the context-length check)
+    tool_call_parser: str = ""  # SGLang's --tool-call-parser name the frontend parses output with
+    reasoning_parser: str = ""  # SGLang's --reasoning-parser name
     v: int = PROTOCOL_VERSION

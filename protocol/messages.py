@@ -96,6 +96,18 @@ class BootstrapInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_id: str = ""  # the peer's instance id (NIXL agent name for the reference engine)
 
 
+class Grammar(msgspec.Struct, frozen=True, array_like=True):
+    """A constraint on the output (structured output): the engine samples only tokens it allows.
+
+    `kind`: "json_schema" (spec: the schema as JSON), "json_object" (any JSON object; spec ""),
+    "regex", "ebnf" (xgrammar's EBNF, root rule `root`) or "structural_tag" (xgrammar's
+    structural tag as JSON: tool calls in a parser's own format).
+    """
+
+    kind: str
+    spec: str = ""
+
+
 class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     request_id: str
     token_ids: list[int]
@@ -107,6 +119,7 @@ class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     bootstrap: BootstrapInfo | None = None
     annotations: dict[str, str] = {}
     multimodal: list[ImageItem] = []  # images in prompt order (protocol.multimodal)
+    grammar: Grammar | None = None  # structured output / forced tool calls (shared.grammar)
     v: int = PROTOCOL_VERSION
 
 

@@ -13,6 +13,7 @@ from shared.engine.diffusion.args import add_dllm_args, dllm_options
 from shared.engine.registry import ENGINES, EngineOptions
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
+from shared.parsers.flags import add_parser_args
 from shared.runtime.canary import CanaryConfig, add_canary_args, canary_from_args
 
 
@@ -35,6 +36,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     internal: bool = False  # publish no model card: clients reach this worker through a processor
     image_slots: int = 64  # vision-language models: image embeddings being read at once (NIXL slots)
     canary: CanaryConfig = CanaryConfig()
+    tool_call_parser: str | None = None  # published in the model card; the frontend parses with it
+    reasoning_parser: str | None = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     add_canary_args(p)
+    add_parser_args(g, where="published in the model card: the frontend parses; passed to SGLang too")
     e = p.add_argument_group("reference and mock engines")
     e.add_argument("--page-size", type=int, default=16)
     e.add_argument("--num-blocks", "--num-gpu-blocks-override", dest="num_blocks", type=int, default=0)
@@ -110,7 +114,8 @@ def parse(argv: list[str]) -> WorkerConfig:
     if ns.engine == "sglang" and ns.disaggregation_mode != "null":
         extra += ["--disaggregation-mode", ns.disaggregation_mode]
     if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
-        extra += _given(argv, ("--page-size", "--context-length", "--device"), ns)
+        extra += _given(argv, ("--page-size", "--context-length", "--device", "--tool-call-parser",
+                               "--reasoning-parser"), ns)
     name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
     opts = EngineOptions(
         engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
@@ -126,7 +131,8 @@ def parse(argv: list[str]) -> WorkerConfig:
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
-                        internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns))
+                        internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),
+                        tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser)
 
 
 def _given(argv: list[str], flags: tuple[str, ...], ns: argparse.Namespace) -> list[str]:

@@ -105,6 +105,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
+        tool_call_parser=cfg.tool_call_parser or "", reasoning_parser=cfg.reasoning_parser or "",
         **image_card_fields(cfg, tokenizer),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from protocol.messages import ErrorCode, OutputChunk
+from services.frontend.agents import with_agents
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
@@ -55,6 +56,8 @@ class FrontendOptions:
     direct_header: str = "x-shoal-instance-id"
     router_mode: str = "round-robin"
     ignore_unknown_fields: bool = False
+    tool_call_parser: str | None = None  # override the model card's
+    reasoning_parser: str | None = None
 
 
 class FrontendApp:
@@ -167,6 +170,8 @@ class FrontendApp:
         try:
             prepared = await prepare(model.tokenizer, body, request_id, model.context_length,
                                      self.opts.max_prompt_tokens, model.image_input)
+            if isinstance(body, ChatCompletionRequest):
+                await with_agents(prepared, body, model, self.opts.tool_call_parser, self.opts.reasoning_parser)
         except BadRequest as e:
             return _failure(e)
         instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None

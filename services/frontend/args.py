@@ -9,6 +9,7 @@ import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.parsers.flags import add_parser_args
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
@@ -36,6 +37,8 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     cors_allowed_headers: tuple[str, ...] = ("authorization", "content-type")
     header_timeout: float = 10.0
     max_connections: int | None = None
+    tool_call_parser: str | None = None  # override what the model cards say
+    reasoning_parser: str | None = None
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
@@ -78,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--drain-grace", type=float, default=30.0)
     g.add_argument("--worker-silence-timeout", type=float, default=5.0,
                    help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
+    add_parser_args(g, where="overrides what the workers publish in their model cards")
     return p
 
 
@@ -101,6 +105,7 @@ def parse(argv: list[str]) -> FrontendConfig:
         ignore_unknown_fields=ns.ignore_unknown_fields, cors_allowed_origins=ns.cors_allowed_origins,
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
         header_timeout=ns.header_timeout, max_connections=ns.max_connections,
+        tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
     )
 
 

@@ -56,6 +56,14 @@ class ModelEntry:
     def context_length(self) -> int:
         return min((c.context_length for c in self.cards.values()), default=0)
 
+    @property
+    def tool_call_parser(self) -> str | None:
+        return next((c.tool_call_parser for c in self.cards.values() if c.tool_call_parser), None)
+
+    @property
+    def reasoning_parser(self) -> str | None:
+        return next((c.reasoning_parser for c in self.cards.values() if c.reasoning_parser), None)
+
     def candidates(self) -> list[str]:
         live = self.client.instances
         return [iid for iid in self.cards if iid in live and live[iid].healthy]

@@ -64,7 +64,11 @@ class ChatCompletionRequest(_Common, frozen=True, kw_only=True):
     top_logprobs: TopLogprobs | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    regex: str | None = None  # SGLang's extra body fields for structured output (services.frontend.agents)
+    ebnf: str | None = None
+    choice: Annotated[list[str], Meta(min_length=1)] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
 
@@ -123,9 +127,29 @@ class CompletionLogprobs(msgspec.Struct, frozen=True):
     text_offset: list[int]
 
 
-class ResponseMessage(msgspec.Struct, frozen=True):
+class FunctionCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None  # a JSON object as text
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
+class ToolCallDelta(msgspec.Struct, frozen=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: FunctionCall | None = None
+
+
+class ResponseMessage(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str
-    content: str
+    content: str | None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(msgspec.Struct, frozen=True):
@@ -148,6 +172,8 @@ class ChatCompletion(msgspec.Struct, frozen=True):
 class Delta(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(msgspec.Struct, frozen=True):

@@ -13,6 +13,7 @@ from services.frontend.openai_types import (
     PromptTokensDetails,
     UsageInfo,
 )
+from shared.parsers import OutputParser
 from shared.tokenizer import IncrementalDetokenizer, StopStringMatcher, Tokenizer
 
 
@@ -40,6 +41,7 @@ class OutputState:
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.finish_reason: str | None = None
+        self.parser: OutputParser | None = None  # tool calls and reasoning (services.frontend.agents)
 
     def feed(self, chunks: list[OutputChunk]) -> Step:
         step = Step(text=self.echo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -19,6 +20,9 @@ from services.frontend.openai_types import ChatCompletionRequest, CompletionRequ
 from shared.runtime.errors import RuntimeFailure
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.fim import fim_prompt, fim_sentinels
+
+if TYPE_CHECKING:
+    from services.frontend.agents import AgentPlan
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
@@ -43,6 +47,7 @@ class Prepared:
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
     echo: str = ""  # completions with echo: the prompt text, sent before the completion
     continuous_usage: bool = False  # stream_options.continuous_usage_stats
+    agent: AgentPlan | None = None  # tools, reasoning, structured output (services.frontend.agents)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from services.frontend.agents import MarkerDetokenizer, StreamedCalls, finish_reason, message_of
 from services.frontend.models import ModelEntry
 from services.frontend.openai_types import (
     ChatChoice,
@@ -28,9 +29,13 @@ from services.frontend.responses import json_encoder, sse_event
 
 
 def new_state(model: ModelEntry, p: Prepared) -> OutputState:
-    """Detokenizer, stop strings and token counts of one choice."""
-    return OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops, p.logprobs is not None,
-                       p.echo, p.continuous_usage)
+    """Detokenizer, stop strings and token counts of one choice (and its tool-call / reasoning parser)."""
+    state = OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops,
+                        p.logprobs is not None, p.echo, p.continuous_usage)
+    if p.agent is not None and p.agent.parses:
+        state.parser = p.agent.new_parser()
+        state.detok = MarkerDetokenizer(model.tokenizer)
+    return state
 
 
 class ChoiceChunks:
@@ -40,6 +45,7 @@ class ChoiceChunks:
         self.chat, self.rid, self.created, self.model, self.index, self.state = chat, rid, created, model, index, state
         self.role_sent = False
         self.offset = 0
+        self.calls = StreamedCalls(state.parser) if chat and state.parser is not None else None
 
     def event(self, step: Step) -> bytes:
         st = self.state
@@ -48,15 +54,29 @@ class ChoiceChunks:
         chunk: msgspec.Struct
         usage = st.usage() if st.continuous_usage else None
         if self.chat:
-            delta = Delta(role=None if self.role_sent else "assistant", content=step.text)
+            delta, reason = Delta(content=step.text), step.finish_reason
+            if self.calls is not None:
+                delta = self.calls.delta(step.text, step.finish_reason is not None)
+                reason = finish_reason(reason, self.calls.calls > 0)
+                if delta == Delta() and not reason and not (st.want_logprobs and step.logprobs):
+                    return b""
+            if not self.role_sent:
+                delta = msgspec.structs.replace(delta, role="assistant")
             self.role_sent = True
             chunk = ChatCompletionChunk(self.rid, self.created, self.model, [ChatChunkChoice(
-                self.index, delta, step.finish_reason, st.chat_logprobs(step))], usage=usage)
+                self.index, delta, reason, st.chat_logprobs(step))], usage=usage)
         else:
             chunk = Completion(self.rid, self.created, self.model, [CompletionChoice(
                 self.index, step.text, step.finish_reason, st.completion_logprobs(step, self.offset))], usage)
             self.offset += len(step.text)
         return sse_event(chunk)
+
+
+def _chat_choice(index: int, text: str, merged: Step, st: OutputState) -> ChatChoice:
+    if st.parser is None:
+        return ChatChoice(index, ResponseMessage("assistant", text), st.finish_reason, st.chat_logprobs(merged))
+    message, had_calls = message_of(st.parser, text)
+    return ChatChoice(index, message, finish_reason(st.finish_reason, had_calls), st.chat_logprobs(merged))
 
 
 def usage_event(chat: bool, rid: str, created: int, model: str, usage: UsageInfo) -> bytes:
@@ -70,9 +90,8 @@ def whole_response(chat: bool, rid: str, created: int, model: str,
     """A non-streamed completion: each choice's text, finish reason and logprobs (from its merged steps)."""
     resp: msgspec.Struct
     if chat:
-        resp = ChatCompletion(rid, created, model, [
-            ChatChoice(i, ResponseMessage("assistant", text), st.finish_reason, st.chat_logprobs(merged))
-            for i, (text, merged, st) in enumerate(choices)], usage)
+        resp = ChatCompletion(rid, created, model, [_chat_choice(i, text, merged, st)
+                                                    for i, (text, merged, st) in enumerate(choices)], usage)
     else:
         resp = Completion(rid, created, model, [
             CompletionChoice(i, text, st.finish_reason, st.completion_logprobs(merged, 0))

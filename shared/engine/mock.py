@@ -24,7 +24,9 @@ import msgspec
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, OutputChunk, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
+from shared.engine.grammar import EngineGrammars
 from shared.engine.stream import RequestStream
+from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.runtime.tasks import cancel_and_wait
 
@@ -48,6 +50,7 @@ class MockConfig(msgspec.Struct, frozen=True):
     output_tokens: list[int] = msgspec.field(default_factory=lambda: list(range(97, 123)))  # ids it emits
     eos_token_id: int | None = None
     embedding_dim: int = 64
+    model_path: str = ""  # its tokenizer, for structured output (grammars)
 
 
 @dataclass(eq=False)  # identity: membership tests must not compare every field
@@ -59,6 +62,7 @@ class _Seq:
     generated: int = 0
     prompt_len: int = 0
     cached_tokens: int = 0
+    mask: TokenMask | None = None  # structured output: it draws only tokens the grammar allows
 
 
 class MockEngine(Engine):
@@ -73,6 +77,7 @@ class MockEngine(Engine):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
+        self._grammars: EngineGrammars | None = None
 
     # ---- Engine interface --------------------------------------------------------------
     async def start(self) -> None:
@@ -106,6 +111,7 @@ class MockEngine(Engine):
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         seq = self._admit_check(request)
+        seq.mask = await self._grammar_mask(request)
         self._waiting.append(seq)
         self._wake.set()
         try:
@@ -121,6 +127,20 @@ class MockEngine(Engine):
         tokens = sum(len(ids) for ids in inputs)
         await self._sleep((c.prefill_base_ms + c.prefill_ms_per_token * tokens) / c.speedup)
         return [mock_embedding(ids, c.embedding_dim, normalize) for ids in inputs]
+
+    async def _grammar_mask(self, request: EngineRequest) -> TokenMask | None:
+        if request.grammar is None:
+            return None
+        if self._grammars is None:
+            if not self.cfg.model_path:
+                raise EngineError("bad_request", "structured output on the mock engine needs --model-path "
+                                  "(the tokenizer)")
+            from shared.tokenizer import Tokenizer
+
+            tok = Tokenizer.from_dir(self.cfg.model_path)
+            eos = {self.cfg.eos_token_id} if self.cfg.eos_token_id is not None else tok.eos_token_ids
+            self._grammars = EngineGrammars(self.cfg.model_path, tok.vocab_size, eos)
+        return await self._grammars.mask_for(request)
 
     # ---- scheduling ------------------------------------------------------------------
     def _admit_check(self, request: EngineRequest) -> _Seq:
@@ -210,11 +230,12 @@ class MockEngine(Engine):
         await asyncio.sleep(ms / 1000 if ms >= 0.05 else 0)
 
     def _next_token(self, seq: _Seq) -> int:
-        """The scheduled token scores 1 and every other 0; logit_bias is added, the best score wins."""
-        out = self.cfg.output_tokens
+        """The scheduled token scores 1 and every other 0 (a grammar's allowed tokens only); logit_bias is added,
+        the best score wins."""
+        out: list[int] = self.cfg.output_tokens if seq.mask is None else seq.mask.allowed_ids().tolist()
         scheduled = out[(seq.tokens[-1] * 7 + len(seq.tokens)) % len(out)]
         bias = seq.request.sampling.logit_bias
-        if not bias:
+        if not bias or seq.mask is not None:
             return scheduled
         scores = {t: float(t == scheduled) + bias.get(t, 0.0) for t in sorted({*out, *bias})}
         return max(scores, key=lambda t: (scores[t], t == scheduled))
@@ -228,7 +249,9 @@ class MockEngine(Engine):
         self.pool.commit(seq.table, seq.tokens)
         stop = seq.request.stop
         reason: str | None = None
-        if token in stop.stop_token_ids or (token == self.cfg.eos_token_id and not stop.ignore_eos):
+        if seq.mask is not None and (not seq.mask.accept(token) or seq.mask.done):
+            reason = "stop"  # the grammar is complete
+        elif token in stop.stop_token_ids or (token == self.cfg.eos_token_id and not stop.ignore_eos):
             reason = "stop" if seq.generated >= stop.min_tokens else None
         if seq.generated >= stop.max_tokens:
             reason = "length"

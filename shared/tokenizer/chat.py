@@ -57,7 +57,7 @@ def compile_template(source: str) -> jinja2.Template:
 def render_chat(source: str, messages: list[dict[str, Any]], *, add_generation_prompt: bool,
                 tools: list[dict[str, Any]] | None, specials: dict[str, str], **kwargs: Any) -> str:
     """The prompt text for `messages`; `specials` (bos_token, eos_token, ...) are visible to the template."""
-    context = {**specials, **kwargs, "messages": [flatten_content(m) for m in messages],
+    context = {**specials, **kwargs, "messages": [tool_arguments_as_objects(flatten_content(m)) for m in messages],
                "add_generation_prompt": add_generation_prompt, "tools": tools}
     try:
         return compile_template(source).render(context)
@@ -65,6 +65,25 @@ def render_chat(source: str, messages: list[dict[str, Any]], *, add_generation_p
         raise
     except jinja2.TemplateError as e:
         raise TemplateError(f"chat template failed: {e}") from e
+
+
+def tool_arguments_as_objects(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant turn's tool calls with `function.arguments` as an object: OpenAI sends a JSON string,
+    chat templates (Hugging Face's convention) expect a mapping (text that is not JSON stays as it is)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    out = []
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            try:
+                fn = {**fn, "arguments": json.loads(fn["arguments"])}
+            except json.JSONDecodeError:
+                pass
+            call = {**call, "function": fn}
+        out.append(call)
+    return {**message, "tool_calls": out}
 
 
 def flatten_content(message: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,11 @@ class Tokenizer:
         self.bos_token_id = fast.token_to_id(self.bos_token) if self.bos_token else None
         self.eos_token_ids = self._eos_ids(generation or {}, model_config or {})
 
+    @property
+    def backend(self) -> FastTokenizer:
+        """The `tokenizers` object itself (for libraries that read the vocabulary, e.g. xgrammar)."""
+        return self._fast
+
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dir(cls, path: str | Path, custom_chat_template: str | None = None) -> Tokenizer:

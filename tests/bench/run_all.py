@@ -42,8 +42,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "soak": ("tests.bench.bench_soak", [], ["--minutes", "0.2", "--no-report"]),
     "diffusion": ("tests.bench.bench_diffusion", ["--append", "docs/BENCHMARKS.md"],
                   ["--requests", "4", "--max-tokens", "16", "--steps", "1", "8", "--concurrency", "4"]),
+    "agents": ("tests.bench.bench_agents", ["--append", "docs/BENCHMARKS.md"],
+               ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
 }
-DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "transfer", "overload"]
+DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "transfer", "overload", "agents"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -23,12 +23,14 @@ from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
+from shared.engine.grammar import EngineGrammars
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.model_runner import ModelRunner, StepItem
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
+from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.runtime.tasks import cancel_and_wait
 
@@ -70,6 +72,7 @@ class ReferenceEngine(Engine):
         self._in_step: set[Sequence] = set()  # sequences the running step writes KV for
         self._deferred: list[BlockTable] = []  # their tables, if aborted meanwhile
         self._context_length = 0
+        self._grammar_cache: EngineGrammars | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,8 +125,12 @@ class ReferenceEngine(Engine):
         return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
+        mask = await self._grammars().mask_for(request)
         imported = self._imported.pop(request.request_id, None)
-        seq = self._new_seq(request) if imported is None else self._seq_from_import(request, imported)
+        if imported is None:
+            seq = self._new_seq(request, mask=mask)
+        else:
+            seq = self._seq_from_import(request, imported, mask)
         async with contextlib.aclosing(self._run(seq)) as chunks:  # closed (and aborted) with us
             async for chunk in chunks:
                 yield chunk
@@ -140,7 +147,7 @@ class ReferenceEngine(Engine):
                                           self.cfg.max_batched_tokens)
 
     async def prefill(self, request: EngineRequest) -> KvHandoff:
-        seq = self._new_seq(request)
+        seq = self._new_seq(request, mask=await self._grammars().mask_for(request))  # the first token obeys it
         seq.hold = True
         first_logprob: float | None = None
         async for chunk in self._run(seq):
@@ -226,9 +233,11 @@ class ReferenceEngine(Engine):
             if not seq.stream.done or (seq.table is not None and not seq.hold):
                 self._release(seq)
 
-    def _new_seq(self, request: EngineRequest, images_required: bool = True) -> Sequence:
+    def _new_seq(self, request: EngineRequest, images_required: bool = True, mask: TokenMask | None = None
+                 ) -> Sequence:
         try:
             seq = self._make_seq(request)
+            seq.mask = mask
             attach_images(seq, self._images.get(request.request_id), self._runner(), images_required)
         finally:
             self._images.pop(request.request_id, None)
@@ -258,9 +267,9 @@ class ReferenceEngine(Engine):
         return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs,
                             dict(s.logit_bias), s.repetition_penalty, s.frequency_penalty, s.presence_penalty)
 
-    def _seq_from_import(self, request: EngineRequest, imp: ImportedKv) -> Sequence:
-        try:
-            seq = self._new_seq(request, images_required=False)  # the prompt's KV is computed already
+    def _seq_from_import(self, request: EngineRequest, imp: ImportedKv, mask: TokenMask | None) -> Sequence:
+        try:  # the prompt's KV is computed already; the grammar takes the prefilled first token in _emit
+            seq = self._new_seq(request, images_required=False, mask=mask)
             if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
                 raise EngineError("overloaded", "no free KV block for the imported request's first token")
         except EngineError:
@@ -331,7 +340,7 @@ class ReferenceEngine(Engine):
         history = (seq.tokens[:end], seq.prompt_len) if samples and seq.sampling.adjusts else None
         return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
                         seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
-                        history, chunk_embeds(seq, s.start, end))
+                        history, chunk_embeds(seq, s.start, end), seq.mask if samples else None)
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0
@@ -354,7 +363,9 @@ class ReferenceEngine(Engine):
         seq.generated += 1
         seq.stream.push(token, logprob, top)
         reason: str | None = None
-        if token in seq.stop_ids and seq.generated >= seq.request.stop.min_tokens:
+        if seq.mask is not None and (not seq.mask.accept(token) or seq.mask.done):
+            reason = "stop"  # the grammar is complete (or, defensively, refused the token)
+        elif token in seq.stop_ids and seq.generated >= seq.request.stop.min_tokens:
             reason = "stop"
         elif seq.generated >= seq.max_tokens or len(seq.tokens) >= self._context_length:
             reason = "length"
@@ -372,6 +383,13 @@ class ReferenceEngine(Engine):
             self._sink(events)
 
     # ---- typed accessors (the engine is usable only after start) -------------------------
+    def _grammars(self) -> EngineGrammars:
+        if self._grammar_cache is None:
+            runner = self._runner()
+            self._grammar_cache = EngineGrammars(self.cfg.model_path, int(runner.hf_config.vocab_size),
+                                                 runner.eos_ids)
+        return self._grammar_cache
+
     def _runner(self) -> ModelRunner:
         if self.runner is None:
             raise EngineError("engine_error", "engine not started")

@@ -18,6 +18,7 @@ from shared.engine.reference.kv_cache import KvCache
 from shared.engine.reference.logits import History
 from shared.engine.reference.sampler import SampleOutput, sample
 from shared.engine.reference.sequence import SamplingSpec
+from shared.grammar import TokenMask
 from shared.multimodal.vision import VisionTower, is_llava, load_llava
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
@@ -38,6 +39,7 @@ class StepItem:
     banned: frozenset[int] = frozenset()
     history: History | None = None  # set when `sample` adjusts logits by the tokens so far
     embeds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (row in token_ids, image rows)
+    mask: TokenMask | None = None  # the request's grammar (structured output), when `sample` is set
 
 
 @dataclass
@@ -116,7 +118,8 @@ class ModelRunner:
         last = self.model.model.norm(x[plan.sample_rows])
         logits = self.model.lm_head(last).float()
         drawn = [it for it in items if it.sample is not None]
-        return sample(logits, specs, [it.banned for it in drawn], [it.history for it in drawn])
+        return sample(logits, specs, [it.banned for it in drawn], [it.history for it in drawn],
+                      [it.mask for it in drawn])
 
     def _embed(self, items: list[StepItem], ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings; image positions (pad ids beyond the vocabulary) take the image's embeddings."""

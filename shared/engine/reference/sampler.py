@@ -9,6 +9,7 @@ import torch
 from protocol.messages import TopLogprob
 from shared.engine.reference.logits import History, adjust_logits
 from shared.engine.reference.sequence import SamplingSpec
+from shared.grammar.mask import TokenMask, apply_masks
 
 
 @dataclass
@@ -19,11 +20,14 @@ class SampleOutput:
 
 
 def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]],
-           histories: list[History | None] | None = None) -> SampleOutput:
+           histories: list[History | None] | None = None,
+           masks: list[TokenMask | None] | None = None) -> SampleOutput:
     """Pick one token per row of `logits` [rows, vocab] (float32); logprobs are the model's, before
-    bias and penalties (as vLLM reports them)."""
+    bias, penalties and grammar (as vLLM reports them); rows with a grammar draw only what it allows."""
     want_lp = any(s.logprobs is not None for s in specs)
     logprobs = torch.log_softmax(logits, dim=-1) if want_lp else None
+    if masks:
+        apply_masks(logits, masks)  # constrained and free rows in one batch
     logits = adjust_logits(logits, specs, histories or [None] * len(specs))
     logits = _suppress(logits, banned)
     tokens = logits.argmax(dim=-1)

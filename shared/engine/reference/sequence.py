@@ -8,6 +8,7 @@ import torch
 
 from protocol.messages import EngineRequest
 from shared.engine.stream import RequestStream
+from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockTable
 
 
@@ -53,6 +54,7 @@ class Sequence:
     hold: bool = False  # prefill-only: keep the blocks after the first token
     finished: bool = False
     mm: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (prompt offset, image embeddings)
+    mask: TokenMask | None = None  # structured output: the grammar's matcher
 
     @property
     def request_id(self) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
+from protocol.messages import EngineRequest, ErrorCode, Grammar, OutputChunk, TopLogprob, Usage
 from shared.engine.base import EngineError
 from shared.engine.sglang.multimodal import image_data_of
 
@@ -44,7 +44,20 @@ def sampling_params(req: EngineRequest) -> dict[str, Any]:
         params["sampling_seed"] = s.seed
     if s.logit_bias:
         params["logit_bias"] = {str(t): b for t, b in s.logit_bias.items()}  # SGLang keys are strings
+    if req.grammar is not None:
+        params.update(grammar_params(req.grammar))
     return params
+
+
+# shoal's grammar kinds -> SGLang's sampling_params keys (its xgrammar backend compiles them)
+_GRAMMAR_KEYS = {"json_schema": "json_schema", "regex": "regex", "ebnf": "ebnf", "structural_tag": "structural_tag"}
+
+
+def grammar_params(g: Grammar) -> dict[str, str]:
+    """One of SGLang's constraint keys; a JSON object without a schema is the schema `{"type": "object"}`."""
+    if g.kind == "json_object":
+        return {"json_schema": '{"type": "object"}'}
+    return {_GRAMMAR_KEYS[g.kind]: g.spec}
 
 
 def generate_kwargs(req: EngineRequest) -> dict[str, Any]:
