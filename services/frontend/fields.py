@@ -16,11 +16,6 @@ import msgspec
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
 from services.frontend.preprocess import BadRequest
 
-# Tool calls, reasoning and structured output (issue 11): accepted exactly as the request Struct
-# takes them; what they do is the agents layer's business, not this module's.
-AGENTS_FIELDS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format",
-                           "reasoning_effort", "functions", "function_call", "verbosity"})
-
 Allowed = Callable[[object], bool]
 
 
@@ -41,6 +36,11 @@ REFUSED: dict[str, tuple[Allowed, str]] = {
     "prompt_cache_options": (null, "prompt cache options are not supported (prefix caching is automatic)"),
     "prompt_cache_retention": (null, "prompt cache retention is not configurable"),
     "best_of": (lambda v: v in (None, 1), "best_of is not supported; ask for n choices instead"),
+    "functions": (null, "functions is deprecated: send tools"),
+    "function_call": (null, "function_call is deprecated: send tool_choice"),
+    "reasoning_effort": (null, "reasoning_effort is not supported; reasoning models think as their chat template "
+                               "says (chat_template_kwargs, e.g. enable_thinking)"),
+    "verbosity": (null, "verbosity is not supported"),
 }
 
 # Accepted hints with nothing to do: prefix caching is automatic; the id is logged with `user`.
@@ -55,7 +55,7 @@ def _defined(kind: type[msgspec.Struct]) -> frozenset[str]:
 
 
 KNOWN: dict[type, frozenset[str]] = {
-    ChatCompletionRequest: _defined(ChatCompletionRequest) | AGENTS_FIELDS | HINTS | REFUSED.keys(),
+    ChatCompletionRequest: _defined(ChatCompletionRequest) | HINTS | REFUSED.keys(),
     CompletionRequest: _defined(CompletionRequest) | HINTS | REFUSED.keys(),
 }
 
