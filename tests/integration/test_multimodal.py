@@ -315,8 +315,7 @@ def test_epd_frontend_kv_routing_sends_a_repeated_image_to_the_worker_caching_it
         p.wait_ready(120)
     front.wait_ready(60)
     wait_port("127.0.0.1", c.http_port)
-    c.wait_models()
-    time.sleep(1.0)  # both workers' cards
+    c.wait_models(2)  # both workers' cards
     question = text("what is in this picture, in a few words?")
     hits = []
     for _ in range(6):
