@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,3 +26,13 @@ def value(got: Samples, name: str, **labels: str) -> float:
 
 def metric(proc: ServiceProc, name: str, **labels: str) -> float:
     return value(samples(proc), name, **labels)
+
+
+def wait_above(proc: ServiceProc, name: str, floor: float = 0.0, timeout: float = 30.0, **labels: str) -> float:
+    """Poll until the sample exceeds `floor` (e.g. a worker's in-flight gauge before it is killed); its value."""
+    end = time.monotonic() + timeout
+    while (v := metric(proc, name, **labels)) <= floor:
+        if time.monotonic() > end:
+            raise AssertionError(f"{proc.name}: {name}{labels} stayed at {v} <= {floor} for {timeout}s")
+        time.sleep(0.02)
+    return v
