@@ -85,17 +85,20 @@ class Cluster:
         return p
 
     def wait_models(self, n_workers: int = 1, timeout: float = 20.0) -> None:
+        """Until the frontend serves a model on at least `n_workers` instances."""
         import json
         import time
         import urllib.request
 
         end = time.monotonic() + timeout
+        health: dict = {}
         while time.monotonic() < end:
             with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                if json.loads(r.read()).get("models"):
-                    return
+                health = json.loads(r.read())
+            if health.get("models") and health.get("instances", 0) >= n_workers:
+                return
             time.sleep(0.1)
-        raise TimeoutError("frontend never listed a model")
+        raise TimeoutError(f"frontend never listed a model on {n_workers} instance(s): {health}")
 
     def stop(self) -> None:
         for p in reversed(self.procs):

@@ -32,9 +32,12 @@ from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.logging import get_logger
+from shared.telemetry.metrics import counter
 from shared.transfer import AgentDirectory, KvAgent, NotificationInbox, PrefillRequest, PrefillResult, TransferFailed
 
 log = get_logger("shoal.disagg")
+PREFILL_FAILURES = counter("shoal_disagg_prefill_failures_total",
+                           "Remote prefill attempts that failed (the next attempt goes to another prefill worker)")
 
 # the prefill worker's verdict on the request itself: no other worker would do better
 _CLIENT_ERRORS = (ErrorCode.BAD_REQUEST, ErrorCode.CONTEXT_LENGTH, ErrorCode.TIMEOUT, ErrorCode.CANCELLED)
@@ -111,6 +114,7 @@ class DisaggDecodeHandler:
                 why = f"{e.code}: {e.message}"
             finally:
                 self.picker.finished(key)
+            PREFILL_FAILURES.inc()
             log.warning("remote_prefill_failed", request_id=request.request_id, prefill=instance, error=why)
         raise TransferFailed(f"remote prefill failed ({', '.join(tried) or 'none available'}): {why}")
 

@@ -17,6 +17,8 @@ from transformers import AutoModelForCausalLM
 from shared.cluster.natsd import wait_port
 from shared.cluster.procs import ServiceProc, spawn
 from shared.tokenizer import Tokenizer
+from tests.metrics import metric
+from tests.tap import TokenTap
 
 
 def test_disagg_matches_transformers_cancels_cleanly_and_fails_cleanly_without_prefill(cluster, tiny_model):
@@ -28,12 +30,13 @@ def test_disagg_matches_transformers_cancels_cleanly_and_fails_cleanly_without_p
     n = 8
     expected = hf_greedy(tiny_model, prompts, n)
     tok = Tokenizer.from_dir(tiny_model)
-    with ThreadPoolExecutor(32) as pool:
+    with TokenTap(cluster.nats.url, cluster.namespace) as tap, ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda p: complete(cluster.url, cluster.model_name, p, n), prompts))
-    for (status, body), want in zip(results, expected, strict=True):
-        assert status == 200, body
-        assert body["choices"][0]["text"] == tok.decode(want)
-        assert body["usage"]["completion_tokens"] == n
+        for (status, body), want in zip(results, expected, strict=True):
+            assert status == 200, body
+            assert tap.tokens(body["id"]) == want
+            assert body["choices"][0]["text"] == tok.decode(want)
+            assert body["usage"]["completion_tokens"] == n
     assert wait_idle(prefill, decode) == [0, 0]
 
     asyncio.run(cancel_at_random_points(cluster.url, cluster.model_name, count=24))
@@ -53,9 +56,15 @@ def test_failed_transfer_frees_both_sides_and_falls_back_when_asked(cluster, tin
     prompt, n = list(range(3, 90)), 8
     status, body = complete(cluster.url, cluster.model_name, prompt, n, health(strict)["worker_id"])
     assert status == 502 and body["error"]["code"] == "transfer_failed", body
-    status, body = complete(cluster.url, cluster.model_name, prompt, n, health(fallback)["worker_id"])
-    assert status == 200, body
-    assert body["choices"][0]["text"] == Tokenizer.from_dir(tiny_model).decode(hf_greedy(tiny_model, [prompt], n)[0])
+    assert metric(strict, "shoal_endpoint_requests_total", component="backend", endpoint="generate",
+                  outcome="transfer_failed") == 1
+    assert metric(strict, "shoal_disagg_prefill_failures_total") >= 1
+    want = hf_greedy(tiny_model, [prompt], n)[0]
+    with TokenTap(cluster.nats.url, cluster.namespace) as tap:
+        status, body = complete(cluster.url, cluster.model_name, prompt, n, health(fallback)["worker_id"])
+        assert status == 200, body
+        assert tap.tokens(body["id"]) == want
+    assert body["choices"][0]["text"] == Tokenizer.from_dir(tiny_model).decode(want)
     assert wait_idle(prefill, strict, fallback) == [0, 0, 0]
 
 

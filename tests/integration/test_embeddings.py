@@ -17,6 +17,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from shared.tokenizer import Tokenizer
+from tests.metrics import metric, wait_above
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
@@ -105,7 +106,7 @@ def test_embedding_worker_killed_mid_request_loses_no_request(cluster):
     slow = ("--prefill-ms-per-token", "300")
     a = cluster.worker(*slow, "--served-model-name", "embeddy", engine="mock", service="embedding", name="a")
     b = cluster.worker(*slow, "--served-model-name", "embeddy", engine="mock", service="embedding", name="b")
-    cluster.frontend("--worker-silence-timeout", "2")
+    front = cluster.frontend("--worker-silence-timeout", "2")
     wait_listed(cluster.url, {"embeddy"})
     texts = [f"text {i}" for i in range(8)]  # 6 tokens each with BOS/EOS: ~1.8 s per request
     client = client_for(cluster.url)
@@ -117,8 +118,9 @@ def test_embedding_worker_killed_mid_request_loses_no_request(cluster):
         pool = ThreadPoolExecutor(len(texts))
         calls = [loop.run_in_executor(pool, post, cluster.url + "/v1/embeddings",
                                       {"model": "embeddy", "input": t, "encoding_format": "float"}) for t in texts]
-        await asyncio.sleep(0.5)
-        a.signal(signal.SIGKILL)
+        await asyncio.to_thread(wait_above, a, "shoal_endpoint_inflight_requests", component="embedding",
+                                endpoint="embed")
+        a.signal(signal.SIGKILL)  # while it computes a request
         return list(await asyncio.gather(*calls))
 
     answers = asyncio.run(run())
@@ -126,3 +128,5 @@ def test_embedding_worker_killed_mid_request_loses_no_request(cluster):
         assert status == 200, body
     assert answers[0][1]["data"][0]["embedding"] == want[0]  # the same vector, whichever worker made it
     assert b.alive() and not a.alive()
+    moved = [metric(front, f"shoal_frontend_{kind}_total", model="embeddy") for kind in ("migrations", "retries")]
+    assert sum(moved) >= 1, moved  # the kill did catch a request: it was sent again

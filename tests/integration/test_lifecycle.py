@@ -29,7 +29,7 @@ def test_sigterm_on_worker_deregisters_first_and_finishes_streams(cluster):
             while health(cluster.url)["instances"] and time.monotonic() - t0 < 5:
                 await asyncio.sleep(0.05)
             gone_after = time.monotonic() - t0
-            text, usage = await task
+            text, usage, _ = await task
             return text, usage, gone_after
 
     text, usage, gone_after = asyncio.run(scenario())
@@ -49,7 +49,7 @@ def test_sigterm_on_frontend_finishes_streams_then_exits(cluster):
             task = asyncio.create_task(stream_text(s, cluster.url, cluster.model_name, "hello", 40, first))
             await first.wait()
             fe.signal(signal.SIGTERM)
-            _, usage = await task
+            usage = (await task).usage
             return usage
 
     assert asyncio.run(scenario())["completion_tokens"] == 40

@@ -29,6 +29,9 @@ from shared.multimodal.image import ImageSpec, preprocess
 from shared.tokenizer import Tokenizer
 from tests.conftest import Cluster
 from tests.images import png
+from tests.metrics import metric, wait_above
+from tests.migration import Streamed, assert_migration_is_invisible
+from tests.tap import TokenTap
 
 N = 6  # tokens generated per request
 IMAGES = {"/a.png": png(1, (48, 40)), "/b.png": png(2, (32, 64))}
@@ -103,8 +106,8 @@ def _llava(model_dir: str) -> object:
     return LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
 
 
-def oracle(model_dir: Path, parts: list[dict], pictures: list[bytes], n: int = N) -> str:
-    """transformers' Llava greedy output for the same chat (the image token repeated per patch)."""
+def oracle(model_dir: Path, parts: list[dict], pictures: list[bytes], n: int = N) -> list[int]:
+    """transformers' Llava greedy token ids for the same chat (the image token repeated per patch)."""
     tok = Tokenizer.from_dir(model_dir)
     hf = _llava(str(model_dir))
     content = "".join(p["text"] if p["type"] == "text" else "<image>" for p in parts)
@@ -116,7 +119,7 @@ def oracle(model_dir: Path, parts: list[dict], pictures: list[bytes], n: int = N
     with torch.no_grad():
         out = hf.generate(input_ids=torch.tensor([ids]), pixel_values=pixels, max_new_tokens=n, min_new_tokens=n,
                           do_sample=False, pad_token_id=0)
-    return tok.decode(out[0, len(ids):].tolist())
+    return out[0, len(ids):].tolist()
 
 
 def start(c: Cluster, *procs: ServiceProc) -> None:
@@ -140,15 +143,19 @@ def health(proc: ServiceProc) -> dict:
 
 
 def check_outputs(c: Cluster, image_server: str) -> None:
-    """One image by URL, two images (URL and data: URI): both equal the oracle."""
+    """One image by URL, two images (URL and data: URI): both equal the oracle, token id for token id."""
     a, b = IMAGES["/a.png"], IMAGES["/b.png"]
     one = [text("what is"), image(image_server + "/a.png"), text("?")]
     two = [image(image_server + "/a.png"), text("vs"), image(data_uri(b)), text("!")]
-    for parts, pics in ((one, [a]), (two, [a, b])):
-        status, body = chat(c.url, c.model_name, parts)
-        assert status == 200, body
-        assert body["choices"][0]["message"]["content"] == oracle(c.model, parts, pics)
-        assert body["usage"]["completion_tokens"] == N
+    tok = Tokenizer.from_dir(c.model)
+    with TokenTap(c.nats.url, c.namespace) as tap:
+        for parts, pics in ((one, [a]), (two, [a, b])):
+            status, body = chat(c.url, c.model_name, parts)
+            assert status == 200, body
+            want = oracle(c.model, parts, pics)
+            assert tap.tokens(body["id"]) == want
+            assert body["choices"][0]["message"]["content"] == tok.decode(want)
+            assert body["usage"]["completion_tokens"] == N
 
 
 def check_bad_images(c: Cluster, image_server: str) -> None:
@@ -177,14 +184,6 @@ def test_text_only_model_refuses_images(cluster):
     assert status == 400 and "does not take images" in body["error"]["message"], body
 
 
-def metric(proc: ServiceProc, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.system_port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def check_moved_over_nixl(encode: ServiceProc, reader: ServiceProc, images: int) -> None:
     """Every image was encoded by the encoder, READ over NIXL by the LLM worker, and freed by that READ."""
     end = time.monotonic() + 5
@@ -192,7 +191,7 @@ def check_moved_over_nixl(encode: ServiceProc, reader: ServiceProc, images: int)
         time.sleep(0.05)
     h = health(encode)
     assert h["stored"] == h["released"] == images and h["expired"] == 0 and h["held"] == 0, h
-    assert metric(reader, 'shoal_image_embedding_reads_total{outcome="ok"}') == images
+    assert metric(reader, "shoal_image_embedding_reads_total", outcome="ok") == images
 
 
 def test_e_pd_embeddings_travel_over_nixl_and_match_transformers(vlm_cluster, image_server):
@@ -238,15 +237,15 @@ def test_e_pd_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_clu
     start(c, encode, processor, *workers)
     question = text("what is in this picture, in a few words?")
 
-    applied = 'shoal_router_kv_batches_total{result="applied"}'
+    applied = {"name": "shoal_router_kv_batches_total", "result": "applied"}
 
     def cached(picture: bytes) -> int:
-        before = metric(processor, applied)
+        before = metric(processor, **applied)
         status, body = chat(c.url, c.model_name, [image(data_uri(picture)), question])
         assert status == 200, body
         hit = (body["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
         end = time.monotonic() + 5  # a miss stored new blocks: their KV events reach the processor's router
-        while not hit and metric(processor, applied) == before and time.monotonic() < end:
+        while not hit and metric(processor, **applied) == before and time.monotonic() < end:
             time.sleep(0.05)
         return hit
 
@@ -255,25 +254,27 @@ def test_e_pd_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_clu
     assert cached(IMAGES["/b.png"]) == 0  # the first block already holds the image's pad ids
 
 
-async def _stream_chat(url: str, model: str, parts: list[dict], n: int, started: asyncio.Event) -> str:
+async def _stream_chat(url: str, model: str, parts: list[dict], n: int, started: asyncio.Event) -> Streamed:
     body = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": n, "min_tokens": n,
             "temperature": 0, "stream": True}
-    out = []
+    out, rid = [], ""
     async with aiohttp.ClientSession() as s, s.post(url + "/v1/chat/completions", json=body) as r:
         assert r.status == 200, await r.text()
         async for raw in r.content:
             if raw.startswith(b"data: ") and not raw.startswith(b"data: [DONE]"):
                 data = json.loads(raw[6:])
                 assert "error" not in data, data
+                rid = data["id"]
                 for ch in data["choices"]:
                     out.append(ch["delta"].get("content") or "")
                     started.set()
-    return "".join(out)
+    return Streamed("".join(out), {}, rid)
 
 
 def test_a_processor_killed_mid_stream_loses_no_request(vlm_cluster):
     """Two processors; one is killed -9 while 6 image chats stream through both: the frontend migrates its
-    requests to the other (which encodes the images again), and every text equals the run without the fault."""
+    requests to the other (which encodes the images again), and every stream's token ids equal the run without
+    the fault."""
     import signal
 
     c = vlm_cluster
@@ -289,19 +290,19 @@ def test_a_processor_killed_mid_stream_loses_no_request(vlm_cluster):
              for i in range(6)]
     n = 48
 
-    async def run(kill: bool) -> list[str]:
+    async def run(kill: bool) -> list[Streamed]:
         started = [asyncio.Event() for _ in chats]
         tasks = [asyncio.create_task(_stream_chat(c.url, c.model_name, parts, n, ev))
                  for parts, ev in zip(chats, started, strict=True)]
         if kill:
             await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 60)
-            procs[0].signal(signal.SIGKILL)
+            await asyncio.to_thread(wait_above, procs[0], "shoal_endpoint_inflight_requests", component="processor",
+                                    endpoint="generate")
+            procs[0].signal(signal.SIGKILL)  # while it relays streams
         return await asyncio.gather(*tasks)
 
-    baseline = asyncio.run(run(kill=False))
-    assert asyncio.run(run(kill=True)) == baseline
+    assert_migration_is_invisible(c, front, run)
     assert not procs[0].alive() and procs[1].alive()
-    assert metric(front, "shoal_frontend_migrations_total") >= 1  # the kill did catch streams mid-way
 
 
 def test_epd_frontend_kv_routing_sends_a_repeated_image_to_the_worker_caching_it(vlm_cluster, image_server):
@@ -315,8 +316,7 @@ def test_epd_frontend_kv_routing_sends_a_repeated_image_to_the_worker_caching_it
         p.wait_ready(120)
     front.wait_ready(60)
     wait_port("127.0.0.1", c.http_port)
-    c.wait_models()
-    time.sleep(1.0)  # both workers' cards
+    c.wait_models(2)  # both workers' cards
     question = text("what is in this picture, in a few words?")
     hits = []
     for _ in range(6):

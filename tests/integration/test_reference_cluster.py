@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from protocol import codec, subjects
 from protocol.kv_events import BlockStored, KvEventBatch
 from shared.tokenizer import Tokenizer
+from tests.tap import TokenTap
 
 
 def complete(url: str, model: str, prompt: list[int], max_tokens: int) -> dict:
@@ -51,13 +52,16 @@ def test_greedy_matches_transformers_single_and_concurrent(ref_cluster, tiny_mod
     n = 12
     expected = hf_greedy(tiny_model, prompts, n)
     tok = Tokenizer.from_dir(tiny_model)
-    single = complete(ref_cluster.url, ref_cluster.model_name, prompts[0], n)
-    assert single["choices"][0]["text"] == tok.decode(expected[0])
-    with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda p: complete(ref_cluster.url, ref_cluster.model_name, p, n), prompts))
-    for got, want in zip(results, expected, strict=True):
-        assert got["choices"][0]["text"] == tok.decode(want)
-        assert got["usage"]["completion_tokens"] == n
+    with TokenTap(ref_cluster.nats.url, ref_cluster.namespace) as tap:
+        single = complete(ref_cluster.url, ref_cluster.model_name, prompts[0], n)
+        assert tap.tokens(single["id"]) == expected[0]
+        assert single["choices"][0]["text"] == tok.decode(expected[0])
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda p: complete(ref_cluster.url, ref_cluster.model_name, p, n), prompts))
+        for got, want in zip(results, expected, strict=True):
+            assert tap.tokens(got["id"]) == want  # ids: a wrong token can decode to the same text
+            assert got["choices"][0]["text"] == tok.decode(want)
+            assert got["usage"]["completion_tokens"] == n
 
 
 def test_prefix_reuse_reports_cached_tokens_and_kv_events(ref_cluster, tiny_model):

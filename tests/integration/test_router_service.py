@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import urllib.request
 
 from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, StopConditions
@@ -53,12 +52,11 @@ def test_router_service_prefers_the_worker_holding_the_prefix(cluster):
         return live, again, first
 
     live, again, first = asyncio.run(scenario())
-    assert first in live
+    assert len(live) == 3 and first in live  # a real choice among three workers
     assert set(again) == {first}
     with urllib.request.urlopen(f"http://127.0.0.1:{router.system_port}/metrics", timeout=5) as r:
         assert b"shoal_router_decisions_total" in r.read()
     assert all(w.alive() for w in workers)
-    assert json.dumps(sorted(live))
 
 
 async def ask_finished(route: EndpointClient, rid: str) -> None:

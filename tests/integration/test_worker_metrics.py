@@ -8,20 +8,8 @@ import time
 import urllib.request
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
-from shared.cluster.procs import ServiceProc
-
-
-def samples(proc: ServiceProc) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{proc.system_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def value(got: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
-    return got.get((name, frozenset(labels.items())), 0.0)
+from tests.metrics import samples, value
 
 
 def complete(url: str, model: str, prompt: str, n: int) -> dict:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import msgspec
+import pytest
+
 from protocol.kv_events import BlockStored
 from protocol.messages import EngineRequest, StopConditions
 from shared.engine.base import EngineError
-from shared.engine.mock import MockConfig, MockEngine
+from shared.engine.mock import MockConfig, MockEngine, _Seq
 
 
 def req(rid: str, prompt: list[int], n: int = 8) -> EngineRequest:
@@ -70,3 +73,53 @@ async def test_too_long_is_refused():
     except EngineError as e:
         assert e.code == "context_length_exceeded"
     await eng.stop()
+
+
+# ---- the timing model: costs read from the engine's own step clock, no wall-clock ------------------
+COSTS = MockConfig(num_blocks=256, page_size=16, prefill_base_ms=1.0, prefill_ms_per_token=0.5, decode_base_ms=5.0,
+                   decode_ms_per_seq=0.25, decode_ms_per_ktoken=2.0)
+
+
+def recording(cfg: MockConfig) -> tuple[MockEngine, list[float]]:
+    """An engine whose steps take no time; each step's simulated cost (ms) is appended to the list."""
+    eng, costs = MockEngine(cfg), []
+
+    async def sleep(ms: float) -> None:
+        costs.append(ms)
+        await asyncio.sleep(0)
+
+    eng._sleep = sleep  # type: ignore[method-assign]
+    return eng, costs
+
+
+async def test_prefill_costs_the_uncached_tokens_only():
+    eng, costs = recording(COSTS)
+    await eng.start()
+    prompt = list(range(100, 164))  # 64 tokens: 4 blocks of 16
+    cost = {}
+    for rid, p in (("cold", prompt), ("warm", prompt), ("other", list(range(300, 364)))):
+        costs.clear()
+        _, usage = await run(eng, req(rid, p, n=1))  # one token: the prefill step alone
+        cost[rid] = (costs[0], usage.cached_tokens)
+    await eng.stop()
+    c = COSTS
+    assert cost["cold"] == (pytest.approx(c.prefill_base_ms + c.prefill_ms_per_token * 64), 0)
+    assert cost["warm"][1] == 48  # the last block is recomputed (the first output needs its logits)
+    assert cost["warm"][0] == pytest.approx(c.prefill_base_ms + c.prefill_ms_per_token * (64 - 48))
+    assert cost["other"] == cost["cold"]  # same length, nothing cached: same cost
+
+
+def test_decode_step_grows_with_batch_size_and_context():
+    eng = MockEngine(COSTS)
+
+    def step(*contexts: int) -> float:
+        seqs = [_Seq(request=req(f"r{i}", [1]), tokens=[1] * n) for i, n in enumerate(contexts)]
+        return eng._step_ms([], 0, seqs)
+
+    c = COSTS
+    assert step(200) == pytest.approx(c.decode_base_ms + c.decode_ms_per_seq + c.decode_ms_per_ktoken * 0.2)
+    assert step(100, 100) - step(200) == pytest.approx(c.decode_ms_per_seq)  # same context, one more sequence
+    assert step(*[25] * 8) - step(200) == pytest.approx(7 * c.decode_ms_per_seq)
+    assert step(2200) - step(200) == pytest.approx(c.decode_ms_per_ktoken * 2)  # 2000 more tokens of context
+    assert MockEngine(msgspec.structs.replace(COSTS, speedup=4.0))._step_ms([], 0, [
+        _Seq(request=req("r", [1]), tokens=[1] * 200)]) == pytest.approx(step(200) / 4)

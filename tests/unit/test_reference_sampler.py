@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from scipy.stats import chisquare
+from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from shared.engine.reference.sampler import sample
 from shared.engine.reference.sequence import SamplingSpec
@@ -43,3 +46,44 @@ def test_logprobs_come_from_the_raw_distribution() -> None:
     top = out.top[0]
     assert top is not None and [t.token_id for t in top] == [1, 2]
     assert sample(LOGITS, [SamplingSpec()], [frozenset()]).logprobs is None
+
+
+# ---- distributions: 20k seeded draws per setting against transformers' logits processors -----------
+DIST_LOGITS = torch.tensor([2.0, 1.6, 1.1, 0.7, 0.2, -0.4, -1.0, -2.5])
+DRAWS = 20_000
+SETTINGS = [
+    (SamplingSpec(temperature=1.0), []),
+    (SamplingSpec(temperature=0.5), [TemperatureLogitsWarper(0.5)]),
+    (SamplingSpec(temperature=1.7), [TemperatureLogitsWarper(1.7)]),
+    (SamplingSpec(temperature=0.8, top_k=3), [TemperatureLogitsWarper(0.8), TopKLogitsWarper(3)]),
+    (SamplingSpec(temperature=1.3, top_p=0.7), [TemperatureLogitsWarper(1.3), TopPLogitsWarper(0.7)]),
+    (SamplingSpec(temperature=1.0, top_p=0.9), [TopPLogitsWarper(0.9)]),
+    (SamplingSpec(temperature=1.5, min_p=0.2), [TemperatureLogitsWarper(1.5), MinPLogitsWarper(0.2)]),
+]
+
+
+def reference_probs(processors: list) -> torch.Tensor:
+    """The distribution transformers samples from after `processors` (in generate's order)."""
+    scores = DIST_LOGITS[None, :].clone()
+    for p in processors:
+        scores = p(torch.zeros(1, 1, dtype=torch.long), scores)
+    return torch.softmax(scores, dim=-1)[0].double()
+
+
+def draw_counts(spec: SamplingSpec, seed: int) -> torch.Tensor:
+    """DRAWS draws in one batched call, from a fixed seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = sample(DIST_LOGITS.repeat(DRAWS, 1), [spec] * DRAWS, [frozenset()] * DRAWS)
+    return torch.bincount(torch.tensor(out.tokens), minlength=DIST_LOGITS.numel()).double()
+
+
+@pytest.mark.parametrize(("spec", "processors"), SETTINGS, ids=[str(i) for i in range(len(SETTINGS))])
+def test_draws_follow_the_transformers_distribution(spec: SamplingSpec, processors: list) -> None:
+    want = reference_probs(processors)
+    counts = draw_counts(spec, seed=1234)
+    kept = want > 0
+    assert counts[~kept].sum() == 0, (counts, want)  # nothing outside what the filters keep
+    expected = want[kept] / want[kept].sum() * DRAWS  # exact sums: chisquare checks them
+    stat, p = chisquare(counts[kept].numpy(), expected.numpy())
+    assert p > 1e-3, (spec, stat, p, counts.tolist(), expected.tolist())
