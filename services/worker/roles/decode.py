@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 
 from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChunk
-from services.decode.args import WorkerConfig
-from services.decode.handler import GenerateHandler
-from services.decode.prefill_pick import PrefillPicker
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
+from services.worker.roles.aggregated import GenerateHandler
+from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine, EngineError
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost

@@ -24,8 +24,8 @@ import msgspec
 import torch
 
 from protocol.messages import EngineRequest
-from services.decode.args import WorkerConfig
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
 from shared.multimodal.expand import expand_request, is_expanded
 from shared.multimodal.fetch import fetch_image

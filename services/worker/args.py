@@ -36,7 +36,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m services.decode",
+    p = argparse.ArgumentParser(prog="python -m services.worker",
                                 description="shoal worker: serves `generate` with an engine.")
     add_common_args(p)
     g = p.add_argument_group("worker")

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from protocol.transfer import abort_tag, done_tag
-from services.decode.args import WorkerConfig
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from protocol.embeddings import EmbedRequest, EmbedResponse
-from services.decode.args import WorkerConfig
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
-from protocol.messages import EngineRequest
-from services.decode.args import WorkerConfig
-from services.decode.handler import GenerateHandler
+from services.worker.args import WorkerConfig
+from services.worker.role import RoleFactory
+from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
-from shared.runtime.server import EndpointServer, Handler
+from shared.runtime.server import EndpointServer
 from shared.runtime.service import Service
 from shared.telemetry.logging import configure_logging
 from shared.tokenizer import Tokenizer
@@ -31,46 +29,6 @@ def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
         eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
         opts = msgspec.structs.replace(opts, output_token_ids=ids, eos_token_id=eos)
     return make_engine(opts)
-
-
-@dataclass
-class Role:
-    """What a worker serves on its endpoint, and what it stops when it stops."""
-
-    handler: Handler
-    request_type: type
-    is_final: Callable[[Any], bool]
-    request_id_of: Callable[[Any], str] = lambda r: r.request_id
-    stop: Callable[[], Awaitable[None]] | None = None
-
-
-RoleFactory = Callable[[Service, WorkerConfig, Engine], Awaitable[Role]]
-
-
-async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
-    return Role(GenerateHandler(engine, cfg.stream_interval), EngineRequest,
-                is_final=lambda c: c.finish_reason is not None)
-
-
-def role_factory(cfg: WorkerConfig) -> RoleFactory:
-    """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
-    if cfg.embedding:
-        from services.decode.embed import embedding_role
-
-        return embedding_role
-    if cfg.disaggregation_mode == "null":
-        return aggregated_role
-    if cfg.disaggregation_mode == "decode":
-        if cfg.engine.engine == "sglang":
-            from services.decode.sglang_pair import sglang_decode_role
-
-            return sglang_decode_role
-        from services.decode.disagg import decode_role
-
-        return decode_role
-    from services.prefill.handler import prefill_role
-
-    return prefill_role
 
 
 async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory | None = None) -> None:
@@ -88,7 +46,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
 
     role = await (make_role or role_factory(cfg))(svc, cfg, engine)
     if getattr(engine, "is_multimodal", False):
-        from services.decode.multimodal import with_images
+        from services.worker.roles.images import with_images
 
         role = await with_images(svc, cfg, engine, role)
     server = EndpointServer(rt, cfg.component, cfg.endpoint, role.handler, role.request_type,

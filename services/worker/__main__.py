@@ -1,0 +1,3 @@
+from services.worker.main import WORKER
+
+WORKER.main()

@@ -1,0 +1,34 @@
+"""One module per role a worker can serve; `role_factory` picks one from the worker's config.
+
+Roles import lazily: an aggregated worker loads no NIXL, an embedding worker no images.
+"""
+
+from __future__ import annotations
+
+from services.worker.args import WorkerConfig
+from services.worker.role import RoleFactory
+
+
+def role_factory(cfg: WorkerConfig) -> RoleFactory:
+    """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
+    if cfg.embedding:
+        from services.worker.roles.embedding import embedding_role
+
+        return embedding_role
+    if cfg.disaggregation_mode == "null":
+        from services.worker.roles.aggregated import aggregated_role
+
+        return aggregated_role
+    if cfg.disaggregation_mode == "decode":
+        if cfg.engine.engine == "sglang":
+            from services.worker.roles.sglang_pair import sglang_decode_role
+
+            return sglang_decode_role
+        from services.worker.roles.decode import decode_role
+
+        return decode_role
+    from services.worker.roles.prefill import prefill_role
+
+    return prefill_role
+
+
