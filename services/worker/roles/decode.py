@@ -173,7 +173,7 @@ class DisaggDecodeHandler:
 async def decode_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
     """Wire the decode side: NIXL agent (KV registered once, record published), inbox, prefill client."""
     if not hasattr(engine, "import_kv"):
-        raise EngineError("bad_request", f"engine {engine.name} cannot import KV (use --engine reference)")
+        raise EngineError(ErrorCode.BAD_REQUEST, f"engine {engine.name} cannot import KV (use --engine reference)")
     rt = svc.rt
     agent = KvAgent(rt.instance_id)
     await agent.start(engine.kv_tensors(), engine.bytes_per_block)  # type: ignore[attr-defined]

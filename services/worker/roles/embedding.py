@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from protocol.embeddings import EmbedRequest, EmbedResponse
+from protocol.messages import ErrorCode
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
@@ -23,7 +24,7 @@ class EmbedHandler:
 
     async def __call__(self, request: EmbedRequest, ctx: RequestContext) -> AsyncIterator[EmbedResponse]:
         if self.inflight >= self.max_waiting:
-            raise EngineError("overloaded", "embedding queue full")
+            raise EngineError(ErrorCode.OVERLOADED, "embedding queue full")
         tokens = sum(len(ids) for ids in request.inputs)
         self.inflight += 1
         try:

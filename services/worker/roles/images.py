@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import torch
 
-from protocol.messages import EngineRequest
+from protocol.messages import EngineRequest, ErrorCode
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
@@ -50,12 +50,12 @@ class ImageInputs:
         items = request.multimodal
         if is_expanded(request):
             if self.reader is None or any(item.embedding is None for item in items):
-                raise EngineError("bad_request", "expanded image placeholders without embeddings to read")
+                raise EngineError(ErrorCode.BAD_REQUEST, "expanded image placeholders without embeddings to read")
             reader = self.reader
             return request, list(await asyncio.gather(*(reader.read(item.embedding) for item in items
                                                         if item.embedding is not None)))
         if any(item.offset >= 0 for item in items):
-            raise EngineError("bad_request", "some image placeholders are expanded and some are not")
+            raise EngineError(ErrorCode.BAD_REQUEST, "some image placeholders are expanded and some are not")
         datas = await asyncio.gather(*(fetch_image(item.url) for item in items))
         pixels = await asyncio.to_thread(lambda: [preprocess(d, self.spec) for d in datas])
         feats = await self.engine.encode_images(torch.stack(pixels))
@@ -98,7 +98,7 @@ class ExpandedOnly:
 
     async def __call__(self, req: EngineRequest, ctx: RequestContext) -> AsyncIterator[Any]:
         if req.multimodal and not is_expanded(req):
-            raise EngineError("bad_request", "a disaggregated decode worker takes images only through a "
+            raise EngineError(ErrorCode.BAD_REQUEST, "a disaggregated decode worker takes images only through a "
                               "processor (python -m services.processor)")
         async with contextlib.aclosing(self.inner(req, ctx)) as items:
             async for item in items:

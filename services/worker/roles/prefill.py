@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from protocol.messages import ErrorCode
 from protocol.transfer import abort_tag, done_tag
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
@@ -33,7 +34,7 @@ class PrefillHandler:
     async def __call__(self, req: PrefillRequest, ctx: RequestContext) -> AsyncIterator[PrefillResult]:
         boot, rid = req.request.bootstrap, req.request.request_id
         if boot is None or not boot.instance_id:
-            raise EngineError("bad_request", "a prefill request needs bootstrap info naming the decode worker")
+            raise EngineError(ErrorCode.BAD_REQUEST, "a prefill request needs bootstrap info naming the decode worker")
         with span("worker.prefill", context=extract_context(ctx.headers),
                   attributes={"request_id": rid, "prompt_tokens": len(req.request.token_ids), "room": boot.room}):
             peer = await self.directory.peer(boot.instance_id)
@@ -61,7 +62,7 @@ class SglangPrefillHandler:
     async def __call__(self, req: PrefillRequest, ctx: RequestContext) -> AsyncIterator[PrefillResult]:
         boot = req.request.bootstrap
         if boot is None:
-            raise EngineError("bad_request", "a prefill request needs the bootstrap host, port and room")
+            raise EngineError(ErrorCode.BAD_REQUEST, "a prefill request needs the bootstrap host, port and room")
         with span("worker.prefill", context=extract_context(ctx.headers),
                   attributes={"request_id": req.request.request_id, "prompt_tokens": len(req.request.token_ids),
                               "room": boot.room}):
@@ -78,7 +79,7 @@ async def prefill_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
         return Role(SglangPrefillHandler(engine), PrefillRequest, is_final=lambda _: True,
                     request_id_of=lambda r: r.request.request_id)
     if not hasattr(engine, "kv_tensors"):
-        raise EngineError("bad_request", f"engine {engine.name} cannot hand off KV (use --engine reference)")
+        raise EngineError(ErrorCode.BAD_REQUEST, f"engine {engine.name} cannot hand off KV (use --engine reference)")
     rt = svc.rt
     agent = KvAgent(rt.instance_id)
     await agent.start(engine.kv_tensors(), engine.bytes_per_block)  # type: ignore[attr-defined]
