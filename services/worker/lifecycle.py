@@ -44,8 +44,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
     await loads.start()
 
-    role = await (make_role or role_factory(cfg))(svc, cfg, engine)
-    if getattr(engine, "is_multimodal", False):
+    role = await (make_role or role_factory(cfg, engine))(svc, cfg, engine)
+    if engine.accepts_images:
         from services.worker.roles.images import with_images
 
         role = await with_images(svc, cfg, engine, role)
@@ -60,7 +60,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
-        **image_card_fields(cfg, tokenizer),
+        **image_card_fields(cfg, tokenizer, engine),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
@@ -84,9 +84,10 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         await engine.stop()
 
 
-def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    """Model-card fields of a vision-language model (Llava family; none for a text model or the mock engine)."""
-    if cfg.engine.engine == "mock" or cfg.embedding:
+def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer, engine: Engine) -> dict[str, Any]:
+    """Model-card fields of a vision-language model (Llava family); none for a text model or an engine
+    that takes no images."""
+    if not engine.accepts_images or cfg.embedding:
         return {}
     from shared.multimodal.vision import image_token_id, read_llava_config, tokens_per_image
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from services.worker.args import WorkerConfig
 from services.worker.role import RoleFactory
+from shared.engine.base import Engine
+from shared.engine.capabilities import BootstrapKv
 
 
-def role_factory(cfg: WorkerConfig) -> RoleFactory:
-    """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
+def role_factory(cfg: WorkerConfig, engine: Engine) -> RoleFactory:
+    """Disaggregation is shoal's (NIXL) unless the engine moves its KV itself (BootstrapKv: SGLang)."""
     if cfg.embedding:
         from services.worker.roles.embedding import embedding_role
 
@@ -20,7 +22,7 @@ def role_factory(cfg: WorkerConfig) -> RoleFactory:
 
         return aggregated_role
     if cfg.disaggregation_mode == "decode":
-        if cfg.engine.engine == "sglang":
+        if isinstance(engine, BootstrapKv):
             from services.worker.roles.sglang_pair import sglang_decode_role
 
             return sglang_decode_role

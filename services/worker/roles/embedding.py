@@ -9,6 +9,7 @@ from protocol.messages import ErrorCode
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
+from shared.engine.capabilities import Embedder
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.tracing import extract_context, span
@@ -17,7 +18,7 @@ from shared.telemetry.tracing import extract_context, span
 class EmbedHandler:
     """Runs `engine.embed` for one request; answers `overloaded` beyond `max_waiting` requests in flight."""
 
-    def __init__(self, engine: Engine, max_waiting: int = 1024) -> None:
+    def __init__(self, engine: Embedder, max_waiting: int = 1024) -> None:
         self.engine = engine
         self.max_waiting = max_waiting
         self.inflight = 0
@@ -38,4 +39,6 @@ class EmbedHandler:
 
 
 async def embedding_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
+    if not isinstance(engine, Embedder):
+        raise EngineError(ErrorCode.BAD_REQUEST, f"engine {engine.name} does not serve embeddings")
     return Role(EmbedHandler(engine, cfg.engine.max_waiting), EmbedRequest, is_final=lambda _: True)

@@ -27,6 +27,7 @@ from protocol.messages import EngineRequest, ErrorCode
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
+from shared.engine.capabilities import ImageEncoder
 from shared.multimodal.expand import expand_request, is_expanded
 from shared.multimodal.fetch import fetch_image
 from shared.multimodal.image import ImageSpec, image_hash, preprocess
@@ -37,8 +38,8 @@ from shared.runtime.service import Service
 
 
 class ImageInputs:
-    def __init__(self, engine: Any, spec: ImageSpec, reader: EmbeddingReader | None) -> None:
-        self.engine = engine  # a ReferenceEngine serving a Llava model
+    def __init__(self, engine: ImageEncoder, spec: ImageSpec, reader: EmbeddingReader | None) -> None:
+        self.engine = engine
         self.spec = spec
         self.reader = reader
         cfg = engine.vision_config()
@@ -67,7 +68,7 @@ class ImageInputs:
 class ImageHandler:
     """Wraps a role's handler: the request's images are resolved and handed to the engine first."""
 
-    def __init__(self, inner: Any, inputs: ImageInputs, engine: Any,
+    def __init__(self, inner: Any, inputs: ImageInputs, engine: ImageEncoder,
                  get: Callable[[Any], EngineRequest] = lambda r: r,
                  put: Callable[[Any, EngineRequest], Any] = lambda r, e: e) -> None:
         self.inner, self.inputs, self.engine = inner, inputs, engine
@@ -107,11 +108,11 @@ class ExpandedOnly:
 
 async def with_images(svc: Service, cfg: WorkerConfig, engine: Engine, role: Role) -> Role:
     """The role, wrapped for a vision-language model (others unchanged)."""
-    if not getattr(engine, "is_multimodal", False):
+    if not isinstance(engine, ImageEncoder):  # the engine takes images its own way (SGLang: by URL)
         return role
     if cfg.disaggregation_mode == "decode":
         return _replace(role, ExpandedOnly(role.handler))
-    vcfg = engine.vision_config()  # type: ignore[attr-defined]
+    vcfg = engine.vision_config()
     slot_bytes = tokens_per_image(vcfg) * int(vcfg.text_config.hidden_size) * 4
     reader = EmbeddingReader(svc.rt, cfg.image_slots, slot_bytes, cfg.transfer_timeout)
     await reader.start()

@@ -164,7 +164,7 @@ class ReferenceEngine(Engine):
 
     # ---- images (vision-language models) -------------------------------------------------
     @property
-    def is_multimodal(self) -> bool:
+    def accepts_images(self) -> bool:  # type: ignore[override]
         return self.runner is not None and self.runner.vision is not None
 
     def vision_config(self) -> Any:
