@@ -10,7 +10,6 @@ from services.frontend.args import FrontendConfig, parse
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
 from shared.http import HttpServer
-from shared.routing import make_router
 from shared.routing.base import Router
 from shared.runtime.service import Service, run
 
@@ -23,11 +22,11 @@ async def amain(argv: list[str]) -> None:
         await registry.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
-            router_mode=cfg.router_mode))
+            router_mode=cfg.router.mode))
         http = HttpServer(app, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes)
         port = await http.start()
         svc.set_ready()
-        svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router_mode)
+        svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)
         await svc.stopped()
         svc.set_ready(False)
         await http.stop(cfg.drain_grace)
@@ -35,10 +34,7 @@ async def amain(argv: list[str]) -> None:
 
 
 def _router(cfg: FrontendConfig, svc: Service, card: ModelCard) -> Router:
-    mode = "round-robin" if cfg.router_mode == "direct" else cfg.router_mode
-    return make_router(mode, runtime=svc.rt, component=card.component, page_size=card.kv_block_size,
-                       overlap_weight=cfg.kv_overlap_weight, temperature=cfg.router_temperature,
-                       approximate=not cfg.kv_events)
+    return cfg.router.make(runtime=svc.rt, component=card.component, page_size=card.kv_block_size)
 
 
 def main() -> None:

@@ -23,12 +23,9 @@ from shared.tokenizer import Tokenizer
 
 
 def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
-    opts = cfg.engine
-    if opts.engine == "mock":  # emit printable text from this model's own vocabulary
-        ids = tokenizer.encode("abcdefghijklmnopqrstuvwxyz ")
-        eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
-        opts = msgspec.structs.replace(opts, output_token_ids=ids, eos_token_id=eos)
-    return make_engine(opts)
+    """The configured engine; a mock one emits printable text from this model's own vocabulary."""
+    eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
+    return make_engine(cfg.engine, tokenizer.encode("abcdefghijklmnopqrstuvwxyz "), eos)
 
 
 async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory | None = None) -> None:
@@ -36,8 +33,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     tokenizer = Tokenizer.from_dir(cfg.model_path)
     engine = build_engine(cfg, tokenizer)
     await engine.start()
-    if cfg.engine.engine == "sglang":  # SGLang reconfigures Python logging as it starts: take it back
-        configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
+    # an engine may set Python logging up its own way as it starts (SGLang does): take it back
+    configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
     events = KvEventPublisher(rt, cfg.component)
     await events.start()
     engine.set_kv_event_sink(events.sink)

@@ -22,6 +22,7 @@ import msgspec
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
+from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.stream import RequestStream
 from shared.kv.block_pool import BlockPool, BlockTable
@@ -44,6 +45,13 @@ class MockConfig(msgspec.Struct, frozen=True):
     output_tokens: list[int] = msgspec.field(default_factory=lambda: list(range(97, 123)))  # ids it emits
     eos_token_id: int | None = None
     embedding_dim: int = 64
+
+
+MOCK_FLAGS = FlagGroup(
+    "mock engine", MockConfig,
+    flag("speedup", "--speedup-ratio", help="simulated time divided by this"),
+    flag("prefill_ms_per_token", "--prefill-ms-per-token", help="prefill cost of an uncached token"),
+)
 
 
 @dataclass(eq=False)  # identity: membership tests must not compare every field
