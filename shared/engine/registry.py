@@ -14,6 +14,8 @@ from shared.engine.mock import MOCK_FLAGS, MockConfig
 
 ENGINES = ("reference", "mock", "sglang", "diffusion")
 GENERATION_ONLY = ("diffusion",)  # no embeddings, no prefill/decode halves
+_DLLM_HINTS = {"sglang": " (SGLang takes block_size and threshold from the YAML file of its own "
+                         "--dllm-algorithm-config, which passes through)"}
 
 
 class EngineOptions(msgspec.Struct, frozen=True):
@@ -56,7 +58,7 @@ def engine_options(ns: argparse.Namespace, model_path: str, extra: list[str], ar
                    embedding: bool, disaggregation_mode: str) -> tuple[EngineOptions, bool]:
     """The engine's options and whether it serves embeddings; ValueError on flags it does not take."""
     opts = ENGINE_FLAGS.build(ns, model_path=model_path, mock=MOCK_FLAGS.build(ns))
-    opts = msgspec.structs.replace(opts, dllm=dllm_options(ns, opts.engine))
+    opts = msgspec.structs.replace(opts, dllm=dllm_options(ns, opts.engine, _DLLM_HINTS.get(opts.engine, "")))
     if opts.engine in GENERATION_ONLY and (embedding or disaggregation_mode != "null"):
         raise ValueError(f"the {opts.engine} engine serves generation only: no --embedding, "
                          "no --disaggregation-mode")

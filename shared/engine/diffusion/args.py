@@ -41,17 +41,10 @@ DLLM_FLAGS = FlagGroup(
 )
 
 
-def dllm_options(ns: argparse.Namespace, engine: str) -> DllmOptions:
-    """The flags' options; ValueError when they are given to another engine."""
+def dllm_options(ns: argparse.Namespace, engine: str, hint: str = "") -> DllmOptions:
+    """The flags' options; ValueError (ending with `hint`) when they are given to another engine."""
     opts = DLLM_FLAGS.build(ns)
     if opts != DllmOptions() and engine != "diffusion":
         names = ", ".join(f.names[0] for f in DLLM_FLAGS.flags)
-        raise ValueError(f"{names} are the diffusion engine's (--engine diffusion){_elsewhere(engine)}")
+        raise ValueError(f"{names} are the diffusion engine's (--engine diffusion){hint}")
     return opts
-
-
-def _elsewhere(engine: str) -> str:
-    if engine != "sglang":
-        return ""
-    return (" (SGLang takes block_size and threshold from the YAML file of its own --dllm-algorithm-config, "
-            "which passes through)")
