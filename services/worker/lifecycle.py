@@ -10,7 +10,6 @@ import msgspec
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
 from services.worker.args import WorkerConfig
-from services.worker.role import RoleFactory
 from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
@@ -28,7 +27,7 @@ def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
     return make_engine(cfg.engine, tokenizer.encode("abcdefghijklmnopqrstuvwxyz "), eos)
 
 
-async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory | None = None) -> None:
+async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
     rt = svc.rt
     tokenizer = Tokenizer.from_dir(cfg.model_path)
     engine = build_engine(cfg, tokenizer)
@@ -41,7 +40,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
     loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
     await loads.start()
 
-    role = await (make_role or role_factory(cfg, engine))(svc, cfg, engine)
+    role = await role_factory(cfg, engine)(svc, cfg, engine)
     if engine.accepts_images:
         from services.worker.roles.images import with_images
 
