@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.worker.main import Preset
+from services.worker.preset import Preset
 
 PRESET = Preset("decode")
 parse, main = PRESET.parse, PRESET.main

@@ -7,7 +7,7 @@ and --dllm-algorithm-config) serves a real dLLM such as LLaDA2 on a GPU.
 
 from __future__ import annotations
 
-from services.worker.main import Preset
+from services.worker.preset import Preset
 
 PRESET = Preset("diffusion", ("--engine", "diffusion"))
 parse, main = PRESET.parse, PRESET.main

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.worker.main import Preset
+from services.worker.preset import Preset
 
 PRESET = Preset("prefill", ("--disaggregation-mode", "prefill"))
 parse, main = PRESET.parse, PRESET.main

@@ -1,3 +1,3 @@
-from services.worker.main import WORKER
+from services.worker.main import main
 
-WORKER.main()
+main()

@@ -1,41 +1,11 @@
-"""python -m services.worker: parse args -> build engine -> register -> serve the configured role.
-
-`python -m services.decode|prefill|embedding|diffusion` are presets of this
-worker: the same flags, with a few given first (the user's own still win).
-"""
+"""python -m services.worker: the worker as its flags configure it."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from services.worker.preset import Preset
 
-from services.worker.args import WorkerConfig
-from services.worker.args import parse as parse_worker
-from services.worker.lifecycle import serve_worker
-from shared.runtime.service import Service, run
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A worker under its own service name, with flags given before the user's."""
-
-    service: str
-    flags: Sequence[str] = ()
-
-    def parse(self, argv: list[str]) -> WorkerConfig:
-        return parse_worker([*self.flags, *argv])
-
-    async def amain(self, argv: list[str]) -> None:
-        cfg = self.parse(argv)
-        async with Service(self.service, cfg.common) as svc:
-            await serve_worker(svc, cfg)
-
-    def main(self) -> None:
-        run(lambda: self.amain(sys.argv[1:]))
-
-
-WORKER = Preset("worker")
+PRESET = Preset("worker")
+parse, main = PRESET.parse, PRESET.main
 
 if __name__ == "__main__":
-    WORKER.main()
+    main()
