@@ -67,7 +67,7 @@ class SamplingOptions(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class StopConditions(msgspec.Struct, frozen=True, omit_defaults=True):
-    max_tokens: int = 16
+    max_tokens: int = 16  # as OpenAI's completions API (the frontend's default too)
     min_tokens: int = 0
     stop_token_ids: list[int] = []
     stop: list[str] = []

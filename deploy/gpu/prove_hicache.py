@@ -3,7 +3,7 @@
     prove_hicache.py MODEL [--hicache]        one engine, one run (a fresh process per setting)
     prove_hicache.py MODEL --both             both settings, one after the other
 
-The worker's own parser (`services.decode.args.parse`) turns the command line into the engine, as
+The worker's own parser (`services.worker.args.parse`) turns the command line into the engine, as
 `python -m services.decode --engine sglang ...` does. The GPU KV pool is capped at 4,096 tokens;
 prompt A (1,024 tokens) runs, six other 1,024-token prompts push it out of GPU memory, then A runs
 again. Every result is one JSON line:
@@ -46,7 +46,7 @@ def base_flags() -> list[str]:
 
 async def run(model: str, hicache: bool) -> None:
     from protocol.messages import EngineRequest, SamplingOptions, StopConditions
-    from services.decode.args import parse
+    from services.worker.args import parse
     from shared.engine.registry import make_engine
 
     argv = ["--engine", "sglang", "--model-path", model, *base_flags(), *(HICACHE if hicache else [])]

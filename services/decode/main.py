@@ -1,23 +1,11 @@
-"""python -m services.decode: parse args -> build engine -> register -> serve."""
+"""python -m services.decode: the worker as it is configured (aggregated, or a decode half)."""
 
 from __future__ import annotations
 
-import sys
+from services.worker.preset import Preset
 
-from services.decode.args import parse
-from services.decode.worker import serve_worker
-from shared.runtime.service import Service, run
-
-
-async def amain(argv: list[str]) -> None:
-    cfg = parse(argv)
-    async with Service("decode", cfg.common) as svc:
-        await serve_worker(svc, cfg)
-
-
-def main() -> None:
-    run(lambda: amain(sys.argv[1:]))
-
+PRESET = Preset("decode")
+parse, main = PRESET.parse, PRESET.main
 
 if __name__ == "__main__":
     main()

@@ -1,1 +1,1 @@
-"""The embedding worker: a worker serving `embed` (see services/decode/embed.py)."""
+"""The embedding worker: a worker serving `embed` (see services/worker/roles/embedding.py)."""

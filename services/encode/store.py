@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from protocol.messages import ErrorCode
 from protocol.multimodal import EmbeddingRef, parse_release
 from shared.engine.base import EngineError
 from shared.multimodal.slots import SlotPool, dtype_name
@@ -53,7 +54,7 @@ class EmbeddingStore:
         end = time.monotonic() + self.wait_s
         while (slot := self.pool.alloc()) is None:
             if time.monotonic() > end:
-                raise EngineError("overloaded", "every embedding slot is waiting to be read")
+                raise EngineError(ErrorCode.OVERLOADED, "every embedding slot is waiting to be read")
             self._freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._freed.wait(), max(0.0, end - time.monotonic()))

@@ -10,15 +10,14 @@ import msgspec
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.parsers.flags import add_parser_args
-
-ROUTER_MODES = ("round-robin", "random", "kv", "direct")
+from shared.routing.options import ROUTER_FLAGS, RouterOptions
 
 
 class FrontendConfig(msgspec.Struct, frozen=True):
     common: CommonConfig
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    router_mode: str = "round-robin"
+    router: RouterOptions = RouterOptions()
     migration_limit: int = 0
     request_timeout: float | None = None
     max_inflight: int = 4096
@@ -26,11 +25,8 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_prompt_tokens: int | None = None
     api_key: str | None = None
     custom_jinja_template: str | None = None
-    kv_overlap_weight: float = 4.0
-    router_temperature: float = 0.0
     drain_grace: float = 30.0
     worker_silence_timeout: float = 5.0
-    kv_events: bool = True
     ignore_unknown_fields: bool = False
     cors_allowed_origins: tuple[str, ...] = ()
     cors_allowed_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "OPTIONS")
@@ -41,7 +37,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     reasoning_parser: str | None = None
 
     def __repr__(self) -> str:  # never print the API key
-        return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router_mode})"
+        return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,13 +47,6 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("frontend")
     g.add_argument("--http-host", default="127.0.0.1")
     g.add_argument("--http-port", type=int, default=8000)
-    g.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin")
-    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=4.0,
-                   help="kv mode: cost of one uncached prompt block relative to one active block of load")
-    g.add_argument("--router-temperature", type=float, default=0.0,
-                   help="kv mode: 0 picks the cheapest worker; > 0 samples softmax(-cost / temperature)")
-    g.add_argument("--no-kv-events", dest="kv_events", action="store_false",
-                   help="kv mode without workers' KV events: predict caches from the router's own choices")
     g.add_argument("--migration-limit", type=int, default=0,
                    help="times a request may move to another worker when its worker is lost (0: never)")
     g.add_argument("--request-timeout", type=float, default=None, help="seconds per request (default: none)")
@@ -82,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--worker-silence-timeout", type=float, default=5.0,
                    help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
     add_parser_args(g, where="overrides what the workers publish in their model cards")
+    ROUTER_FLAGS.add_to(p)
     return p
 
 
@@ -96,12 +86,11 @@ def parse(argv: list[str]) -> FrontendConfig:
         except OSError as e:
             p.error(f"--custom-jinja-template: {e}")
     return FrontendConfig(
-        common=common_from_args(ns), http_host=ns.http_host, http_port=ns.http_port, router_mode=ns.router_mode,
+        common=common_from_args(ns), http_host=ns.http_host, http_port=ns.http_port, router=ROUTER_FLAGS.build(ns),
         migration_limit=ns.migration_limit, request_timeout=ns.request_timeout, max_inflight=ns.max_inflight,
         max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=ns.api_key,
-        custom_jinja_template=template, kv_overlap_weight=ns.kv_overlap_weight,
-        router_temperature=ns.router_temperature, drain_grace=ns.drain_grace,
-        worker_silence_timeout=ns.worker_silence_timeout, kv_events=ns.kv_events,
+        custom_jinja_template=template, drain_grace=ns.drain_grace,
+        worker_silence_timeout=ns.worker_silence_timeout,
         ignore_unknown_fields=ns.ignore_unknown_fields, cors_allowed_origins=ns.cors_allowed_origins,
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
         header_timeout=ns.header_timeout, max_connections=ns.max_connections,

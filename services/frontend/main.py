@@ -11,7 +11,6 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
 from shared.http import Handler, HttpServer
 from shared.http.cors import Cors, CorsPolicy
-from shared.routing import make_router
 from shared.routing.base import Router
 from shared.runtime.service import Service, run
 
@@ -24,7 +23,7 @@ async def amain(argv: list[str]) -> None:
         await registry.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
-            router_mode=cfg.router_mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
+            router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
             tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser))
         handler: Handler = app
         if cfg.cors_allowed_origins:
@@ -34,7 +33,7 @@ async def amain(argv: list[str]) -> None:
                           header_timeout=cfg.header_timeout, max_connections=cfg.max_connections)
         port = await http.start()
         svc.set_ready()
-        svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router_mode)
+        svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)
         await svc.stopped()
         svc.set_ready(False)
         await http.stop(cfg.drain_grace)
@@ -42,10 +41,7 @@ async def amain(argv: list[str]) -> None:
 
 
 def _router(cfg: FrontendConfig, svc: Service, card: ModelCard) -> Router:
-    mode = "round-robin" if cfg.router_mode == "direct" else cfg.router_mode
-    return make_router(mode, runtime=svc.rt, component=card.component, page_size=card.kv_block_size,
-                       overlap_weight=cfg.kv_overlap_weight, temperature=cfg.router_temperature,
-                       approximate=not cfg.kv_events)
+    return cfg.router.make(runtime=svc.rt, component=card.component, page_size=card.kv_block_size)
 
 
 def main() -> None:

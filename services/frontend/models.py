@@ -135,7 +135,7 @@ class ModelRegistry:
                         serving_as=entry.model_type)
             return
         if iid not in entry.cards:
-            entry.router.add_instance(iid, rehash=card.engine == "sglang")
+            entry.router.add_instance(iid)
         entry.cards[iid] = card
 
     async def _new_entry(self, card: ModelCard) -> ModelEntry:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
-DEFAULT_COMPLETION_MAX_TOKENS = 16  # as OpenAI's completions API
+DEFAULT_COMPLETION_MAX_TOKENS = StopConditions().max_tokens  # 16, as OpenAI's completions API
 
 
 class BadRequest(RuntimeFailure):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
+from shared.routing.options import ROUTER_FLAGS, RouterOptions
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True):
@@ -20,38 +21,33 @@ class ProcessorConfig(msgspec.Struct, frozen=True):
     worker_component: str = "backend"
     context_length: int = 0
     drain_grace: float = 30.0
-    router_mode: str = "round-robin"  # which LLM worker: round-robin | random | kv
+    router: RouterOptions = RouterOptions()  # which LLM worker
     kv_block_size: int = 16
-    kv_overlap_weight: float = 4.0
 
 
 def parse(argv: list[str]) -> ProcessorConfig:
     p = argparse.ArgumentParser(prog="python -m services.processor",
                                 description="shoal multimodal processor: images -> encode workers -> LLM workers.")
     add_common_args(p)
+    add_model_args(p)  # a Llava model directory: its tokenizer, image token, tokens per image
     g = p.add_argument_group("processor")
-    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
-                   help="the Llava model directory (tokenizer, image token, tokens per image)")
-    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
     g.add_argument("--component", default="processor", help="this service's component (in the model card)")
     g.add_argument("--encode-component", default="encode", help="where encode workers serve `encode`")
     g.add_argument("--worker-component", default="backend",
                    help="where the LLM workers (started with --internal) serve `generate`")
     g.add_argument("--context-length", type=int, default=0, help="default: the model's max_position_embeddings")
     g.add_argument("--drain-grace", type=float, default=30.0)
-    g.add_argument("--router-mode", choices=("round-robin", "random", "kv"), default="round-robin",
-                   help="how the LLM worker is chosen; kv: the worker caching the longest prefix of the expanded "
-                        "prompt (image pad ids come from the image's hash, so two images never share blocks)")
     g.add_argument("--kv-block-size", type=int, default=16,
-                   help="kv mode: the LLM workers' KV page size (their --page-size)")
-    g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=4.0,
-                   help="kv mode: cost of one uncached prompt block relative to one active block of load")
+                   help="kv mode: the LLM workers' KV page size (their --page-size); image pad ids come from the "
+                        "image's hash, so two images never share blocks")
+    ROUTER_FLAGS.add_to(p)
     ns = p.parse_args(expand_or_exit(p, argv))
-    if not ns.model_path:
-        p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
-    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
-    return ProcessorConfig(common=common_from_args(ns), model_path=ns.model_path, served_model_name=name,
+    router = ROUTER_FLAGS.build(ns)
+    if router.mode == "direct":
+        p.error("--router-mode direct is the frontend's (a request header names the worker)")
+    model = model_options(p, ns, "shoal model make-tiny DIR --vision")
+    return ProcessorConfig(common=common_from_args(ns), model_path=model.model_path,
+                           served_model_name=model.served_model_name,
                            component=ns.component, encode_component=ns.encode_component,
                            worker_component=ns.worker_component, context_length=ns.context_length,
-                           drain_grace=ns.drain_grace, router_mode=ns.router_mode,
-                           kv_block_size=ns.kv_block_size, kv_overlap_weight=ns.kv_overlap_weight)
+                           drain_grace=ns.drain_grace, router=router, kv_block_size=ns.kv_block_size)

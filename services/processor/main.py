@@ -15,7 +15,6 @@ from protocol.multimodal import EncodeResult
 from services.processor.args import parse
 from services.processor.handler import ProcessorHandler
 from shared.multimodal.vision import image_token_id, tokens_per_image
-from shared.routing import make_router
 from shared.runtime.client import EndpointClient
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.server import EndpointServer
@@ -33,8 +32,7 @@ async def amain(argv: list[str]) -> None:
         tokenizer = Tokenizer.from_dir(cfg.model_path)
         encode: EndpointClient[EncodeResult] = EndpointClient(rt, cfg.encode_component, "encode", EncodeResult)
         worker: EndpointClient[OutputChunk] = EndpointClient(rt, cfg.worker_component, "generate", OutputChunk)
-        router = make_router(cfg.router_mode, runtime=rt, component=cfg.worker_component,
-                             page_size=cfg.kv_block_size, overlap_weight=cfg.kv_overlap_weight)
+        router = cfg.router.make(runtime=rt, component=cfg.worker_component, page_size=cfg.kv_block_size)
         await router.start()
         await encode.start()
         await worker.start()
@@ -54,7 +52,7 @@ async def amain(argv: list[str]) -> None:
         await server.register(model=cfg.served_model_name)
         svc.set_ready()
         svc.log.info("processor_ready", model=cfg.served_model_name, encode=cfg.encode_component,
-                     workers=cfg.worker_component, router_mode=cfg.router_mode)
+                     workers=cfg.worker_component, router_mode=cfg.router.mode)
         try:
             await svc.stopped()
             svc.set_ready(False)

@@ -8,6 +8,7 @@ import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.routing.options import ROUTER_FLAGS, RouterOptions
 
 
 class RouterConfig(msgspec.Struct, frozen=True):
@@ -16,9 +17,7 @@ class RouterConfig(msgspec.Struct, frozen=True):
     worker_endpoint: str = "generate"
     component: str = "router"
     page_size: int = 16
-    overlap_weight: float = 4.0
-    temperature: float = 0.0
-    approximate: bool = False
+    router: RouterOptions = RouterOptions(mode="kv")
 
 
 def parse(argv: list[str]) -> RouterConfig:
@@ -30,12 +29,9 @@ def parse(argv: list[str]) -> RouterConfig:
     g.add_argument("--worker-endpoint", default="generate")
     g.add_argument("--component", default="router", help="this service's own component name")
     g.add_argument("--page-size", type=int, default=16, help="block size of the workers' KV events")
-    g.add_argument("--kv-overlap-score-weight", dest="overlap_weight", type=float, default=4.0)
-    g.add_argument("--router-temperature", type=float, default=0.0)
-    g.add_argument("--no-kv-events", dest="kv_events", action="store_false")
+    ROUTER_FLAGS.add_to(p, skip=("mode",))
     ns = p.parse_args(expand_or_exit(p, argv))
     return RouterConfig(common=common_from_args(ns), worker_component=ns.worker_component,
                         worker_endpoint=ns.worker_endpoint, component=ns.component, page_size=ns.page_size,
-                        overlap_weight=ns.overlap_weight, temperature=ns.router_temperature,
-                        approximate=not ns.kv_events)
+                        router=ROUTER_FLAGS.build(ns, mode="kv"))
 

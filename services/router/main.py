@@ -7,7 +7,6 @@ import sys
 from protocol.messages import RouteRequest, RouteResponse
 from services.router.args import parse
 from services.router.handler import RouteHandler
-from shared.routing.feed import make_kv_router
 from shared.runtime.client import EndpointClient
 from shared.runtime.server import EndpointServer
 from shared.runtime.service import Service, run
@@ -16,8 +15,7 @@ from shared.runtime.service import Service, run
 async def amain(argv: list[str]) -> None:
     cfg = parse(argv)
     async with Service("router", cfg.common) as svc:
-        router = make_kv_router(svc.rt, cfg.worker_component, cfg.page_size, cfg.overlap_weight,
-                                cfg.temperature, cfg.approximate)
+        router = cfg.router.make(runtime=svc.rt, component=cfg.worker_component, page_size=cfg.page_size)
         await router.start()
         workers: EndpointClient[RouteResponse] = EndpointClient(svc.rt, cfg.worker_component, cfg.worker_endpoint,
                                                                 RouteResponse)

@@ -10,13 +10,8 @@ A worker service drives an engine through this and nothing else:
     engine.load()                       # for the router, polled a few times a second
     await engine.stop()
 
-Embedding engines add `await engine.embed(inputs, normalize)`: one vector per
-input (token ids), pooled from the last token's final hidden state.
-
-Disaggregation adds two optional hooks (prefill-only with KV hand-off):
-`prefill(req)` computes the prompt's KV and returns a `KvHandoff` describing
-where it lives; `generate(req)` with `req.bootstrap` set pulls that KV instead
-of computing the prompt.
+What an engine can do beyond that (embeddings, KV export/import for
+disaggregation, images) is a typed capability: shared/engine/capabilities.py.
 """
 
 from __future__ import annotations
@@ -28,22 +23,14 @@ from typing import Protocol
 
 from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
-from protocol.messages import EngineRequest, OutputChunk
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk
+from shared.errors import EngineError
 
 
 class KvEventSink(Protocol):
     """Takes an engine's KV events; `dp_rank` names the data-parallel rank whose cache changed."""
 
     def __call__(self, events: list[KvEvent], dp_rank: int = 0) -> None: ...
-
-
-class EngineError(Exception):
-    """The engine refused or failed a request; `code` is a protocol ErrorCode value."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -69,17 +56,18 @@ class KvHandoff:
 def check_embed_inputs(inputs: list[list[int]], context_length: int) -> None:
     """Refuse what no embedding engine can serve: no inputs, an empty input, one longer than the context."""
     if not inputs:
-        raise EngineError("bad_request", "no inputs to embed")
+        raise EngineError(ErrorCode.BAD_REQUEST, "no inputs to embed")
     for i, ids in enumerate(inputs):
         if not ids:
-            raise EngineError("bad_request", f"input {i} is empty")
+            raise EngineError(ErrorCode.BAD_REQUEST, f"input {i} is empty")
         if len(ids) > context_length:
-            raise EngineError("context_length_exceeded", f"input {i} has {len(ids)} tokens; this model's "
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, f"input {i} has {len(ids)} tokens; this model's "
                               f"maximum context length is {context_length} tokens")
 
 
 class Engine(abc.ABC):
     name: str = "engine"
+    accepts_images: bool = False  # prompts may carry images (the model card lists the image modality)
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -104,17 +92,6 @@ class Engine(abc.ABC):
 
     def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
         """Receive KV events; engines without a cache may ignore it."""
-
-    async def prefill(self, request: EngineRequest) -> KvHandoff:
-        """Compute the prompt's KV only and keep it for a decode worker to fetch."""
-        raise EngineError("bad_request", f"engine {self.name} cannot prefill only")
-
-    async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
-        """One embedding per input (token ids), L2-normalised when `normalize`; in the inputs' order."""
-        raise EngineError("bad_request", f"engine {self.name} does not serve embeddings")
-
-    async def release(self, request_id: str) -> None:
-        """Free KV held for a hand-off (after the transfer, or when it failed)."""
 
     def context_length(self) -> int:
         return 4096

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from protocol.discovery import RuntimeConfig
-from protocol.messages import EngineRequest, OutputChunk, Usage
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
+from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
 from shared.engine.stream import RequestStream
@@ -51,6 +52,13 @@ class MockConfig(msgspec.Struct, frozen=True):
     eos_token_id: int | None = None
     embedding_dim: int = 64
     model_path: str = ""  # its tokenizer, for structured output (grammars)
+
+
+MOCK_FLAGS = FlagGroup(
+    "mock engine", MockConfig,
+    flag("speedup", "--speedup-ratio", help="simulated time divided by this"),
+    flag("prefill_ms_per_token", "--prefill-ms-per-token", help="prefill cost of an uncached token"),
+)
 
 
 @dataclass(eq=False)  # identity: membership tests must not compare every field
@@ -87,7 +95,7 @@ class MockEngine(Engine):
         if self._task is not None:
             await cancel_and_wait(self._task)
         for seq in [*self._running, *self._waiting]:
-            seq.stream.fail(EngineError("engine_error", "engine stopped"))
+            seq.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, "engine stopped"))
             self._release(seq)
 
     def runtime_config(self) -> RuntimeConfig:
@@ -146,14 +154,14 @@ class MockEngine(Engine):
     def _admit_check(self, request: EngineRequest) -> _Seq:
         n = len(request.token_ids)
         if n == 0:
-            raise EngineError("bad_request", "empty prompt")
+            raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if n + request.stop.max_tokens > self.cfg.context_length:
-            raise EngineError("context_length_exceeded", f"{n} prompt + {request.stop.max_tokens} "
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, f"{n} prompt + {request.stop.max_tokens} "
                               f"new tokens exceed the context length {self.cfg.context_length}")
         if self.pool.blocks_needed(n + 1) > self.cfg.num_blocks:
-            raise EngineError("context_length_exceeded", "prompt larger than the whole KV cache")
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, "prompt larger than the whole KV cache")
         if len(self._waiting) >= self.cfg.max_waiting:
-            raise EngineError("overloaded", "engine queue full")
+            raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
         return _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
 
     async def _loop(self) -> None:

@@ -1,16 +1,25 @@
-"""Build an engine by name from the worker's typed options."""
+"""Build an engine by name from the worker's typed options; the one place that knows the engines by name."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+
 import msgspec
 
+from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine
+from shared.engine.diffusion.args import DLLM_FLAGS, DllmOptions, dllm_options
+from shared.engine.mock import MOCK_FLAGS, MockConfig
 
 ENGINES = ("reference", "mock", "sglang", "diffusion")
+GENERATION_ONLY = ("diffusion",)  # no embeddings, no prefill/decode halves
+_DLLM_HINTS = {"sglang": " (SGLang takes block_size and threshold from the YAML file of its own "
+                         "--dllm-algorithm-config, which passes through)"}
 
 
 class EngineOptions(msgspec.Struct, frozen=True):
-    """shoal's own engine knobs (SGLang's flags pass through as `extra_args`)."""
+    """shoal's own engine knobs; each engine's own ones in its struct (SGLang's pass through as `extra_args`)."""
 
     engine: str = "reference"
     model_path: str = ""
@@ -19,30 +28,62 @@ class EngineOptions(msgspec.Struct, frozen=True):
     max_running: int = 64
     max_batched_tokens: int = 2048
     max_waiting: int = 1024
-    context_length: int = 0
-    speedup_ratio: float = 1.0  # mock only
-    prefill_ms_per_token: float = 0.02  # mock only
-    device: str = "cpu"  # reference only
-    output_token_ids: list[int] = []  # mock only: the ids it emits
-    eos_token_id: int | None = None
+    context_length: int = 0  # 0: the model's
+    device: str = "cpu"  # reference and diffusion
     extra_args: list[str] = []
-    dllm_block_length: int | None = None  # diffusion only: None = the model's own setting
-    dllm_steps: int | None = None  # diffusion only
-    dllm_threshold: float | None = None  # diffusion only
-    dllm_mask_token_id: int | None = None  # diffusion only
+    mock: MockConfig = MockConfig()  # its timing flags; the shared knobs above are filled in by make_engine
+    dllm: DllmOptions = DllmOptions()
 
 
-def make_engine(opts: EngineOptions) -> Engine:
+ENGINE_FLAGS = FlagGroup(
+    "engine (reference, mock, diffusion; SGLang takes the ones it shares)", EngineOptions,
+    flag("engine", "--engine", choices=ENGINES),
+    flag("page_size", "--page-size"),
+    flag("num_blocks", "--num-blocks", "--num-gpu-blocks-override"),
+    flag("max_running", "--max-num-seqs"),
+    flag("max_batched_tokens", "--max-num-batched-tokens"),
+    flag("max_waiting", "--max-waiting"),
+    flag("context_length", "--context-length"),
+    flag("device", "--device", help="reference and diffusion: cpu or cuda"),
+)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    ENGINE_FLAGS.add_to(parser)
+    MOCK_FLAGS.add_to(parser)
+    DLLM_FLAGS.add_to(parser)
+
+
+def engine_options(ns: argparse.Namespace, model_path: str, extra: list[str], argv: Sequence[str],
+                   embedding: bool, disaggregation_mode: str) -> tuple[EngineOptions, bool]:
+    """The engine's options and whether it serves embeddings; ValueError on flags it does not take."""
+    opts = ENGINE_FLAGS.build(ns, model_path=model_path, mock=MOCK_FLAGS.build(ns))
+    opts = msgspec.structs.replace(opts, dllm=dllm_options(ns, opts.engine, _DLLM_HINTS.get(opts.engine, "")))
+    if opts.engine in GENERATION_ONLY and (embedding or disaggregation_mode != "null"):
+        raise ValueError(f"the {opts.engine} engine serves generation only: no --embedding, "
+                         "no --disaggregation-mode")
+    if opts.engine != "sglang":
+        if extra:
+            raise ValueError(f"unrecognized arguments for engine {opts.engine}: {' '.join(extra)}")
+        return opts, embedding
+    from shared.engine.sglang.passthrough import sglang_argv
+
+    shared = {**vars(ns), **msgspec.structs.asdict(opts)}  # SGLang's flags shoal has too, by field name
+    extra, embedding = sglang_argv(extra, list(argv), shared, embedding, disaggregation_mode)
+    return msgspec.structs.replace(opts, extra_args=extra), embedding
+
+
+def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_token_id: int | None = None) -> Engine:
+    """`output_token_ids`, `eos_token_id`: what the mock engine emits (printable text of the model's vocabulary)."""
     if opts.engine == "mock":
-        from shared.engine.mock import MockConfig, MockEngine
+        from shared.engine.mock import MockEngine
 
-        kw = {"output_tokens": opts.output_token_ids} if opts.output_token_ids else {}
-        return MockEngine(MockConfig(
-            num_blocks=opts.num_blocks or 16384, page_size=opts.page_size, max_running=opts.max_running,
+        m = opts.mock
+        return MockEngine(msgspec.structs.replace(
+            m, num_blocks=opts.num_blocks or m.num_blocks, page_size=opts.page_size, max_running=opts.max_running,
             max_waiting=opts.max_waiting, max_batched_tokens=opts.max_batched_tokens,
-            context_length=opts.context_length or 8192, speedup=opts.speedup_ratio,
-            prefill_ms_per_token=opts.prefill_ms_per_token,
-            eos_token_id=opts.eos_token_id, model_path=opts.model_path, **kw,
+            context_length=opts.context_length or m.context_length, eos_token_id=eos_token_id,
+            output_tokens=list(output_token_ids) or m.output_tokens, model_path=opts.model_path,
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine
@@ -60,8 +101,7 @@ def make_engine(opts: EngineOptions) -> Engine:
         return DiffusionEngine(DiffusionConfig(
             model_path=opts.model_path, device=opts.device, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, max_waiting=opts.max_waiting,
-            context_length=opts.context_length, block_length=opts.dllm_block_length, steps=opts.dllm_steps,
-            threshold=opts.dllm_threshold, mask_token_id=opts.dllm_mask_token_id,
+            context_length=opts.context_length, **msgspec.structs.asdict(opts.dllm),
         ))
     if opts.engine == "sglang":
         from shared.engine.sglang import SglangEngine, build_sglang_config

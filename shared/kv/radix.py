@@ -7,9 +7,9 @@ the request's hashes that worker holds; the walk narrows the set of workers
 still matching and stops when it is empty, so workers holding nothing of the
 prompt cost nothing.
 
-Engines whose hashes differ from shoal's (SGLang) are indexed by hashes
-recomputed from the event's token ids; a per-worker map from the engine's hash
-to ours resolves later removals.
+Every worker publishes shoal's own block hashes (`shared.kv.hashing`): an
+engine that names blocks otherwise (SGLang) is translated once, on its worker
+(shared/engine/sglang/translate.py), so the index sees one kind of worker.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
-from shared.kv.hashing import block_hash
 
 WorkerKey = tuple[str, int]  # (instance id, data-parallel rank)
 
@@ -27,22 +26,18 @@ class KvIndex:
         self.page_size = page_size
         self._holders: dict[int, set[WorkerKey]] = {}
         self._held: dict[WorkerKey, set[int]] = {}
-        self._ours: dict[WorkerKey, dict[int, int]] = {}  # engine hash -> our hash (rehashed workers only)
 
     # ---- updates ------------------------------------------------------------------------
-    def apply(self, worker: WorkerKey, event: KvEvent, rehash: bool = False) -> None:
+    def apply(self, worker: WorkerKey, event: KvEvent) -> None:
         if isinstance(event, BlockStored):
-            self._stored(worker, event, rehash)
+            self._stored(worker, event.block_hashes)
         elif isinstance(event, BlockRemoved):
-            self._removed(worker, event.block_hashes, rehash)
+            self._removed(worker, event.block_hashes)
         elif isinstance(event, AllBlocksCleared):
             self.remove_worker(worker)
 
-    def _stored(self, worker: WorkerKey, ev: BlockStored, rehash: bool) -> None:
+    def _stored(self, worker: WorkerKey, hashes: Sequence[int]) -> None:
         held = self._held.setdefault(worker, set())
-        hashes = ev.block_hashes
-        if rehash:
-            hashes = self._rehash(worker, ev)
         holders = self._holders
         for h in hashes:
             s = holders.get(h)
@@ -52,26 +47,10 @@ class KvIndex:
                 s.add(worker)
         held.update(hashes)
 
-    def _rehash(self, worker: WorkerKey, ev: BlockStored) -> list[int]:
-        ours = self._ours.setdefault(worker, {})
-        if ev.parent_hash is not None and ev.parent_hash not in ours:
-            return []  # the parent is unknown (dropped from the stream): these blocks cannot be placed
-        parent = ours.get(ev.parent_hash) if ev.parent_hash is not None else None
-        size = ev.block_size or self.page_size
-        out = []
-        for i, engine_hash in enumerate(ev.block_hashes):
-            parent = block_hash(parent, ev.token_ids[i * size : (i + 1) * size])
-            ours[engine_hash] = parent
-            out.append(parent)
-        return out
-
-    def _removed(self, worker: WorkerKey, hashes: Sequence[int], rehash: bool) -> None:
+    def _removed(self, worker: WorkerKey, hashes: Sequence[int]) -> None:
         held = self._held.get(worker)
         if held is None:
             return
-        if rehash:
-            ours = self._ours.get(worker, {})
-            hashes = [h2 for h in hashes if (h2 := ours.pop(h, None)) is not None]
         for h in hashes:
             held.discard(h)
             s = self._holders.get(h)
@@ -88,7 +67,6 @@ class KvIndex:
                 s.discard(worker)
                 if not s:
                     del self._holders[h]
-        self._ours.pop(worker, None)
 
     def remove_instance(self, instance_id: str) -> None:
         for w in [w for w in self._held if w[0] == instance_id]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from protocol.messages import EngineRequest
+from protocol.messages import EngineRequest, ErrorCode
 from protocol.multimodal import EmbeddingRef, ImageItem, pad_value
-from shared.engine.base import EngineError
+from shared.errors import EngineError
 
 
 def expand_request(request: EngineRequest, image_token_id: int, hashes: list[str], num_tokens: list[int],
@@ -19,7 +19,8 @@ def expand_request(request: EngineRequest, image_token_id: int, hashes: list[str
     items = request.multimodal
     places = [i for i, t in enumerate(request.token_ids) if t == image_token_id]
     if len(places) < len(items):
-        raise EngineError("bad_request", f"the prompt has {len(places)} image placeholders for {len(items)} images")
+        raise EngineError(ErrorCode.BAD_REQUEST,
+                          f"the prompt has {len(places)} image placeholders for {len(items)} images")
     places = places[: len(items)]
     ids: list[int] = []
     out: list[ImageItem] = []

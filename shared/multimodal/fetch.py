@@ -13,18 +13,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from shared.engine.base import EngineError
+from protocol.messages import ErrorCode
+from shared.errors import EngineError
 
 MAX_IMAGE_BYTES = 16 << 20
 FETCH_TIMEOUT_S = 10.0
 
 
 def bad_image(message: str) -> EngineError:
-    return EngineError("bad_request", message)
+    return EngineError(ErrorCode.BAD_REQUEST, message)
 
 
 async def fetch_image(url: str, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = FETCH_TIMEOUT_S) -> bytes:
-    """The bytes the URL names; raises EngineError("bad_request") with the reason."""
+    """The bytes the URL names; raises EngineError(ErrorCode.BAD_REQUEST) with the reason."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
         if len(url) < 64 << 10:

@@ -44,7 +44,7 @@ class ImageSpec:
 
 
 def preprocess(data: bytes, spec: ImageSpec) -> torch.Tensor:
-    """`[3, crop_height, crop_width]` float32 pixel values; raises EngineError("bad_request") when undecodable."""
+    """`[3, crop_height, crop_width]` float32 pixel values; raises EngineError(bad_request) when undecodable."""
     from PIL import Image, UnidentifiedImageError
 
     try:

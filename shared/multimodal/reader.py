@@ -12,8 +12,9 @@ import asyncio
 import numpy as np
 import torch
 
+from protocol.messages import ErrorCode
 from protocol.multimodal import EmbeddingRef, release_tag
-from shared.engine.base import EngineError
+from shared.errors import EngineError
 from shared.multimodal.slots import DTYPES, SlotPool
 from shared.runtime.runtime import Runtime
 from shared.telemetry.logging import get_logger
@@ -41,9 +42,9 @@ class EmbeddingReader:
         await self.agent.stop()
 
     async def read(self, ref: EmbeddingRef) -> torch.Tensor:
-        """The embeddings `ref` names, `[tokens, hidden]`; raises EngineError(transfer_failed)."""
+        """The embeddings `ref` names, `[tokens, hidden]`; raises TransferFailed."""
         if ref.dtype not in DTYPES or ref.nbytes > self.pool.slot_bytes:
-            raise EngineError("bad_request", f"image embeddings of {ref.nbytes} bytes ({ref.dtype}) do not fit "
+            raise EngineError(ErrorCode.BAD_REQUEST, f"image embeddings of {ref.nbytes} bytes ({ref.dtype}) do not fit "
                               f"this worker's slots of {self.pool.slot_bytes} bytes")
         slot = await self._alloc()
         try:
@@ -54,7 +55,7 @@ class EmbeddingReader:
             out = self.pool.get(slot, ref.nbytes, DTYPES[ref.dtype], ref.shape)
         except TransferFailed as e:
             READS.labels("failed").inc()
-            raise EngineError("transfer_failed", f"reading image embeddings from {ref.agent}: {e.message}") from e
+            raise TransferFailed(f"reading image embeddings from {ref.agent}: {e.message}") from e
         finally:
             async with self._free:
                 self.pool.free(slot)

@@ -35,8 +35,8 @@ class Router(abc.ABC):
     async def stop(self) -> None:
         """Stop background consumers."""
 
-    def add_instance(self, instance_id: str, rehash: bool = False) -> None:
-        """A worker became ready (`rehash`: its engine's block hashes are not shoal's, e.g. SGLang)."""
+    def add_instance(self, instance_id: str) -> None:
+        """A worker became ready."""
 
     def remove_instance(self, instance_id: str) -> None:
         """A worker left (lease expired or drained): forget its cache and load."""

@@ -58,17 +58,14 @@ class KvRouter(Router):
         self._active: dict[str, int] = {}  # blocks of requests this router sent, by instance
         self._reported: dict[str, WorkerLoad] = {}
         self._last_seq: dict[tuple[str, int], int] = {}
-        self._rehash: set[str] = set()
         self._predicted: deque[tuple[float, str, list[int]]] = deque()  # approximate mode: expiry order
         self._guessed = KvIndex(page_size)  # prompts with opaque parts: where this router sent them
         self._guesses: deque[tuple[float, str, list[int]]] = deque()
         self.live: set[str] = set()
 
     # ---- membership -----------------------------------------------------------------------
-    def add_instance(self, instance_id: str, rehash: bool = False) -> None:
+    def add_instance(self, instance_id: str) -> None:
         self.live.add(instance_id)
-        if rehash:
-            self._rehash.add(instance_id)
 
     def remove_instance(self, instance_id: str) -> None:
         self.live.discard(instance_id)
@@ -89,9 +86,8 @@ class KvRouter(Router):
         if last and batch.seq > last + 1:  # events were lost: what we know of this worker is stale
             self.index.remove_worker(key)
         self._last_seq[key] = batch.seq
-        rehash = batch.worker_id in self._rehash
         for ev in batch.events:
-            self.index.apply(key, ev, rehash)
+            self.index.apply(key, ev)
         return True
 
     def apply_load(self, load: WorkerLoad) -> None:

@@ -1,33 +1,22 @@
-"""Errors a runtime caller may see; each carries a protocol ErrorCode."""
+"""Errors a runtime caller may see: members of the one family (shared/errors.py)."""
 
 from __future__ import annotations
 
 from protocol.messages import ErrorCode, ErrorInfo
+from shared.errors import ShoalError
+
+RuntimeFailure = ShoalError  # the family's name where runtime callers catch it
 
 
-class RuntimeFailure(Exception):
-    code: ErrorCode = ErrorCode.INTERNAL
-
-    def __init__(self, message: str, code: ErrorCode | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.retry_after = retry_after
-
-    def info(self) -> ErrorInfo:
-        return ErrorInfo(code=self.code, message=self.message, retry_after=self.retry_after)
-
-
-class NatsUnavailable(RuntimeFailure):
+class NatsUnavailable(ShoalError):
     code = ErrorCode.NO_WORKERS
 
 
-class NoInstances(RuntimeFailure):
+class NoInstances(ShoalError):
     code = ErrorCode.NO_WORKERS
 
 
-class WorkerLost(RuntimeFailure):
+class WorkerLost(ShoalError):
     """The instance serving a stream went away (gap, silence, lease expiry, drain)."""
 
     code = ErrorCode.WORKER_LOST
@@ -38,11 +27,11 @@ class WorkerLost(RuntimeFailure):
         self.started = started
 
 
-class RemoteError(RuntimeFailure):
+class RemoteError(ShoalError):
     """The handler on the far side ended the stream with an error."""
 
 
-def from_info(info: ErrorInfo) -> RuntimeFailure:
+def from_info(info: ErrorInfo) -> ShoalError:
     if info.code == ErrorCode.WORKER_LOST:
         return WorkerLost(info.message)
     return RemoteError(info.message, info.code, info.retry_after)

@@ -28,8 +28,8 @@ from nats.aio.msg import Msg
 from protocol import codec, subjects
 from protocol.discovery import InstanceRecord
 from protocol.messages import Cancel, ErrorCode, ErrorInfo, StreamFrame
+from shared.errors import ShoalError
 from shared.runtime.discovery import Lease
-from shared.runtime.errors import RuntimeFailure
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
@@ -219,15 +219,11 @@ class EndpointServer(Generic[T]):
             if error is None:
                 error = ErrorInfo(ErrorCode.CANCELLED, "stopped")  # counted; no frame goes out
                 raise
-        except RuntimeFailure as e:
+        except ShoalError as e:
             error = e.info()
         except Exception as e:
-            code = getattr(e, "code", None)
-            if code in ErrorCode._value2member_map_:
-                error = ErrorInfo(ErrorCode(code), str(e))
-            else:
-                log.exception("handler_failed", request_id=ctx.request_id)
-                error = ErrorInfo(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            log.exception("handler_failed", request_id=ctx.request_id)
+            error = ErrorInfo(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
         finally:
             if timer is not None:
                 timer.cancel()

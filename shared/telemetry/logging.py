@@ -128,8 +128,9 @@ def _add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
 
 def _install_handler(formatter: logging.Formatter, stream: TextIO | None, level: str) -> None:
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME or _is_console(h)]:
         root.removeHandler(old)
+    _stop_echoes()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
@@ -137,6 +138,23 @@ def _install_handler(formatter: logging.Formatter, stream: TextIO | None, level:
     root.setLevel(_level_number(level))
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    """A plain console handler another library put up (`logging.basicConfig`, SGLang's `configure_logger`).
+
+    Left beside ours it would print every line a second time, unformatted. Subclasses (pytest's capture
+    handlers, file handlers) are not plain and stay."""
+    return type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout)
+
+
+def _stop_echoes() -> None:
+    """Loggers with a console handler of their own that also propagate to the root print each line twice:
+    drop their handler, so the line comes once, through ours."""
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and logger.propagate:
+            for h in [h for h in logger.handlers if _is_console(h)]:
+                logger.removeHandler(h)
 
 
 def _level_number(level: str) -> int:

@@ -8,9 +8,9 @@
 """
 
 from protocol.transfer import AgentRecord, PrefillRequest, PrefillResult
+from shared.errors import TransferFailed
 from shared.transfer.agent import KvAgent
 from shared.transfer.directory import AgentDirectory
-from shared.transfer.errors import TransferFailed
 from shared.transfer.inbox import NotificationInbox
 
 __all__ = ["AgentDirectory", "AgentRecord", "KvAgent", "NotificationInbox", "PrefillRequest",

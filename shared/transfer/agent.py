@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 import torch
 
 from protocol.transfer import AgentRecord
+from shared.errors import TransferFailed
 from shared.telemetry.logging import get_logger
 from shared.transfer.descriptors import write_rows
-from shared.transfer.errors import TransferFailed
 from shared.transfer.nixl import nixl_agent, nixl_agent_config
 
 log = get_logger("shoal.transfer")

@@ -8,10 +8,10 @@ from __future__ import annotations
 from protocol import codec
 from protocol.subjects import NIXL_BUCKET, agent_key
 from protocol.transfer import AgentRecord
+from shared.errors import TransferFailed
 from shared.runtime.discovery import Lease
 from shared.runtime.runtime import Runtime
 from shared.transfer.agent import KvAgent
-from shared.transfer.errors import TransferFailed
 
 
 class AgentDirectory:

@@ -12,6 +12,7 @@ import pytest
 
 from protocol.messages import ErrorCode
 from shared.config.args import NatsOptions
+from shared.errors import EngineError, TransferFailed
 from shared.runtime import EndpointClient, EndpointServer, RemoteError, Runtime, WorkerLost
 from shared.runtime.errors import NatsUnavailable
 from shared.runtime.server import RequestContext
@@ -75,6 +76,19 @@ async def test_stream_roundtrip_and_errors(nats_server):
         with pytest.raises(RemoteError) as e:
             await collect(client, Ask("c", 2, fail=True))
         assert e.value.code == ErrorCode.INTERNAL and "boom" in e.value.message
+
+
+@pytest.mark.parametrize("error", [EngineError(ErrorCode.OVERLOADED, "queue full", retry_after=2.0),
+                                   TransferFailed("KV never arrived")], ids=["engine", "transfer"])
+async def test_a_handler_error_of_the_family_reaches_the_client_with_its_code(nats_server, error):
+    async def failing(req: Ask, ctx: RequestContext) -> AsyncIterator[Part]:
+        yield Part(0)
+        raise error
+
+    async with served(nats_server, failing) as (_, client):
+        with pytest.raises(RemoteError) as e:
+            await collect(client, Ask("f", 1))
+    assert (e.value.code, e.value.message, e.value.retry_after) == (error.code, error.message, error.retry_after)
 
 
 async def test_cancel_reaches_the_handler(nats_server):

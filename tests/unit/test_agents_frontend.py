@@ -9,11 +9,11 @@ import msgspec
 import pytest
 
 from protocol.messages import Grammar
-from services.decode.args import parse as worker_args
 from services.frontend.agents import MarkerDetokenizer, StreamedCalls, message_of, plan_chat
 from services.frontend.args import parse as frontend_args
 from services.frontend.openai_types import ChatCompletionRequest, Delta
 from services.frontend.preprocess import BadRequest
+from services.worker.args import parse as worker_args
 from shared.tokenizer import Tokenizer
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -22,9 +22,9 @@ def test_the_service_defaults_to_the_diffusion_engine_as_a_backend() -> None:
                  "--dllm-threshold", "0.9"])
     assert (cfg.engine.engine, cfg.component, cfg.endpoint, cfg.served_model_name) == (
         "diffusion", "backend", "generate", "tiny-dllm")
-    assert (cfg.engine.dllm_block_length, cfg.engine.dllm_steps, cfg.engine.dllm_threshold) == (16, 4, 0.9)
-    assert parse(["--model-path", "/m", "--dllm-block-size", "32"]).engine.dllm_block_length == 32
-    assert parse(["--model-path", "/m"]).engine.dllm_steps is None  # the model's own setting
+    assert (cfg.engine.dllm.block_length, cfg.engine.dllm.steps, cfg.engine.dllm.threshold) == (16, 4, 0.9)
+    assert parse(["--model-path", "/m", "--dllm-block-size", "32"]).engine.dllm.block_length == 32
+    assert parse(["--model-path", "/m"]).engine.dllm.steps is None  # the model's own setting
 
 
 @pytest.mark.parametrize(("engine", "says"), [("reference", "--engine diffusion"),

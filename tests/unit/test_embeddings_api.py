@@ -14,13 +14,13 @@ import msgspec
 import pytest
 
 from protocol.embeddings import EmbedRequest, EmbedResponse
-from services.decode.args import parse as parse_worker
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import embedding_inputs, encode_vector
 from services.frontend.models import ModelEntry
 from services.frontend.openapi import openapi_document
 from services.frontend.preprocess import BadRequest
+from services.worker.args import parse as parse_worker
 from shared.http import Request
 from shared.routing.base import RoundRobinRouter
 from shared.tokenizer import Tokenizer

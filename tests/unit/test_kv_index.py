@@ -34,19 +34,6 @@ def test_overlap_remove_clear():
     assert idx.overlaps(hashes) == {} and idx.num_blocks == 0
 
 
-def test_rehash_resolves_engine_hashes():
-    idx = KvIndex(4)
-    tokens = list(range(12))
-    ours = block_hashes(tokens, 4)
-    engine = [1001, 1002, 1003]  # an engine with its own hashing (SGLang)
-    idx.apply(W1, BlockStored(block_hashes=engine[:2], token_ids=tokens[:8], block_size=4), rehash=True)
-    idx.apply(W1, BlockStored(block_hashes=engine[2:], token_ids=tokens[8:], parent_hash=1002, block_size=4),
-              rehash=True)
-    assert idx.overlaps(ours) == {W1: 3}
-    idx.apply(W1, BlockRemoved(block_hashes=[1002]), rehash=True)
-    assert idx.overlaps(ours) == {W1: 1}
-
-
 def naive_overlap(held: dict, hashes: list[int]) -> dict:
     out = {}
     for w, hs in held.items():

@@ -151,15 +151,6 @@ def test_removed_instance_is_forgotten():
     assert r._load(A) == 0
 
 
-def test_rehashed_instance_resolves_engine_hashes():
-    r = KvRouter(page_size=PS, seed=0)
-    r.add_instance(A, rehash=True)
-    r.apply_batch(batch(A, 1, BlockStored(block_hashes=[11, 12], token_ids=PROMPT[:8], block_size=PS)))
-    assert r.choose("r", PROMPT, [A]).overlap_blocks == 2
-    r.apply_batch(batch(A, 2, BlockRemoved(block_hashes=[12])))
-    assert r.choose("r2", PROMPT, [A]).overlap_blocks == 1
-
-
 def test_approximate_mode_predicts_from_its_own_choices(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr("shared.routing.kv_router.time.monotonic", lambda: now[0])

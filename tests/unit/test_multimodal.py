@@ -54,7 +54,7 @@ def test_expand_places_each_image_and_refuses_a_count_mismatch() -> None:
 
 
 def test_a_disaggregated_decode_worker_takes_images_only_expanded() -> None:
-    from services.decode.multimodal import ExpandedOnly
+    from services.worker.roles.images import ExpandedOnly
     from shared.runtime.server import RequestContext
 
     async def inner(req: EngineRequest, ctx: RequestContext) -> AsyncIterator[str]:
@@ -111,7 +111,7 @@ def test_reference_engine_places_image_embeddings_like_transformers_llava(vlm: P
     """Chunked prefill (8 tokens a step) cuts through both images; prefix caching keeps images apart."""
     from transformers import LlavaForConditionalGeneration
 
-    from services.decode.multimodal import ImageInputs
+    from services.worker.roles.images import ImageInputs
     from shared.engine.reference import ReferenceConfig, ReferenceEngine
     from shared.tokenizer import Tokenizer
 

@@ -132,8 +132,8 @@ def test_sglang_parser_names_bad_flags(argv: list[str], words: list[str]) -> Non
 
 
 def test_the_worker_hands_shared_flags_and_roles_to_sglang() -> None:
-    from services.decode.args import parse
-    from services.prefill.args import parse as parse_prefill
+    from services.prefill.main import parse as parse_prefill
+    from services.worker.args import parse
 
     cfg = parse(["--engine", "sglang", "--model-path", "/m", "--page-size", "32", "--context-length=8192",
                  "--tp", "2", "--disaggregation-mode", "decode"])

@@ -19,10 +19,10 @@ import pytest
 from protocol.discovery import InstanceRecord, bootstrap_metadata, bootstrap_of
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, StopConditions
 from protocol.transfer import PrefillRequest, PrefillResult
-from services.decode.sglang_pair import SglangPairHandler
+from services.worker.roles.sglang_pair import SglangPairHandler
+from shared.errors import TransferFailed
 from shared.runtime.errors import RemoteError, WorkerLost
 from shared.runtime.server import RequestContext
-from shared.transfer.errors import TransferFailed
 
 GOOD, DEAD, PICKY = "a" * 16, "b" * 16, "c" * 16
 

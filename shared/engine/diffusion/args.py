@@ -12,30 +12,39 @@ same settings as flags: `--dllm-block-size` (LLaDA calls it block_length, so
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-FLAGS = ("--dllm-block-size", "--dllm-block-length", "--dllm-steps", "--dllm-threshold", "--dllm-mask-token-id")
+import msgspec
 
-
-def add_dllm_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("diffusion engine (--engine diffusion; default: the model's shoal_diffusion config)")
-    g.add_argument("--dllm-block-size", "--dllm-block-length", dest="dllm_block_length", type=int, default=None,
-                   metavar="N", help="mask tokens appended and denoised together (SGLang: block_size)")
-    g.add_argument("--dllm-steps", type=int, default=None, metavar="N",
-                   help="denoising iterations per block; each unmasks block/steps tokens (LLaDA's steps)")
-    g.add_argument("--dllm-threshold", type=float, default=None, metavar="P",
-                   help="instead: unmask every prediction more confident than P, at least one per iteration "
-                        "(SGLang LowConfidence's threshold)")
-    g.add_argument("--dllm-mask-token-id", type=int, default=None, metavar="ID",
-                   help="the mask token, for a model directory without a shoal_diffusion section")
+from shared.config.flags import FlagGroup, flag
 
 
-def dllm_options(ns: argparse.Namespace) -> dict[str, Any]:
-    """EngineOptions fields from the flags; ValueError when they are given to another engine."""
-    given = {k: getattr(ns, k) for k in ("dllm_block_length", "dllm_steps", "dllm_threshold", "dllm_mask_token_id")
-             if getattr(ns, k) is not None}
-    if given and ns.engine != "diffusion":
-        hint = (" (SGLang takes block_size and threshold from the YAML file of its own --dllm-algorithm-config, "
-                "which passes through)" if ns.engine == "sglang" else "")
-        raise ValueError(f"{', '.join(FLAGS[:4])} are the diffusion engine's (--engine diffusion){hint}")
-    return given
+class DllmOptions(msgspec.Struct, frozen=True):
+    """None: the model's own setting (config.json `shoal_diffusion`), else the engine's default."""
+
+    block_length: int | None = None
+    steps: int | None = None
+    threshold: float | None = None
+    mask_token_id: int | None = None
+
+
+DLLM_FLAGS = FlagGroup(
+    "diffusion engine (--engine diffusion; default: the model's shoal_diffusion config)", DllmOptions,
+    flag("block_length", "--dllm-block-size", "--dllm-block-length", metavar="N",
+         help="mask tokens appended and denoised together (SGLang: block_size)"),
+    flag("steps", "--dllm-steps", metavar="N",
+         help="denoising iterations per block; each unmasks block/steps tokens (LLaDA's steps)"),
+    flag("threshold", "--dllm-threshold", metavar="P",
+         help="instead: unmask every prediction more confident than P, at least one per iteration "
+              "(SGLang LowConfidence's threshold)"),
+    flag("mask_token_id", "--dllm-mask-token-id", metavar="ID",
+         help="the mask token, for a model directory without a shoal_diffusion section"),
+)
+
+
+def dllm_options(ns: argparse.Namespace, engine: str, hint: str = "") -> DllmOptions:
+    """The flags' options; ValueError (ending with `hint`) when they are given to another engine."""
+    opts = DLLM_FLAGS.build(ns)
+    if opts != DllmOptions() and engine != "diffusion":
+        names = ", ".join(f.names[0] for f in DLLM_FLAGS.flags)
+        raise ValueError(f"{names} are the diffusion engine's (--engine diffusion){hint}")
+    return opts

@@ -33,7 +33,7 @@ import structlog
 import torch
 
 from protocol.discovery import RuntimeConfig
-from protocol.messages import EngineRequest, OutputChunk, Usage
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad
 from shared.engine.diffusion.config import DiffusionConfig, DllmSettings, resolve_settings
 from shared.engine.diffusion.model import BidirectionalLM
@@ -73,7 +73,7 @@ class DiffusionEngine(Engine):
         try:
             self.settings = s = resolve_settings(cfg, read_diffusion_defaults(cfg.model_path), model.vocab_size)
         except ValueError as e:
-            raise EngineError("bad_request", str(e)) from e
+            raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
         limit = model.max_position
         self._context_length = min(cfg.context_length, limit) if cfg.context_length > 0 else limit
         warm = StepItem([0, s.mask_token_id], 1, [s.mask_token_id], 1, None, 0.0, None, [], 0)
@@ -87,7 +87,7 @@ class DiffusionEngine(Engine):
             await cancel_and_wait(self._task)
             self._task = None
         for req in [*self._running, *self._waiting]:
-            req.stream.fail(EngineError("engine_error", "engine stopped"))
+            req.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, "engine stopped"))
             self._drop(req)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -126,14 +126,14 @@ class DiffusionEngine(Engine):
     def _new_request(self, request: EngineRequest) -> DiffusionRequest:
         model, n, stop = self._model(), len(request.token_ids), request.stop
         if n == 0:
-            raise EngineError("bad_request", "empty prompt")
+            raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if n + stop.max_tokens > self._context_length:
-            raise EngineError("context_length_exceeded", f"{n} prompt + {stop.max_tokens} new tokens exceed "
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, f"{n} prompt + {stop.max_tokens} new tokens exceed "
                               f"the context length {self._context_length}")
         if any(t < 0 or t >= model.vocab_size for t in request.token_ids):
-            raise EngineError("bad_request", f"token id out of the vocabulary (0..{model.vocab_size - 1})")
+            raise EngineError(ErrorCode.BAD_REQUEST, f"token id out of the vocabulary (0..{model.vocab_size - 1})")
         if len(self._waiting) >= self.cfg.max_waiting:
-            raise EngineError("overloaded", "engine queue full")
+            raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
         s = request.sampling
         temperature = 0.0 if s.top_k == 1 else max(0.0, s.temperature)
         gen = None
@@ -177,7 +177,7 @@ class DiffusionEngine(Engine):
                 log.exception("step_failed", requests=len(batch))
                 for r in batch:
                     if not r.finished:
-                        r.stream.fail(EngineError("engine_error", f"model step failed: {exc}"))
+                        r.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, f"model step failed: {exc}"))
                         self._drop(r)
                 continue
             for r, c in zip(batch, commits, strict=True):
@@ -241,10 +241,10 @@ class DiffusionEngine(Engine):
     # ---- typed accessors (the engine is usable only after start) -------------------------
     def _model(self) -> BidirectionalLM:
         if self.model is None:
-            raise EngineError("engine_error", "engine not started")
+            raise EngineError(ErrorCode.ENGINE_ERROR, "engine not started")
         return self.model
 
     def _settings(self) -> DllmSettings:
         if self.settings is None:
-            raise EngineError("engine_error", "engine not started")
+            raise EngineError(ErrorCode.ENGINE_ERROR, "engine not started")
         return self.settings

@@ -21,7 +21,7 @@ import torch
 
 from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
-from protocol.messages import EngineRequest, OutputChunk, TopLogprob, Usage
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
 from shared.engine.reference.config import ReferenceConfig
@@ -96,7 +96,7 @@ class ReferenceEngine(Engine):
             self._end_step()
         if self.scheduler is not None:
             for seq in [*self.scheduler.running, *self.scheduler.waiting]:
-                seq.stream.fail(EngineError("engine_error", "engine stopped"))
+                seq.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, "engine stopped"))
                 self._release(seq)
         for rid in [*self._held, *self._imported]:
             await self.release(rid)
@@ -141,7 +141,7 @@ class ReferenceEngine(Engine):
         check_embed_inputs(inputs, self._context_length)
         vocab = int(runner.hf_config.vocab_size)
         if any(t < 0 or t >= vocab for ids in inputs for t in ids):
-            raise EngineError("bad_request", f"token id out of the vocabulary (0..{vocab - 1})")
+            raise EngineError(ErrorCode.BAD_REQUEST, f"token id out of the vocabulary (0..{vocab - 1})")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, runner.embed, inputs, normalize,
                                           self.cfg.max_batched_tokens)
@@ -171,14 +171,14 @@ class ReferenceEngine(Engine):
 
     # ---- images (vision-language models) -------------------------------------------------
     @property
-    def is_multimodal(self) -> bool:
+    def accepts_images(self) -> bool:  # type: ignore[override]
         return self.runner is not None and self.runner.vision is not None
 
     def vision_config(self) -> Any:
         """The Llava config (vision tower, image token) of a vision-language model."""
         runner = self._runner()
         if runner.vision is None:
-            raise EngineError("bad_request", "this model takes no images")
+            raise EngineError(ErrorCode.BAD_REQUEST, "this model takes no images")
         return runner.vision.cfg
 
     async def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -199,13 +199,13 @@ class ReferenceEngine(Engine):
                   first_logprob: float | None = None) -> ImportedKv:
         """Reserve blocks for a prompt's KV computed elsewhere; write them, then call generate().
 
-        Raises EngineError("overloaded") when the blocks are not free now;
+        Raises EngineError(ErrorCode.OVERLOADED) when the blocks are not free now;
         `release(request_id)` gives them back if the transfer fails.
         """
         pool = self._pool()
         table = pool.allocate(token_ids)
         if table is None:
-            raise EngineError("overloaded", "no free KV blocks for the imported prompt")
+            raise EngineError(ErrorCode.OVERLOADED, "no free KV blocks for the imported prompt")
         imported = ImportedKv(request_id, list(table.block_ids), table.num_cached_tokens, first_token,
                               first_logprob, table, list(token_ids))
         self._imported[request_id] = imported
@@ -247,14 +247,14 @@ class ReferenceEngine(Engine):
         n, stop = len(request.token_ids), request.stop
         sched, pool = self._scheduler(), self._pool()
         if n == 0:
-            raise EngineError("bad_request", "empty prompt")
+            raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if n + stop.max_tokens > self._context_length:
-            raise EngineError("context_length_exceeded", f"{n} prompt + {stop.max_tokens} new tokens exceed "
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, f"{n} prompt + {stop.max_tokens} new tokens exceed "
                               f"the context length {self._context_length}")
         if pool.blocks_needed(n + stop.max_tokens) > pool.num_blocks:
-            raise EngineError("context_length_exceeded", "request larger than the whole KV cache")
+            raise EngineError(ErrorCode.CONTEXT_LENGTH, "request larger than the whole KV cache")
         if len(sched.waiting) >= self.cfg.max_waiting:
-            raise EngineError("overloaded", "engine queue full")
+            raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
         stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
         return Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
                         sampling=self._sampling_spec(request), stop_ids=stop_ids)
@@ -271,7 +271,7 @@ class ReferenceEngine(Engine):
         try:  # the prompt's KV is computed already; the grammar takes the prefilled first token in _emit
             seq = self._new_seq(request, images_required=False, mask=mask)
             if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
-                raise EngineError("overloaded", "no free KV block for the imported request's first token")
+                raise EngineError(ErrorCode.OVERLOADED, "no free KV block for the imported request's first token")
         except EngineError:
             self._pool().free(imp.table)
             raise
@@ -307,7 +307,7 @@ class ReferenceEngine(Engine):
                 continue
             for s in [s for s in batch if images_missing(s.seq, s.start, s.start + s.num_tokens)]:
                 batch.remove(s)  # its prompt's KV was imported, then preempted: the images are not here
-                s.seq.stream.fail(EngineError("engine_error", "the request's images are needed again but gone"))
+                s.seq.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, "the request's images are needed again but gone"))
                 self._release(s.seq)
             if not batch:
                 continue
@@ -319,7 +319,7 @@ class ReferenceEngine(Engine):
                 self._end_step()
                 log.exception("step_failed", requests=len(batch))
                 for s in batch:
-                    s.seq.stream.fail(EngineError("engine_error", f"model step failed: {exc}"))
+                    s.seq.stream.fail(EngineError(ErrorCode.ENGINE_ERROR, f"model step failed: {exc}"))
                     self._release(s.seq)
                 continue
             self._end_step()
@@ -392,15 +392,15 @@ class ReferenceEngine(Engine):
 
     def _runner(self) -> ModelRunner:
         if self.runner is None:
-            raise EngineError("engine_error", "engine not started")
+            raise EngineError(ErrorCode.ENGINE_ERROR, "engine not started")
         return self.runner
 
     def _pool(self) -> BlockPool:
         if self.pool is None:
-            raise EngineError("engine_error", "engine not started")
+            raise EngineError(ErrorCode.ENGINE_ERROR, "engine not started")
         return self.pool
 
     def _scheduler(self) -> Scheduler:
         if self.scheduler is None:
-            raise EngineError("engine_error", "engine not started")
+            raise EngineError(ErrorCode.ENGINE_ERROR, "engine not started")
         return self.scheduler

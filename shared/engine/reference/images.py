@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from protocol.messages import ErrorCode
 from shared.engine.base import EngineError
 from shared.engine.reference.sequence import Sequence
 
@@ -18,16 +19,16 @@ def attach_images(seq: Sequence, embeds: list[torch.Tensor] | None, runner: Any,
         return
     if embeds is None:
         if required:
-            raise EngineError("bad_request", "the request's images were not encoded")
+            raise EngineError(ErrorCode.BAD_REQUEST, "the request's images were not encoded")
         return
     if len(embeds) != len(req.multimodal):
-        raise EngineError("bad_request", f"{len(embeds)} image embeddings for {len(req.multimodal)} images")
+        raise EngineError(ErrorCode.BAD_REQUEST, f"{len(embeds)} image embeddings for {len(req.multimodal)} images")
     hidden = runner.hf_config.hidden_size
     for item, emb in zip(req.multimodal, embeds, strict=True):
         if item.offset < 0 or item.offset + item.num_tokens > seq.prompt_len:
-            raise EngineError("bad_request", "image placeholder out of the prompt (not expanded?)")
+            raise EngineError(ErrorCode.BAD_REQUEST, "image placeholder out of the prompt (not expanded?)")
         if tuple(emb.shape) != (item.num_tokens, hidden):
-            raise EngineError("bad_request", f"image embeddings of shape {tuple(emb.shape)}, expected "
+            raise EngineError(ErrorCode.BAD_REQUEST, f"image embeddings of shape {tuple(emb.shape)}, expected "
                               f"{(item.num_tokens, hidden)}")
         seq.mm.append((item.offset, emb.to(runner.device, runner.dtype)))
 

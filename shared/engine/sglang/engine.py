@@ -48,6 +48,7 @@ STATE_TIMEOUT_S = 60.0
 
 class SglangEngine(Engine):
     name = "sglang"
+    accepts_images = True  # SGLang's own multimodal processor takes them by URL (a text model refuses them)
 
     def __init__(self, cfg: SglangConfig) -> None:
         self.cfg = cfg
@@ -96,6 +97,9 @@ class SglangEngine(Engine):
 
     def context_length(self) -> int:
         return self._context_length
+
+    def bootstrap_address(self) -> tuple[str, int]:
+        return self._runtime.bootstrap_host, self._runtime.bootstrap_port
 
     def set_kv_event_sink(self, sink: KvEventSink | None) -> None:
         self._sink = sink

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.messages import EngineRequest
+from protocol.messages import EngineRequest, ErrorCode
 from shared.engine.base import EngineError
 
 
@@ -23,7 +23,7 @@ def image_data_of(req: EngineRequest) -> list[str] | None:
     if not req.multimodal:
         return None
     if any(item.offset >= 0 for item in req.multimodal):
-        raise EngineError("bad_request", "the sglang engine takes images by URL (EPD); precomputed embeddings "
+        raise EngineError(ErrorCode.BAD_REQUEST, "the sglang engine takes images by URL (EPD); precomputed embeddings "
                           "from an encode worker (E/PD) are not wired yet")
     return [item.url for item in req.multimodal]
 
@@ -33,12 +33,12 @@ def precomputed_image_data(req: EngineRequest, image_token_id: int, features: li
     """E/PD on SGLang: `input_ids` with every image position set to the image token, and one
     precomputed-embedding item per image (`features[i]`: `[tokens, hidden]`)."""
     if len(features) != len(req.multimodal):
-        raise EngineError("bad_request", f"{len(features)} embeddings for {len(req.multimodal)} images")
+        raise EngineError(ErrorCode.BAD_REQUEST, f"{len(features)} embeddings for {len(req.multimodal)} images")
     ids = list(req.token_ids)
     items: list[dict[str, Any]] = []
     for item, feat in zip(req.multimodal, features, strict=True):
         if item.offset < 0 or int(feat.shape[0]) != item.num_tokens:
-            raise EngineError("bad_request", "image embeddings do not match their placeholder")
+            raise EngineError(ErrorCode.BAD_REQUEST, "image embeddings do not match their placeholder")
         ids[item.offset : item.offset + item.num_tokens] = [image_token_id] * item.num_tokens
         items.append({"format": "precomputed_embedding", "feature": feat})
     return ids, items

@@ -23,10 +23,11 @@ from typing import Any
 import msgspec
 import torch
 
-from protocol.messages import EngineRequest
-from services.decode.args import WorkerConfig
-from services.decode.worker import Role
+from protocol.messages import EngineRequest, ErrorCode
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
+from shared.engine.capabilities import ImageEncoder
 from shared.multimodal.expand import expand_request, is_expanded
 from shared.multimodal.fetch import fetch_image
 from shared.multimodal.image import ImageSpec, image_hash, preprocess
@@ -37,8 +38,8 @@ from shared.runtime.service import Service
 
 
 class ImageInputs:
-    def __init__(self, engine: Any, spec: ImageSpec, reader: EmbeddingReader | None) -> None:
-        self.engine = engine  # a ReferenceEngine serving a Llava model
+    def __init__(self, engine: ImageEncoder, spec: ImageSpec, reader: EmbeddingReader | None) -> None:
+        self.engine = engine
         self.spec = spec
         self.reader = reader
         cfg = engine.vision_config()
@@ -50,12 +51,12 @@ class ImageInputs:
         items = request.multimodal
         if is_expanded(request):
             if self.reader is None or any(item.embedding is None for item in items):
-                raise EngineError("bad_request", "expanded image placeholders without embeddings to read")
+                raise EngineError(ErrorCode.BAD_REQUEST, "expanded image placeholders without embeddings to read")
             reader = self.reader
             return request, list(await asyncio.gather(*(reader.read(item.embedding) for item in items
                                                         if item.embedding is not None)))
         if any(item.offset >= 0 for item in items):
-            raise EngineError("bad_request", "some image placeholders are expanded and some are not")
+            raise EngineError(ErrorCode.BAD_REQUEST, "some image placeholders are expanded and some are not")
         datas = await asyncio.gather(*(fetch_image(item.url) for item in items))
         pixels = await asyncio.to_thread(lambda: [preprocess(d, self.spec) for d in datas])
         feats = await self.engine.encode_images(torch.stack(pixels))
@@ -67,7 +68,7 @@ class ImageInputs:
 class ImageHandler:
     """Wraps a role's handler: the request's images are resolved and handed to the engine first."""
 
-    def __init__(self, inner: Any, inputs: ImageInputs, engine: Any,
+    def __init__(self, inner: Any, inputs: ImageInputs, engine: ImageEncoder,
                  get: Callable[[Any], EngineRequest] = lambda r: r,
                  put: Callable[[Any, EngineRequest], Any] = lambda r, e: e) -> None:
         self.inner, self.inputs, self.engine = inner, inputs, engine
@@ -98,7 +99,7 @@ class ExpandedOnly:
 
     async def __call__(self, req: EngineRequest, ctx: RequestContext) -> AsyncIterator[Any]:
         if req.multimodal and not is_expanded(req):
-            raise EngineError("bad_request", "a disaggregated decode worker takes images only through a "
+            raise EngineError(ErrorCode.BAD_REQUEST, "a disaggregated decode worker takes images only through a "
                               "processor (python -m services.processor)")
         async with contextlib.aclosing(self.inner(req, ctx)) as items:
             async for item in items:
@@ -107,11 +108,11 @@ class ExpandedOnly:
 
 async def with_images(svc: Service, cfg: WorkerConfig, engine: Engine, role: Role) -> Role:
     """The role, wrapped for a vision-language model (others unchanged)."""
-    if not getattr(engine, "is_multimodal", False):
+    if not isinstance(engine, ImageEncoder):  # the engine takes images its own way (SGLang: by URL)
         return role
     if cfg.disaggregation_mode == "decode":
         return _replace(role, ExpandedOnly(role.handler))
-    vcfg = engine.vision_config()  # type: ignore[attr-defined]
+    vcfg = engine.vision_config()
     slot_bytes = tokens_per_image(vcfg) * int(vcfg.text_config.hidden_size) * 4
     reader = EmbeddingReader(svc.rt, cfg.image_slots, slot_bytes, cfg.transfer_timeout)
     await reader.start()

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
+from protocol.messages import ErrorCode
 from protocol.transfer import abort_tag, done_tag
-from services.decode.args import WorkerConfig
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
+from shared.engine.capabilities import BootstrapKv, KvExport
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.tracing import extract_context, span
@@ -24,8 +25,8 @@ from shared.transfer import AgentDirectory, KvAgent, PrefillRequest, PrefillResu
 
 
 class PrefillHandler:
-    def __init__(self, engine: Any, agent: KvAgent, directory: AgentDirectory, transfer_timeout: float) -> None:
-        self.engine = engine  # prefill() and release(): the reference engine
+    def __init__(self, engine: KvExport, agent: KvAgent, directory: AgentDirectory, transfer_timeout: float) -> None:
+        self.engine = engine
         self.agent = agent
         self.directory = directory
         self.transfer_timeout = transfer_timeout
@@ -33,7 +34,7 @@ class PrefillHandler:
     async def __call__(self, req: PrefillRequest, ctx: RequestContext) -> AsyncIterator[PrefillResult]:
         boot, rid = req.request.bootstrap, req.request.request_id
         if boot is None or not boot.instance_id:
-            raise EngineError("bad_request", "a prefill request needs bootstrap info naming the decode worker")
+            raise EngineError(ErrorCode.BAD_REQUEST, "a prefill request needs bootstrap info naming the decode worker")
         with span("worker.prefill", context=extract_context(ctx.headers),
                   attributes={"request_id": rid, "prompt_tokens": len(req.request.token_ids), "room": boot.room}):
             peer = await self.directory.peer(boot.instance_id)
@@ -55,13 +56,13 @@ class PrefillHandler:
 class SglangPrefillHandler:
     """SGLang moves the KV itself: run the prompt with the decode worker's bootstrap room, answer the first token."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: BootstrapKv) -> None:
         self.engine = engine
 
     async def __call__(self, req: PrefillRequest, ctx: RequestContext) -> AsyncIterator[PrefillResult]:
         boot = req.request.bootstrap
         if boot is None:
-            raise EngineError("bad_request", "a prefill request needs the bootstrap host, port and room")
+            raise EngineError(ErrorCode.BAD_REQUEST, "a prefill request needs the bootstrap host, port and room")
         with span("worker.prefill", context=extract_context(ctx.headers),
                   attributes={"request_id": req.request.request_id, "prompt_tokens": len(req.request.token_ids),
                               "room": boot.room}):
@@ -74,14 +75,14 @@ async def prefill_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
 
     On SGLang there is no agent of shoal's: its bootstrap server (host and port in the
     instance record's metadata) pairs with the decode engine."""
-    if engine.name == "sglang":
+    if isinstance(engine, BootstrapKv):
         return Role(SglangPrefillHandler(engine), PrefillRequest, is_final=lambda _: True,
                     request_id_of=lambda r: r.request.request_id)
-    if not hasattr(engine, "kv_tensors"):
-        raise EngineError("bad_request", f"engine {engine.name} cannot hand off KV (use --engine reference)")
+    if not isinstance(engine, KvExport):
+        raise EngineError(ErrorCode.BAD_REQUEST, f"engine {engine.name} cannot hand off KV (use --engine reference)")
     rt = svc.rt
     agent = KvAgent(rt.instance_id)
-    await agent.start(engine.kv_tensors(), engine.bytes_per_block)  # type: ignore[attr-defined]
+    await agent.start(engine.kv_tensors(), engine.bytes_per_block)
     handler = PrefillHandler(engine, agent, AgentDirectory(rt, agent), cfg.transfer_timeout)
     return Role(handler, PrefillRequest, is_final=lambda _: True,
                 request_id_of=lambda r: r.request.request_id, stop=agent.stop)

@@ -1,4 +1,4 @@
-"""The `generate` handler: an engine request in, output chunks out."""
+"""The aggregated role: the `generate` handler, an engine request in, output chunks out."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from protocol.messages import EngineRequest, OutputChunk
+from protocol.messages import EngineRequest, OutputChunk, StopConditions
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
 from shared.engine.base import Engine
 from shared.runtime.server import RequestContext
+from shared.runtime.service import Service
 from shared.telemetry.metrics import counter, histogram
 from shared.telemetry.tracing import extract_context, span
 
@@ -45,3 +48,9 @@ class GenerateHandler:
                     yield chunk
                     if self.stream_interval and chunk.finish_reason is None:
                         await asyncio.sleep(self.stream_interval)
+
+
+async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
+    return Role(GenerateHandler(engine, cfg.stream_interval), EngineRequest,
+                is_final=lambda c: c.finish_reason is not None,
+                canary=lambda rid: EngineRequest(rid, [1], stop=StopConditions(max_tokens=1, ignore_eos=True)))

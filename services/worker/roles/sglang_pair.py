@@ -29,17 +29,17 @@ import msgspec
 from protocol.discovery import InstanceRecord, bootstrap_of
 from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChunk
 from protocol.transfer import PrefillRequest, PrefillResult
-from services.decode.args import WorkerConfig
-from services.decode.handler import GenerateHandler
-from services.decode.prefill_pick import PrefillPicker
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
+from services.worker.roles.aggregated import GenerateHandler
+from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine
+from shared.errors import TransferFailed
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.logging import get_logger
-from shared.transfer.errors import TransferFailed
 
 log = get_logger("shoal.disagg")
 

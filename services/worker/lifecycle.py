@@ -3,95 +3,47 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
-from protocol.messages import EngineRequest, StopConditions
-from services.decode.args import WorkerConfig
-from services.decode.handler import GenerateHandler
+from services.worker.args import WorkerConfig
+from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
 from shared.runtime.canary import Canary
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
-from shared.runtime.server import EndpointServer, Handler
+from shared.runtime.server import EndpointServer
 from shared.runtime.service import Service
 from shared.telemetry.logging import configure_logging
 from shared.tokenizer import Tokenizer
 
 
 def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
-    opts = cfg.engine
-    if opts.engine == "mock":  # emit printable text from this model's own vocabulary
-        ids = tokenizer.encode("abcdefghijklmnopqrstuvwxyz ")
-        eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
-        opts = msgspec.structs.replace(opts, output_token_ids=ids, eos_token_id=eos)
-    return make_engine(opts)
+    """The configured engine; a mock one emits printable text from this model's own vocabulary."""
+    eos = min(tokenizer.eos_token_ids) if tokenizer.eos_token_ids else None
+    return make_engine(cfg.engine, tokenizer.encode("abcdefghijklmnopqrstuvwxyz "), eos)
 
 
-@dataclass
-class Role:
-    """What a worker serves on its endpoint, and what it stops when it stops."""
-
-    handler: Handler
-    request_type: type
-    is_final: Callable[[Any], bool]
-    request_id_of: Callable[[Any], str] = lambda r: r.request_id
-    stop: Callable[[], Awaitable[None]] | None = None
-    canary: Callable[[str], Any] | None = None  # the request a canary health check sends (None: no canaries)
-
-
-RoleFactory = Callable[[Service, WorkerConfig, Engine], Awaitable[Role]]
-
-
-async def aggregated_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
-    return Role(GenerateHandler(engine, cfg.stream_interval), EngineRequest,
-                is_final=lambda c: c.finish_reason is not None,
-                canary=lambda rid: EngineRequest(rid, [1], stop=StopConditions(max_tokens=1, ignore_eos=True)))
-
-
-def role_factory(cfg: WorkerConfig) -> RoleFactory:
-    """Disaggregation on the reference engine is shoal's (NIXL); SGLang moves its KV itself."""
-    if cfg.embedding:
-        from services.decode.embed import embedding_role
-
-        return embedding_role
-    if cfg.disaggregation_mode == "null":
-        return aggregated_role
-    if cfg.disaggregation_mode == "decode":
-        if cfg.engine.engine == "sglang":
-            from services.decode.sglang_pair import sglang_decode_role
-
-            return sglang_decode_role
-        from services.decode.disagg import decode_role
-
-        return decode_role
-    from services.prefill.handler import prefill_role
-
-    return prefill_role
-
-
-async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory | None = None) -> None:
+async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
     rt = svc.rt
     tokenizer = Tokenizer.from_dir(cfg.model_path)
     engine = build_engine(cfg, tokenizer)
     await engine.start()
-    if cfg.engine.engine == "sglang":  # SGLang reconfigures Python logging as it starts: take it back
-        configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
+    # an engine may set Python logging up its own way as it starts (SGLang does): take it back
+    configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
     events = KvEventPublisher(rt, cfg.component)
     await events.start()
     engine.set_kv_event_sink(events.sink)
     loads = LoadPublisher(rt, cfg.component, lambda: _load(rt.instance_id, engine))
     await loads.start()
 
-    role = await (make_role or role_factory(cfg))(svc, cfg, engine)
-    if getattr(engine, "is_multimodal", False):
-        from services.decode.multimodal import with_images
+    role = await role_factory(cfg, engine)(svc, cfg, engine)
+    if engine.accepts_images:
+        from services.worker.roles.images import with_images
 
         role = await with_images(svc, cfg, engine, role)
     server = EndpointServer(rt, cfg.component, cfg.endpoint, role.handler, role.request_type,
@@ -106,7 +58,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
         tool_call_parser=cfg.tool_call_parser or "", reasoning_parser=cfg.reasoning_parser or "",
-        **image_card_fields(cfg, tokenizer),
+        **image_card_fields(cfg, tokenizer, engine),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
@@ -136,9 +88,10 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         await engine.stop()
 
 
-def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    """Model-card fields of a vision-language model (Llava family; none for a text model or the mock engine)."""
-    if cfg.engine.engine == "mock" or cfg.embedding:
+def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer, engine: Engine) -> dict[str, Any]:
+    """Model-card fields of a vision-language model (Llava family); none for a text model or an engine
+    that takes no images."""
+    if not engine.accepts_images or cfg.embedding:
         return {}
     from shared.multimodal.vision import image_token_id, read_llava_config, tokens_per_image
 

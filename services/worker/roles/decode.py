@@ -22,11 +22,12 @@ from typing import Any
 import msgspec
 
 from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChunk
-from services.decode.args import WorkerConfig
-from services.decode.handler import GenerateHandler
-from services.decode.prefill_pick import PrefillPicker
-from services.decode.worker import Role
+from services.worker.args import WorkerConfig
+from services.worker.role import Role
+from services.worker.roles.aggregated import GenerateHandler
+from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine, EngineError
+from shared.engine.capabilities import KvImport
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.runtime.server import RequestContext
@@ -62,7 +63,7 @@ class DisaggDecodeHandler:
     def __init__(self, engine: Any, prefill: EndpointClient[PrefillResult], inbox: NotificationInbox,
                  boot: BootstrapInfo, opts: DisaggOptions, stream_interval: float = 0.0,
                  picker: PrefillPicker | None = None) -> None:
-        self.engine = engine  # a ReferenceEngine: import_kv, release, generate
+        self.engine = engine  # an Engine with KvImport
         self.prefill = prefill
         self.picker = picker or PrefillPicker(prefill)
         self.inbox = inbox
@@ -137,7 +138,7 @@ class DisaggDecodeHandler:
 
     async def _call(self, request: EngineRequest, ctx: RequestContext, instance: str, att: _Attempt,
                     imported: Any) -> PrefillResult:
-        first = imported.num_cached_tokens // self.engine.cfg.page_size
+        first = imported.num_cached_tokens // self.engine.runtime_config().page_size
         boot = msgspec.structs.replace(self.boot, room=att.room)
         preq = PrefillRequest(msgspec.structs.replace(request, request_id=att.key, bootstrap=boot),
                               list(imported.block_ids), first)
@@ -176,11 +177,11 @@ class DisaggDecodeHandler:
 
 async def decode_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
     """Wire the decode side: NIXL agent (KV registered once, record published), inbox, prefill client."""
-    if not hasattr(engine, "import_kv"):
-        raise EngineError("bad_request", f"engine {engine.name} cannot import KV (use --engine reference)")
+    if not isinstance(engine, KvImport):
+        raise EngineError(ErrorCode.BAD_REQUEST, f"engine {engine.name} cannot import KV (use --engine reference)")
     rt = svc.rt
     agent = KvAgent(rt.instance_id)
-    await agent.start(engine.kv_tensors(), engine.bytes_per_block)  # type: ignore[attr-defined]
+    await agent.start(engine.kv_tensors(), engine.bytes_per_block)
     directory = AgentDirectory(rt, agent)
     await directory.publish()
     inbox = NotificationInbox(agent)

@@ -1,18 +1,17 @@
-"""The decode worker's flags: shoal's own few; everything else is the engine's (SGLang's)."""
+"""The worker's flags: shoal's own few, each defined once; everything else is the engine's (SGLang's)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
-from shared.engine.diffusion.args import add_dllm_args, dllm_options
-from shared.engine.registry import ENGINES, EngineOptions
+from shared.engine.registry import EngineOptions, add_engine_args, engine_options
 from shared.engine.sglang.argv import SglangArgsError
-from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
+from shared.engine.sglang.embedding import EMBEDDING_FLAG
 from shared.parsers.flags import add_parser_args
 from shared.runtime.canary import CanaryConfig, add_canary_args, canary_from_args
 
@@ -24,7 +23,6 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     served_model_name: str
     component: str = "backend"
     endpoint: str = "generate"
-    migration_limit: int = 0
     disaggregation_mode: str = "null"
     drain_grace: float = 30.0
     stream_interval: float = 0.005
@@ -41,14 +39,11 @@ class WorkerConfig(msgspec.Struct, frozen=True):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m services.decode",
+    p = argparse.ArgumentParser(prog="python -m services.worker",
                                 description="shoal worker: serves `generate` with an engine.")
     add_common_args(p)
+    add_model_args(p)
     g = p.add_argument_group("worker")
-    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
-                   help="local model directory (Hugging Face layout)")
-    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
-    g.add_argument("--engine", choices=ENGINES, default="reference")
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
     g.add_argument("--endpoint", default=None, help="default: generate (embed with --embedding)")
     g.add_argument("--embedding", action="store_true",
@@ -74,17 +69,7 @@ def parser() -> argparse.ArgumentParser:
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     add_canary_args(p)
     add_parser_args(g, where="published in the model card: the frontend parses; passed to SGLang too")
-    e = p.add_argument_group("reference and mock engines")
-    e.add_argument("--page-size", type=int, default=16)
-    e.add_argument("--num-blocks", "--num-gpu-blocks-override", dest="num_blocks", type=int, default=0)
-    e.add_argument("--max-num-seqs", dest="max_running", type=int, default=64)
-    e.add_argument("--max-num-batched-tokens", dest="max_batched_tokens", type=int, default=2048)
-    e.add_argument("--max-waiting", type=int, default=1024)
-    e.add_argument("--context-length", type=int, default=0)
-    e.add_argument("--speedup-ratio", type=float, default=1.0, help="mock: simulated time divided by this")
-    e.add_argument("--prefill-ms-per-token", type=float, default=0.02, help="mock: prefill cost of an uncached token")
-    e.add_argument("--device", default="cpu", help="reference: cpu or cuda")
-    add_dllm_args(p)
+    add_engine_args(p)
     return p
 
 
@@ -92,40 +77,16 @@ def parse(argv: list[str]) -> WorkerConfig:
     p = parser()
     argv = expand_or_exit(p, argv)
     ns, extra = p.parse_known_args(argv)
-    if extra and ns.engine != "sglang":
-        p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
-    if not ns.model_path:
-        p.error("--model-path is required (make one with: shoal model make-tiny DIR)")
+    model = model_options(p, ns, "shoal model make-tiny DIR")
     try:
-        sglang_embedding = ns.engine == "sglang" and is_embedding(extra)
-    except SglangArgsError as e:
+        opts, embedding = engine_options(ns, model.model_path, extra, argv, ns.embedding, ns.disaggregation_mode)
+    except (ValueError, SglangArgsError) as e:
         p.error(str(e))
-    embedding = ns.embedding or sglang_embedding
-    try:
-        dllm = dllm_options(ns)
-    except ValueError as e:
-        p.error(str(e))
-    if ns.engine == "diffusion" and (embedding or ns.disaggregation_mode != "null"):
-        p.error("the diffusion engine serves generation only: no --embedding, no --disaggregation-mode")
     if embedding and ns.disaggregation_mode != "null":
         p.error("an embedding worker has no prefill/decode halves: drop --disaggregation-mode")
-    if embedding and ns.engine == "sglang" and not sglang_embedding:
-        extra.append(EMBEDDING_FLAG)
-    if ns.engine == "sglang" and ns.disaggregation_mode != "null":
-        extra += ["--disaggregation-mode", ns.disaggregation_mode]
-    if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
-        extra += _given(argv, ("--page-size", "--context-length", "--device", "--tool-call-parser",
-                               "--reasoning-parser"), ns)
-    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
-    opts = EngineOptions(
-        engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
-        max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
-        context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
-        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra, **dllm,
-    )
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
-    return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
-                        served_model_name=name, component=component,
+    return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=model.model_path,
+                        served_model_name=model.served_model_name, component=component,
                         endpoint=ns.endpoint or ("embed" if embedding else "generate"), embedding=embedding,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
@@ -133,11 +94,3 @@ def parse(argv: list[str]) -> WorkerConfig:
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
                         internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),
                         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser)
-
-
-def _given(argv: list[str], flags: tuple[str, ...], ns: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for flag in flags:
-        if any(a == flag or a.startswith(flag + "=") for a in argv):
-            out += [flag, str(getattr(ns, flag[2:].replace("-", "_")))]
-    return out
