@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import msgspec
 
@@ -13,6 +12,7 @@ from shared.engine.diffusion.args import add_dllm_args, dllm_options
 from shared.engine.registry import ENGINES, EngineOptions
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
+from shared.model.hub import add_model_args, resolve_model_args
 
 
 class WorkerConfig(msgspec.Struct, frozen=True):
@@ -40,9 +40,7 @@ def parser() -> argparse.ArgumentParser:
                                 description="shoal worker: serves `generate` with an engine.")
     add_common_args(p)
     g = p.add_argument_group("worker")
-    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
-                   help="local model directory (Hugging Face layout)")
-    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
+    add_model_args(g)
     g.add_argument("--engine", choices=ENGINES, default="reference")
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
     g.add_argument("--endpoint", default=None, help="default: generate (embed with --embedding)")
@@ -87,8 +85,7 @@ def parse(argv: list[str]) -> WorkerConfig:
     ns, extra = p.parse_known_args(argv)
     if extra and ns.engine != "sglang":
         p.error(f"unrecognized arguments for engine {ns.engine}: {' '.join(extra)}")
-    if not ns.model_path:
-        p.error("--model-path is required (make one with: shoal model make-tiny DIR)")
+    model_path, name = resolve_model_args(p, ns, "make one with: shoal model make-tiny DIR")
     try:
         sglang_embedding = ns.engine == "sglang" and is_embedding(extra)
     except SglangArgsError as e:
@@ -108,15 +105,14 @@ def parse(argv: list[str]) -> WorkerConfig:
         extra += ["--disaggregation-mode", ns.disaggregation_mode]
     if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
         extra += _given(argv, ("--page-size", "--context-length", "--device"), ns)
-    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
     opts = EngineOptions(
-        engine=ns.engine, model_path=ns.model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
+        engine=ns.engine, model_path=model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
         max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
         context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
         prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra, **dllm,
     )
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
-    return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=ns.model_path,
+    return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=model_path,
                         served_model_name=name, component=component,
                         endpoint=ns.endpoint or ("embed" if embedding else "generate"), embedding=embedding,
                         disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,

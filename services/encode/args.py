@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.model.hub import add_model_args, resolve_model_args
 from shared.multimodal.fetch import FETCH_TIMEOUT_S, MAX_IMAGE_BYTES
 
 
@@ -30,8 +30,7 @@ def parse(argv: list[str]) -> EncodeConfig:
                                 description="shoal encode worker: images -> embeddings, read over NIXL.")
     add_common_args(p)
     g = p.add_argument_group("encode")
-    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
-                   help="a Llava model directory (its vision tower and projector are used)")
+    add_model_args(g)  # a Llava model: its vision tower and projector are used
     g.add_argument("--component", default="encode")
     g.add_argument("--endpoint", default="encode")
     g.add_argument("--device", default="cpu",
@@ -44,9 +43,8 @@ def parse(argv: list[str]) -> EncodeConfig:
     g.add_argument("--fetch-timeout", type=float, default=FETCH_TIMEOUT_S, help="seconds to download an image")
     g.add_argument("--drain-grace", type=float, default=10.0)
     ns = p.parse_args(expand_or_exit(p, argv))
-    if not ns.model_path:
-        p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
-    return EncodeConfig(common=common_from_args(ns), model_path=ns.model_path, component=ns.component,
+    model_path, _ = resolve_model_args(p, ns, "make one with: shoal model make-tiny DIR --vision")
+    return EncodeConfig(common=common_from_args(ns), model_path=model_path, component=ns.component,
                         endpoint=ns.endpoint, device=ns.device, slots=ns.slots, ttl=ns.ttl,
                         max_image_bytes=ns.max_image_bytes, fetch_timeout=ns.fetch_timeout,
                         drain_grace=ns.drain_grace)

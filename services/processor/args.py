@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
+from shared.model.hub import add_model_args, resolve_model_args
 
 
 class ProcessorConfig(msgspec.Struct, frozen=True):
@@ -30,9 +30,7 @@ def parse(argv: list[str]) -> ProcessorConfig:
                                 description="shoal multimodal processor: images -> encode workers -> LLM workers.")
     add_common_args(p)
     g = p.add_argument_group("processor")
-    g.add_argument("--model-path", "--model", dest="model_path", default=os.environ.get("SHOAL_MODEL", ""),
-                   help="the Llava model directory (tokenizer, image token, tokens per image)")
-    g.add_argument("--served-model-name", default="", help="name clients use (default: the directory name)")
+    add_model_args(g)  # a Llava model: its tokenizer, image token, tokens per image
     g.add_argument("--component", default="processor", help="this service's component (in the model card)")
     g.add_argument("--encode-component", default="encode", help="where encode workers serve `encode`")
     g.add_argument("--worker-component", default="backend",
@@ -47,10 +45,8 @@ def parse(argv: list[str]) -> ProcessorConfig:
     g.add_argument("--kv-overlap-score-weight", dest="kv_overlap_weight", type=float, default=4.0,
                    help="kv mode: cost of one uncached prompt block relative to one active block of load")
     ns = p.parse_args(expand_or_exit(p, argv))
-    if not ns.model_path:
-        p.error("--model-path is required (make one with: shoal model make-tiny DIR --vision)")
-    name = ns.served_model_name or os.path.basename(os.path.normpath(ns.model_path))
-    return ProcessorConfig(common=common_from_args(ns), model_path=ns.model_path, served_model_name=name,
+    model_path, name = resolve_model_args(p, ns, "make one with: shoal model make-tiny DIR --vision")
+    return ProcessorConfig(common=common_from_args(ns), model_path=model_path, served_model_name=name,
                            component=ns.component, encode_component=ns.encode_component,
                            worker_component=ns.worker_component, context_length=ns.context_length,
                            drain_grace=ns.drain_grace, router_mode=ns.router_mode,
