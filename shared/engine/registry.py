@@ -46,8 +46,9 @@ def make_engine(opts: EngineOptions) -> Engine:
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine
+        from shared.engine.reference.encoder import EncoderEngine, is_encoder
 
-        return ReferenceEngine(ReferenceConfig(
+        return (EncoderEngine if is_encoder(opts.model_path) else ReferenceEngine)(ReferenceConfig(
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
