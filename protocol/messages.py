@@ -106,6 +106,7 @@ class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     bootstrap: BootstrapInfo | None = None
     annotations: dict[str, str] = {}
     multimodal: list[ImageItem] = []  # images in prompt order (protocol.multimodal)
+    lora: str = ""  # the LoRA adapter to run with ("": the base model); part of the KV block hash chain
     v: int = PROTOCOL_VERSION
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.kv_cache import KvCache
+from shared.engine.reference.lora import LoraManager
 from shared.engine.reference.pooling import PoolingSpec, embed_batches, padded_batch, pool, read_pooling
 from shared.engine.reference.sampler import SampleOutput, sample
 from shared.engine.reference.sequence import SamplingSpec
@@ -37,6 +38,7 @@ class StepItem:
     sample: SamplingSpec | None  # set when this chunk ends the known tokens (a token is drawn)
     banned: frozenset[int] = frozenset()
     embeds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (row in token_ids, image rows)
+    lora: str = ""  # the LoRA adapter these rows run with ("": the base model)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class ModelRunner:
         self.eos_ids = eos_token_ids(self.model)
         self.max_position = _max_position(hf_cfg)
         self.pooling = read_pooling(cfg.model_path, PoolingSpec("lasttoken"))
+        self.lora = LoraManager(self.layers, cfg.max_lora_rank, self.dtype, self.device) if cfg.enable_lora else None
 
     def _num_blocks(self, cfg: ReferenceConfig) -> int:
         if cfg.num_blocks > 0:
@@ -100,6 +103,15 @@ class ModelRunner:
     @torch.inference_mode()
     def step(self, items: list[StepItem]) -> SampleOutput | None:
         """Compute KV for every item's new tokens; draw a token for items with `sample` set."""
+        if self.lora is None:
+            return self._step(items)
+        self.lora.begin_step([(it.lora, len(it.token_ids)) for it in items])
+        try:
+            return self._step(items)
+        finally:
+            self.lora.end_step()
+
+    def _step(self, items: list[StepItem]) -> SampleOutput | None:
         ids = [t for it in items for t in it.token_ids]
         positions = [p for it in items for p in range(it.start, it.start + len(it.token_ids))]
         plan = self._plan(items, positions)
