@@ -65,4 +65,5 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     input_modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])  # "image": takes image_url parts
     image_token: str = ""  # what the chat template gets for each image part (then one token)
     image_tokens: int = 0  # tokens one image becomes in the prompt (for the context-length check)
+    loras: list[str] = []  # LoRA adapters this instance serves (each listed as a model whose parent is `name`)
     v: int = PROTOCOL_VERSION

@@ -9,6 +9,7 @@ import msgspec
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.engine.diffusion.args import add_dllm_args, dllm_options
+from shared.engine.lora_args import add_lora_args, lora_options, sglang_lora_argv
 from shared.engine.registry import ENGINES, EngineOptions
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG, is_embedding
@@ -76,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--prefill-ms-per-token", type=float, default=0.02, help="mock: prefill cost of an uncached token")
     e.add_argument("--device", default="cpu", help="reference: cpu or cuda")
     add_dllm_args(p)
+    add_lora_args(p)
     return p
 
 
@@ -93,6 +95,7 @@ def parse(argv: list[str]) -> WorkerConfig:
     embedding = ns.embedding or sglang_embedding
     try:
         dllm = dllm_options(ns)
+        lora = lora_options(ns)
     except ValueError as e:
         p.error(str(e))
     if ns.engine == "diffusion" and (embedding or ns.disaggregation_mode != "null"):
@@ -104,12 +107,12 @@ def parse(argv: list[str]) -> WorkerConfig:
     if ns.engine == "sglang" and ns.disaggregation_mode != "null":
         extra += ["--disaggregation-mode", ns.disaggregation_mode]
     if ns.engine == "sglang":  # flags SGLang has too: what the user gave reaches it
-        extra += _given(argv, ("--page-size", "--context-length", "--device"), ns)
+        extra += _given(argv, ("--page-size", "--context-length", "--device"), ns) + sglang_lora_argv(ns)
     opts = EngineOptions(
         engine=ns.engine, model_path=model_path, page_size=ns.page_size, num_blocks=ns.num_blocks,
         max_running=ns.max_running, max_batched_tokens=ns.max_batched_tokens, max_waiting=ns.max_waiting,
         context_length=ns.context_length, speedup_ratio=ns.speedup_ratio,
-        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra, **dllm,
+        prefill_ms_per_token=ns.prefill_ms_per_token, device=ns.device, extra_args=extra, **dllm, **lora,
     )
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=model_path,

@@ -9,11 +9,13 @@ from typing import Any
 
 import msgspec
 
+from protocol import codec
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
 from protocol.messages import EngineRequest
 from services.decode.args import WorkerConfig
 from services.decode.handler import GenerateHandler
+from services.decode.lora import lora_names, serve_lora
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
 from shared.runtime.models import publish_card, upload_tokenizer
@@ -102,9 +104,15 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
-        **image_card_fields(cfg, tokenizer),
+        loras=lora_names(engine), **image_card_fields(cfg, tokenizer),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it
+
+    async def republish() -> None:  # the adapters changed: the card (so the model list) follows
+        if card_lease is not None:
+            await card_lease.update(codec.encode(msgspec.structs.replace(card, loras=lora_names(engine))))
+
+    lora_server = await serve_lora(rt, cfg.component, engine, republish)
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
     rc = card.runtime
     await server.register(model=cfg.served_model_name,
@@ -118,6 +126,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, make_role: RoleFactory |
         if card_lease is not None:
             await card_lease.revoke()
         await server.drain(cfg.drain_grace)
+        if lora_server is not None:
+            await lora_server.stop()
     finally:
         if role.stop is not None:
             await role.stop()

@@ -39,6 +39,7 @@ class ModelEntry:
     cards: dict[str, ModelCard] = field(default_factory=dict)
     created: int = 0
     model_type: str = "chat"
+    lora_client: EndpointClient[Any] | None = None  # the workers' `lora` endpoint, made on first use
 
     @property
     def is_embedding(self) -> bool:
@@ -56,9 +57,16 @@ class ModelEntry:
     def context_length(self) -> int:
         return min((c.context_length for c in self.cards.values()), default=0)
 
-    def candidates(self) -> list[str]:
+    def candidates(self, lora: str = "") -> list[str]:
+        """Live instances of this model (serving adapter `lora`, when one is named)."""
         live = self.client.instances
-        return [iid for iid in self.cards if iid in live]
+        return [iid for iid, c in self.cards.items() if iid in live and (not lora or lora in c.loras)]
+
+    @property
+    def loras(self) -> list[str]:
+        """Every adapter some live instance serves, in first-seen order."""
+        live = self.client.instances
+        return list(dict.fromkeys(n for iid, c in self.cards.items() if iid in live for n in c.loras))
 
 
 class ModelRegistry:
@@ -84,9 +92,23 @@ class ModelRegistry:
         for m in self.models.values():
             await m.router.stop()
             await m.client.stop()
+            if m.lora_client is not None:
+                await m.lora_client.stop()
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
+
+    def resolve(self, name: str) -> tuple[ModelEntry | None, str]:
+        """(model, LoRA adapter or "") for a request's `model`: a base name, an adapter's name or base:adapter."""
+        if name in self.models:
+            return self.models[name], ""
+        base, sep, adapter = name.rpartition(":")
+        if sep and base in self.models:
+            return self.models[base], adapter
+        for m in self.models.values():
+            if any(name in c.loras for c in m.cards.values()):
+                return m, name
+        return None, ""
 
     def serving(self) -> list[ModelEntry]:
         return [m for m in self.models.values() if m.candidates()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol, runtime_checkable
 
 from shared.engine.base import EngineError
 
@@ -67,3 +68,16 @@ class AdapterSet:
     def removed(self, name: str) -> None:
         self.paths.pop(name, None)
         self._closing.discard(name)
+
+
+@runtime_checkable
+class LoraEngine(Protocol):
+    """An engine that serves LoRA adapters (the capability the worker's `lora` endpoint needs)."""
+
+    adapters: AdapterSet
+
+    def lora_names(self) -> list[str]: ...
+
+    async def load_lora(self, name: str, path: str) -> None: ...
+
+    async def unload_lora(self, name: str) -> None: ...

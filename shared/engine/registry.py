@@ -30,6 +30,10 @@ class EngineOptions(msgspec.Struct, frozen=True):
     dllm_steps: int | None = None  # diffusion only
     dllm_threshold: float | None = None  # diffusion only
     dllm_mask_token_id: int | None = None  # diffusion only
+    enable_lora: bool = False  # LoRA adapters (shared.engine.lora_args)
+    lora_paths: dict[str, str] = {}
+    max_loras_per_batch: int = 8
+    max_lora_rank: int = 0
 
 
 def make_engine(opts: EngineOptions) -> Engine:
@@ -52,7 +56,8 @@ def make_engine(opts: EngineOptions) -> Engine:
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
-            max_waiting=opts.max_waiting,
+            max_waiting=opts.max_waiting, enable_lora=opts.enable_lora, lora_paths=opts.lora_paths,
+            max_loras_per_batch=opts.max_loras_per_batch, max_lora_rank=opts.max_lora_rank,
         ))
     if opts.engine == "diffusion":
         from shared.engine.diffusion.config import DiffusionConfig
