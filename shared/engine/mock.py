@@ -22,9 +22,11 @@ import msgspec
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, OutputChunk, Usage
+from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.stream import RequestStream
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.kv.hashing import lora_root
 from shared.runtime.tasks import cancel_and_wait
 
 
@@ -44,6 +46,8 @@ class MockConfig(msgspec.Struct, frozen=True):
     output_tokens: list[int] = msgspec.field(default_factory=lambda: list(range(97, 123)))  # ids it emits
     eos_token_id: int | None = None
     embedding_dim: int = 64
+    enable_lora: bool = False  # adapters are names only: no math, their own KV hash chain
+    lora_paths: dict[str, str] = {}
 
 
 @dataclass(eq=False)  # identity: membership tests must not compare every field
@@ -68,6 +72,21 @@ class MockEngine(Engine):
         self._running: list[_Seq] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.adapters = AdapterSet(cfg.enable_lora)
+        for name, path in cfg.lora_paths.items():
+            self.adapters.added(name, path)
+
+    # ---- LoRA adapters (accounted, no math) ----------------------------------------------
+    def lora_names(self) -> list[str]:
+        return self.adapters.names()
+
+    async def load_lora(self, name: str, path: str) -> None:
+        self.adapters.check_new(name)
+        self.adapters.added(name, path)
+
+    async def unload_lora(self, name: str) -> None:
+        await self.adapters.drain(name)
+        self.adapters.removed(name)
 
     # ---- Engine interface --------------------------------------------------------------
     async def start(self) -> None:
@@ -129,7 +148,10 @@ class MockEngine(Engine):
             raise EngineError("context_length_exceeded", "prompt larger than the whole KV cache")
         if len(self._waiting) >= self.cfg.max_waiting:
             raise EngineError("overloaded", "engine queue full")
-        return _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
+        seq = _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
+        if request.lora:
+            self.adapters.use(request.lora, seq)
+        return seq
 
     async def _loop(self) -> None:
         while True:
@@ -151,7 +173,7 @@ class MockEngine(Engine):
         uncached = 0
         while self._waiting and len(self._running) < self.cfg.max_running:
             seq = self._waiting[0]
-            table = self.pool.allocate(seq.tokens)
+            table = self.pool.allocate(seq.tokens, root=lora_root(seq.request.lora))
             if table is None:
                 break
             new = len(seq.tokens) - table.num_cached_tokens
@@ -226,6 +248,7 @@ class MockEngine(Engine):
         self._release(seq)
 
     def _release(self, seq: _Seq) -> None:
+        self.adapters.done(seq)
         if seq in self._running:
             self._running.remove(seq)
         if seq.table is not None:

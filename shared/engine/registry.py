@@ -46,7 +46,7 @@ def make_engine(opts: EngineOptions) -> Engine:
             max_waiting=opts.max_waiting, max_batched_tokens=opts.max_batched_tokens,
             context_length=opts.context_length or 8192, speedup=opts.speedup_ratio,
             prefill_ms_per_token=opts.prefill_ms_per_token,
-            eos_token_id=opts.eos_token_id, **kw,
+            eos_token_id=opts.eos_token_id, enable_lora=opts.enable_lora, lora_paths=opts.lora_paths, **kw,
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine

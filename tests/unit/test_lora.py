@@ -107,3 +107,24 @@ def test_adapters_above_the_rank_limit_or_without_weights_are_refused(tiny_model
         read_adapter("b", str(adapters["b"]), 2, 4, torch.float32, torch.device("cpu"))
     with pytest.raises(LoraError, match="not a peft LoRA folder"):
         read_adapter("x", str(tmp_path), 2, 0, torch.float32, torch.device("cpu"))
+
+
+def test_the_kv_router_and_the_block_pool_agree_adapters_never_share_blocks():
+    from protocol.kv_events import KvEventBatch
+    from shared.kv.block_pool import BlockPool
+    from shared.routing.kv_router import KvRouter
+
+    events: list = []
+    pool = BlockPool(64, 16, events.extend)
+    prompt = list(range(1, 70))
+    table = pool.allocate(prompt, root=lora_root("a"))
+    pool.commit(table, prompt)
+    router = KvRouter(page_size=16, seed=0)
+    for w in ("w1", "w2"):
+        router.add_instance(w)
+    router.apply_batch(KvEventBatch(worker_id="w1", seq=1, events=events))
+    assert router.choose("r1", prompt, ["w1", "w2"], lora="a").overlap_blocks == 4
+    assert router.choose("r2", prompt, ["w1", "w2"], lora="b").overlap_blocks == 0
+    assert router.choose("r3", prompt, ["w1", "w2"]).overlap_blocks == 0
+    assert pool.allocate(prompt, root=lora_root("b")).num_cached_tokens == 0
+    assert pool.allocate(prompt, root=lora_root("a")).num_cached_tokens == 64
