@@ -60,6 +60,24 @@ def test_base_and_two_adapters_in_one_batch_equal_peft_merged(tiny_model, adapte
     assert got[1] != got[0]  # the adapters change the output
 
 
+def test_long_prefills_group_rows_by_adapter_and_still_equal_peft(tiny_model, adapters):
+    prompts = [[(3 * j) % 250 + 1 for j in range(300)], [(5 * j) % 250 + 1 for j in range(290)]]
+
+    async def main() -> list[list[int]]:
+        eng = engine(tiny_model, adapters, max_batched_tokens=1024)
+        await eng.start()
+        try:
+            outs = await asyncio.gather(run(eng, greedy("p0", prompts[0], "a", n=4)),
+                                        run(eng, greedy("p1", prompts[1], "", n=4)))
+        finally:
+            await eng.stop()
+        return [o for o, _ in outs]
+
+    got = asyncio.run(main())
+    assert got[0] == merged_greedy(tiny_model, adapters["a"], prompts[:1], 4)[0]
+    assert got[1] == merged_greedy(tiny_model, None, prompts[1:], 4)[0]
+
+
 def test_a_prompt_cached_under_one_adapter_is_not_cached_under_another(tiny_model, adapters):
     prompt = list(range(1, 70))
 

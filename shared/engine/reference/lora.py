@@ -2,9 +2,11 @@
 
 Each target projection (q/k/v/o, gate/up/down) of every decoder layer is
 wrapped in a `LoraLinear`: the base projection for every row, plus
-`scale * B @ (A @ x)` for the rows of each adapter in the step. Rows are
-grouped by adapter, so a step mixing the base model and N adapters costs the
-base matmuls plus N thin low-rank products (rank r << hidden).
+`scale * B @ (A @ x)` with each row's own adapter. The loaded adapters are
+stacked per module (slot 0 is zeros, for rows on the base model), so a
+decode step costs the base matmuls plus two batched low-rank products per
+module, however many adapters it mixes; long prefill steps group rows by
+adapter instead of gathering weights per row.
 """
 
 from __future__ import annotations
@@ -34,17 +36,22 @@ class Adapter:
     weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]  # (layer, module) -> (A, scale * B)
 
 
-@dataclass
-class _StepGroups:
-    """Which rows of the current step run with which adapter (the base model's rows are in none)."""
+GATHER_ROWS = 256  # steps up to this many rows gather each row's A and B; longer ones group rows by adapter
 
-    groups: list[tuple[Adapter, torch.Tensor | None]] = field(default_factory=list)  # None: every row
+
+@dataclass
+class _Step:
+    """The current step: each row's adapter slot (0: the base model) and the stacked weights of every slot."""
+
+    slots: torch.Tensor | None = None  # [rows]; None: no row runs with an adapter
+    groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (slot, its rows)
+    stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class LoraLinear(torch.nn.Module):
-    """A base projection plus the low-rank update of each adapter on its rows of the step."""
+    """A base projection plus, on each row, the low-rank update of that row's adapter."""
 
-    def __init__(self, base: torch.nn.Module, key: tuple[int, str], step: _StepGroups) -> None:
+    def __init__(self, base: torch.nn.Module, key: tuple[int, str], step: _Step) -> None:
         super().__init__()
         self.base = base
         self.key = key
@@ -56,15 +63,16 @@ class LoraLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
-        for adapter, rows in self._step.groups:
-            w = adapter.weights.get(self.key)
-            if w is None:
-                continue
-            a, b = w
-            if rows is None:
-                y = y + (x @ a.T) @ b.T
-            else:
-                y = y.index_add(0, rows, (x[rows] @ a.T) @ b.T)
+        st = self._step
+        stack = st.stacks.get(self.key)
+        if st.slots is None or stack is None:
+            return y
+        a, b = stack  # [slots, r, in], [slots, out, r]; slot 0 is zeros
+        if x.shape[0] <= GATHER_ROWS:  # decode-sized: two batched matmuls, whatever the mix
+            y += torch.bmm(b[st.slots], torch.bmm(a[st.slots], x.unsqueeze(-1))).squeeze(-1)
+        else:
+            for slot, rows in st.groups:
+                y.index_add_(0, rows, (x[rows] @ a[slot].T) @ b[slot].T)
         return y
 
 
@@ -100,14 +108,15 @@ def read_adapter(name: str, path: str, num_layers: int, max_rank: int, dtype: to
 
 
 class LoraManager:
-    """The loaded adapters of one model and the per-step grouping its LoraLinear wrappers read."""
+    """The loaded adapters of one model, stacked per target module, and the step's row-to-adapter map."""
 
     def __init__(self, layers: Sequence[torch.nn.Module], max_rank: int, dtype: torch.dtype,
                  device: torch.device) -> None:
         self.adapters: dict[str, Adapter] = {}
         self.max_rank, self.dtype, self.device = max_rank, dtype, device
         self.num_layers = len(layers)
-        self._step = _StepGroups()
+        self._slot: dict[str, int] = {}
+        self._step = _Step()
         for i, layer in enumerate(layers):
             for module, parent_name in TARGETS.items():
                 parent = getattr(layer, parent_name)
@@ -118,23 +127,41 @@ class LoraManager:
             raise LoraError(f"adapter {name!r} is loaded already")
         adapter = read_adapter(name, path, self.num_layers, self.max_rank, self.dtype, self.device)
         self.adapters[name] = adapter
+        self._restack()
         return adapter
 
     def unload(self, name: str) -> None:
         if self.adapters.pop(name, None) is None:
             raise LoraError(f"adapter {name!r} is not loaded")
+        self._restack()
 
     def begin_step(self, rows: Sequence[tuple[str, int]]) -> None:
         """The step's rows in order, as (adapter name or "", number of rows)."""
-        by_name: dict[str, list[int]] = {}
-        start = 0
-        for name, n in rows:
-            if name:
-                by_name.setdefault(name, []).extend(range(start, start + n))
-            start += n
-        self._step.groups = [
-            (self.adapters[name], None if len(idx) == start else torch.tensor(idx, device=self.device))
-            for name, idx in by_name.items()]
+        slots = [self._slot[name] if name else 0 for name, n in rows for _ in range(n)]
+        if not any(slots):
+            return
+        st = self._step
+        st.slots = torch.tensor(slots, device=self.device)
+        st.groups = [(slot, (st.slots == slot).nonzero().squeeze(1)) for slot in sorted(set(slots) - {0})]
 
     def end_step(self) -> None:
+        self._step.slots = None
         self._step.groups = []
+
+    def _restack(self) -> None:
+        """Slot i + 1 holds the i-th loaded adapter, ranks zero-padded to the largest; slot 0 is zeros."""
+        names = list(self.adapters)
+        self._slot = {n: i + 1 for i, n in enumerate(names)}
+        rank = max((a.rank for a in self.adapters.values()), default=0)
+        stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        for key in {k for a in self.adapters.values() for k in a.weights}:
+            a0, b0 = next(a.weights[key] for a in self.adapters.values() if key in a.weights)
+            a_st = torch.zeros(len(names) + 1, rank, a0.shape[1], dtype=self.dtype, device=self.device)
+            b_st = torch.zeros(len(names) + 1, b0.shape[0], rank, dtype=self.dtype, device=self.device)
+            for n, adapter in self.adapters.items():
+                if key in adapter.weights:
+                    a, b = adapter.weights[key]
+                    a_st[self._slot[n], : a.shape[0]] = a
+                    b_st[self._slot[n], :, : b.shape[1]] = b
+            stacks[key] = (a_st, b_st)
+        self._step.stacks = stacks
