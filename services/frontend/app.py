@@ -15,7 +15,7 @@ from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.lora import LoraRoutes
-from services.frontend.models import ModelEntry, ModelRegistry
+from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -141,7 +141,7 @@ class FrontendApp:
         body = decode_body(req.body, kind)
         if isinstance(body, Response):
             return body
-        model, lora = self.registry.resolve(body.model)
+        model, lora = resolve(self.registry.models, body.model)
         if model is not None and model.is_embedding:
             return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")

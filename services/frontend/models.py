@@ -98,18 +98,6 @@ class ModelRegistry:
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
 
-    def resolve(self, name: str) -> tuple[ModelEntry | None, str]:
-        """(model, LoRA adapter or "") for a request's `model`: a base name, an adapter's name or base:adapter."""
-        if name in self.models:
-            return self.models[name], ""
-        base, sep, adapter = name.rpartition(":")
-        if sep and base in self.models:
-            return self.models[base], adapter
-        for m in self.models.values():
-            if any(name in c.loras for c in m.cards.values()):
-                return m, name
-        return None, ""
-
     def serving(self) -> list[ModelEntry]:
         return [m for m in self.models.values() if m.candidates()]
 
@@ -166,6 +154,19 @@ class ModelRegistry:
         await router.start()
         log.info("model_added", model=card.name, component=card.component, engine=card.engine)
         return ModelEntry(card.name, tok, client, router, created=card.created, model_type=card.model_type)
+
+
+def resolve(models: dict[str, ModelEntry], name: str) -> tuple[ModelEntry | None, str]:
+    """(model, LoRA adapter or "") for a request's `model`: a base name, an adapter's name or base:adapter."""
+    if name in models:
+        return models[name], ""
+    base, sep, adapter = name.rpartition(":")
+    if sep and base in models:
+        return models[base], adapter
+    for m in models.values():
+        if any(name in c.loras for c in m.cards.values()):
+            return m, name
+    return None, ""
 
 
 def _kind(model_type: str) -> str:
