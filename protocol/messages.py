@@ -160,6 +160,7 @@ class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     token_ids: list[int] = []
     finished: bool = False  # the routed request ended: release what the router tracks for it
     exclude: list[str] = []  # instances not to pick (e.g. one that just failed)
+    lora: str = ""  # the request's LoRA adapter (its blocks hash on their own chain)
 
 
 class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):

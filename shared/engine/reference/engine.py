@@ -32,6 +32,7 @@ from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.kv.hashing import lora_root
 from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -220,14 +221,14 @@ class ReferenceEngine(Engine):
 
     # ---- KV hand-off (disaggregation) ----------------------------------------------------
     def import_kv(self, request_id: str, token_ids: list[int], first_token: int,
-                  first_logprob: float | None = None) -> ImportedKv:
+                  first_logprob: float | None = None, lora: str = "") -> ImportedKv:
         """Reserve blocks for a prompt's KV computed elsewhere; write them, then call generate().
 
         Raises EngineError("overloaded") when the blocks are not free now;
         `release(request_id)` gives them back if the transfer fails.
         """
         pool = self._pool()
-        table = pool.allocate(token_ids)
+        table = pool.allocate(token_ids, root=lora_root(lora))  # the adapter's own hash chain
         if table is None:
             raise EngineError("overloaded", "no free KV blocks for the imported prompt")
         imported = ImportedKv(request_id, list(table.block_ids), table.num_cached_tokens, first_token,
