@@ -65,6 +65,10 @@ class AdapterSet:
                                   f"requests after {grace:.0f}s; not unloaded")
             await asyncio.sleep(0.02)
 
+    def reopen(self, name: str) -> None:
+        """An unload that failed: the adapter takes requests again."""
+        self._closing.discard(name)
+
     def removed(self, name: str) -> None:
         self.paths.pop(name, None)
         self._closing.discard(name)
