@@ -68,4 +68,5 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     image_tokens: int = 0  # tokens one image becomes in the prompt (for the context-length check)
     tool_call_parser: str = ""  # SGLang's --tool-call-parser name the frontend parses output with
     reasoning_parser: str = ""  # SGLang's --reasoning-parser name
+    loras: list[str] = []  # LoRA adapters this instance serves (each listed as a model whose parent is `name`)
     v: int = PROTOCOL_VERSION

@@ -120,6 +120,7 @@ class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     annotations: dict[str, str] = {}
     multimodal: list[ImageItem] = []  # images in prompt order (protocol.multimodal)
     grammar: Grammar | None = None  # structured output / forced tool calls (shared.grammar)
+    lora: str = ""  # the LoRA adapter to run with ("": the base model); part of the KV block hash chain
     v: int = PROTOCOL_VERSION
 
 
@@ -173,6 +174,7 @@ class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     token_ids: list[int] = []
     finished: bool = False  # the routed request ended: release what the router tracks for it
     exclude: list[str] = []  # instances not to pick (e.g. one that just failed)
+    lora: str = ""  # the request's LoRA adapter (its blocks hash on their own chain)
 
 
 class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -8,13 +8,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.agents import with_agents
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.fields import check_fields
-from services.frontend.models import ModelEntry, ModelRegistry
+from services.frontend.lora import LoraRoutes
+from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -66,12 +69,15 @@ class FrontendApp:
         self.dispatcher = dispatcher
         self.opts = opts
         self.inflight = 0
+        self._lora = LoraRoutes(registry)
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
             ("POST", "/v1/embeddings"): self.embeddings,
             ("POST", "/v1/responses"): self.responses,
             ("GET", "/v1/models"): self.list_models,
+            ("POST", "/v1/load_lora_adapter"): self._lora.load,
+            ("POST", "/v1/unload_lora_adapter"): self._lora.unload,
             ("GET", "/health"): self.health,
             ("GET", "/live"): self.health,
             ("GET", "/metrics"): self.metrics,
@@ -118,6 +124,8 @@ class FrontendApp:
 
     async def list_models(self, req: Request) -> Response:
         data = [ModelListEntry(id=m.name, created=m.created) for m in self.registry.serving()]
+        data += [ModelListEntry(id=a, created=m.created, parent=m.name) for m in self.registry.serving()
+                 for a in m.loras]
         return Response(200, _json.encode(ModelList(data)))
 
     async def embeddings(self, req: Request) -> Response:
@@ -155,11 +163,11 @@ class FrontendApp:
         body = decode_body(raw, kind)
         if isinstance(body, Response):
             return body
-        model = self.registry.get(body.model)
+        model, lora = resolve(self.registry.models, body.model)
         if model is not None and model.is_embedding:
             return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")
-        if model is None or not model.candidates():
+        if model is None or not model.candidates(lora):
             if model is None:
                 return _error(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")
             return _error(503, f"no worker is serving model {body.model!r} right now", "no_workers",
@@ -174,6 +182,8 @@ class FrontendApp:
                 await with_agents(prepared, body, model, self.opts.tool_call_parser, self.opts.reasoning_parser)
         except BadRequest as e:
             return _failure(e)
+        if lora:
+            prepared.request = msgspec.structs.replace(prepared.request, lora=lora)
         instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None
         if self.opts.router_mode == "direct" and not instance:
             return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")

@@ -109,7 +109,7 @@ class Dispatcher:
                 if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2 or generated:
                     raise
                 excluded.add(target)
-                if not any(i not in excluded for i in model.candidates()):
+                if not any(i not in excluded for i in model.candidates(request.lora)):
                     raise  # every worker is full: the client gets 429 with Retry-After
                 retries += 1
             finally:
@@ -172,10 +172,10 @@ class Dispatcher:
     @staticmethod
     def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str]) -> tuple[str, EngineRequest]:
         """The worker to send to, and the request with the DP rank the router chose, if any."""
-        candidates = [i for i in model.candidates() if i not in excluded]
+        candidates = [i for i in model.candidates(request.lora) if i not in excluded]
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
-        d = model.router.choose(request.request_id, _routing_tokens(model, request), candidates)
+        d = model.router.choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora)
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)

@@ -39,6 +39,7 @@ class ModelEntry:
     cards: dict[str, ModelCard] = field(default_factory=dict)
     created: int = 0
     model_type: str = "chat"
+    lora_client: EndpointClient[Any] | None = None  # the workers' `lora` endpoint, made on first use
 
     @property
     def is_embedding(self) -> bool:
@@ -64,9 +65,17 @@ class ModelEntry:
     def reasoning_parser(self) -> str | None:
         return next((c.reasoning_parser for c in self.cards.values() if c.reasoning_parser), None)
 
-    def candidates(self) -> list[str]:
+    def candidates(self, lora: str = "") -> list[str]:
+        """Live, healthy instances of this model (serving adapter `lora`, when one is named)."""
         live = self.client.instances
-        return [iid for iid in self.cards if iid in live and live[iid].healthy]
+        return [iid for iid, c in self.cards.items()
+                if iid in live and live[iid].healthy and (not lora or lora in c.loras)]
+
+    @property
+    def loras(self) -> list[str]:
+        """Every adapter some live instance serves, in first-seen order."""
+        live = self.client.instances
+        return list(dict.fromkeys(n for iid, c in self.cards.items() if iid in live for n in c.loras))
 
 
 class ModelRegistry:
@@ -92,6 +101,8 @@ class ModelRegistry:
         for m in self.models.values():
             await m.router.stop()
             await m.client.stop()
+            if m.lora_client is not None:
+                await m.lora_client.stop()
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
@@ -152,6 +163,19 @@ class ModelRegistry:
         await router.start()
         log.info("model_added", model=card.name, component=card.component, engine=card.engine)
         return ModelEntry(card.name, tok, client, router, created=card.created, model_type=card.model_type)
+
+
+def resolve(models: dict[str, ModelEntry], name: str) -> tuple[ModelEntry | None, str]:
+    """(model, LoRA adapter or "") for a request's `model`: a base name, an adapter's name or base:adapter."""
+    if name in models:
+        return models[name], ""
+    base, sep, adapter = name.rpartition(":")
+    if sep and base in models:
+        return models[base], adapter
+    for m in models.values():
+        if any(name in c.loras for c in m.cards.values()):
+            return m, name
+    return None, ""
 
 
 def _kind(model_type: str) -> str:

@@ -231,6 +231,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     created: int
     owned_by: str = "shoal"
     object: str = "model"
+    parent: str | None = None  # a LoRA adapter's base model
 
 
 class ModelList(msgspec.Struct, frozen=True):

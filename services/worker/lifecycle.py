@@ -7,9 +7,11 @@ from typing import Any
 
 import msgspec
 
+from protocol import codec
 from protocol.discovery import ModelCard, bootstrap_metadata
 from protocol.kv_events import WorkerLoad
 from services.worker.args import WorkerConfig
+from services.worker.lora import lora_names, serve_lora
 from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
@@ -58,9 +60,15 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
         tool_call_parser=cfg.tool_call_parser or "", reasoning_parser=cfg.reasoning_parser or "",
-        **image_card_fields(cfg, tokenizer, engine),
+        loras=lora_names(engine), **image_card_fields(cfg, tokenizer, engine),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it
+
+    async def republish() -> None:  # the adapters changed: the card (so the model list) follows
+        if card_lease is not None:
+            await card_lease.update(codec.encode(msgspec.structs.replace(card, loras=lora_names(engine))))
+
+    lora_server = await serve_lora(rt, cfg.component, engine, republish)
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
     rc = card.runtime
     await server.register(model=cfg.served_model_name,
@@ -80,6 +88,8 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
         if card_lease is not None:
             await card_lease.revoke()
         await server.drain(cfg.drain_grace)
+        if lora_server is not None:
+            await lora_server.stop()
     finally:
         if role.stop is not None:
             await role.stop()

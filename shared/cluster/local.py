@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.cluster.natsd import NatsServer, wait_port
 from shared.cluster.procs import spawn
+from shared.model.hub import is_hub_id, served_name
 
 STATE = Path(".shoal")
 PIDS = STATE / "pids.json"
@@ -25,7 +26,8 @@ PIDS = STATE / "pids.json"
 def add_up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="reference", choices=("reference", "mock", "sglang"))
     p.add_argument("--model-path", default=str(STATE / "models" / "tiny"),
-                   help="model directory (the tiny model is made there if missing)")
+                   help="model directory (the tiny model is made there if missing) or a Hugging Face id")
+    p.add_argument("--revision", default=None, help="hub ids: branch, tag or commit")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--nats-port", type=int, default=4222)
@@ -40,7 +42,8 @@ def up(a: argparse.Namespace) -> int:
         print("a local cluster is already running (see .shoal/pids.json); run `just down` first")
         return 1
     model = Path(a.model_path)
-    if not (model / "config.json").exists():
+    hub = is_hub_id(a.model_path)
+    if not hub and not (model / "config.json").exists():
         from shared.model.tiny import ensure_tiny
 
         ensure_tiny(model)
@@ -51,10 +54,13 @@ def up(a: argparse.Namespace) -> int:
     nats.start()
     pids = {"nats": nats.proc.pid if nats.proc else 0}
     common = ["--nats-url", nats.url, "--namespace", a.namespace]
+    model_args = ["--model-path", a.model_path]
+    model_args += ["--revision", a.revision] if a.revision else []
+    name = served_name(a.model_path)
     procs = []
     try:
         for i in range(a.workers):
-            w = spawn(f"worker{i}", "decode", [*common, "--engine", a.engine, "--model-path", str(model),
+            w = spawn(f"worker{i}", "decode", [*common, "--engine", a.engine, *model_args,
                                                *shlex.split(a.worker_args)], logs, detach=True)
             pids[w.name] = w.pid
             procs.append(w)
@@ -66,7 +72,7 @@ def up(a: argparse.Namespace) -> int:
         for p in procs:
             p.wait_ready(180)
         wait_port("127.0.0.1", a.http_port)
-        _wait_model(a.http_port, model.name if not a.worker_args else None)
+        _wait_model(a.http_port, name if not a.worker_args else None)
     except Exception as e:
         print(f"start-up failed: {e}")
         down(argparse.Namespace())
@@ -75,7 +81,7 @@ def up(a: argparse.Namespace) -> int:
     print(f"shoal is up: {url} (logs in {logs}, stop with `just down`)")
     print(f"  curl {url}/v1/models")
     print(f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
-          f"-d '{{\"model\":\"{model.name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],"
+          f"-d '{{\"model\":\"{name}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}],"
           f"\"max_tokens\":32,\"stream\":true}}'")
     return 0
 

@@ -59,7 +59,8 @@ class FlagGroup(Generic[S]):
             if f.field in skip:
                 continue
             info = self._fields[f.field]
-            default = (defaults or {}).get(f.field, info.default)
+            own = info.default_factory() if info.default is msgspec.NODEFAULT else info.default  # list fields
+            default = (defaults or {}).get(f.field, own)
             kw: dict[str, Any] = {"dest": self.dest(f.field), "default": default, **f.kwargs}
             base = _scalar(info.type)
             if base is bool:
@@ -75,7 +76,9 @@ class FlagGroup(Generic[S]):
 
 
 def _scalar(tp: Any) -> Any:
-    """`float` of `float | None`; the type itself otherwise."""
+    """`float` of `float | None`, `str` of `list[str]` (a flag with nargs); the type itself otherwise."""
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0]
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0] if len(args) == 1 else str

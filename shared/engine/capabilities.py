@@ -10,6 +10,7 @@ uses; an engine has it by implementing them (`Engine` itself declares none).
 | KvImport     | reference               | the decode role (reserves blocks, reads KV)              |
 | BootstrapKv  | sglang                  | prefill and decode: the engine moves KV itself (room)    |
 | ImageEncoder | reference               | the images wrapper (pixels -> the engine's vision tower) |
+| LoraEngine   | reference, mock, sglang | the worker's `lora` endpoint and model card (adapters)   |
 
 `Engine.accepts_images` says whether prompts may carry images at all (the model
 card then lists the image modality); SGLang's own processor takes them by URL.
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from protocol.messages import EngineRequest
+from shared.engine.adapters import AdapterSet
 from shared.engine.base import KvHandoff
 
 
@@ -52,7 +54,7 @@ class KvExport(KvTensors, Protocol):
 @runtime_checkable
 class KvImport(KvTensors, Protocol):
     def import_kv(self, request_id: str, token_ids: list[int], first_token: int,
-                  first_logprob: float | None = None) -> Any:
+                  first_logprob: float | None = None, lora: str = "") -> Any:
         """Reserve blocks for a prompt's KV computed elsewhere; `generate()` then decodes from them."""
         ...
 
@@ -79,3 +81,16 @@ class ImageEncoder(Protocol):
     def set_image_embeddings(self, request_id: str, embeddings: list[Any]) -> None: ...
 
     def drop_image_embeddings(self, request_id: str) -> None: ...
+
+
+@runtime_checkable
+class LoraEngine(Protocol):
+    """An engine that serves LoRA adapters (`adapters.enabled`: started with --enable-lora)."""
+
+    adapters: AdapterSet
+
+    def lora_names(self) -> list[str]: ...
+
+    async def load_lora(self, name: str, path: str) -> None: ...
+
+    async def unload_lora(self, name: str) -> None: ...

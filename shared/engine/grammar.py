@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
-from protocol.messages import EngineRequest
+from protocol.messages import EngineRequest, ErrorCode
 from shared.engine.base import EngineError
 from shared.grammar import GrammarCache, GrammarError, TokenMask
 from shared.tokenizer import Tokenizer
@@ -43,6 +43,6 @@ class EngineGrammars:
         try:
             return await asyncio.to_thread(build)
         except GrammarError as e:
-            raise EngineError("bad_request", str(e)) from e
+            raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
         except FileNotFoundError as e:
-            raise EngineError("bad_request", f"structured output needs the model's tokenizer: {e}") from e
+            raise EngineError(ErrorCode.BAD_REQUEST, f"structured output needs the model's tokenizer: {e}") from e

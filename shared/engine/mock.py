@@ -24,11 +24,13 @@ import msgspec
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from shared.config.flags import FlagGroup, flag
+from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
 from shared.engine.stream import RequestStream
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.kv.hashing import lora_root
 from shared.runtime.tasks import cancel_and_wait
 
 # Test-only: while the file this names exists, the engine's step loop stands still (an engine that stops
@@ -52,6 +54,8 @@ class MockConfig(msgspec.Struct, frozen=True):
     eos_token_id: int | None = None
     embedding_dim: int = 64
     model_path: str = ""  # its tokenizer, for structured output (grammars)
+    enable_lora: bool = False  # adapters are names only: no math, their own KV hash chain
+    lora_paths: dict[str, str] = {}
 
 
 MOCK_FLAGS = FlagGroup(
@@ -86,6 +90,21 @@ class MockEngine(Engine):
         self._task: asyncio.Task[None] | None = None
         self._hang_file = os.environ.get(HANG_FILE_ENV, "")
         self._grammars: EngineGrammars | None = None
+        self.adapters = AdapterSet(cfg.enable_lora)
+        for name, path in cfg.lora_paths.items():
+            self.adapters.added(name, path)
+
+    # ---- LoRA adapters (accounted, no math) ----------------------------------------------
+    def lora_names(self) -> list[str]:
+        return self.adapters.names()
+
+    async def load_lora(self, name: str, path: str) -> None:
+        self.adapters.check_new(name)
+        self.adapters.added(name, path)
+
+    async def unload_lora(self, name: str) -> None:
+        await self.adapters.drain(name)
+        self.adapters.removed(name)
 
     # ---- Engine interface --------------------------------------------------------------
     async def start(self) -> None:
@@ -141,7 +160,7 @@ class MockEngine(Engine):
             return None
         if self._grammars is None:
             if not self.cfg.model_path:
-                raise EngineError("bad_request", "structured output on the mock engine needs --model-path "
+                raise EngineError(ErrorCode.BAD_REQUEST, "structured output on the mock engine needs --model-path "
                                   "(the tokenizer)")
             from shared.tokenizer import Tokenizer
 
@@ -162,7 +181,10 @@ class MockEngine(Engine):
             raise EngineError(ErrorCode.CONTEXT_LENGTH, "prompt larger than the whole KV cache")
         if len(self._waiting) >= self.cfg.max_waiting:
             raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
-        return _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
+        seq = _Seq(request=request, tokens=list(request.token_ids), prompt_len=n)
+        if request.lora:
+            self.adapters.use(request.lora, seq)
+        return seq
 
     async def _loop(self) -> None:
         while True:
@@ -189,7 +211,7 @@ class MockEngine(Engine):
         uncached = 0
         while self._waiting and len(self._running) < self.cfg.max_running:
             seq = self._waiting[0]
-            table = self.pool.allocate(seq.tokens)
+            table = self.pool.allocate(seq.tokens, root=lora_root(seq.request.lora))
             if table is None:
                 break
             new = len(seq.tokens) - table.num_cached_tokens
@@ -274,6 +296,7 @@ class MockEngine(Engine):
         self._release(seq)
 
     def _release(self, seq: _Seq) -> None:
+        self.adapters.done(seq)
         if seq in self._running:
             self._running.remove(seq)
         if seq.table is not None:

@@ -10,10 +10,12 @@ import msgspec
 from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine
 from shared.engine.diffusion.args import DLLM_FLAGS, DllmOptions, dllm_options
+from shared.engine.lora_args import LORA_FLAGS, LoraOptions, lora_options, sglang_lora_argv
 from shared.engine.mock import MOCK_FLAGS, MockConfig
 
 ENGINES = ("reference", "mock", "sglang", "diffusion")
 GENERATION_ONLY = ("diffusion",)  # no embeddings, no prefill/decode halves
+NO_LORA = ("diffusion",)
 _DLLM_HINTS = {"sglang": " (SGLang takes block_size and threshold from the YAML file of its own "
                          "--dllm-algorithm-config, which passes through)"}
 
@@ -33,6 +35,7 @@ class EngineOptions(msgspec.Struct, frozen=True):
     extra_args: list[str] = []
     mock: MockConfig = MockConfig()  # its timing flags; the shared knobs above are filled in by make_engine
     dllm: DllmOptions = DllmOptions()
+    lora: LoraOptions = LoraOptions()  # every engine; SGLang gets the flags back
 
 
 ENGINE_FLAGS = FlagGroup(
@@ -52,16 +55,19 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     ENGINE_FLAGS.add_to(parser)
     MOCK_FLAGS.add_to(parser)
     DLLM_FLAGS.add_to(parser)
+    LORA_FLAGS.add_to(parser)
 
 
 def engine_options(ns: argparse.Namespace, model_path: str, extra: list[str], argv: Sequence[str],
                    embedding: bool, disaggregation_mode: str) -> tuple[EngineOptions, bool]:
     """The engine's options and whether it serves embeddings; ValueError on flags it does not take."""
-    opts = ENGINE_FLAGS.build(ns, model_path=model_path, mock=MOCK_FLAGS.build(ns))
+    opts = ENGINE_FLAGS.build(ns, model_path=model_path, mock=MOCK_FLAGS.build(ns), lora=lora_options(ns))
     opts = msgspec.structs.replace(opts, dllm=dllm_options(ns, opts.engine, _DLLM_HINTS.get(opts.engine, "")))
     if opts.engine in GENERATION_ONLY and (embedding or disaggregation_mode != "null"):
         raise ValueError(f"the {opts.engine} engine serves generation only: no --embedding, "
                          "no --disaggregation-mode")
+    if opts.engine in NO_LORA and opts.lora.enable_lora:
+        raise ValueError(f"the {opts.engine} engine runs no LoRA adapters: drop --enable-lora/--lora-paths")
     if opts.engine != "sglang":
         if extra:
             raise ValueError(f"unrecognized arguments for engine {opts.engine}: {' '.join(extra)}")
@@ -70,7 +76,7 @@ def engine_options(ns: argparse.Namespace, model_path: str, extra: list[str], ar
 
     shared = {**vars(ns), **msgspec.structs.asdict(opts)}  # SGLang's flags shoal has too, by field name
     extra, embedding = sglang_argv(extra, list(argv), shared, embedding, disaggregation_mode)
-    return msgspec.structs.replace(opts, extra_args=extra), embedding
+    return msgspec.structs.replace(opts, extra_args=extra + sglang_lora_argv(opts.lora)), embedding
 
 
 def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_token_id: int | None = None) -> Engine:
@@ -84,15 +90,18 @@ def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_t
             max_waiting=opts.max_waiting, max_batched_tokens=opts.max_batched_tokens,
             context_length=opts.context_length or m.context_length, eos_token_id=eos_token_id,
             output_tokens=list(output_token_ids) or m.output_tokens, model_path=opts.model_path,
+            enable_lora=opts.lora.enable_lora, lora_paths=opts.lora.adapters,
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine
+        from shared.engine.reference.encoder import EncoderEngine, is_encoder
 
-        return ReferenceEngine(ReferenceConfig(
+        return (EncoderEngine if is_encoder(opts.model_path) else ReferenceEngine)(ReferenceConfig(
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
-            max_waiting=opts.max_waiting,
+            max_waiting=opts.max_waiting, enable_lora=opts.lora.enable_lora, lora_paths=opts.lora.adapters,
+            max_loras_per_batch=opts.lora.max_loras_per_batch, max_lora_rank=opts.lora.max_lora_rank,
         ))
     if opts.engine == "diffusion":
         from shared.engine.diffusion.config import DiffusionConfig

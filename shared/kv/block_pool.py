@@ -23,6 +23,7 @@ class BlockTable:
 
     block_ids: list[int] = field(default_factory=list)
     hashes: list[int] = field(default_factory=list)  # of the full blocks committed so far
+    root: int | None = None  # the first block's parent (shared.kv.hashing.lora_root)
     num_cached_tokens: int = 0  # prompt tokens found in the cache at allocation
 
 
@@ -65,7 +66,8 @@ class BlockPool:
         return self._ref[block_id]
 
     # ---- allocation ----------------------------------------------------------------
-    def allocate(self, tokens: Sequence[int], hashes: Sequence[int] | None = None) -> BlockTable | None:
+    def allocate(self, tokens: Sequence[int], hashes: Sequence[int] | None = None,
+                 root: int | None = None) -> BlockTable | None:
         """Blocks for a prompt, reusing cached full blocks; None if it does not fit now.
 
         The last prompt token is always recomputed (its logits are needed), so a
@@ -73,13 +75,13 @@ class BlockPool:
         """
         ps = self.page_size
         if hashes is None:
-            hashes = self._hash_prefix(tokens, (len(tokens) - 1) // ps)
+            hashes = self._hash_prefix(tokens, (len(tokens) - 1) // ps, root)
         reusable = min(self.cached_prefix(hashes), (len(tokens) - 1) // ps)
         need = self.blocks_needed(len(tokens)) - reusable
         fresh_free = sum(1 for h in hashes[:reusable] if self._ref[self._by_hash[h]] == 0)
         if need > self.num_free - fresh_free:
             return None
-        table = BlockTable(num_cached_tokens=reusable * ps)
+        table = BlockTable(num_cached_tokens=reusable * ps, root=root)
         for h in hashes[:reusable]:
             bid = self._by_hash[h]
             self._take(bid)
@@ -104,7 +106,7 @@ class BlockPool:
         full = min(len(tokens) // ps, len(table.block_ids))
         stored: list[int] = []
         first = len(table.hashes)
-        parent = table.hashes[-1] if table.hashes else None
+        parent = table.hashes[-1] if table.hashes else table.root
         for i in range(first, full):
             h = block_hash(parent, tokens[i * ps : (i + 1) * ps])
             bid = table.block_ids[i]
@@ -141,9 +143,8 @@ class BlockPool:
         self._send([AllBlocksCleared()])
 
     # ---- internals -----------------------------------------------------------------
-    def _hash_prefix(self, tokens: Sequence[int], n_blocks: int) -> list[int]:
+    def _hash_prefix(self, tokens: Sequence[int], n_blocks: int, parent: int | None) -> list[int]:
         out: list[int] = []
-        parent = None
         ps = self.page_size
         for i in range(n_blocks):
             parent = block_hash(parent, tokens[i * ps : (i + 1) * ps])

@@ -22,6 +22,14 @@ def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
     return int.from_bytes(h.digest(), "little") & _MASK
 
 
+def lora_root(adapter: str) -> int | None:
+    """The parent hash of a request's first block: none for the base model, the adapter's own for a
+    LoRA adapter (the same prompt under two adapters has different KV, so its blocks never match)."""
+    if not adapter:
+        return None
+    return int.from_bytes(hashlib.blake2b(b"lora:" + adapter.encode(), digest_size=8).digest(), "little") & _MASK
+
+
 def block_hashes(tokens: Sequence[int], page_size: int, parent: int | None = None) -> list[int]:
     """Chained hashes of every full block of `tokens`."""
     out: list[int] = []

@@ -42,8 +42,9 @@ class Router(abc.ABC):
         """A worker left (lease expired or drained): forget its cache and load."""
 
     @abc.abstractmethod
-    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
-        """Pick one of `candidates` (non-empty) for this request."""
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+               lora: str = "") -> RouteDecision:
+        """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named)."""
 
     def finished(self, request_id: str) -> None:
         """The request ended (completed, failed or migrated away)."""
@@ -55,7 +56,8 @@ class RoundRobinRouter(Router):
     def __init__(self) -> None:
         self._counter = itertools.count()
 
-    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+               lora: str = "") -> RouteDecision:
         return RouteDecision(candidates[next(self._counter) % len(candidates)])
 
 
@@ -65,5 +67,6 @@ class RandomRouter(Router):
     def __init__(self, seed: int | None = None) -> None:
         self._rng = random.Random(seed)
 
-    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+               lora: str = "") -> RouteDecision:
         return RouteDecision(self._rng.choice(candidates))

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
-from shared.kv.hashing import block_hashes
+from shared.kv.hashing import block_hashes, lora_root
 from shared.kv.radix import KvIndex
 from shared.routing.base import RouteDecision, Router
 from shared.telemetry.metrics import counter, histogram
@@ -94,9 +94,10 @@ class KvRouter(Router):
         self._reported[load.worker_id] = load
 
     # ---- decisions ------------------------------------------------------------------------
-    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str]) -> RouteDecision:
+    def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+               lora: str = "") -> RouteDecision:
         t0 = time.perf_counter()
-        hashes = block_hashes(token_ids, self.page_size)
+        hashes = block_hashes(token_ids, self.page_size, lora_root(lora))  # adapters' caches never match
         overlaps = self.index.overlaps(hashes)
         opaque = not self.approximate and bool(token_ids) and min(token_ids) < 0
         if opaque:

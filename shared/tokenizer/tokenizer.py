@@ -67,6 +67,8 @@ class Tokenizer:
         if "tokenizer.json" not in files:
             raise FileNotFoundError("tokenizer.json is missing (only fast tokenizers are supported)")
         fast = FastTokenizer.from_str(files["tokenizer.json"].decode())
+        fast.no_padding()  # a tokenizer.json may pad or truncate every text (BERT's to 128): ids are ids
+        fast.no_truncation()
 
         def load(name: str) -> dict[str, Any]:
             return json.loads(files[name]) if name in files else {}

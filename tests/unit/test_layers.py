@@ -18,7 +18,8 @@ TOPS = ("protocol", "shared", "services")
 LAYERS = [
     {"protocol"},
     {"shared.errors", "shared.http", "shared.parsers"},
-    {"shared.config", "shared.telemetry", "shared.kv", "shared.tokenizer", "shared.model"},
+    {"shared.model"},  # model files: tiny models, hub ids (shared.config resolves --model-path through it)
+    {"shared.config", "shared.telemetry", "shared.kv", "shared.tokenizer"},
     {"shared.grammar"},
     {"shared.runtime"},
     {"shared.transfer", "shared.routing"},

@@ -56,7 +56,11 @@ def test_generate_kwargs_stream_rid_logprobs_bootstrap() -> None:
     assert (kw["bootstrap_host"], kw["bootstrap_port"], kw["bootstrap_room"]) == ("10.0.0.7", 8998, 42)
     assert kw["routed_dp_rank"] == 1
     plain = generate_kwargs(_req())
-    assert not {"return_logprob", "top_logprobs_num", "bootstrap_room", "routed_dp_rank"} & plain.keys()
+    assert not {"return_logprob", "top_logprobs_num", "bootstrap_room", "routed_dp_rank", "lora_path"} & plain.keys()
+
+
+def test_a_request_with_an_adapter_passes_its_name_as_lora_path() -> None:
+    assert generate_kwargs(_req(lora="sql-adapter"))["lora_path"] == "sql-adapter"
 
 
 def _meta(finish: Any = None, **kw: Any) -> dict[str, Any]:

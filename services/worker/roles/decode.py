@@ -101,7 +101,7 @@ class DisaggDecodeHandler:
         why = "no prefill worker"
         for n in range(self.opts.attempts):
             key = f"{request.request_id}:{n}"
-            instance = await self.picker.pick(key, request.token_ids, tried)
+            instance = await self.picker.pick(key, request.token_ids, tried, request.lora)
             if instance is None:
                 break
             tried.append(instance)
@@ -120,7 +120,7 @@ class DisaggDecodeHandler:
         raise TransferFailed(f"remote prefill failed ({', '.join(tried) or 'none available'}): {why}")
 
     async def _attempt(self, request: EngineRequest, ctx: RequestContext, instance: str, key: str) -> str:
-        imported = self.engine.import_kv(key, list(request.token_ids), first_token=0)
+        imported = self.engine.import_kv(key, list(request.token_ids), first_token=0, lora=request.lora)
         att = _Attempt(key, secrets.randbits(62))
         self.inbox.expect(att.room)  # polls NIXL, which also lets the prefill worker's write complete
         try:

@@ -17,3 +17,7 @@ class ReferenceConfig(msgspec.Struct, frozen=True):
     max_waiting: int = 1024
     context_length: int = 0  # 0: the model's max_position_embeddings
     num_threads: int = 0  # torch intra-op threads; 0: torch's default
+    enable_lora: bool = False  # wrap the target projections so LoRA adapters can run (SGLang's --enable-lora)
+    lora_paths: dict[str, str] = {}  # adapters loaded at start: name -> peft folder
+    max_loras_per_batch: int = 8  # distinct adapters in one step
+    max_lora_rank: int = 0  # 0: any rank

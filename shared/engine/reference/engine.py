@@ -22,16 +22,19 @@ import torch
 from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
+from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
+from shared.engine.reference.lora import LoraError
 from shared.engine.reference.model_runner import ModelRunner, StepItem
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
+from shared.kv.hashing import lora_root
 from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -73,6 +76,7 @@ class ReferenceEngine(Engine):
         self._deferred: list[BlockTable] = []  # their tables, if aborted meanwhile
         self._context_length = 0
         self._grammar_cache: EngineGrammars | None = None
+        self.adapters = AdapterSet(cfg.enable_lora)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -81,7 +85,10 @@ class ReferenceEngine(Engine):
         loop = asyncio.get_running_loop()
         self.runner = runner = await loop.run_in_executor(self._executor, ModelRunner, self.cfg)
         self.pool = BlockPool(runner.kv.num_blocks, self.cfg.page_size, self._on_events)
-        self.scheduler = Scheduler(self.pool, self.cfg.max_running, self.cfg.max_batched_tokens)
+        self.scheduler = Scheduler(self.pool, self.cfg.max_running, self.cfg.max_batched_tokens,
+                                   self.cfg.max_loras_per_batch if self.cfg.enable_lora else 0)
+        for name, path in self.cfg.lora_paths.items():
+            await self.load_lora(name, path)
         limit = runner.max_position
         self._context_length = min(self.cfg.context_length, limit) if self.cfg.context_length > 0 else limit
         await loop.run_in_executor(self._executor, runner.step, [StepItem([0], 0, [0], None)])  # warm-up
@@ -169,6 +176,31 @@ class ReferenceEngine(Engine):
             self._pool().free(imported.table)
         self._wake.set()
 
+    # ---- LoRA adapters -------------------------------------------------------------------
+    def lora_names(self) -> list[str]:
+        return self.adapters.names()
+
+    async def load_lora(self, name: str, path: str) -> None:
+        """Load a peft adapter (in the model thread, between steps); requests may name it from then on."""
+        self.adapters.check_new(name)
+        lora = self._runner().lora
+        assert lora is not None  # enabled, as check_new says
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, lora.load, name, path)
+        except LoraError as e:
+            raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
+        self.adapters.added(name, path)
+        log.info("lora_loaded", name=name, path=path)
+
+    async def unload_lora(self, name: str) -> None:
+        """Take no new request for `name`, wait for those using it, then free it."""
+        await self.adapters.drain(name)
+        lora = self._runner().lora
+        assert lora is not None
+        await asyncio.get_running_loop().run_in_executor(self._executor, lora.unload, name)
+        self.adapters.removed(name)
+        log.info("lora_unloaded", name=name)
+
     # ---- images (vision-language models) -------------------------------------------------
     @property
     def accepts_images(self) -> bool:  # type: ignore[override]
@@ -196,14 +228,14 @@ class ReferenceEngine(Engine):
 
     # ---- KV hand-off (disaggregation) ----------------------------------------------------
     def import_kv(self, request_id: str, token_ids: list[int], first_token: int,
-                  first_logprob: float | None = None) -> ImportedKv:
+                  first_logprob: float | None = None, lora: str = "") -> ImportedKv:
         """Reserve blocks for a prompt's KV computed elsewhere; write them, then call generate().
 
         Raises EngineError(ErrorCode.OVERLOADED) when the blocks are not free now;
         `release(request_id)` gives them back if the transfer fails.
         """
         pool = self._pool()
-        table = pool.allocate(token_ids)
+        table = pool.allocate(token_ids, root=lora_root(lora))  # the adapter's own hash chain
         if table is None:
             raise EngineError(ErrorCode.OVERLOADED, "no free KV blocks for the imported prompt")
         imported = ImportedKv(request_id, list(table.block_ids), table.num_cached_tokens, first_token,
@@ -256,8 +288,11 @@ class ReferenceEngine(Engine):
         if len(sched.waiting) >= self.cfg.max_waiting:
             raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
         stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
-        return Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
-                        sampling=self._sampling_spec(request), stop_ids=stop_ids)
+        seq = Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
+                       sampling=self._sampling_spec(request), stop_ids=stop_ids)
+        if request.lora:
+            self.adapters.use(request.lora, seq)
+        return seq
 
     def _sampling_spec(self, request: EngineRequest) -> SamplingSpec:
         s = request.sampling
@@ -289,6 +324,7 @@ class ReferenceEngine(Engine):
         otherwise hand them to a transfer in the meantime.
         """
         seq.finished = True
+        self.adapters.done(seq)
         if seq in self._in_step and seq.table is not None:
             self._deferred.append(seq.table)
             seq.table = None
@@ -340,7 +376,8 @@ class ReferenceEngine(Engine):
         history = (seq.tokens[:end], seq.prompt_len) if samples and seq.sampling.adjusts else None
         return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
                         seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
-                        history, chunk_embeds(seq, s.start, end), seq.mask if samples else None)
+                        history, chunk_embeds(seq, s.start, end), seq.mask if samples else None,
+                        seq.request.lora)
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0

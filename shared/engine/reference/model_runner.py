@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.kv_cache import KvCache
 from shared.engine.reference.logits import History
+from shared.engine.reference.lora import LoraManager
+from shared.engine.reference.pooling import PoolingSpec, embed_batches, padded_batch, pool, read_pooling
 from shared.engine.reference.sampler import SampleOutput, sample
 from shared.engine.reference.sequence import SamplingSpec
 from shared.grammar import TokenMask
@@ -40,6 +42,7 @@ class StepItem:
     history: History | None = None  # set when `sample` adjusts logits by the tokens so far
     embeds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (row in token_ids, image rows)
     mask: TokenMask | None = None  # the request's grammar (structured output), when `sample` is set
+    lora: str = ""  # the LoRA adapter these rows run with ("": the base model)
 
 
 @dataclass
@@ -90,6 +93,8 @@ class ModelRunner:
                           self.head_dim, self.dtype, self.device)
         self.eos_ids = eos_token_ids(self.model)
         self.max_position = _max_position(hf_cfg)
+        self.pooling = read_pooling(cfg.model_path, PoolingSpec("lasttoken"))
+        self.lora = LoraManager(self.layers, cfg.max_lora_rank, self.dtype, self.device) if cfg.enable_lora else None
 
     def _num_blocks(self, cfg: ReferenceConfig) -> int:
         if cfg.num_blocks > 0:
@@ -102,6 +107,15 @@ class ModelRunner:
     @torch.inference_mode()
     def step(self, items: list[StepItem]) -> SampleOutput | None:
         """Compute KV for every item's new tokens; draw a token for items with `sample` set."""
+        if self.lora is None:
+            return self._step(items)
+        self.lora.begin_step([(it.lora, len(it.token_ids)) for it in items])
+        try:
+            return self._step(items)
+        finally:
+            self.lora.end_step()
+
+    def _step(self, items: list[StepItem]) -> SampleOutput | None:
         ids = [t for it in items for t in it.token_ids]
         positions = [p for it in items for p in range(it.start, it.start + len(it.token_ids))]
         plan = self._plan(items, positions)
@@ -143,26 +157,17 @@ class ModelRunner:
     # ---- embeddings --------------------------------------------------------------------
     @torch.inference_mode()
     def embed(self, inputs: list[list[int]], normalize: bool, max_batch_tokens: int) -> list[list[float]]:
-        """The last token's final hidden state (after the final norm) per input, as SGLang's LAST pooler.
+        """One pooled final hidden state (after the final norm) per input: the model's sentence-transformers
+        pooling, else the last token (SGLang's LAST pooler).
 
         Inputs are right-padded into batches of at most `max_batch_tokens` padded tokens; with causal
-        attention the last real token never sees the padding, so batching does not change a vector.
+        attention the real tokens never see the padding, so batching does not change a vector.
         """
         out: list[list[float]] = []
-        for batch in _embed_batches(inputs, max_batch_tokens):
-            width = max(len(x) for x in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, x in enumerate(batch):
-                ids[row, : len(x)] = torch.tensor(x)
-                mask[row, : len(x)] = 1
-            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      use_cache=False).last_hidden_state
-            last = torch.tensor([len(x) - 1 for x in batch], device=self.device)
-            pooled = hidden[torch.arange(len(batch), device=self.device), last].float()
-            if normalize:
-                pooled = F.normalize(pooled, p=2, dim=-1)
-            out.extend(pooled.cpu().tolist())
+        for batch in embed_batches(inputs, max_batch_tokens):
+            ids, mask = padded_batch(batch, self.device)
+            hidden = self.model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            out.extend(pool(hidden, mask, self.pooling, normalize).cpu().tolist())
         return out
 
     def _plan(self, items: list[StepItem], positions: list[int]) -> _Plan:
@@ -252,20 +257,6 @@ class _TextModel:
         self.lm_head = llava.lm_head
         self.config = llava.config.text_config
         self.generation_config = getattr(llava, "generation_config", None)
-
-
-def _embed_batches(inputs: list[list[int]], max_batch_tokens: int) -> list[list[list[int]]]:
-    """Consecutive inputs grouped so that each group, padded to its longest, stays within the budget."""
-    batches: list[list[list[int]]] = []
-    width = 0
-    for x in inputs:
-        if batches and max(width, len(x)) * (len(batches[-1]) + 1) <= max_batch_tokens:
-            batches[-1].append(x)
-            width = max(width, len(x))
-        else:
-            batches.append([x])
-            width = len(x)
-    return batches
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

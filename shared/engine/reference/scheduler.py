@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from shared.engine.reference.sequence import Sequence
 from shared.kv.block_pool import BlockPool
+from shared.kv.hashing import lora_root
 
 
 @dataclass
@@ -30,8 +31,9 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, max_running: int, max_batched_tokens: int) -> None:
+    def __init__(self, pool: BlockPool, max_running: int, max_batched_tokens: int, max_loras: int = 0) -> None:
         self.pool = pool
+        self.max_loras = max_loras  # distinct LoRA adapters running at once (0: no limit)
         self.max_running = max_running
         self.max_batched_tokens = max_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -58,7 +60,7 @@ class Scheduler:
                 budget -= n
         while self.waiting and len(self.running) < self.max_running and budget > 0:
             seq = self.waiting[0]
-            if not self._admit(seq):
+            if not self._lora_fits(seq) or not self._admit(seq):
                 break
             self.waiting.popleft()
             self.running.append(seq)
@@ -80,7 +82,7 @@ class Scheduler:
     def _admit(self, seq: Sequence) -> bool:
         if seq.table is not None:  # KV imported from a prefill worker
             return True
-        table = self.pool.allocate(seq.tokens)
+        table = self.pool.allocate(seq.tokens, root=lora_root(seq.request.lora))
         if table is None:
             return False
         seq.table = table
@@ -90,6 +92,13 @@ class Scheduler:
             seq.admitted = True
             seq.stream.scheduled()
         return True
+
+    def _lora_fits(self, seq: Sequence) -> bool:
+        lora = seq.request.lora
+        if not lora or not self.max_loras:
+            return True
+        running = {s.request.lora for s in self.running if s.request.lora}
+        return lora in running or len(running) < self.max_loras
 
     def _reserve(self, seq: Sequence, num_tokens: int) -> bool:
         """Blocks for `num_tokens` tokens, preempting newer sequences if needed; False if seq itself went."""

@@ -30,10 +30,12 @@ from typing import Any
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, StopConditions
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
+from shared.engine.sglang import lora as sglang_lora
 from shared.engine.sglang.args import SglangConfig, to_server_args
 from shared.engine.sglang.embedding import encode, is_embedding, l2_normalize
 from shared.engine.sglang.events import KvEventSubscriber
 from shared.engine.sglang.info import load_from_snapshots, runtime_config
+from shared.engine.sglang.lora import adapters_of
 from shared.engine.sglang.mapping import OutputCursor, error_from_exception, generate_kwargs
 from shared.engine.sglang.translate import BlockHashTranslator
 from shared.engine.sglang.warmup import warmup_plan
@@ -62,6 +64,7 @@ class SglangEngine(Engine):
         self._failure: EngineError | None = None
         self._inflight = 0
         self.embedding = is_embedding(cfg.argv)
+        self.adapters = adapters_of(cfg.argv)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,9 +116,21 @@ class SglangEngine(Engine):
                     return load_from_snapshots(snapshots, self._runtime.page_size)
         return EngineLoad(running=self._inflight, kv_total_blocks=self._runtime.total_kv_blocks)
 
+    # ---- LoRA adapters (SGLang's; shoal tracks names) ----------------------------------------
+    def lora_names(self) -> list[str]:
+        return self.adapters.names()
+
+    async def load_lora(self, name: str, path: str) -> None:
+        await sglang_lora.load(self.sgl.tokenizer_manager, self.adapters, name, path)
+
+    async def unload_lora(self, name: str) -> None:
+        await sglang_lora.unload(self.sgl.tokenizer_manager, self.adapters, name)
+
     # ---- requests ----------------------------------------------------------------------------
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         self._check(request)
+        if request.lora:
+            self.adapters.use(request.lora, request.request_id)
         cursor = OutputCursor(self.cfg.incremental_output)
         stream: Any = None
         finished = False
@@ -132,6 +147,7 @@ class SglangEngine(Engine):
                         break
         finally:
             self._inflight -= 1
+            self.adapters.done(request.request_id)
             if not finished:
                 self._abort(request.request_id)
             if stream is not None:

@@ -78,6 +78,8 @@ def generate_kwargs(req: EngineRequest) -> dict[str, Any]:
         kw["bootstrap_room"] = req.bootstrap.room
     if req.routing.dp_rank is not None:
         kw["routed_dp_rank"] = req.routing.dp_rank
+    if req.lora:  # an adapter of --lora-paths NAME=PATH (or loaded at run time), by name
+        kw["lora_path"] = req.lora
     images = image_data_of(req)
     if images is not None:
         kw["image_data"] = images

@@ -1,0 +1,167 @@
+"""LoRA adapters on the reference engine: peft folders loaded at run time, several adapters in one step.
+
+Each target projection (q/k/v/o, gate/up/down) of every decoder layer is
+wrapped in a `LoraLinear`: the base projection for every row, plus
+`scale * B @ (A @ x)` with each row's own adapter. The loaded adapters are
+stacked per module (slot 0 is zeros, for rows on the base model), so a
+decode step costs the base matmuls plus two batched low-rank products per
+module, however many adapters it mixes; long prefill steps group rows by
+adapter instead of gathering weights per row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+TARGETS = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+class LoraError(ValueError):
+    """An adapter that cannot be loaded (bad folder, unsupported config, rank too large) or is not loaded."""
+
+
+@dataclass
+class Adapter:
+    name: str
+    path: str
+    rank: int
+    weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]  # (layer, module) -> (A, scale * B)
+
+
+GATHER_ROWS = 256  # steps up to this many rows gather each row's A and B; longer ones group rows by adapter
+
+
+@dataclass
+class _Step:
+    """The current step: each row's adapter slot (0: the base model) and the stacked weights of every slot."""
+
+    slots: torch.Tensor | None = None  # [rows]; None: no row runs with an adapter
+    groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (slot, its rows)
+    stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+class LoraLinear(torch.nn.Module):
+    """A base projection plus, on each row, the low-rank update of that row's adapter."""
+
+    def __init__(self, base: torch.nn.Module, key: tuple[int, str], step: _Step) -> None:
+        super().__init__()
+        self.base = base
+        self.key = key
+        self._step = step
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        st = self._step
+        stack = st.stacks.get(self.key)
+        if st.slots is None or stack is None:
+            return y
+        a, b = stack  # [slots, r, in], [slots, out, r]; slot 0 is zeros
+        if x.shape[0] <= GATHER_ROWS:  # decode-sized: two batched matmuls, whatever the mix
+            y += torch.bmm(b[st.slots], torch.bmm(a[st.slots], x.unsqueeze(-1))).squeeze(-1)
+        else:
+            for slot, rows in st.groups:
+                y.index_add_(0, rows, (x[rows] @ a[slot].T) @ b[slot].T)
+        return y
+
+
+def read_adapter(name: str, path: str, num_layers: int, max_rank: int, dtype: torch.dtype,
+                 device: torch.device) -> Adapter:
+    """A peft LoRA folder (adapter_config.json, adapter_model.safetensors) as per-module (A, scale * B)."""
+    root = Path(path)
+    try:
+        cfg = json.loads((root / "adapter_config.json").read_text())
+        tensors = load_file(str(root / "adapter_model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise LoraError(f"adapter {name!r}: {path} is not a peft LoRA folder ({e})") from e
+    if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise LoraError(f"adapter {name!r}: only plain LoRA (one rank, one alpha) is supported")
+    rank = int(cfg["r"])
+    if max_rank and rank > max_rank:
+        raise LoraError(f"adapter {name!r} has rank {rank}, above --max-lora-rank {max_rank}")
+    alpha = float(cfg.get("lora_alpha", rank))
+    scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
+    weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    for key, a in tensors.items():
+        if not key.endswith("lora_A.weight"):
+            continue
+        parts = key.split(".")
+        layer, module = int(parts[parts.index("layers") + 1]), parts[-3]
+        if module not in TARGETS or layer >= num_layers:
+            raise LoraError(f"adapter {name!r}: {key} is not a supported target ({', '.join(TARGETS)})")
+        b = tensors[key.replace("lora_A", "lora_B")]
+        weights[(layer, module)] = (a.to(device, dtype), (b.float() * scale).to(device, dtype))
+    if not weights:
+        raise LoraError(f"adapter {name!r}: no LoRA weights in {path}")
+    return Adapter(name, path, rank, weights)
+
+
+class LoraManager:
+    """The loaded adapters of one model, stacked per target module, and the step's row-to-adapter map."""
+
+    def __init__(self, layers: Sequence[torch.nn.Module], max_rank: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.adapters: dict[str, Adapter] = {}
+        self.max_rank, self.dtype, self.device = max_rank, dtype, device
+        self.num_layers = len(layers)
+        self._slot: dict[str, int] = {}
+        self._step = _Step()
+        for i, layer in enumerate(layers):
+            for module, parent_name in TARGETS.items():
+                parent = getattr(layer, parent_name)
+                setattr(parent, module, LoraLinear(getattr(parent, module), (i, module), self._step))
+
+    def load(self, name: str, path: str) -> Adapter:
+        if name in self.adapters:
+            raise LoraError(f"adapter {name!r} is loaded already")
+        adapter = read_adapter(name, path, self.num_layers, self.max_rank, self.dtype, self.device)
+        self.adapters[name] = adapter
+        self._restack()
+        return adapter
+
+    def unload(self, name: str) -> None:
+        if self.adapters.pop(name, None) is None:
+            raise LoraError(f"adapter {name!r} is not loaded")
+        self._restack()
+
+    def begin_step(self, rows: Sequence[tuple[str, int]]) -> None:
+        """The step's rows in order, as (adapter name or "", number of rows)."""
+        slots = [self._slot[name] if name else 0 for name, n in rows for _ in range(n)]
+        if not any(slots):
+            return
+        st = self._step
+        st.slots = torch.tensor(slots, device=self.device)
+        st.groups = [(slot, (st.slots == slot).nonzero().squeeze(1)) for slot in sorted(set(slots) - {0})]
+
+    def end_step(self) -> None:
+        self._step.slots = None
+        self._step.groups = []
+
+    def _restack(self) -> None:
+        """Slot i + 1 holds the i-th loaded adapter, ranks zero-padded to the largest; slot 0 is zeros."""
+        names = list(self.adapters)
+        self._slot = {n: i + 1 for i, n in enumerate(names)}
+        rank = max((a.rank for a in self.adapters.values()), default=0)
+        stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        for key in {k for a in self.adapters.values() for k in a.weights}:
+            a0, b0 = next(a.weights[key] for a in self.adapters.values() if key in a.weights)
+            a_st = torch.zeros(len(names) + 1, rank, a0.shape[1], dtype=self.dtype, device=self.device)
+            b_st = torch.zeros(len(names) + 1, b0.shape[0], rank, dtype=self.dtype, device=self.device)
+            for n, adapter in self.adapters.items():
+                if key in adapter.weights:
+                    a, b = adapter.weights[key]
+                    a_st[self._slot[n], : a.shape[0]] = a
+                    b_st[self._slot[n], :, : b.shape[1]] = b
+            stacks[key] = (a_st, b_st)
+        self._step.stacks = stacks
