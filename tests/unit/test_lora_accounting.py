@@ -56,3 +56,8 @@ def test_worker_flags_reach_the_engine_and_sglang_gets_them_back(tmp_path: Path)
     extra = parse(["--model-path", str(tmp_path), "--engine", "sglang", "--enable-lora", *flags]).engine.extra_args
     assert extra[extra.index("--lora-paths"):][:3] == ["--lora-paths", "a=/ad/a", "/ad/b"]
     assert "--enable-lora" in extra and extra[extra.index("--max-loras-per-batch") + 1] == "4"
+
+
+def test_the_diffusion_engine_refuses_lora_flags(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        parse(["--model-path", str(tmp_path), "--engine", "diffusion", "--enable-lora"])
