@@ -8,8 +8,8 @@
 # Extra *.whl files and a jit_cache.tgz (saved in $OUT by an earlier run: Triton kernels, a minute less
 # per engine on a fresh machine) put in the last carry folder are installed too.
 # Environment: PROVE_CUDA_GRAPH=1 keeps SGLang's CUDA graphs; PROVE_BENCH_REPEAT=N runs (d) N times;
-# PROVE_SKIP_BENCH=1 leaves (d) and SGLang's own server out; PROVE_PD_BENCH=1 runs (d)'s load through the
-# prefill/decode pair too.
+# PROVE_SKIP_BENCH=1 leaves (d) and SGLang's own server out; PROVE_SKIP_DISAGG=1 leaves (c) out;
+# PROVE_PD_BENCH=1 runs (d)'s load through the prefill/decode pair too.
 # Stages (each prints JSON lines; files land in $OUT):
 #   smoke   install, make the model, (a) sglang.Engine greedy, shoal's adapter in-process (+ KV event bytes)
 #   full    smoke's (a), then (b) shoal cluster over NATS, (c) prefill/decode pair over NIXL, (d) benchmark
@@ -83,6 +83,7 @@ full() {  # (a) starts beside the cluster; the cluster's checks wait for its tok
   python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
   local ref=$! rc=0
   timeout 560 python3 deploy/gpu/prove_cluster.py "$MODEL" "$OUT" "$OUT/ref.json" ${PROVE_SKIP_BENCH:+--skip-bench} \
+    ${PROVE_SKIP_DISAGG:+--skip-disagg} \
     > "$OUT/cluster.log" 2>&1 || rc=1
   wait $ref || rc=1
   grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
