@@ -8,18 +8,18 @@
 # Extra *.whl files and a jit_cache.tgz (saved in $OUT by an earlier run: Triton kernels, a minute less
 # per engine on a fresh machine) put in the last carry folder are installed too.
 # Environment: PROVE_CUDA_GRAPH=1 keeps SGLang's CUDA graphs; PROVE_BENCH_REPEAT=N runs (d) N times;
-# PROVE_SKIP_BENCH=1 leaves (d) and SGLang's own server out; PROVE_PD_BENCH=1 runs (d)'s load through the
-# prefill/decode pair too.
+# PROVE_SKIP_BENCH=1 leaves (d) and SGLang's own server out; PROVE_SKIP_DISAGG=1 leaves (c) out;
+# PROVE_PD_BENCH=1 runs (d)'s load through the prefill/decode pair too.
 # Stages (each prints JSON lines; files land in $OUT):
 #   smoke   install, make the model, (a) sglang.Engine greedy, shoal's adapter in-process (+ KV event bytes)
 #   full    smoke's (a), then (b) shoal cluster over NATS, (c) prefill/decode pair over NIXL, (d) benchmark
-#           shoal vs `python -m sglang.launch_server` (see deploy/gpu/prove_cluster.py)
+#           shoal vs `python -m sglang.launch_server` (see tests/gpu/prove_cluster.py)
 #   hicache install, make the model, HiCache flags through the worker's parser: a prompt pushed out of a
 #           4,096-token GPU pool, repeated, with and without --enable-hierarchical-cache (prove_hicache.py)
 #   share   install, make the model, shoal's TTFT alone vs with SGLang's own server resident on the GPU (issue 16;
-#           deploy/gpu/prove_share.py; SHARE_ARGS passes its flags)
+#           tests/gpu/prove_share.py; SHARE_ARGS passes its flags)
 #   embed   install, make the model, embeddings: shoal's embedding worker on SGLang (--is-embedding) behind the
-#           frontend vs transformers, then the same load against SGLang's own server (deploy/gpu/prove_embed.py)
+#           frontend vs transformers, then the same load against SGLang's own server (tests/gpu/prove_embed.py)
 set -uo pipefail
 ACC=/tmp/acc
 SITE=/tmp/shoal-gpu
@@ -66,13 +66,13 @@ torch.__version__, 'transformers', transformers.__version__, 'sgl_kernel', sgl_k
 }
 
 model() {
-  [ -f "$MODEL/config.json" ] || python3 deploy/gpu/prove.py model "$MODEL"
+  [ -f "$MODEL/config.json" ] || python3 tests/gpu/prove.py model "$MODEL"
 }
 
 smoke() {  # (a) and the adapter start side by side; the adapter waits for (a)'s tokens before comparing
-  python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
+  python3 tests/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
   local ref=$! rc=0
-  timeout 420 python3 deploy/gpu/prove.py adapter "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/adapter.log" 2>&1 || rc=1
+  timeout 420 python3 tests/gpu/prove.py adapter "$MODEL" "$OUT" "$OUT/ref.json" > "$OUT/adapter.log" 2>&1 || rc=1
   wait $ref || rc=1
   grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
   grep '^{' "$OUT/adapter.log" || tail -60 "$OUT/adapter.log"
@@ -80,9 +80,10 @@ smoke() {  # (a) and the adapter start side by side; the adapter waits for (a)'s
 }
 
 full() {  # (a) starts beside the cluster; the cluster's checks wait for its tokens
-  python3 deploy/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
+  python3 tests/gpu/prove.py reference "$MODEL" "$OUT/ref.json" > "$OUT/reference.log" 2>&1 &
   local ref=$! rc=0
-  timeout 560 python3 deploy/gpu/prove_cluster.py "$MODEL" "$OUT" "$OUT/ref.json" ${PROVE_SKIP_BENCH:+--skip-bench} \
+  timeout 560 python3 tests/gpu/prove_cluster.py "$MODEL" "$OUT" "$OUT/ref.json" ${PROVE_SKIP_BENCH:+--skip-bench} \
+    ${PROVE_SKIP_DISAGG:+--skip-disagg} \
     > "$OUT/cluster.log" 2>&1 || rc=1
   wait $ref || rc=1
   grep '^{' "$OUT/reference.log" || tail -40 "$OUT/reference.log"
@@ -102,13 +103,13 @@ case "${1:-}" in
   carry) cp ".whl/c$2"/* "$ACC"/ && ls -la "$ACC"; shift 2; if [ $# -gt 0 ]; then exec "$0" "$@"; fi ;;
   smoke) prepare || exit 1; smoke; rc=$?; save_jit_cache; exit $rc ;;
   hicache) prepare || exit 1
-    timeout 580 python3 deploy/gpu/prove_hicache.py "$MODEL" --both 2>&1 | tee "$OUT/hicache.log" | grep -v '^ '
+    timeout 580 python3 tests/gpu/prove_hicache.py "$MODEL" --both 2>&1 | tee "$OUT/hicache.log" | grep -v '^ '
     rc=${PIPESTATUS[0]}; save_jit_cache; exit $rc ;;
   embed) prepare || exit 1
-    timeout 560 python3 deploy/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; rc=$?
+    timeout 560 python3 tests/gpu/prove_embed.py "$MODEL" "$OUT" > "$OUT/embed.log" 2>&1; rc=$?
     grep '^{' "$OUT/embed.log"; grep -A60 'e_failed' "$OUT/embed.log" | tail -80; save_jit_cache; exit $rc ;;
   share) prepare || exit 1
-    timeout 570 python3 deploy/gpu/prove_share.py "$MODEL" "$OUT" ${SHARE_ARGS:-} 2>&1 | tee "$OUT/share.log" | grep '^{'
+    timeout 570 python3 tests/gpu/prove_share.py "$MODEL" "$OUT" ${SHARE_ARGS:-} 2>&1 | tee "$OUT/share.log" | grep '^{'
     rc=${PIPESTATUS[0]}; cat "$OUT/pools.txt"; exit $rc ;;
   full) prepare || exit 1; full; rc=$?; save_jit_cache; exit $rc ;;
   *) sed -n 2,14p "$0"; exit 2 ;;

@@ -1,7 +1,7 @@
 """Table of a GPU proof's benchmark: shoal on SGLang vs SGLang's own HTTP server.
 
 The measurement runs on the GPU machine (deploy/gpu/prove.sh full, which runs
-deploy/gpu/prove_cluster.py); this turns its JSON lines into a markdown table:
+tests/gpu/prove_cluster.py); this turns its JSON lines into a markdown table:
 
     python -m tests.bench.bench_sglang /work/.device/N/cluster.log
 """

@@ -1,4 +1,4 @@
-"""The GPU proof scripts exit non-zero when a check fails (deploy/gpu/prove.py: emit + exit_status)."""
+"""The GPU proof scripts exit non-zero when a check fails (tests/gpu/prove.py: emit + exit_status)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PROVE = Path(__file__).resolve().parents[2] / "deploy" / "gpu" / "prove.py"
+PROVE = Path(__file__).resolve().parents[2] / "tests" / "gpu" / "prove.py"
 
 
 @pytest.fixture()

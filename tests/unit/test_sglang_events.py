@@ -126,7 +126,7 @@ def test_two_engine_hashes_for_one_block_are_counted() -> None:
 
 @pytest.mark.skipif(not FIXTURE.exists(), reason="no captured SGLang event bytes yet (deploy/gpu/prove.sh)")
 def test_captured_sglang_events_decode_and_translate() -> None:
-    """Real bytes from SGLang 0.5.17 on an H100 (deploy/gpu/prove.py adapter): six chat prompts, 16-token pages."""
+    """Real bytes from SGLang 0.5.17 on an H100 (tests/gpu/prove.py adapter): six chat prompts, 16-token pages."""
     frames = msgspec.msgpack.decode(FIXTURE.read_bytes())
     prompts = json.loads(FIXTURE.with_suffix(".json").read_text())["prompts"]
     assert frames, "empty capture"
