@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
 
 @pytest.fixture
 def client(cluster) -> tuple[openai.OpenAI, str]:
-    cluster.worker(engine="mock")
+    cluster.worker("--tool-call-parser", "qwen25", engine="mock")
     cluster.frontend()
     cluster.wait_models()
     return openai.OpenAI(base_url=cluster.url + "/v1", api_key="none", max_retries=0, timeout=30), cluster.model_name
@@ -41,13 +43,26 @@ def test_responses_create_plain_and_streamed_equal_the_chat_path(client) -> None
     assert final.output_text == expected and final.status == "incomplete"
 
 
-def test_responses_with_a_function_tool_is_accepted(client) -> None:
+def test_responses_with_a_required_function_tool_return_its_call(client) -> None:
+    """tool_choice required: the grammar forces a call (random tokens), whole and streamed alike."""
     c, model = client
     tool = {"type": "function", "name": "get_weather", "description": "Weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-    resp = c.responses.create(model=model, input="Weather in Paris?", tools=[tool], tool_choice="required",
-                              max_output_tokens=8)
-    assert resp.output and resp.status in ("completed", "incomplete")  # tool calls themselves: issue 11
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
+                           "required": ["city"], "additionalProperties": False}}
+    kw = {"model": model, "input": "Weather in Paris?", "tools": [tool], "tool_choice": "required",
+          "max_output_tokens": 200, "temperature": 0}
+    resp = c.responses.create(**kw)
+    calls = [item for item in resp.output if item.type == "function_call"]
+    assert resp.status == "completed" and calls and all(call.name == "get_weather" for call in calls)
+    for call in calls:
+        args = json.loads(call.arguments)
+        assert set(args) == {"city"} and isinstance(args["city"], str)
+    with c.responses.stream(**kw) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.function_call_arguments.delta")
+        final = stream.get_final_response()
+    streamed = [item for item in final.output if item.type == "function_call"]
+    assert [(x.name, x.arguments) for x in streamed] == [(x.name, x.arguments) for x in calls]
+    assert deltas == "".join(call.arguments for call in calls)
 
 
 def test_stateful_requests_are_a_clear_400(client) -> None:
