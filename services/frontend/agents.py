@@ -63,7 +63,7 @@ class AgentPlan:
         if self.grammar is None:
             return
         try:
-            await asyncio.to_thread(GrammarCache.for_tokenizer(tok).compile, self.grammar)
+            await asyncio.to_thread(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))
         except GrammarError as e:
             raise BadRequest(str(e), _PARAM.get(self.grammar.kind, "response_format")) from e
 

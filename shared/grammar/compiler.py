@@ -8,12 +8,14 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
-
-import xgrammar as xgr
+from typing import TYPE_CHECKING
 
 from protocol.messages import Grammar
 from shared.grammar.schema import fix_schema, parse_schema
 from shared.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # imported where used: xgrammar takes seconds to import (torch, tvm-ffi), and only grammars need it
+    import xgrammar as xgr
 
 KINDS = ("json_schema", "json_object", "regex", "ebnf", "structural_tag")
 CACHE_SIZE = 256  # compiled grammars kept per tokenizer
@@ -34,6 +36,8 @@ class GrammarCache:
     _by_tokenizer: weakref.WeakKeyDictionary[Tokenizer, dict[int, GrammarCache]] = weakref.WeakKeyDictionary()
 
     def __init__(self, info: xgr.TokenizerInfo, size: int = CACHE_SIZE) -> None:
+        import xgrammar as xgr
+
         self.info = info
         self.vocab_size = info.vocab_size
         self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
@@ -98,6 +102,7 @@ def _reason(e: Exception) -> str:
 
 
 def _tokenizer_info(tok: Tokenizer, vocab_size: int, stop_ids: Iterable[int] | None) -> xgr.TokenizerInfo:
+    import xgrammar as xgr
     from transformers import PreTrainedTokenizerFast
 
     hf = PreTrainedTokenizerFast(tokenizer_object=tok.backend)

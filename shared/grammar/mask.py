@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import torch
-import xgrammar as xgr
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: xgrammar (and torch) take seconds to import, and only grammars need them
+    import torch
+    import xgrammar as xgr
 
 
 class TokenMask:
     """A request's grammar matcher. `allowed_mask` before sampling, `accept` after (one token a step)."""
 
     def __init__(self, compiled: xgr.CompiledGrammar, vocab_size: int) -> None:
+        import xgrammar as xgr
+
         self.matcher = xgr.GrammarMatcher(compiled)
         self.vocab_size = vocab_size
 
@@ -19,6 +24,9 @@ class TokenMask:
 
     def allowed_ids(self) -> torch.Tensor:
         """Ids the grammar allows next (the mock engine draws among them)."""
+        import torch
+        import xgrammar as xgr
+
         bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
         self.fill(bitmask, 0)
         logits = torch.zeros(1, self.vocab_size)
@@ -40,6 +48,8 @@ def apply_masks(logits: torch.Tensor, masks: list[TokenMask | None]) -> None:
     rows = [i for i, m in enumerate(masks) if m is not None]
     if not rows:
         return
+    import xgrammar as xgr
+
     bitmask = xgr.allocate_token_bitmask(len(masks), logits.shape[1])
     for i in rows:
         masks[i].fill(bitmask, i)  # type: ignore[union-attr]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import xgrammar as xgr
-
 from protocol.messages import Grammar
 from shared.grammar.schema import fix_schema
 
@@ -38,6 +36,8 @@ def forced_tool_grammar(parser: str, tools: list[dict[str, Any]], name: str | No
         raise ValueError(f"tool_choice required or named is not supported with the {parser!r} tool-call parser "
                          f"(supported: {', '.join(FORCEABLE)})")
     choice: Any = {"type": "function", "function": {"name": name}} if name else "required"
+    import xgrammar as xgr  # here: it takes seconds to import
+
     tag = json.loads(xgr.get_builtin_structural_tag(
         _BUILTIN[parser], tools=fixed, tool_choice=choice, reasoning=False, parallel_tool_calls=parallel,
         max_whitespace_cnt=1).model_dump_json())
