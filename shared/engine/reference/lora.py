@@ -3,10 +3,11 @@
 Each target projection (q/k/v/o, gate/up/down) of every decoder layer is
 wrapped in a `LoraLinear`: the base projection for every row, plus
 `scale * B @ (A @ x)` with each row's own adapter. The loaded adapters are
-stacked per module (slot 0 is zeros, for rows on the base model), so a
-decode step costs the base matmuls plus two batched low-rank products per
-module, however many adapters it mixes; long prefill steps group rows by
-adapter instead of gathering weights per row.
+concatenated per module (slot 0 is zeros, for rows on the base model): A as
+[slots * rank, in], B as [out, slots * rank]. A step costs the base matmuls
+plus two small dense ones per module, whatever the mix: x @ A_all gives every
+slot's low-rank projection, a per-row mask keeps the row's own slot, and
+@ B_all adds that slot's update (no per-row weight gathers, no loops).
 """
 
 from __future__ import annotations
@@ -36,15 +37,11 @@ class Adapter:
     weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]  # (layer, module) -> (A, scale * B)
 
 
-GATHER_ROWS = 256  # steps up to this many rows gather each row's A and B; longer ones group rows by adapter
-
-
 @dataclass
 class _Step:
     """The current step: each row's adapter slot (0: the base model) and the stacked weights of every slot."""
 
-    slots: torch.Tensor | None = None  # [rows]; None: no row runs with an adapter
-    groups: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (slot, its rows)
+    mask: torch.Tensor | None = None  # [rows, slots * rank]: 1 on each row's own slot; None: no adapter rows
     stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
@@ -65,15 +62,10 @@ class LoraLinear(torch.nn.Module):
         y = self.base(x)
         st = self._step
         stack = st.stacks.get(self.key)
-        if st.slots is None or stack is None:
+        if st.mask is None or stack is None:
             return y
-        a, b = stack  # [slots, r, in], [slots, out, r]; slot 0 is zeros
-        if x.shape[0] <= GATHER_ROWS:  # decode-sized: two batched matmuls, whatever the mix
-            y += torch.bmm(b[st.slots], torch.bmm(a[st.slots], x.unsqueeze(-1))).squeeze(-1)
-        else:
-            for slot, rows in st.groups:
-                y.index_add_(0, rows, (x[rows] @ a[slot].T) @ b[slot].T)
-        return y
+        a, b = stack  # [slots * r, in], [out, slots * r]; slot 0 is zeros
+        return y + ((x @ a.T) * st.mask) @ b.T
 
 
 def read_adapter(name: str, path: str, num_layers: int, max_rank: int, dtype: torch.dtype,
@@ -116,6 +108,7 @@ class LoraManager:
         self.max_rank, self.dtype, self.device = max_rank, dtype, device
         self.num_layers = len(layers)
         self._slot: dict[str, int] = {}
+        self._rank = 1
         self._step = _Step()
         for i, layer in enumerate(layers):
             for module, parent_name in TARGETS.items():
@@ -140,19 +133,19 @@ class LoraManager:
         slots = [self._slot[name] if name else 0 for name, n in rows for _ in range(n)]
         if not any(slots):
             return
-        st = self._step
-        st.slots = torch.tensor(slots, device=self.device)
-        st.groups = [(slot, (st.slots == slot).nonzero().squeeze(1)) for slot in sorted(set(slots) - {0})]
+        col_slot = torch.arange((len(self._slot) + 1) * self._rank, device=self.device) // self._rank
+        row_slot = torch.tensor(slots, device=self.device)
+        self._step.mask = (col_slot[None, :] == row_slot[:, None]).to(self.dtype)
 
     def end_step(self) -> None:
-        self._step.slots = None
-        self._step.groups = []
+        self._step.mask = None
 
     def _restack(self) -> None:
         """Slot i + 1 holds the i-th loaded adapter, ranks zero-padded to the largest; slot 0 is zeros."""
         names = list(self.adapters)
         self._slot = {n: i + 1 for i, n in enumerate(names)}
         rank = max((a.rank for a in self.adapters.values()), default=0)
+        self._rank = max(rank, 1)
         stacks: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
         for key in {k for a in self.adapters.values() for k in a.weights}:
             a0, b0 = next(a.weights[key] for a in self.adapters.values() if key in a.weights)
@@ -163,5 +156,6 @@ class LoraManager:
                     a, b = adapter.weights[key]
                     a_st[self._slot[n], : a.shape[0]] = a
                     b_st[self._slot[n], :, : b.shape[1]] = b
-            stacks[key] = (a_st, b_st)
+            # [slots * r, in] and [out, slots * r]: column slot * r + j of one is row slot * r + j of the other
+            stacks[key] = (a_st.reshape(-1, a_st.shape[2]), b_st.permute(1, 0, 2).reshape(b_st.shape[1], -1))
         self._step.stacks = stacks
