@@ -65,7 +65,10 @@ class LoraLinear(torch.nn.Module):
         if st.mask is None or stack is None:
             return y
         a, b = stack  # [slots * r, in], [out, slots * r]; slot 0 is zeros
-        return y + ((x @ a.T) * st.mask) @ b.T
+        xa = (x @ a.T).mul_(st.mask)
+        if y.dim() == 2:
+            return y.addmm_(xa, b.T)  # the update added in the same kernel
+        return y + xa @ b.T
 
 
 def read_adapter(name: str, path: str, num_layers: int, max_rank: int, dtype: torch.dtype,
