@@ -29,6 +29,7 @@ from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.grammar import compile_count
 from shared.parsers import OutputParser, tool_format
 from tests.bench.bench_reference import make_prompts, tiny_model
+from tests.bench.report import append_table
 from tests.schemas import schemas
 
 # a grammar that never ends by itself (so both modes make max_tokens tokens): words of letters and spaces
@@ -118,9 +119,7 @@ def main() -> None:
         lines = asyncio.run(bench(args, path))
     out = "\n".join(lines)
     print(out)
-    if args.append is not None:
-        with args.append.open("a") as f:
-            f.write(f"\n`{' '.join(['python -m tests.bench.bench_agents', *sys.argv[1:]])}`\n\n{out}\n")
+    append_table(args.append, "tests.bench.bench_agents", sys.argv[1:], out)
 
 
 if __name__ == "__main__":

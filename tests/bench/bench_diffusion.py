@@ -24,6 +24,7 @@ import torch
 from shared.engine.diffusion.config import DiffusionConfig
 from shared.engine.diffusion.engine import DiffusionEngine
 from tests.bench.bench_reference import engine_run, make_prompts
+from tests.bench.report import append_table
 
 Row = tuple[str, int, int, int, float]  # setting, concurrency, output tokens, iterations, seconds
 
@@ -90,9 +91,7 @@ def main() -> None:
         rows = asyncio.run(bench(args, path))
     out = table(rows, args)
     print(out)
-    if args.append is not None:
-        with args.append.open("a") as f:
-            f.write(f"\n`{' '.join(['python -m tests.bench.bench_diffusion', *sys.argv[1:]])}`\n\n{out}\n")
+    append_table(args.append, "tests.bench.bench_diffusion", sys.argv[1:], out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from protocol.messages import EngineRequest, SamplingOptions, StopConditions
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.model.tiny import make_tiny
 from tests.bench.bench_reference import make_prompts
+from tests.bench.report import append_table
 from tests.lora_adapters import make_adapter
 
 
@@ -95,9 +96,7 @@ def main() -> None:
     print(out)
     ratio = rows[2][2] / rows[2][1] / (rows[0][2] / rows[0][1])
     print(f"mixed adapters / base time per token: {ratio:.2f} (bar: <= 1.5)")
-    if args.append is not None:
-        with args.append.open("a") as f:
-            f.write(f"\n`{' '.join(['python -m tests.bench.bench_lora', *sys.argv[1:]])}`\n\n{out}\n")
+    append_table(args.append, "tests.bench.bench_lora", sys.argv[1:], out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch
 from protocol.messages import EngineRequest, SamplingOptions, StopConditions
 from shared.engine.base import Engine
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
+from tests.bench.report import append_table
 
 
 def tiny_model(out_dir: Path) -> Path:
@@ -125,9 +126,7 @@ def main() -> None:
         rows = asyncio.run(bench(args, path))
     out = table(rows, args)
     print(out)
-    if args.append is not None:
-        with args.append.open("a") as f:
-            f.write(f"\n`{' '.join(['python -m tests.bench.bench_reference', *sys.argv[1:]])}`\n\n{out}\n")
+    append_table(args.append, "tests.bench.bench_reference", sys.argv[1:], out)
 
 
 if __name__ == "__main__":

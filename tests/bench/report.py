@@ -22,3 +22,11 @@ def append_report(title: str, command: str, rows: list[dict], machine: str) -> N
     lines += ["```", ""]
     with DOC.open("a") as f:
         f.write("\n".join(lines))
+
+
+def append_table(path: Path | None, module: str, argv: list[str], table: str) -> None:
+    """Append `table` under the command that made it (`python -m MODULE ARGV`) to the markdown file `path`."""
+    if path is None:
+        return
+    with path.open("a") as f:
+        f.write(f"\n`{' '.join([f'python -m {module}', *argv])}`\n\n{table}\n")
