@@ -119,26 +119,25 @@ class Share:
 
     # ---- measurements ------------------------------------------------------------------------
     def load(self, phase: str, system: str, port: int) -> dict[str, Any]:
-        self.seed += 1
-        cmd = [sys.executable, str(Path(__file__).parent / "loadgen.py"), "--url", f"http://127.0.0.1:{port}",
-               "--model", MODEL_NAME, "--requests", str(self.a.requests), "--concurrency", str(self.a.concurrency),
-               "--prompt-words", str(self.a.prompt_words), "--max-tokens", str(self.a.max_tokens),
-               "--seed", str(self.seed), "--label", f"{phase}-{system}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-        result = json.loads(lines[-1]) if lines else {"error": out.stderr[-400:]}
+        result = self._loadgen(port, self.a.requests, self.a.concurrency, self.a.max_tokens, f"{phase}-{system}", 300)
         return self._record("load", phase, system, seed=self.seed, **result)
 
     def first(self, phase: str, port: int) -> dict[str, Any]:
         """One request by itself, right after ready: its TTFT."""
+        result = self._loadgen(port, 1, 1, 16, f"{phase}-first", 120)
+        return self._record("first", phase, "shoal", seed=self.seed, **result)
+
+    def _loadgen(self, port: int, requests: int, concurrency: int, max_tokens: int, label: str,
+                 timeout: float) -> dict[str, Any]:
+        """One loadgen.py run with a fresh seed: its JSON result line."""
         self.seed += 1
         cmd = [sys.executable, str(Path(__file__).parent / "loadgen.py"), "--url", f"http://127.0.0.1:{port}",
-               "--model", MODEL_NAME, "--requests", "1", "--concurrency", "1", "--prompt-words",
-               str(self.a.prompt_words), "--max-tokens", "16", "--seed", str(self.seed), "--label", f"{phase}-first"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+               "--model", MODEL_NAME, "--requests", str(requests), "--concurrency", str(concurrency),
+               "--prompt-words", str(self.a.prompt_words), "--max-tokens", str(max_tokens),
+               "--seed", str(self.seed), "--label", label]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
-        result = json.loads(lines[-1]) if lines else {"error": out.stderr[-400:]}
-        return self._record("first", phase, "shoal", seed=self.seed, **result)
+        return json.loads(lines[-1]) if lines else {"error": out.stderr[-400:]}
 
     def _record(self, kind: str, phase: str, system: str, **fields: Any) -> dict[str, Any]:
         rec = {"kind": kind, "phase": phase, "system": system, **fields}
