@@ -34,8 +34,10 @@ def test_the_mock_engine_serves_loaded_adapters_in_their_own_cache() -> None:
             assert eng.lora_names() == ["a", "b"] and await _run(eng, _req("y", "b")) == 0
             running = asyncio.create_task(_run(eng, _req("long", "a", n=2000)))
             await asyncio.sleep(0.01)
-            await eng.unload_lora("a")  # waits for `long`
-            assert running.done() and eng.lora_names() == ["b"]
+            await eng.unload_lora("a")  # waits for `long` to finish in the engine
+            assert eng.lora_names() == ["b"]
+            await eng.stop()  # a request still running now would fail with "engine stopped"
+            assert await asyncio.wait_for(running, 5) == 32  # a's cached prefix
         finally:
             await eng.stop()
 
