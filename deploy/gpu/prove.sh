@@ -18,6 +18,8 @@
 #           4,096-token GPU pool, repeated, with and without --enable-hierarchical-cache (prove_hicache.py)
 #   share   install, make the model, shoal's TTFT alone vs with SGLang's own server resident on the GPU (issue 16;
 #           tests/gpu/prove_share.py; SHARE_ARGS passes its flags)
+#   compare install, make the model, shoal vs SGLang's own server, both resident, alternating pairs per
+#           concurrency (issue 15; tests/gpu/prove_compare.py; COMPARE_ARGS passes its flags; compare.jsonl)
 #   embed   install, make the model, embeddings: shoal's embedding worker on SGLang (--is-embedding) behind the
 #           frontend vs transformers, then the same load against SGLang's own server (tests/gpu/prove_embed.py)
 set -uo pipefail
@@ -111,6 +113,9 @@ case "${1:-}" in
   share) prepare || exit 1
     timeout 570 python3 tests/gpu/prove_share.py "$MODEL" "$OUT" ${SHARE_ARGS:-} 2>&1 | tee "$OUT/share.log" | grep '^{'
     rc=${PIPESTATUS[0]}; cat "$OUT/pools.txt"; exit $rc ;;
+  compare) prepare || exit 1
+    timeout 570 python3 tests/gpu/prove_compare.py "$MODEL" "$OUT" ${COMPARE_ARGS:-} 2>&1 | tee "$OUT/compare.log" | grep '^{'
+    exit "${PIPESTATUS[0]}" ;;
   full) prepare || exit 1; full; rc=$?; save_jit_cache; exit $rc ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
 esac
