@@ -23,10 +23,18 @@ def nats_server_binary() -> str:
     return found
 
 
+_GIVEN: set[int] = set()  # ports this process handed out: the kernel may offer one again before it is bound
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before by this process."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

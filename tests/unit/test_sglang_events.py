@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 
 from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored
+from shared.cluster.natsd import free_port
 from shared.engine.sglang.args import KvEventsSettings
 from shared.engine.sglang.events import KvEventSubscriber, ZmqAddress, replay_address, subscriber_address, tcp_url
 from shared.engine.sglang.translate import BlockHashTranslator
@@ -167,12 +168,6 @@ def test_replay_is_always_dialled_and_ipv6_bracketed() -> None:
         subscriber_address("ipc:///tmp/kv", 1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _publish_until_seen(pub: zmq.asyncio.Socket, topic: bytes, got: list[WireBatch]) -> None:
     """Beat ZMQ's slow joiner: resend batch 0 until the subscriber has it (repeats are ignored)."""
     for _ in range(200):
@@ -193,7 +188,7 @@ async def _serve_replay(router: zmq.asyncio.Socket, batches: dict[int, bytes]) -
 
 async def test_pub_to_sub_loopback_with_replay_of_a_gap() -> None:
     ctx = zmq.asyncio.Context()
-    port, replay_port = _free_port(), _free_port()
+    port, replay_port = free_port(), free_port()
     pub = ctx.socket(zmq.PUB)
     pub.bind(f"tcp://*:{port}")
     router = ctx.socket(zmq.ROUTER)
