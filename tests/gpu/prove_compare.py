@@ -1,14 +1,15 @@
 """GPU proof: shoal against SGLang's own server, alternating pairs on one GPU (issue 15).
 
-    prove_compare.py MODEL_DIR OUTDIR [--concurrency 256 128 32] [--pairs 5] [--runs-per-conc 4]
+    prove_compare.py MODEL_DIR OUTDIR [--concurrency 256 128 32] [--pairs 5] [--seconds 20]
                      [--prompt-words 250] [--max-tokens 256] [--mem-fraction 0.40]
 
 Both systems resident (shoal: nats-server + frontend + one SGLang worker; `python -m sglang.launch_server`),
-started together with the same SGLang flags. Each is warmed equally (one run at each concurrency) before
-anything is recorded. Then, per concurrency, `--pairs` pairs of runs, the order flipped every pair (ABBA)
-and a fresh seed per run; a run is `--runs-per-conc` x concurrency requests (~1k-token prompts, 256 output
-tokens). Each run is one JSON line, written to OUTDIR/compare.jsonl as soon as it ends (a run cut short by
-the machine's time limit keeps what finished), with the machine, the commit and the flags.
+started together with the same SGLang flags. Each is warmed equally (one run of 2 x concurrency requests
+at each concurrency) before anything is recorded; the slower warm run sizes the recorded runs, the same
+number of requests for both systems, to last about `--seconds`. Then, per concurrency, `--pairs` pairs of
+runs, the order flipped every pair (ABBA) and a fresh seed per run (~1k-token prompts, 256 output tokens).
+Each run is one JSON line, written to OUTDIR/compare.jsonl as soon as it ends (a call cut short by the
+machine's time limit keeps what finished), with the machine, the commit and the flags.
 
 Check (exit status 1 when it fails): at every concurrency measured, shoal's median TTFT p50 is at most
 1.0x SGLang's and its median output tokens/s at least 1.0x; any request error fails it too.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -57,7 +59,7 @@ def main() -> None:
     p.add_argument("outdir")
     p.add_argument("--concurrency", type=int, nargs="+", default=[256, 128, 32])
     p.add_argument("--pairs", type=int, default=5)
-    p.add_argument("--runs-per-conc", type=int, default=4, help="requests per run, as a multiple of concurrency")
+    p.add_argument("--seconds", type=float, default=20.0, help="about how long each recorded run lasts")
     p.add_argument("--mem-fraction", type=float, default=0.40)
     p.add_argument("--prompt-words", type=int, default=250)
     p.add_argument("--max-tokens", type=int, default=256)
@@ -74,14 +76,15 @@ def main() -> None:
     records: list[dict[str, Any]] = []
     rc = 1
 
-    def run(phase: str, system: str, conc: int) -> None:
-        result = share._loadgen(ports[system], a.runs_per_conc * conc, conc, a.max_tokens, f"{phase}-{system}", 400)
-        rec = {"kind": "load", "phase": phase, "system": system, "seed": share.seed, **result}
+    def run(phase: str, system: str, conc: int, requests: int) -> float:
+        result = share._loadgen(ports[system], requests, conc, a.max_tokens, f"{phase}-{system}", 400)
+        rec = {"kind": "load", "phase": phase, "system": system, "seed": share.seed, "requests": requests, **result}
         emit("compare_run", **rec)
         if phase == "pair":
             records.append(rec)
             with open(out / "compare.jsonl", "a") as f:
                 f.write(json.dumps({**meta, **rec}) + "\n")
+        return float(result.get("secs") or 0.0)
 
     try:
         share.start_base()
@@ -89,13 +92,14 @@ def main() -> None:
         server.start()
         emit("compare_ready", system="shoal", seconds=share.start_worker("shoal"))
         server.join()
-        for conc in a.concurrency:  # equal warming: one run each, not recorded
-            for system in ("shoal", "sglang"):
-                run("warm", system, conc)
+        sizes = {}
+        for conc in a.concurrency:  # equal warming, not recorded; the slower warm run sizes this concurrency's runs
+            secs = max(run("warm", system, conc, 2 * conc) for system in ("shoal", "sglang"))
+            sizes[conc] = conc * max(2, math.ceil(a.seconds / max(secs, 0.1) * 2))
         for conc in a.concurrency:
             for i in range(a.pairs):
                 for system in (("shoal", "sglang") if i % 2 == 0 else ("sglang", "shoal")):
-                    run("pair", system, conc)
+                    run("pair", system, conc, sizes[conc])
         result = verdict(records)
         emit("compare_verdict", **result)
         rc = 0 if result["ok"] else 1
