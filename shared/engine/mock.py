@@ -134,12 +134,13 @@ class MockEngine(Engine):
         self._sink = sink
 
     def load(self) -> EngineLoad:
-        return EngineLoad(len(self._running), len(self._waiting), self.pool.num_used, self.cfg.num_blocks)
+        return EngineLoad(len(self._running), len(self._waiting), self.pool.num_used, self.cfg.num_blocks,
+                          sum(len(s.tokens) for s in self._waiting))
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         seq = self._admit_check(request)
         seq.mask = await self._grammar_mask(request)
-        self._waiting.append(seq)
+        self._enqueue(seq)
         self._wake.set()
         try:
             async for chunk in seq.stream.chunks():
@@ -185,6 +186,16 @@ class MockEngine(Engine):
         if request.lora:
             self.adapters.use(request.lora, seq)
         return seq
+
+    def _enqueue(self, seq: _Seq) -> None:
+        """Behind every waiting request of the same or a larger priority (SGLang's order under
+        --enable-priority-scheduling: larger first, first come first served among equals; none is 0)."""
+        p = seq.request.priority or 0
+        if not self._waiting or (self._waiting[-1].request.priority or 0) >= p:
+            self._waiting.append(seq)
+            return
+        at = next(i for i, w in enumerate(self._waiting) if (w.request.priority or 0) < p)
+        self._waiting.insert(at, seq)
 
     async def _loop(self) -> None:
         while True:

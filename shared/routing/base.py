@@ -38,6 +38,9 @@ class Router(abc.ABC):
     def add_instance(self, instance_id: str) -> None:
         """A worker became ready."""
 
+    def set_capacity(self, instance_id: str, kv_blocks: int) -> None:
+        """The worker's KV cache in blocks (its model card), for routers that judge load against it."""
+
     def remove_instance(self, instance_id: str) -> None:
         """A worker left (lease expired or drained): forget its cache and load."""
 

@@ -129,7 +129,8 @@ class ReferenceEngine(Engine):
         s, p = self.scheduler, self.pool
         if s is None or p is None:
             return EngineLoad()
-        return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks)
+        return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks,
+                          sum(len(q.tokens) - q.num_computed for q in s.waiting))
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         mask = await self._grammars().mask_for(request)

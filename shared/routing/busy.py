@@ -1,0 +1,115 @@
+"""Busy workers: per-worker thresholds on KV use and on queued prefill, as Dynamo's router has them.
+
+A worker is busy when
+
+    KV blocks in use      > kv_fraction x its KV blocks     (--active-decode-blocks-threshold)
+    prompt tokens queued  > prefill_tokens                  (--active-prefill-tokens-threshold)
+
+Both are estimated from the worker's last `WorkerLoad` report plus what this router sent it
+since that report, so a burst between reports (a worker publishes a few per second) cannot
+overfill it: a worker just under the threshold takes one more request, then counts as busy
+until a report shows it has room again. KV use therefore passes the threshold by at most one
+request's blocks. The blocks of this router's unfinished requests are a floor under the KV
+estimate (a request still waiting in the worker's queue holds no KV yet, but will).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol.kv_events import WorkerLoad
+
+
+@dataclass
+class _Sent:
+    instance_id: str
+    blocks: int
+    tokens: int
+
+
+@dataclass
+class _Pending:
+    """What this router sent one worker since its last report (or in all, before the first)."""
+
+    blocks: int = 0  # unfinished requests' blocks
+    since_blocks: int = 0
+    since_tokens: int = 0
+
+
+class BusyFilter:
+    """Which candidate workers are busy; `None` for a threshold turns that check off."""
+
+    def __init__(self, page_size: int, kv_fraction: float | None = None, prefill_tokens: int | None = None) -> None:
+        if kv_fraction is not None and not 0 < kv_fraction <= 1:
+            raise ValueError(f"--active-decode-blocks-threshold is a fraction of the KV cache in (0, 1], "
+                             f"not {kv_fraction}")
+        if prefill_tokens is not None and prefill_tokens < 0:
+            raise ValueError(f"--active-prefill-tokens-threshold must be >= 0, not {prefill_tokens}")
+        self.page_size = page_size
+        self.kv_fraction = kv_fraction
+        self.prefill_tokens = prefill_tokens
+        self._capacity: dict[str, int] = {}  # KV blocks per worker, from its model card
+        self._reported: dict[str, WorkerLoad] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._sent: dict[str, _Sent] = {}
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def set_capacity(self, instance_id: str, kv_blocks: int) -> None:
+        if kv_blocks > 0:
+            self._capacity[instance_id] = kv_blocks
+
+    def apply_load(self, load: WorkerLoad) -> None:
+        self._reported[load.worker_id] = load
+        p = self._pending.get(load.worker_id)
+        if p is not None:
+            p.since_blocks = p.since_tokens = 0
+
+    def sent(self, request_id: str, instance_id: str, num_tokens: int) -> None:
+        blocks = -(-num_tokens // self.page_size)
+        self._sent[request_id] = _Sent(instance_id, blocks, num_tokens)
+        p = self._pending.setdefault(instance_id, _Pending())
+        p.blocks += blocks
+        p.since_blocks += blocks
+        p.since_tokens += num_tokens
+
+    def finished(self, request_id: str) -> None:
+        s = self._sent.pop(request_id, None)
+        p = self._pending.get(s.instance_id) if s is not None else None
+        if s is not None and p is not None:
+            p.blocks = max(0, p.blocks - s.blocks)
+            if self._reported.get(s.instance_id) is None:  # no report to reset to: take it back here
+                p.since_blocks = max(0, p.since_blocks - s.blocks)
+                p.since_tokens = max(0, p.since_tokens - s.tokens)
+
+    def remove(self, instance_id: str) -> None:
+        self._capacity.pop(instance_id, None)
+        self._reported.pop(instance_id, None)
+        self._pending.pop(instance_id, None)
+
+    # ---- estimates ------------------------------------------------------------------------
+    def kv_blocks(self, instance_id: str) -> int:
+        """KV blocks the worker uses, or will once what this router sent it is running."""
+        p = self._pending.get(instance_id) or _Pending()
+        rep = self._reported.get(instance_id)
+        return max(p.blocks, (rep.kv_used_blocks if rep else 0) + p.since_blocks)
+
+    def queued_prefill(self, instance_id: str) -> int:
+        """Prompt tokens waiting for prefill on the worker (reported, plus sent since)."""
+        p = self._pending.get(instance_id) or _Pending()
+        rep = self._reported.get(instance_id)
+        return (rep.prefill_tokens if rep else 0) + p.since_tokens
+
+    def capacity(self, instance_id: str) -> int:
+        rep = self._reported.get(instance_id)
+        return rep.kv_total_blocks if rep and rep.kv_total_blocks else self._capacity.get(instance_id, 0)
+
+    def busy(self, instance_id: str) -> bool:
+        if self.kv_fraction is not None:
+            total = self.capacity(instance_id)
+            if total and self.kv_blocks(instance_id) > self.kv_fraction * total:
+                return True
+        return self.prefill_tokens is not None and self.queued_prefill(instance_id) > self.prefill_tokens
+
+    def free(self, candidates: Sequence[str]) -> list[str]:
+        return [c for c in candidates if not self.busy(c)]
