@@ -27,6 +27,7 @@ from shared.config.flags import FlagGroup, flag
 from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
+from shared.engine.priority import enqueue
 from shared.engine.stream import RequestStream
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
@@ -140,7 +141,7 @@ class MockEngine(Engine):
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         seq = self._admit_check(request)
         seq.mask = await self._grammar_mask(request)
-        self._enqueue(seq)
+        enqueue(self._waiting, seq)
         self._wake.set()
         try:
             async for chunk in seq.stream.chunks():
@@ -186,16 +187,6 @@ class MockEngine(Engine):
         if request.lora:
             self.adapters.use(request.lora, seq)
         return seq
-
-    def _enqueue(self, seq: _Seq) -> None:
-        """Behind every waiting request of the same or a larger priority (SGLang's order under
-        --enable-priority-scheduling: larger first, first come first served among equals; none is 0)."""
-        p = seq.request.priority or 0
-        if not self._waiting or (self._waiting[-1].request.priority or 0) >= p:
-            self._waiting.append(seq)
-            return
-        at = next(i for i, w in enumerate(self._waiting) if (w.request.priority or 0) < p)
-        self._waiting.insert(at, seq)
 
     async def _loop(self) -> None:
         while True:

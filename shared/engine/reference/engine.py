@@ -25,6 +25,7 @@ from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob,
 from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
+from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.lora import LoraError
@@ -257,7 +258,7 @@ class ReferenceEngine(Engine):
     async def _run(self, seq: Sequence) -> AsyncIterator[OutputChunk]:
         sched = self._scheduler()
         if not seq.stream.done:
-            sched.waiting.append(seq)
+            enqueue(sched.waiting, seq)
             self._wake.set()
         try:
             async for chunk in seq.stream.chunks():
