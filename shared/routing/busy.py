@@ -26,15 +26,17 @@ class _Sent:
     instance_id: str
     blocks: int
     tokens: int
+    epoch: int  # the worker's reports seen when it was sent
 
 
 @dataclass
 class _Pending:
-    """What this router sent one worker since its last report (or in all, before the first)."""
+    """This router's requests on one worker: unfinished, and the change since the worker's last report."""
 
     blocks: int = 0  # unfinished requests' blocks
-    since_blocks: int = 0
-    since_tokens: int = 0
+    since_blocks: int = 0  # sent minus finished since the last report (negative: more finished)
+    since_tokens: int = 0  # prompt tokens sent since the last report and not finished
+    epoch: int = 0  # reports seen
 
 
 class BusyFilter:
@@ -61,14 +63,14 @@ class BusyFilter:
 
     def apply_load(self, load: WorkerLoad) -> None:
         self._reported[load.worker_id] = load
-        p = self._pending.get(load.worker_id)
-        if p is not None:
-            p.since_blocks = p.since_tokens = 0
+        p = self._pending.setdefault(load.worker_id, _Pending())
+        p.since_blocks = p.since_tokens = 0
+        p.epoch += 1
 
     def sent(self, request_id: str, instance_id: str, num_tokens: int) -> None:
         blocks = -(-num_tokens // self.page_size)
-        self._sent[request_id] = _Sent(instance_id, blocks, num_tokens)
         p = self._pending.setdefault(instance_id, _Pending())
+        self._sent[request_id] = _Sent(instance_id, blocks, num_tokens, p.epoch)
         p.blocks += blocks
         p.since_blocks += blocks
         p.since_tokens += num_tokens
@@ -76,11 +78,12 @@ class BusyFilter:
     def finished(self, request_id: str) -> None:
         s = self._sent.pop(request_id, None)
         p = self._pending.get(s.instance_id) if s is not None else None
-        if s is not None and p is not None:
-            p.blocks = max(0, p.blocks - s.blocks)
-            if self._reported.get(s.instance_id) is None:  # no report to reset to: take it back here
-                p.since_blocks = max(0, p.since_blocks - s.blocks)
-                p.since_tokens = max(0, p.since_tokens - s.tokens)
+        if s is None or p is None:
+            return
+        p.blocks -= s.blocks
+        p.since_blocks -= s.blocks  # its KV is free now, whether the last report counted it or not
+        if s.epoch == p.epoch:  # still counted as queued prefill since the last report
+            p.since_tokens -= s.tokens
 
     def remove(self, instance_id: str) -> None:
         self._capacity.pop(instance_id, None)

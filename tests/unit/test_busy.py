@@ -48,6 +48,18 @@ def test_sends_between_reports_count_so_kv_passes_the_threshold_by_at_most_one_r
     assert not f.busy(A)
 
 
+def test_a_finished_request_frees_its_blocks_before_the_next_report():
+    f = BusyFilter(PS, kv_fraction=0.5, prefill_tokens=100)
+    f.sent("old", A, len(PROMPT))
+    f.apply_load(load(A, used=52, prefill=0))  # counts "old", now running
+    f.sent("new", A, 90)
+    assert f.busy(A)
+    f.finished("old")  # 52 - 4 = 48 blocks
+    assert f.kv_blocks(A) == 48 + 6 and f.queued_prefill(A) == 90  # "new" is still queued
+    f.finished("new")
+    assert (f.kv_blocks(A), f.queued_prefill(A)) == (48, 0) and not f.busy(A)
+
+
 def test_unfinished_requests_are_a_floor_under_a_stale_low_report():
     f = BusyFilter(PS, kv_fraction=0.1)
     f.apply_load(load(A, used=0))
