@@ -55,17 +55,20 @@ class BusyFilter:
         self._reported: dict[str, WorkerLoad] = {}
         self._pending: dict[str, _Pending] = {}
         self._sent: dict[str, _Sent] = {}
+        self._busy: set[str] = set()  # judged again on every change to a worker, so `free` is a set lookup
 
     # ---- inputs ---------------------------------------------------------------------------
     def set_capacity(self, instance_id: str, kv_blocks: int) -> None:
         if kv_blocks > 0:
             self._capacity[instance_id] = kv_blocks
+            self._judge(instance_id)
 
     def apply_load(self, load: WorkerLoad) -> None:
         self._reported[load.worker_id] = load
         p = self._pending.setdefault(load.worker_id, _Pending())
         p.since_blocks = p.since_tokens = 0
         p.epoch += 1
+        self._judge(load.worker_id)
 
     def sent(self, request_id: str, instance_id: str, num_tokens: int) -> None:
         blocks = -(-num_tokens // self.page_size)
@@ -74,6 +77,7 @@ class BusyFilter:
         p.blocks += blocks
         p.since_blocks += blocks
         p.since_tokens += num_tokens
+        self._judge(instance_id)
 
     def finished(self, request_id: str) -> None:
         s = self._sent.pop(request_id, None)
@@ -84,11 +88,13 @@ class BusyFilter:
         p.since_blocks -= s.blocks  # its KV is free now, whether the last report counted it or not
         if s.epoch == p.epoch:  # still counted as queued prefill since the last report
             p.since_tokens -= s.tokens
+        self._judge(s.instance_id)
 
     def remove(self, instance_id: str) -> None:
         self._capacity.pop(instance_id, None)
         self._reported.pop(instance_id, None)
         self._pending.pop(instance_id, None)
+        self._busy.discard(instance_id)
 
     # ---- estimates ------------------------------------------------------------------------
     def kv_blocks(self, instance_id: str) -> int:
@@ -108,11 +114,21 @@ class BusyFilter:
         return rep.kv_total_blocks if rep and rep.kv_total_blocks else self._capacity.get(instance_id, 0)
 
     def busy(self, instance_id: str) -> bool:
+        return instance_id in self._busy
+
+    def free(self, candidates: Sequence[str]) -> list[str]:
+        busy = self._busy
+        return [c for c in candidates if c not in busy] if busy else list(candidates)
+
+    def _judge(self, instance_id: str) -> None:
+        if self._past_a_threshold(instance_id):
+            self._busy.add(instance_id)
+        else:
+            self._busy.discard(instance_id)
+
+    def _past_a_threshold(self, instance_id: str) -> bool:
         if self.kv_fraction is not None:
             total = self.capacity(instance_id)
             if total and self.kv_blocks(instance_id) > self.kv_fraction * total:
                 return True
         return self.prefill_tokens is not None and self.queued_prefill(instance_id) > self.prefill_tokens
-
-    def free(self, candidates: Sequence[str]) -> list[str]:
-        return [c for c in candidates if not self.busy(c)]
