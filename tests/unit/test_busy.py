@@ -81,7 +81,11 @@ def test_the_model_card_gives_capacity_before_any_report():
     assert f.busy(A)
     f.finished("r1")
     assert not f.busy(A)
-    assert not BusyFilter(PS, kv_fraction=0.5).busy(B)  # no capacity known: no judgement on KV
+    late = BusyFilter(PS, kv_fraction=0.5)
+    late.sent("r0", B, len(PROMPT))
+    assert not late.busy(B)  # no capacity known: no judgement on KV
+    late.set_capacity(B, 6)  # the card arrives: 4 of 6 blocks is past half
+    assert late.busy(B)
 
 
 def test_queued_prefill_tokens_from_reports_and_sends():
