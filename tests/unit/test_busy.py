@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from protocol.kv_events import WorkerLoad
 from protocol.messages import HTTP_STATUS, ErrorCode, RouteRequest
 from services.router.handler import RouteHandler
+from services.worker.roles.prefill_pick import PrefillPicker
 from shared.routing import RoundRobinRouter
 from shared.routing.busy import BusyFilter
 from shared.routing.busy_router import BusyRouter
@@ -135,3 +137,17 @@ async def test_the_router_service_answers_all_busy_with_a_typed_error():
     again = from_info(e.value.info())  # what the caller raises from the stream's last frame
     assert isinstance(again, WorkersBusy) and again.retry_after == e.value.retry_after
     assert again.code == ErrorCode.WORKERS_BUSY
+
+
+async def test_a_decode_worker_obeys_its_prefill_router_saying_all_are_busy():
+    class BusyRouterClient:
+        instances = {"r" * 16: object()}
+
+        async def generate(self, req: RouteRequest, request_id: str):
+            raise WorkersBusy("all 2 workers are busy", retry_after=1.0)
+            yield
+
+    prefill = SimpleNamespace(instances={A: object(), B: object()})
+    picker = PrefillPicker(prefill, BusyRouterClient())  # type: ignore[arg-type]
+    with pytest.raises(WorkersBusy):  # not a round-robin pick past the router
+        await picker.pick("k", PROMPT)
