@@ -49,6 +49,11 @@ class Router(abc.ABC):
                lora: str = "") -> RouteDecision:
         """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named)."""
 
+    def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                         lora: str = "") -> RouteDecision:
+        """`choose` for a request already streaming (a migration): admission limits never refuse it."""
+        return self.choose(request_id, token_ids, candidates, lora)
+
     def finished(self, request_id: str) -> None:
         """The request ended (completed, failed or migrated away)."""
 

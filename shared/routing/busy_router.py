@@ -3,7 +3,8 @@
 Wraps the router of any mode (round-robin, random, kv). `choose` hands the inner router only
 the candidates that are not busy; when every candidate is busy it raises `WorkersBusy`
 (503 with Retry-After at the frontend, the same typed error to a router service's callers)
-before anything is sent, so nothing queues on a full worker.
+before anything is sent, so nothing queues on a full worker. A request already streaming
+that migrates (`choose_under_way`) is admitted anyway: shedding it would lose work done.
 """
 
 from __future__ import annotations
@@ -72,7 +73,15 @@ class BusyRouter(Router):
             REJECTED.inc()
             raise WorkersBusy(f"all {len(candidates)} workers are busy (KV cache or prefill queue past its "
                               "threshold); retry later", retry_after=RETRY_AFTER_S)
-        d = self.inner.choose(request_id, token_ids, free, lora)
+        return self._send(request_id, token_ids, free, lora)
+
+    def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                         lora: str = "") -> RouteDecision:
+        """A migration goes to a free worker if there is one, else to a busy one: it is never refused."""
+        return self._send(request_id, token_ids, self.busy.free(candidates) or candidates, lora)
+
+    def _send(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str) -> RouteDecision:
+        d = self.inner.choose(request_id, token_ids, candidates, lora)
         self.busy.sent(request_id, d.instance_id, len(token_ids))
         return d
 

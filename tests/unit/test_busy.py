@@ -7,15 +7,18 @@ from types import SimpleNamespace
 
 import pytest
 
+from protocol.discovery import ModelCard
 from protocol.kv_events import WorkerLoad
-from protocol.messages import HTTP_STATUS, ErrorCode, RouteRequest
+from protocol.messages import HTTP_STATUS, EngineRequest, ErrorCode, OutputChunk, RouteRequest, StopConditions
+from services.frontend.dispatch import Dispatcher
+from services.frontend.models import ModelEntry
 from services.router.handler import RouteHandler
 from services.worker.roles.prefill_pick import PrefillPicker
 from shared.routing import RoundRobinRouter
 from shared.routing.busy import BusyFilter
 from shared.routing.busy_router import BusyRouter
 from shared.routing.options import RouterOptions
-from shared.runtime.errors import WorkersBusy, from_info
+from shared.runtime.errors import WorkerLost, WorkersBusy, from_info
 
 PS = 16
 A, B = "a" * 16, "b" * 16
@@ -151,3 +154,30 @@ async def test_a_decode_worker_obeys_its_prefill_router_saying_all_are_busy():
     picker = PrefillPicker(prefill, BusyRouterClient())  # type: ignore[arg-type]
     with pytest.raises(WorkersBusy):  # not a round-robin pick past the router
         await picker.pick("k", PROMPT)
+
+
+async def test_a_migrating_request_is_never_refused_for_busy_workers():
+    busy = BusyFilter(PS, kv_fraction=0.5)
+    router = BusyRouter(RoundRobinRouter(), busy)
+    for iid in (A, B):
+        router.add_instance(iid)
+        router.set_capacity(iid, 100)
+    busy.apply_load(load(B, used=90))  # only A is free, and A dies mid-stream
+
+    class Client:
+        instances = {A: SimpleNamespace(healthy=True), B: SimpleNamespace(healthy=True)}
+
+        async def generate(self, request: EngineRequest, request_id: str, instance_id: str = "", **kw: object):
+            if instance_id == A:
+                yield [OutputChunk(token_ids=[7])]
+                raise WorkerLost("gone", A, started=True)
+            yield [OutputChunk(token_ids=[8], finish_reason="length")]
+
+    card = ModelCard(name="m", instance_id="", component="backend")
+    model = ModelEntry("m", None, Client(), router, cards={A: card, B: card})  # type: ignore[arg-type]
+    request = EngineRequest(request_id="r", token_ids=PROMPT, stop=StopConditions(max_tokens=2))
+    with pytest.raises(WorkersBusy):  # B is busy for a new request...
+        router.choose("new", PROMPT, [B])
+    stream = Dispatcher(migration_limit=1).stream(model, request)
+    tokens = [t async for items in stream for c in items for t in c.token_ids]
+    assert tokens == [7, 8]  # ...but takes the one A was streaming
