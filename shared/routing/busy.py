@@ -6,11 +6,13 @@ A worker is busy when
     prompt tokens queued  > prefill_tokens                  (--active-prefill-tokens-threshold)
 
 Both are estimated from the worker's last `WorkerLoad` report plus what this router sent it
-since that report, so a burst between reports (a worker publishes a few per second) cannot
-overfill it: a worker just under the threshold takes one more request, then counts as busy
-until a report shows it has room again. KV use therefore passes the threshold by at most one
-request's blocks. The blocks of this router's unfinished requests are a floor under the KV
-estimate (a request still waiting in the worker's queue holds no KV yet, but will).
+since that report, less what finished since, so a burst between reports (a worker publishes a
+few per second) cannot overfill it: a worker just under the threshold takes one more request,
+then counts as busy until a report or a finished request shows room again. KV use therefore
+passes the threshold by at most one request's blocks. The blocks of this router's unfinished
+requests are a floor under the KV estimate (a request still waiting in the worker's queue holds
+no KV yet, but will). A worker is judged again whenever one of its numbers changes, so asking
+which candidates are free costs a set lookup each.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ class BusyRouter(Router):
         self.rt = runtime
         self.component = component
         self._sub: Any = None
+        self._live: set[str] = set()  # reports of other workers (other models on the component) are ignored
 
     async def start(self) -> None:
         await self.inner.start()
@@ -53,9 +54,12 @@ class BusyRouter(Router):
 
     async def _on_load(self, msg: Msg) -> None:
         with contextlib.suppress(Exception):
-            self.busy.apply_load(codec.decode(msg.data, WorkerLoad))
+            load = codec.decode(msg.data, WorkerLoad)
+            if load.worker_id in self._live:
+                self.busy.apply_load(load)
 
     def add_instance(self, instance_id: str) -> None:
+        self._live.add(instance_id)
         self.inner.add_instance(instance_id)
 
     def set_capacity(self, instance_id: str, kv_blocks: int) -> None:
@@ -63,6 +67,7 @@ class BusyRouter(Router):
         self.busy.set_capacity(instance_id, kv_blocks)
 
     def remove_instance(self, instance_id: str) -> None:
+        self._live.discard(instance_id)
         self.inner.remove_instance(instance_id)
         self.busy.remove(instance_id)
 
