@@ -1,8 +1,10 @@
-"""Busy thresholds under 10x overload: the excess gets 503 + Retry-After, the admitted complete, KV stays bounded."""
+"""Busy thresholds: under 10x overload the excess gets 503 + Retry-After, the admitted complete, KV stays
+bounded; the router service answers all-busy with a typed error."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 
@@ -11,6 +13,11 @@ import nats
 
 from protocol import codec, subjects
 from protocol.kv_events import WorkerLoad
+from protocol.messages import RouteRequest, RouteResponse
+from shared.cluster.procs import spawn
+from shared.config.args import NatsOptions
+from shared.runtime import EndpointClient, Runtime
+from shared.runtime.errors import WorkersBusy
 
 BLOCKS, PAGE, THRESHOLD = 64, 16, 0.5
 PROMPT_TOKENS, MAX_TOKENS = 170, 16
@@ -80,3 +87,44 @@ def test_overload_is_answered_503_and_kv_stays_within_threshold_plus_one_request
     assert len(peak) == 2 and max(peak.values()) > 0, peak
     bound = THRESHOLD * BLOCKS + REQUEST_BLOCKS
     assert all(used <= bound for used in peak.values()), (peak, bound)
+
+
+def test_the_router_service_answers_all_busy_with_a_typed_error(cluster):
+    cluster.worker("--num-blocks", str(BLOCKS), "--page-size", str(PAGE), engine="mock", name="w")
+    router = spawn("router", "router", [*cluster.common, "--worker-component", "backend", "--page-size", str(PAGE),
+                                        "--active-decode-blocks-threshold", "0.1"], cluster.log_dir)
+    cluster.procs.append(router)
+    router.wait_ready(60)
+
+    async def scenario() -> tuple[list[str], WorkersBusy, str]:
+        rt = await Runtime.connect(NatsOptions(url=cluster.nats.url), cluster.namespace, "test")
+        route: EndpointClient[RouteResponse] = EndpointClient(rt, "router", "route", RouteResponse)
+        await route.start()
+        await route.wait_for_instances(1, 10)
+
+        async def ask(req: RouteRequest) -> str:
+            async with contextlib.aclosing(route.generate(req, req.request_id + str(req.finished))) as it:
+                async for items in it:
+                    return items[0].instance_id
+            raise AssertionError("no answer")
+
+        prompt = list(range(3, 103))  # 7 blocks, past 0.1 x 64 as soon as the router knows the worker's size
+        admitted: list[str] = []
+        try:
+            for i in range(50):  # the worker's size comes with its next load report (within 2 s)
+                await ask(RouteRequest(f"r{i}", prompt))
+                admitted.append(f"r{i}")
+                await asyncio.sleep(0.1)
+            raise AssertionError("never busy")
+        except WorkersBusy as e:
+            refused = e
+        for rid in admitted:  # the requests end: the worker is free again
+            await ask(RouteRequest(rid, finished=True))
+        again = await ask(RouteRequest("after", prompt))
+        await route.stop()
+        await rt.close()
+        return admitted, refused, again
+
+    admitted, refused, again = asyncio.run(scenario())
+    assert admitted and refused.retry_after == 1.0 and refused.code == "workers_busy"
+    assert again
