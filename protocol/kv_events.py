@@ -39,5 +39,6 @@ class WorkerLoad(msgspec.Struct, frozen=True, omit_defaults=True):
     waiting: int = 0
     kv_used_blocks: int = 0
     kv_total_blocks: int = 0
+    prefill_tokens: int = 0  # prompt tokens of the waiting requests: prefill work queued
     dp_rank: int = 0
     ts: float = 0.0

@@ -21,7 +21,8 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
     CONTEXT_LENGTH = "context_length_exceeded"
-    OVERLOADED = "overloaded"
+    OVERLOADED = "overloaded"  # an in-flight cap or a worker's queue is full: 429
+    WORKERS_BUSY = "workers_busy"  # every worker of the model is past a busy threshold: 503
     NO_WORKERS = "no_workers"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -40,6 +41,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CANCELLED: 499,
     ErrorCode.OVERLOADED: 429,
     ErrorCode.NO_WORKERS: 503,
+    ErrorCode.WORKERS_BUSY: 503,
     ErrorCode.TIMEOUT: 504,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.ENGINE_ERROR: 500,
@@ -121,6 +123,7 @@ class EngineRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     multimodal: list[ImageItem] = []  # images in prompt order (protocol.multimodal)
     grammar: Grammar | None = None  # structured output / forced tool calls (shared.grammar)
     lora: str = ""  # the LoRA adapter to run with ("": the base model); part of the KV block hash chain
+    priority: int | None = None  # SGLang's: larger runs first where the engine schedules by priority
     v: int = PROTOCOL_VERSION
 
 

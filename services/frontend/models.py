@@ -147,6 +147,7 @@ class ModelRegistry:
             return
         if iid not in entry.cards:
             entry.router.add_instance(iid)
+        entry.router.set_capacity(iid, card.runtime.total_kv_blocks)
         entry.cards[iid] = card
 
     async def _new_entry(self, card: ModelCard) -> ModelEntry:

@@ -55,6 +55,7 @@ class _Common(msgspec.Struct, frozen=True, kw_only=True):
     min_tokens: NonNegInt = 0
     user: str | None = None
     logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None  # token id -> bias
+    priority: int | None = None  # SGLang's: larger is scheduled first (engines with priority scheduling)
 
 
 class ChatCompletionRequest(_Common, frozen=True, kw_only=True):

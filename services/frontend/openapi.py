@@ -27,7 +27,8 @@ def _errors() -> dict[str, Any]:
     err = {"content": {"application/json": {"schema": {"$ref": _REF.format(name="ErrorResponse")}}}}
     return {str(code): {"description": why, **err} for code, why in (
         (400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model"),
-        (429, "overloaded; see Retry-After"), (503, "no worker serving the model"))}
+        (429, "overloaded; see Retry-After"),
+        (503, "no worker serving the model, or every worker busy; see Retry-After"))}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -178,7 +178,7 @@ async def prepare(
     )
     engine_req = EngineRequest(
         request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req, tok.vocab_size), stop=stop,
-        output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls],
+        output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls], priority=req.priority,
     )
     opts = req.stream_options
     include_usage = bool(opts and opts.include_usage)

@@ -115,4 +115,5 @@ def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer, engine: Engine) -
 def _load(worker_id: str, engine: Engine) -> WorkerLoad:
     ld = engine.load()
     return WorkerLoad(worker_id=worker_id, running=ld.running, waiting=ld.waiting,
-                      kv_used_blocks=ld.kv_used_blocks, kv_total_blocks=ld.kv_total_blocks)
+                      kv_used_blocks=ld.kv_used_blocks, kv_total_blocks=ld.kv_total_blocks,
+                      prefill_tokens=ld.prefill_tokens)

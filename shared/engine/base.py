@@ -39,6 +39,7 @@ class EngineLoad:
     waiting: int = 0
     kv_used_blocks: int = 0
     kv_total_blocks: int = 0
+    prefill_tokens: int = 0  # prompt tokens of the waiting requests
 
 
 @dataclass

@@ -27,6 +27,7 @@ from shared.config.flags import FlagGroup, flag
 from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
+from shared.engine.priority import enqueue
 from shared.engine.stream import RequestStream
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
@@ -134,12 +135,13 @@ class MockEngine(Engine):
         self._sink = sink
 
     def load(self) -> EngineLoad:
-        return EngineLoad(len(self._running), len(self._waiting), self.pool.num_used, self.cfg.num_blocks)
+        return EngineLoad(len(self._running), len(self._waiting), self.pool.num_used, self.cfg.num_blocks,
+                          sum(len(s.tokens) for s in self._waiting))
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         seq = self._admit_check(request)
         seq.mask = await self._grammar_mask(request)
-        self._waiting.append(seq)
+        enqueue(self._waiting, seq)
         self._wake.set()
         try:
             async for chunk in seq.stream.chunks():

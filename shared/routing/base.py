@@ -38,6 +38,9 @@ class Router(abc.ABC):
     def add_instance(self, instance_id: str) -> None:
         """A worker became ready."""
 
+    def set_capacity(self, instance_id: str, kv_blocks: int) -> None:
+        """The worker's KV cache in blocks (its model card), for routers that judge load against it."""
+
     def remove_instance(self, instance_id: str) -> None:
         """A worker left (lease expired or drained): forget its cache and load."""
 
@@ -45,6 +48,11 @@ class Router(abc.ABC):
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
                lora: str = "") -> RouteDecision:
         """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named)."""
+
+    def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                         lora: str = "") -> RouteDecision:
+        """`choose` for a request already streaming (a migration): admission limits never refuse it."""
+        return self.choose(request_id, token_ids, candidates, lora)
 
     def finished(self, request_id: str) -> None:
         """The request ended (completed, failed or migrated away)."""

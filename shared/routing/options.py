@@ -17,16 +17,27 @@ class RouterOptions(msgspec.Struct, frozen=True):
     overlap_weight: float = 4.0
     temperature: float = 0.0
     kv_events: bool = True
+    active_decode_blocks_threshold: float | None = None  # busy past this fraction of its KV blocks
+    active_prefill_tokens_threshold: int | None = None  # busy past this many queued prompt tokens
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
-        the worker (a request header); a request without one goes round-robin."""
+        the worker (a request header); a request without one goes round-robin. With a busy threshold set,
+        busy workers are skipped (shared.routing.busy_router)."""
         from shared.routing import make_router
 
         mode = "round-robin" if self.mode == "direct" else self.mode
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
               "approximate": not self.kv_events} if mode == "kv" else {}
-        return make_router(mode, **kv, **where)
+        router = make_router(mode, **kv, **where)
+        if self.active_decode_blocks_threshold is None and self.active_prefill_tokens_threshold is None:
+            return router
+        from shared.routing.busy import BusyFilter
+        from shared.routing.busy_router import BusyRouter
+
+        busy = BusyFilter(where.get("page_size", 16), self.active_decode_blocks_threshold,
+                          self.active_prefill_tokens_threshold)
+        return BusyRouter(router, busy, where.get("runtime"), where.get("component", "backend"))
 
 
 ROUTER_FLAGS = FlagGroup(
@@ -40,4 +51,9 @@ ROUTER_FLAGS = FlagGroup(
          help="kv mode: 0 picks the cheapest worker; > 0 samples softmax(-cost / temperature)"),
     flag("kv_events", "--no-kv-events",
          help="kv mode without workers' KV events: predict caches from the router's own choices"),
+    flag("active_decode_blocks_threshold", "--active-decode-blocks-threshold", metavar="FRACTION",
+         help="any mode: a worker using more than this fraction (0-1] of its KV blocks is busy; busy workers are "
+              "skipped, and when all are, requests get 503 with Retry-After (default: off)"),
+    flag("active_prefill_tokens_threshold", "--active-prefill-tokens-threshold", metavar="TOKENS",
+         help="any mode: a worker with more prompt tokens than this waiting for prefill is busy (default: off)"),
 )

@@ -16,6 +16,12 @@ class NoInstances(ShoalError):
     code = ErrorCode.NO_WORKERS
 
 
+class WorkersBusy(ShoalError):
+    """Every worker that could take the request is past a busy threshold (shared.routing.busy): retry later."""
+
+    code = ErrorCode.WORKERS_BUSY
+
+
 class WorkerLost(ShoalError):
     """The instance serving a stream went away (gap, silence, lease expiry, drain)."""
 
@@ -34,4 +40,6 @@ class RemoteError(ShoalError):
 def from_info(info: ErrorInfo) -> ShoalError:
     if info.code == ErrorCode.WORKER_LOST:
         return WorkerLost(info.message)
+    if info.code == ErrorCode.WORKERS_BUSY:
+        return WorkersBusy(info.message, retry_after=info.retry_after)
     return RemoteError(info.message, info.code, info.retry_after)

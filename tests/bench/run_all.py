@@ -1,7 +1,7 @@
 """`just bench`: run shoal's CPU benchmarks one after another; each appends its results to docs/BENCHMARKS.md.
 
     just bench                      # frontend, router, router-sim, router-peer, reference, lora, transfer,
-                                    # overload, agents
+                                    # overload, busy, agents
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, results and plots in a scratch folder, not docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
@@ -40,6 +40,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                   ["--requests", "4", "--max-tokens", "8"]),
     "transfer": ("tests.bench.bench_transfer", ["--report"], ["--blocks", "1", "16", "--repeats", "3"]),
     "overload": ("tests.bench.bench_overload", [], ["--seconds", "3", "--no-report"]),
+    "busy": ("tests.bench.bench_overload", ["--busy"], ["--busy", "--seconds", "3", "--no-report"]),
     "soak": ("tests.bench.bench_soak", [], ["--minutes", "0.2", "--no-report"]),
     "lora": ("tests.bench.bench_lora", ["--append", "docs/BENCHMARKS.md"],
              ["--concurrency", "8", "--max-tokens", "8", "--repeats", "1", "--hidden-size", "64"]),
@@ -49,7 +50,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "agents"]
+           "busy", "agents"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

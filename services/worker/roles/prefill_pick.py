@@ -6,7 +6,8 @@ which indexes the prefill pool's KV events, for the prefill worker holding the
 longest prefix of the prompt, weighed against its load; once the prefill is
 over it tells the router, so the router's view of that worker's load is right.
 Without a router, or when it does not answer within `ask_timeout`, the choice
-is round-robin over the live prefill workers.
+is round-robin over the live prefill workers. A router that answers every prefill
+worker is busy (its busy thresholds) is obeyed: `WorkersBusy` goes to the caller.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Sequence
 from protocol.discovery import InstanceRecord
 from protocol.messages import RouteRequest, RouteResponse
 from shared.runtime.client import EndpointClient
+from shared.runtime.errors import WorkersBusy
 from shared.runtime.runtime import Runtime
 from shared.telemetry.logging import get_logger
 
@@ -78,6 +80,8 @@ class PrefillPicker:
                     contextlib.aclosing(self.router.generate(req, req.request_id)) as answers:
                 async for items in answers:
                     return items[0].instance_id or None
+        except WorkersBusy:
+            raise  # the pool is full: the client gets 503 with Retry-After, not an overloaded worker
         except Exception as e:  # no router, slow router, router error: round-robin instead
             log.warning("prefill_router_unavailable", request_id=req.request_id, error=repr(e)[:200])
         return None

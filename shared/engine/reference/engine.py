@@ -25,6 +25,7 @@ from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob,
 from shared.engine.adapters import AdapterSet
 from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
 from shared.engine.grammar import EngineGrammars
+from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.lora import LoraError
@@ -129,7 +130,8 @@ class ReferenceEngine(Engine):
         s, p = self.scheduler, self.pool
         if s is None or p is None:
             return EngineLoad()
-        return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks)
+        return EngineLoad(len(s.running), len(s.waiting), p.num_used, p.num_blocks,
+                          sum(len(q.tokens) - q.num_computed for q in s.waiting))
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[OutputChunk]:
         mask = await self._grammars().mask_for(request)
@@ -256,7 +258,7 @@ class ReferenceEngine(Engine):
     async def _run(self, seq: Sequence) -> AsyncIterator[OutputChunk]:
         sched = self._scheduler()
         if not seq.stream.done:
-            sched.waiting.append(seq)
+            enqueue(sched.waiting, seq)
             self._wake.set()
         try:
             async for chunk in seq.stream.chunks():

@@ -80,6 +80,8 @@ def generate_kwargs(req: EngineRequest) -> dict[str, Any]:
         kw["routed_dp_rank"] = req.routing.dp_rank
     if req.lora:  # an adapter of --lora-paths NAME=PATH (or loaded at run time), by name
         kw["lora_path"] = req.lora
+    if req.priority is not None:  # SGLang orders its queue by it with --enable-priority-scheduling
+        kw["priority"] = req.priority
     images = image_data_of(req)
     if images is not None:
         kw["image_data"] = images
