@@ -1,0 +1,20 @@
+"""How the planner acts: `local` (worker processes on this machine) or `kubernetes` (Deployment replicas)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.planner.observe import Pool
+
+
+class Connector(Protocol):
+    def handles(self, pool: Pool) -> bool:
+        """Whether this connector can resize `pool` (the local one starts one kind of worker)."""
+        ...
+
+    async def scale(self, pool: Pool, actual: int, desired: int) -> None:
+        """Move `pool` from `actual` live workers towards `desired`; returns once the change is under way."""
+        ...
+
+    async def close(self) -> None:
+        ...
