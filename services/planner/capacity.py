@@ -78,4 +78,6 @@ class Capacity:
         return b.estimate() if b else None
 
     def observe(self, pool: Pool, limit: str, rate: float, held: bool) -> None:
+        if rate <= 0:
+            return
         self.bounds.setdefault((pool, limit), Bounds()).observe(rate, held)

@@ -3,10 +3,11 @@
 Per pool and limit (capacity.py), need = ceil(demand / per-worker capacity); the pool wants the
 largest need among the limits it knows a capacity for (none known: it keeps what it has), clamped to
 its min/max. More workers are asked for at once; fewer only after `scale_down_intervals` decisions
-in a row all wanted fewer (then the most of them), and never while requests wait in the workers'
-queues. After a change the pool settles: no new change, and no learning, until discovery shows the
-count asked for (or `settle_s` passes), and learning waits one whole interval more (the backlog that
-built up meanwhile would blame the new fleet).
+in a row all wanted fewer, counted with 20 % headroom (then the most of them), and never while
+requests wait in the workers' queues. After a change the pool settles: no new change, and no
+learning, until discovery shows the count asked for (or `settle_s` passes); learning then waits one
+whole interval more, and ignores a missed target while the queues hold requests but do not grow
+(a backlog being worked off, not a load too high).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.planner.capacity import DECODE_TPS, PREFILL_TPS, Capacity
 from services.planner.observe import AGG, DECODE, PREFILL, Pool, PoolLoad, Snapshot, Traffic
 
 UP, DOWN, HOLD = "up", "down", "hold"
+DOWN_HEADROOM = 0.2  # fewer workers only if they would run at most 80 % of capacity: no flapping on noise
 _LIMITS = {AGG: (PREFILL_TPS, DECODE_TPS), PREFILL: (PREFILL_TPS,), DECODE: (DECODE_TPS,)}
 
 
@@ -31,6 +33,7 @@ class Decision:
     reason: str
     demand: dict[str, float] = field(default_factory=dict)  # limit -> tokens/s over the interval
     capacity: dict[str, float | None] = field(default_factory=dict)  # limit -> per worker
+    waiting: int = 0  # requests queued in the pool's workers
 
 
 @dataclass
@@ -39,6 +42,7 @@ class _PoolState:
     changed_at: float = -math.inf
     settled_at: float = -math.inf  # when discovery first showed the target after the last change
     below: list[int] = field(default_factory=list)  # recent wants below the live count
+    waiting: int = 0  # requests queued in the pool's workers at the last decision
 
 
 class Planner:
@@ -48,9 +52,13 @@ class Planner:
         self.act = act  # False (dry run): nothing changes, so nothing settles
         self.pools: dict[Pool, _PoolState] = {}  # every pool ever seen: one whose workers all died is refilled
 
+    def track(self, pool: Pool) -> None:
+        """Size `pool` from now on, even while none of its workers is live."""
+        self.pools.setdefault(pool, _PoolState())
+
     def decide(self, snap: Snapshot, now: float) -> list[Decision]:
         for pool in snap.live:
-            self.pools.setdefault(pool, _PoolState())
+            self.track(pool)
         return [self._decide(pool, st, snap, now) for pool, st in sorted(self.pools.items())]
 
     def _decide(self, pool: Pool, st: _PoolState, snap: Snapshot, now: float) -> Decision:
@@ -60,44 +68,50 @@ class Planner:
         settling = st.target is not None and actual != st.target and now - st.changed_at < self.opts.settle_s
         if not settling and st.settled_at < st.changed_at:
             st.settled_at = now
+        waiting_before, waiting = st.waiting, snap.load.get(pool, PoolLoad()).waiting
+        st.waiting = waiting
         if not settling and now - snap.seconds >= st.settled_at and actual > 0:
-            self._learn(pool, traffic, demand, actual)
+            # a queue that did not grow is a backlog being worked off: a missed target says nothing of this load
+            self._learn(pool, traffic, demand, actual, backlog=0 < waiting <= waiting_before)
         capacity = {k: self.capacity.per_worker(pool, k) for k in demand}
-        want, why = self._want(pool, actual, demand, capacity)
+        want, why = self._want(pool, actual, demand, capacity, 1.0)
+        want_down, _ = self._want(pool, actual, demand, capacity, 1 - DOWN_HEADROOM)
 
         def result(desired: int, action: str, reason: str) -> Decision:
             if action != HOLD and self.act:
                 st.target, st.changed_at, st.below = desired, now, []
-            return Decision(pool, actual, desired, action, reason, demand, capacity)
+            return Decision(pool, actual, desired, action, reason, demand, capacity, waiting)
 
         if settling:
             return result(st.target or actual, HOLD, "settling")
         if want > actual:
             return result(want, UP, why)
-        if want == actual:
+        if want_down >= actual:
             st.below = []
             return result(actual, HOLD, why)
-        if snap.load.get(pool, PoolLoad()).waiting > 0 and actual <= self._hi(pool):
+        if waiting > 0 and actual <= self._hi(pool):
             st.below = []
             return result(actual, HOLD, "requests queued")
-        st.below.append(want)
+        st.below.append(want_down)
         if len(st.below) < self.opts.scale_down_intervals:
             return result(actual, HOLD, f"{why}; fewer wanted {len(st.below)}/{self.opts.scale_down_intervals}")
         return result(max(st.below), DOWN, why)
 
-    def _learn(self, pool: Pool, traffic: Traffic, demand: dict[str, float], actual: int) -> None:
+    def _learn(self, pool: Pool, traffic: Traffic, demand: dict[str, float], actual: int, backlog: bool) -> None:
         if traffic.requests < self.opts.min_requests:
             return
         observed = {PREFILL_TPS: (traffic.ttft_p90_s, self.opts.ttft_p90_ms),
                     DECODE_TPS: (traffic.itl_p90_s, self.opts.itl_p90_ms)}
         for limit, rate in demand.items():
             p90, target_ms = observed[limit]
-            if p90 is not None:
-                self.capacity.observe(pool, limit, rate / actual, p90 * 1000 <= target_ms)
+            held = p90 is not None and p90 * 1000 <= target_ms
+            if p90 is not None and (held or not backlog):
+                self.capacity.observe(pool, limit, rate / actual, held)
 
-    def _want(self, pool: Pool, actual: int, demand: dict[str, float],
-              capacity: dict[str, float | None]) -> tuple[int, str]:
-        needs = {k: math.ceil(demand[k] / c) for k, c in capacity.items() if c}
+    def _want(self, pool: Pool, actual: int, demand: dict[str, float], capacity: dict[str, float | None],
+              fill: float) -> tuple[int, str]:
+        """Workers to carry `demand` with each at `fill` of its capacity."""
+        needs = {k: math.ceil(demand[k] / (c * fill)) for k, c in capacity.items() if c}
         if needs:
             limit = max(needs, key=lambda k: needs[k])
             want, why = needs[limit], f"{limit}: {demand[limit]:.0f}/s at {capacity[limit]:.0f}/s per worker"

@@ -57,7 +57,7 @@ class PlanLoop:
         event = "planner_decision" if d.action != HOLD else "planner_hold"
         (log.info if d.action != HOLD else log.debug)(
             event, model=d.pool.model, component=d.pool.component, role=d.pool.role, action=d.action,
-            live=d.actual, desired=d.desired, reason=d.reason, dry_run=self.connector is None,
+            live=d.actual, desired=d.desired, reason=d.reason, waiting=d.waiting, dry_run=self.connector is None,
             requests=t.requests, ttft_p90_ms=_ms(t.ttft_p90_s), itl_p90_ms=_ms(t.itl_p90_s),
             demand={k: round(v, 1) for k, v in d.demand.items()},
             capacity={k: round(v, 1) if v else None for k, v in d.capacity.items()})

@@ -37,6 +37,8 @@ async def amain(argv: list[str]) -> None:
         intake = Intake(svc.rt)
         await intake.start()
         planner = Planner(cfg.planner, Capacity(profile), act=connector is not None)
+        for pool in connector.pools() if connector is not None else []:
+            planner.track(pool)
         loop = PlanLoop(intake, planner, connector, cfg.planner.interval_s)
         svc.set_health(lambda: {"decisions": [f"{d.pool.model}/{d.pool.component}: {d.actual}->{d.desired}"
                                               for d in loop.last]})

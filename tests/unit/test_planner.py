@@ -78,10 +78,28 @@ def test_prefill_pools_have_their_own_limits() -> None:
 def test_scale_down_waits_for_consecutive_intervals_and_takes_the_most_wanted() -> None:
     p = profiled()
     wants = []
-    for i, out in enumerate((150, 250, 120)):  # want 2, 3, 2 of 4 live
+    for i, out in enumerate((150, 220, 120)):  # want 2, 3, 2 of 4 live (each at 80 % of capacity)
         [d] = p.decide(snap(4, traffic(out_tps=out)), now=10 + i)
         wants.append((d.action, d.desired))
     assert wants == [(HOLD, 4), (HOLD, 4), (DOWN, 3)]
+
+
+def test_scale_down_keeps_headroom() -> None:
+    p = profiled(scale_down_intervals=1)
+    [d] = p.decide(snap(3, traffic(out_tps=190)), now=10)  # two would do at 95 % of capacity: too close
+    assert (d.action, d.desired) == (HOLD, 3)
+    [d] = p.decide(snap(3, traffic(out_tps=150)), now=11)  # two at 75 %
+    assert (d.action, d.desired) == (DOWN, 2)
+
+
+def test_a_missed_target_while_a_backlog_drains_teaches_nothing() -> None:
+    p = Planner(OPTS, Capacity())
+    p.decide(snap(2, traffic(in_tps=800, requests=2), waiting=9), now=10)
+    p.decide(snap(2, traffic(in_tps=800, ttft_ms=900), waiting=4), now=11)  # the queue shrinks: old backlog
+    p.decide(snap(2, traffic(in_tps=800, ttft_ms=900), waiting=4), now=11.5)  # ... or stands
+    assert p.capacity.bounds == {}
+    p.decide(snap(2, traffic(in_tps=800, ttft_ms=900), waiting=6), now=12)  # it grows: this load is too much
+    assert p.capacity.bounds[(AGG_POOL, PREFILL_TPS)].hi == 400
 
 
 def test_a_busy_interval_resets_the_scale_down_count() -> None:

@@ -8,6 +8,10 @@ from services.planner.observe import Pool
 
 
 class Connector(Protocol):
+    def pools(self) -> list[Pool]:
+        """Pools to size even before any of their workers is live (the local one's: it starts the first)."""
+        ...
+
     def handles(self, pool: Pool) -> bool:
         """Whether this connector can resize `pool` (the local one starts one kind of worker)."""
         ...

@@ -34,6 +34,9 @@ class LocalConnector:
         self._stopping: set[asyncio.Task[int | None]] = set()
         self._n = 0
 
+    def pools(self) -> list[Pool]:
+        return [self.pool]
+
     def handles(self, pool: Pool) -> bool:
         return pool == self.pool
 
