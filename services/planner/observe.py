@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from protocol.discovery import ModelCard
 from protocol.stats import ModelStats
+from shared.engine.base import EngineLoad
 
 AGG, PREFILL, DECODE = "aggregated", "prefill", "decode"
 
@@ -60,36 +61,21 @@ class Traffic:
 
 @dataclass
 class TrafficWindow:
-    """Frontends' stats messages of one model, merged until the interval ends."""
+    """Frontends' stats messages of one model, merged when the interval ends."""
 
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    failed: int = 0
-    ttft: list[float] = field(default_factory=list)
-    itl: list[float] = field(default_factory=list)
+    parts: list[ModelStats] = field(default_factory=list)
 
     def add(self, s: ModelStats) -> None:
-        self.requests += s.requests
-        self.input_tokens += s.input_tokens
-        self.output_tokens += s.output_tokens
-        self.failed += s.failed
-        self.ttft += s.ttft_s
-        self.itl += s.itl_s
+        self.parts.append(s)
 
     def close(self, seconds: float) -> Traffic:
-        return Traffic(seconds, self.requests, self.input_tokens, self.output_tokens, self.failed,
-                       p90(self.ttft), p90(self.itl))
+        ps = self.parts
+        return Traffic(seconds, sum(p.requests for p in ps), sum(p.input_tokens for p in ps),
+                       sum(p.output_tokens for p in ps), sum(p.failed for p in ps),
+                       p90([x for p in ps for x in p.ttft_s]), p90([x for p in ps for x in p.itl_s]))
 
 
-@dataclass(frozen=True)
-class PoolLoad:
-    """The last load each live worker of a pool published, summed."""
-
-    running: int = 0
-    waiting: int = 0
-    kv_used_blocks: int = 0
-    kv_total_blocks: int = 0
+PoolLoad = EngineLoad  # the last load each live worker of a pool published, summed
 
 
 @dataclass(frozen=True)
