@@ -2,9 +2,10 @@
 
 Per pool and limit (capacity.py), need = ceil(demand / per-worker capacity); the pool wants the
 largest need among the limits it knows a capacity for (none known: it keeps what it has), clamped to
-its min/max. More workers are asked for at once; fewer only after `scale_down_intervals` decisions
-in a row all wanted fewer, counted with 20 % headroom (then the most of them), and never while
-requests wait in the workers' queues. After a change the pool settles: no new change, and no
+its min/max. More workers are asked for at once (while the targets hold, only once demand passes
+120 % of what the pool takes); fewer only after `scale_down_intervals` decisions in a row all
+wanted fewer, counted at 80 % of capacity (then the most of them), and never while requests wait
+in the workers' queues. After a change the pool settles: no new change, and no
 learning, until discovery shows the count asked for (or `settle_s` passes); learning then waits one
 whole interval more, and ignores a missed target while the queues hold requests but do not grow
 (a backlog being worked off, not a load too high).
@@ -20,7 +21,8 @@ from services.planner.capacity import DECODE_TPS, PREFILL_TPS, Capacity
 from services.planner.observe import AGG, DECODE, PREFILL, Pool, PoolLoad, Snapshot, Traffic
 
 UP, DOWN, HOLD = "up", "down", "hold"
-DOWN_HEADROOM = 0.2  # fewer workers only if they would run at most 80 % of capacity: no flapping on noise
+BAND = 0.2  # hysteresis: fewer workers only if they would run at most 80 % of capacity; more, while the targets
+#             hold, only once demand passes 120 % of what the pool can take (noise does not flap the fleet)
 _LIMITS = {AGG: (PREFILL_TPS, DECODE_TPS), PREFILL: (PREFILL_TPS,), DECODE: (DECODE_TPS,)}
 
 
@@ -75,7 +77,8 @@ class Planner:
             self._learn(pool, traffic, demand, actual, backlog=0 < waiting <= waiting_before)
         capacity = {k: self.capacity.per_worker(pool, k) for k in demand}
         want, why = self._want(pool, actual, demand, capacity, 1.0)
-        want_down, _ = self._want(pool, actual, demand, capacity, 1 - DOWN_HEADROOM)
+        want_down, _ = self._want(pool, actual, demand, capacity, 1 - BAND)
+        want_up = want if self._missed(pool, traffic) else self._want(pool, actual, demand, capacity, 1 + BAND)[0]
 
         def result(desired: int, action: str, reason: str) -> Decision:
             if action != HOLD and self.act:
@@ -84,8 +87,8 @@ class Planner:
 
         if settling:
             return result(st.target or actual, HOLD, "settling")
-        if want > actual:
-            return result(want, UP, why)
+        if want_up > actual:
+            return result(max(want, want_up), UP, why)
         if want_down >= actual:
             st.below = []
             return result(actual, HOLD, why)
@@ -96,6 +99,12 @@ class Planner:
         if len(st.below) < self.opts.scale_down_intervals:
             return result(actual, HOLD, f"{why}; fewer wanted {len(st.below)}/{self.opts.scale_down_intervals}")
         return result(max(st.below), DOWN, why)
+
+    def _missed(self, pool: Pool, traffic: Traffic) -> bool:
+        """Whether a target the pool answers for was missed over the interval."""
+        ttft = PREFILL_TPS in _LIMITS[pool.role] and (traffic.ttft_p90_s or 0) * 1000 > self.opts.ttft_p90_ms
+        itl = DECODE_TPS in _LIMITS[pool.role] and (traffic.itl_p90_s or 0) * 1000 > self.opts.itl_p90_ms
+        return ttft or itl
 
     def _learn(self, pool: Pool, traffic: Traffic, demand: dict[str, float], actual: int, backlog: bool) -> None:
         if traffic.requests < self.opts.min_requests:

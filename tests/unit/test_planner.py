@@ -84,6 +84,16 @@ def test_scale_down_waits_for_consecutive_intervals_and_takes_the_most_wanted() 
     assert wants == [(HOLD, 4), (HOLD, 4), (DOWN, 3)]
 
 
+def test_while_targets_hold_scale_up_waits_for_demand_past_the_band() -> None:
+    p = profiled()
+    [d] = p.decide(snap(2, traffic(out_tps=210)), now=10)  # 105 % of two workers' capacity, ITL fine
+    assert (d.action, d.desired) == (HOLD, 2)
+    [d] = p.decide(snap(2, traffic(out_tps=210, itl_ms=30)), now=11)  # ... the same with ITL over target
+    assert (d.action, d.desired) == (UP, 3)
+    [d] = p.decide(snap(3, traffic(out_tps=370)), now=12)  # 123 %
+    assert (d.action, d.desired) == (UP, 4)
+
+
 def test_scale_down_keeps_headroom() -> None:
     p = profiled(scale_down_intervals=1)
     [d] = p.decide(snap(3, traffic(out_tps=190)), now=10)  # two would do at 95 % of capacity: too close
