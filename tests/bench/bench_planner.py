@@ -101,13 +101,14 @@ async def scenario(a: argparse.Namespace, url: str) -> dict:
         await asyncio.sleep(a.warm_s)
         stepped = load.now()
         load.rate = 4 * a.rate
-        recovered = None
+        recovered, worst = None, 0.0
         while recovered is None and load.now() - stepped < a.recover_timeout_s:
             await asyncio.sleep(0.5)
             # a window of arrivals after the step, old enough that its requests have had a first token
             end = load.now() - a.window_s
             start = end - a.window_s
             p90 = load.ttft_p90(start, end) if start >= stepped else None
+            worst = max(worst, p90 or 0.0)
             if p90 is not None and p90 <= target and max(n for _, n in timeline) > a.min_workers:
                 recovered = start - stepped
         peak = max(n for _, n in timeline)
@@ -125,7 +126,8 @@ async def scenario(a: argparse.Namespace, url: str) -> dict:
     before = load.ttft_p90(a.warm_s / 2, stepped)
     return {"rate": a.rate, "step": 4, "ttft_target_ms": a.ttft_p90_ms, "requests": len(load.sent),
             "failed": len(failed), "sample_error": failed[0].error if failed else None,
-            "ttft_p90_before_ms": _ms(before), "time_to_recover_s": None if recovered is None else round(recovered, 1),
+            "ttft_p90_before_ms": _ms(before), "ttft_p90_worst_after_step_ms": _ms(worst),
+            "time_to_recover_s": None if recovered is None else round(recovered, 1),
             "peak_workers": peak, "drained_after_s": None if drained is None else round(drained, 1),
             "workers_timeline": timeline}
 
@@ -136,7 +138,8 @@ def decisions(log: Path) -> list[dict]:
     for line in log.read_text().splitlines():
         if '"planner_decision"' in line:
             d = json.loads(line)
-            out.append({k: d.get(k) for k in ("timestamp", "action", "live", "desired", "reason", "ttft_p90_ms", "waiting")})
+            keys = ("timestamp", "action", "live", "desired", "reason", "ttft_p90_ms", "waiting")
+            out.append({k: d.get(k) for k in keys})
     return out
 
 
