@@ -5,10 +5,10 @@ largest need among the limits it knows a capacity for (none known: it keeps what
 its min/max. More workers are asked for at once (while the targets hold, only once demand passes
 120 % of what the pool takes); fewer only after `scale_down_intervals` decisions in a row all
 wanted fewer, counted at 80 % of capacity (then the most of them), and never while requests wait
-in the workers' queues. After a change the pool settles: no new change, and no
-learning, until discovery shows the count asked for (or `settle_s` passes); learning then waits one
-whole interval more, and ignores a missed target while the queues hold requests but do not grow
-(a backlog being worked off, not a load too high).
+in the workers' queues. After a change the pool settles: no new change, and no learning, until
+discovery shows the count asked for (or `settle_s` passes); learning then waits one whole interval
+more, and ignores a missed target while the queues hold requests but do not grow (a backlog being
+worked off, not a load too high).
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ class Planner:
     def track(self, pool: Pool) -> None:
         """Size `pool` from now on, even while none of its workers is live."""
         self.pools.setdefault(pool, _PoolState())
+
+    def retarget(self, pool: Pool, count: int) -> None:
+        """The connector could move `pool` only to `count` (e.g. it stops only workers it started)."""
+        st = self.pools.get(pool)
+        if st is not None and st.target is not None:
+            st.target = count
 
     def decide(self, snap: Snapshot, now: float) -> list[Decision]:
         for pool in snap.live:

@@ -39,11 +39,13 @@ class PlanLoop:
         for d in self.last:
             await self._report(d, snap)
             if d.action != HOLD and self.connector is not None:
+                reached = d.actual
                 if self.connector.handles(d.pool):
-                    await self.connector.scale(d.pool, d.actual, d.desired)
-                else:
-                    log.warning("pool_not_handled", model=d.pool.model, component=d.pool.component,
-                                desired=d.desired)
+                    reached = await self.connector.scale(d.pool, d.actual, d.desired)
+                if reached != d.desired:
+                    log.warning("pool_not_fully_scaled", model=d.pool.model, component=d.pool.component,
+                                desired=d.desired, reached=reached, handled=self.connector.handles(d.pool))
+                    self.planner.retarget(d.pool, reached)
         return self.last
 
     async def _report(self, d: Decision, snap: Snapshot) -> None:
@@ -58,7 +60,7 @@ class PlanLoop:
         (log.info if d.action != HOLD else log.debug)(
             event, model=d.pool.model, component=d.pool.component, role=d.pool.role, action=d.action,
             live=d.actual, desired=d.desired, reason=d.reason, waiting=d.waiting, dry_run=self.connector is None,
-            requests=t.requests, ttft_p90_ms=_ms(t.ttft_p90_s), itl_p90_ms=_ms(t.itl_p90_s),
+            requests=t.requests, failed=t.failed, ttft_p90_ms=_ms(t.ttft_p90_s), itl_p90_ms=_ms(t.itl_p90_s),
             demand={k: round(v, 1) for k, v in d.demand.items()},
             capacity={k: round(v, 1) if v else None for k, v in d.capacity.items()})
 

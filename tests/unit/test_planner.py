@@ -237,3 +237,32 @@ def test_frontend_window_counts_and_samples() -> None:
     assert (s.model, s.requests, s.input_tokens, s.output_tokens, s.finished, s.failed) == ("m", 10, 1000, 40, 9, 1)
     assert len(s.ttft_s) == 4 and set(s.ttft_s) <= {i / 100 for i in range(10)}  # a sample, bounded
     assert w.take() == []  # a new window
+
+
+async def test_a_connector_that_cannot_go_all_the_way_does_not_freeze_the_pool() -> None:
+    from services.planner.loop import PlanLoop
+
+    class StartsOnly:  # like the local connector beside workers it did not start: it can stop none of them
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def pools(self) -> list[Pool]:
+            return []
+
+        def handles(self, pool: Pool) -> bool:
+            return True
+
+        async def scale(self, pool: Pool, actual: int, desired: int) -> int:
+            self.asked.append(desired)
+            return max(actual, desired)
+
+        async def close(self) -> None:
+            return None
+
+    connector = StartsOnly()
+    loop = PlanLoop(None, profiled(scale_down_intervals=1, settle_s=1000), connector, 1.0)  # type: ignore[arg-type]
+    [d] = await loop.step(snap(3, traffic(out_tps=50)))
+    assert (d.action, d.desired) == (DOWN, 1)
+    [d] = await loop.step(snap(3, traffic(out_tps=450)))  # not held "settling" towards 1 worker
+    assert (d.action, d.desired) == (UP, 5)
+    assert connector.asked == [1, 5]

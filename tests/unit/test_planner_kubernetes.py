@@ -28,7 +28,7 @@ async def test_scale_sets_replicas_through_the_scale_subresource() -> None:
     k8s = KubernetesConnector(api, "shoal", "{model}-{component}")
     pool = Pool("tiny", "backend", DECODE)
     assert k8s.handles(pool)
-    await k8s.scale(pool, actual=1, desired=3)
+    assert await k8s.scale(pool, actual=1, desired=3) == 3
     assert api.replicas[("shoal", "tiny-backend")] == 3
     await k8s.scale(pool, actual=3, desired=2)
     assert api.calls[-1] == ("tiny-backend", "shoal", {"spec": {"replicas": 2}})

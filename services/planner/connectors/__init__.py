@@ -16,8 +16,9 @@ class Connector(Protocol):
         """Whether this connector can resize `pool` (the local one starts one kind of worker)."""
         ...
 
-    async def scale(self, pool: Pool, actual: int, desired: int) -> None:
-        """Move `pool` from `actual` live workers towards `desired`; returns once the change is under way."""
+    async def scale(self, pool: Pool, actual: int, desired: int) -> int:
+        """Move `pool` from `actual` live workers towards `desired`, once the change is under way: the count
+        it is moving to (short of `desired` where the connector cannot go all the way)."""
         ...
 
     async def close(self) -> None:

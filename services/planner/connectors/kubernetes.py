@@ -49,11 +49,12 @@ class KubernetesConnector:
     def handles(self, pool: Pool) -> bool:
         return True
 
-    async def scale(self, pool: Pool, actual: int, desired: int) -> None:
+    async def scale(self, pool: Pool, actual: int, desired: int) -> int:
         name = deployment_name(self.template, pool)
         body = {"spec": {"replicas": desired}}
         await asyncio.to_thread(self.api.patch_namespaced_deployment_scale, name, self.namespace, body)
         log.info("deployment_scaled", deployment=name, namespace=self.namespace, replicas=desired, live=actual)
+        return desired
 
     async def close(self) -> None:
         return None

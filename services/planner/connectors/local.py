@@ -40,14 +40,16 @@ class LocalConnector:
     def handles(self, pool: Pool) -> bool:
         return pool == self.pool
 
-    async def scale(self, pool: Pool, actual: int, desired: int) -> None:
+    async def scale(self, pool: Pool, actual: int, desired: int) -> int:
         self.procs = [p for p in self.procs if p.alive()]
         if desired > actual:
             for _ in range(desired - actual):
                 await self._start()
-        else:
-            for _ in range(min(actual - desired, len(self.procs))):
-                self._drain(self.procs.pop())
+            return desired
+        stop = min(actual - desired, len(self.procs))  # the others are not ours to stop
+        for _ in range(stop):
+            self._drain(self.procs.pop())
+        return actual - stop
 
     async def _start(self) -> None:
         self._n += 1
