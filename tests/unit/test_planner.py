@@ -266,3 +266,12 @@ async def test_a_connector_that_cannot_go_all_the_way_does_not_freeze_the_pool()
     [d] = await loop.step(snap(3, traffic(out_tps=450)))  # not held "settling" towards 1 worker
     assert (d.action, d.desired) == (UP, 5)
     assert connector.asked == [1, 5]
+
+
+def test_shoal_up_passes_what_follows_planner_to_the_planner() -> None:
+    from shared.cli import build_parser
+
+    a = build_parser().parse_args(["up", "--engine", "mock", "--planner", "--ttft-p90-ms", "300", "--max-workers", "4"])
+    assert (a.engine, a.planner) == ("mock", ["--ttft-p90-ms", "300", "--max-workers", "4"])
+    assert parse(a.planner).planner.max_workers == 4  # the planner's own flags
+    assert build_parser().parse_args(["up"]).planner is None
