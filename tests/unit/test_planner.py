@@ -275,3 +275,23 @@ def test_shoal_up_passes_what_follows_planner_to_the_planner() -> None:
     assert (a.engine, a.planner) == ("mock", ["--ttft-p90-ms", "300", "--max-workers", "4"])
     assert parse(a.planner).planner.max_workers == 4  # the planner's own flags
     assert build_parser().parse_args(["up"]).planner is None
+
+
+async def test_the_frontend_records_each_request_into_the_window() -> None:
+    from protocol.messages import OutputChunk
+    from services.frontend.request_metrics import observed
+    from services.frontend.stats import WINDOW
+
+    async def batches(sizes: list[int]):
+        for i, n in enumerate(sizes):
+            yield [OutputChunk(token_ids=[7] * n, finish_reason="length" if i == len(sizes) - 1 else None)]
+
+    WINDOW.take()
+    async for _ in observed("w", 12, batches([2, 1, 3])):
+        pass
+    gone = observed("w", 5, batches([1, 1]))
+    await anext(gone)
+    await gone.aclose()  # the client left: counted as a request, not as a failure or a finish
+    [s] = WINDOW.take()
+    assert (s.requests, s.input_tokens, s.output_tokens, s.finished, s.failed) == (2, 17, 7, 1, 0)
+    assert len(s.ttft_s) == 2 and len(s.itl_s) == 1  # a first token each; a mean gap for the one that finished
