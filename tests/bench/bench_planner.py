@@ -111,7 +111,6 @@ async def scenario(a: argparse.Namespace, url: str) -> dict:
             worst = max(worst, p90 or 0.0)
             if p90 is not None and p90 <= target and max(n for _, n in timeline) > a.min_workers:
                 recovered = start - stepped
-        peak = max(n for _, n in timeline)
         load.rate = a.rate
         down_at = load.now()
         drained = None
@@ -128,7 +127,8 @@ async def scenario(a: argparse.Namespace, url: str) -> dict:
             "failed": len(failed), "sample_error": failed[0].error if failed else None,
             "ttft_p90_before_ms": _ms(before), "ttft_p90_worst_after_step_ms": _ms(worst),
             "time_to_recover_s": None if recovered is None else round(recovered, 1),
-            "peak_workers": peak, "drained_after_s": None if drained is None else round(drained, 1),
+            "peak_workers": max(n for _, n in timeline),
+            "drained_after_s": None if drained is None else round(drained, 1),
             "workers_timeline": timeline}
 
 
