@@ -32,7 +32,7 @@ class PlannerOptions(msgspec.Struct, frozen=True):
 class ConnectorOptions(msgspec.Struct, frozen=True):
     kind: str = "local"
     dry_run: bool = False
-    worker_args: str = ""  # local: flags of each worker it starts, after --nats-url and --namespace
+    worker_args: list[str] = []  # local: one pool's worker flags each (after --nats-url and --namespace)
     log_dir: str = ".shoal/logs"  # local: where its workers' logs go
     k8s_namespace: str = "default"
     k8s_deployment: str = "{model}-{component}"
@@ -64,8 +64,9 @@ CONNECTOR_FLAGS = FlagGroup(
     flag("kind", "--connector", choices=CONNECTORS, help="local: start and drain worker processes; "
          "kubernetes: set a Deployment's replicas (scale subresource)"),
     flag("dry_run", "--dry-run", help="decide and report, change nothing"),
-    flag("worker_args", "--worker-args", metavar="ARGS",
-         help="local: a worker's flags, one string (engine, model, ...)"),
+    flag("worker_args", "--worker-args", metavar="ARGS", action="append",
+         help="local: a worker's flags, one string (engine, model, ...); once per pool it sizes (e.g. the "
+              "prefill and the decode workers of a disaggregated model)"),
     flag("log_dir", "--worker-log-dir", metavar="DIR", help="local: the workers' log folder"),
     flag("k8s_namespace", "--k8s-namespace", metavar="NS", help="kubernetes: the Deployments' namespace"),
     flag("k8s_deployment", "--k8s-deployment", metavar="TEMPLATE",
@@ -86,5 +87,8 @@ def parse(argv: list[str]) -> PlannerConfig:
     PLANNER_FLAGS.add_to(p)
     CONNECTOR_FLAGS.add_to(p)
     ns = p.parse_args(expand_or_exit(p, argv))
+    conn = CONNECTOR_FLAGS.build(ns)
+    if conn.kind == "local" and not conn.dry_run and not conn.worker_args:
+        p.error("--connector local needs --worker-args (the flags of the workers it starts)")
     return PlannerConfig(common=common_from_args(ns), planner=PLANNER_FLAGS.build(ns),
-                         connector=CONNECTOR_FLAGS.build(ns))
+                         connector=conn)

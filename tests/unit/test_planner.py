@@ -273,7 +273,7 @@ def test_shoal_up_passes_what_follows_planner_to_the_planner() -> None:
 
     a = build_parser().parse_args(["up", "--engine", "mock", "--planner", "--ttft-p90-ms", "300", "--max-workers", "4"])
     assert (a.engine, a.planner) == ("mock", ["--ttft-p90-ms", "300", "--max-workers", "4"])
-    assert parse(a.planner).planner.max_workers == 4  # the planner's own flags
+    assert parse([*a.planner, "--dry-run"]).planner.max_workers == 4  # the planner's own flags
     assert build_parser().parse_args(["up"]).planner is None
 
 
@@ -295,3 +295,16 @@ async def test_the_frontend_records_each_request_into_the_window() -> None:
     [s] = WINDOW.take()
     assert (s.requests, s.input_tokens, s.output_tokens, s.finished, s.failed) == (2, 17, 7, 1, 0)
     assert len(s.ttft_s) == 2 and len(s.itl_s) == 1  # a first token each; a mean gap for the one that finished
+
+
+def test_the_local_connector_sizes_the_pools_its_worker_flags_make(tiny_model: Path) -> None:
+    from services.planner.connectors.local import LocalConnector
+    from shared.config.args import CommonConfig
+
+    cfg = parse(["--worker-args", f"--engine reference --model-path {tiny_model} --disaggregation-mode prefill",
+                 "--worker-args", f"--engine reference --model-path {tiny_model} --disaggregation-mode decode"])
+    local = LocalConnector(CommonConfig(), cfg.connector.worker_args, Path("."))
+    assert sorted(local.pools()) == [Pool("tiny", "backend", DECODE), Pool("tiny", "prefill", PREFILL)]
+    assert {f.module for f in local.fleets.values()} == {"prefill", "decode"}
+    with pytest.raises(SystemExit):
+        parse(["--connector", "local"])  # nothing to start
