@@ -93,3 +93,12 @@ def inbox_prefix(service: str, client_id: str) -> str:
 def agent_key(ns: str, instance_id: str) -> str:
     """Key of an instance's NIXL agent record in NIXL_BUCKET."""
     return f"{ns}.{instance_id}"
+
+
+def frontend_stats_subject(ns: str, instance_id: str) -> str:
+    """A frontend's per-model TTFT/ITL windows (protocol.stats.FrontendStats), core NATS, for the planner."""
+    return f"{PREFIX}.{ns}.stats.frontend.{instance_id}"
+
+
+def frontend_stats_filter(ns: str) -> str:
+    return f"{PREFIX}.{ns}.stats.frontend.*"

@@ -9,6 +9,7 @@ from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
+from services.frontend.stats import StatsPublisher
 from shared.http import Handler, HttpServer
 from shared.http.cors import Cors, CorsPolicy
 from shared.routing.base import Router
@@ -21,6 +22,8 @@ async def amain(argv: list[str]) -> None:
         registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template,
                                  cfg.worker_silence_timeout)
         await registry.start()
+        stats = StatsPublisher(svc.rt)
+        await stats.start()
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
@@ -37,6 +40,7 @@ async def amain(argv: list[str]) -> None:
         await svc.stopped()
         svc.set_ready(False)
         await http.stop(cfg.drain_grace)
+        await stats.stop()
         await registry.stop()
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from protocol.messages import ErrorCode, OutputChunk
+from services.frontend.stats import WINDOW
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.metrics import histogram
 
@@ -34,9 +35,10 @@ async def observed(model: str, prompt_tokens: int,
                    batches: AsyncIterator[list[OutputChunk]]) -> AsyncIterator[list[OutputChunk]]:
     """`batches`, unchanged, recording the request's metrics as they pass (and closing `batches` at the end)."""
     INPUT_TOKENS.labels(model).observe(prompt_tokens)
+    WINDOW.started(model, prompt_tokens)
     itl = ITL.labels(model)
-    started = last = time.monotonic()
-    generated = 0
+    started = last = first = time.monotonic()
+    generated = gaps = 0  # gaps: tokens after the first batch
     outcome = ErrorCode.CANCELLED.value
     try:
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
@@ -44,9 +46,12 @@ async def observed(model: str, prompt_tokens: int,
                 now = time.monotonic()
                 n = sum(len(c.token_ids) for c in items)
                 if n and generated:
+                    gaps += n
                     for _ in range(n):
                         itl.observe((now - last) / n)
                 if n:
+                    WINDOW.tokens(model, n, None if generated else now - started)
+                    first = first if generated else now
                     generated, last = generated + n, now
                 if items and items[-1].finish_reason is not None:
                     outcome = "ok"
@@ -60,3 +65,5 @@ async def observed(model: str, prompt_tokens: int,
         raise
     finally:
         DURATION.labels(model, outcome).observe(time.monotonic() - started)
+        if outcome != ErrorCode.CANCELLED.value:
+            WINDOW.ended(model, outcome == "ok", (last - first) / gaps if gaps else None)

@@ -35,6 +35,9 @@ def add_up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default="shoal")
     p.add_argument("--worker-args", default="", help="extra worker flags, one string")
     p.add_argument("--frontend-args", default="", help="extra frontend flags, one string")
+    p.add_argument("--planner", nargs=argparse.REMAINDER, metavar="PLANNER_FLAGS",
+                   help="last: run the planner beside the cluster, with the local connector and every flag after "
+                        "this (python -m services.planner --help); it adds workers beyond --workers and drains them")
 
 
 def up(a: argparse.Namespace) -> int:
@@ -57,13 +60,18 @@ def up(a: argparse.Namespace) -> int:
     model_args = ["--model-path", a.model_path]
     model_args += ["--revision", a.revision] if a.revision else []
     name = served_name(a.model_path)
+    worker_flags = ["--engine", a.engine, *model_args, *shlex.split(a.worker_args)]
     procs = []
     try:
         for i in range(a.workers):
-            w = spawn(f"worker{i}", "decode", [*common, "--engine", a.engine, *model_args,
-                                               *shlex.split(a.worker_args)], logs, detach=True)
+            w = spawn(f"worker{i}", "decode", [*common, *worker_flags], logs, detach=True)
             pids[w.name] = w.pid
             procs.append(w)
+        if a.planner is not None:
+            planner = ["--connector", "local", "--worker-args", shlex.join(worker_flags), "--worker-log-dir", str(logs)]
+            pl = spawn("planner", "planner", [*common, *planner, *a.planner], logs, detach=True)
+            pids[pl.name] = pl.pid
+            procs.append(pl)
         fe = spawn("frontend", "frontend", [*common, "--http-port", str(a.http_port), "--router-mode",
                                             a.router_mode, *a.frontend_args.split()], logs, detach=True)
         pids[fe.name] = fe.pid
@@ -105,12 +113,13 @@ def down(a: argparse.Namespace) -> int:
         print("no local cluster recorded in .shoal/pids.json")
         return 0
     pids: dict[str, int] = json.loads(PIDS.read_text())
-    order = [n for n in pids if n == "frontend"] + [n for n in pids if n not in ("frontend", "nats")] + ["nats"]
+    first = ("frontend", "planner")  # the planner before the workers: it would replace them, and drains its own
+    order = [n for n in first if n in pids] + [n for n in pids if n not in (*first, "nats")] + ["nats"]
     for name in order:
         pid = pids.get(name)
         if pid and _alive(pid):
             os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, 30):
+            if not _wait_gone(pid, 150 if name == "planner" else 30):  # the planner drains the workers it added
                 os.kill(pid, signal.SIGKILL)
             print(f"stopped {name} (pid {pid})")
     PIDS.unlink()
