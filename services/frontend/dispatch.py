@@ -175,7 +175,8 @@ class Dispatcher:
         candidates = [i for i in model.candidates(request.lora) if i not in excluded]
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
-        d = model.router.choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora)
+        d = model.router.choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora,
+                                session_id=request.routing.session_id)
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)

@@ -17,16 +17,20 @@ class RouterOptions(msgspec.Struct, frozen=True):
     overlap_weight: float = 4.0
     temperature: float = 0.0
     kv_events: bool = True
+    session_ttl: float = 0.0
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
-        the worker (a request header); a request without one goes round-robin."""
+        the worker (a request header); a request without one goes round-robin. With a session TTL the
+        router keeps each session on its worker (shared.routing.affinity)."""
         from shared.routing import make_router
+        from shared.routing.affinity import SessionAffinity
 
         mode = "round-robin" if self.mode == "direct" else self.mode
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
               "approximate": not self.kv_events} if mode == "kv" else {}
-        return make_router(mode, **kv, **where)
+        router = make_router(mode, **kv, **where)
+        return SessionAffinity(router, self.session_ttl) if self.session_ttl > 0 else router
 
 
 ROUTER_FLAGS = FlagGroup(
@@ -40,4 +44,7 @@ ROUTER_FLAGS = FlagGroup(
          help="kv mode: 0 picks the cheapest worker; > 0 samples softmax(-cost / temperature)"),
     flag("kv_events", "--no-kv-events",
          help="kv mode without workers' KV events: predict caches from the router's own choices"),
+    flag("session_ttl", "--router-session-affinity-ttl-secs", metavar="SECS",
+         help="> 0: requests naming a session (header x-session-id) stay on the worker the session last used "
+              "while it is live and the session was used within SECS; 0: off"),
 )
