@@ -20,13 +20,19 @@ _MASK = (1 << 63) - 1
 ROOT_HASH = 0
 
 
-def _pack(tokens: Sequence[int]) -> bytes:
+def pack_tokens(tokens: Sequence[int]) -> bytes:
+    """Token ids as little-endian int64 (what a block's hash reads)."""
     return struct.pack(f"<{len(tokens)}q", *tokens)  # the format is compiled once per length (struct's cache)
+
+
+def has_negative(packed: bytes) -> bool:
+    """Whether any of the packed token ids is negative: the sign bit sits in each int64's last byte."""
+    return not packed[7::8].isascii()
 
 
 def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
     """63-bit hash of one block's tokens chained on its parent's hash."""
-    return xxh3_64_intdigest(_pack(tokens), parent or ROOT_HASH) & _MASK
+    return xxh3_64_intdigest(pack_tokens(tokens), parent or ROOT_HASH) & _MASK
 
 
 def lora_root(adapter: str) -> int | None:
@@ -39,7 +45,12 @@ def lora_root(adapter: str) -> int | None:
 
 def block_hashes(tokens: Sequence[int], page_size: int, parent: int | None = None) -> list[int]:
     """Chained hashes of every full block of `tokens` (the same as `block_hash` block by block)."""
-    data = memoryview(_pack(tokens))  # one conversion of the whole prompt, sliced per block
+    return packed_block_hashes(pack_tokens(tokens), page_size, parent)
+
+
+def packed_block_hashes(packed: bytes, page_size: int, parent: int | None = None) -> list[int]:
+    """`block_hashes` of tokens already packed by `pack_tokens` (the whole prompt converted once)."""
+    data = memoryview(packed)
     step = page_size * 8
     out: list[int] = []
     h = parent or ROOT_HASH

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
-from shared.kv.hashing import block_hashes, lora_root
+from shared.kv.hashing import has_negative, lora_root, pack_tokens, packed_block_hashes
 from shared.kv.radix import KvIndex
 from shared.routing.base import RouteDecision, Router
 from shared.telemetry.metrics import counter, histogram
@@ -101,9 +101,10 @@ class KvRouter(Router):
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
                lora: str = "", session_id: str = "") -> RouteDecision:
         t0 = time.perf_counter()
-        hashes = block_hashes(token_ids, self.page_size, lora_root(lora))  # adapters' caches never match
+        packed = pack_tokens(token_ids)
+        hashes = packed_block_hashes(packed, self.page_size, lora_root(lora))  # adapters' caches never match
         overlaps = self.index.overlaps(hashes)
-        opaque = not self.approximate and bool(token_ids) and min(token_ids) < 0
+        opaque = not self.approximate and has_negative(packed)
         if opaque:
             for key, n in self._guessed.overlaps(hashes).items():
                 overlaps[key] = max(n, overlaps.get(key, 0))
