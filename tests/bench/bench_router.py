@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--runs", type=int, default=1, help="decision measurements over the same index")
     a = ap.parse_args()
+    load = os.getloadavg()[0]  # the cores are shared: how busy they were is part of the result
     rows = index_bench(runs=a.runs)
     print(table(rows), flush=True)
     if not a.skip_cluster:
@@ -157,7 +158,8 @@ def main() -> None:
     if not a.no_report:
         append_report("KV router: index cost and routing quality",
                       " ".join(["python -m tests.bench.bench_router", *sys.argv[1:]]), rows,
-                      f"{platform.node()}: {os.cpu_count()} cores")
+                      f"{platform.node()}: {os.cpu_count()} cores, load average {load:.1f} at the start, "
+                      f"{os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
