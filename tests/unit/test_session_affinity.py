@@ -7,14 +7,17 @@ import argparse
 
 import pytest
 
-from protocol.messages import EngineRequest, RouteRequest
+from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, RoutingHints
 from services.frontend.preprocess import BadRequest
 from services.frontend.session import MAX_SESSION_ID, with_session
+from services.processor.handler import ProcessorHandler
 from services.router.handler import RouteHandler
+from services.worker.roles.prefill_pick import PrefillPicker
 from shared.routing import RoundRobinRouter
 from shared.routing.affinity import SessionAffinity
 from shared.routing.kv_router import KvRouter
 from shared.routing.options import ROUTER_FLAGS, RouterOptions
+from shared.runtime.server import RequestContext
 
 A, B, C = "a" * 16, "b" * 16, "c" * 16
 WORKERS = [A, B, C]
@@ -135,3 +138,39 @@ def test_the_frontend_puts_the_header_on_the_request():
     assert with_session(req, "chat-42").routing.session_id == "chat-42"
     with pytest.raises(BadRequest):
         with_session(req, "x" * (MAX_SESSION_ID + 1))
+
+
+class FakeWorkers:
+    """The processor's client of the LLM workers (or the prefill pool, or the router service)."""
+
+    def __init__(self, answer: object = None) -> None:
+        self.instances = dict.fromkeys(WORKERS)
+        self.answer = answer
+        self.calls: list[tuple[object, str | None]] = []
+
+    def add_listener(self, listener) -> None:
+        pass
+
+    def instance_ids(self) -> list[str]:
+        return list(WORKERS)
+
+    async def generate(self, request, request_id: str, instance_id: str | None = None, **kw):
+        self.calls.append((request, instance_id))
+        yield [self.answer or OutputChunk(token_ids=[7], finish_reason="stop")]
+
+
+async def test_the_processor_keeps_a_session_on_its_worker():
+    workers = FakeWorkers()
+    handler = ProcessorHandler(FakeWorkers(), workers, 0, sticky()[0])  # type: ignore[arg-type]
+    for i in range(6):
+        req = EngineRequest(f"r{i}", [1, 2], routing=RoutingHints(session_id="s1"))
+        async for _ in handler(req, RequestContext(f"r{i}", "p" * 16, {})):
+            pass
+    assert len({target for _, target in workers.calls}) == 1
+
+
+async def test_the_decode_worker_names_the_session_to_the_prefill_router():
+    router = FakeWorkers(RouteResponse(instance_id=B))
+    picker = PrefillPicker(FakeWorkers(), router)  # type: ignore[arg-type]
+    assert await picker.pick("r1:0", [1, 2], session_id="s1") == B
+    assert router.calls[0][0].session_id == "s1"
