@@ -74,7 +74,9 @@ class SessionAffinity(Router):
         held = self._sessions.get(session_id)
         return held[0] if held else None
 
-    def __len__(self) -> int:
+    @property
+    def sessions(self) -> int:
+        """How many sessions are remembered (not a __len__: a router with none must still be truthy)."""
         return len(self._sessions)
 
     def _stick(self, session_id: str, instance_id: str, now: float) -> None:

@@ -64,7 +64,7 @@ def test_a_session_unused_past_the_ttl_is_routed_anew():
         clock.now += 0.9 * TTL
         assert route(r, "s1") == [w]
     clock.now += TTL + 0.1
-    assert r.worker_of("s1") is None and len(r) == 0
+    assert r.worker_of("s1") is None and r.sessions == 0
     assert route(r, "s1") != [w]  # round-robin moved on: the session starts afresh
 
 
@@ -73,7 +73,7 @@ def test_a_session_moves_when_its_worker_leaves_and_sticks_to_the_new_one():
     (w,) = route(r, "s1")
     route(r, "s2", candidates=[x for x in WORKERS if x != w])
     r.remove_instance(w)
-    assert r.worker_of("s1") is None and len(r) == 1  # forgotten with the worker
+    assert r.worker_of("s1") is None and r.sessions == 1  # forgotten with the worker
     live = [x for x in WORKERS if x != w]
     moved = route(r, "s1", 10, candidates=live)
     assert len(set(moved)) == 1 and moved[0] != w
@@ -93,7 +93,7 @@ def test_memory_is_bounded_least_recently_used_first():
         route(r, s)
     route(r, "s1")  # s1 is now the most recent
     route(r, "s4")
-    assert len(r) == 3 and r.worker_of("s2") is None and r.worker_of("s1") is not None
+    assert r.sessions == 3 and r.worker_of("s2") is None and r.worker_of("s1") is not None
 
 
 def test_the_kv_router_counts_a_sticky_request_on_the_sticky_worker():
