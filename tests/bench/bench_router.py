@@ -1,14 +1,18 @@
 """The KV router's own cost, and routing quality on 4 mock workers.
 
-python -m tests.bench.bench_router [--skip-cluster]
+python -m tests.bench.bench_router [--skip-cluster] [--runs N]
 
 1. Index: 64 workers, 1,000,000 indexed blocks; decision time p50/p99 (hash + overlap +
-   score) and block events applied per second on one core. The decision path holds what
+   score), wall and CPU, and block events applied per second on one core. Each run has a
+   row for the KV choice alone and one with admission in the path, which holds what
    admission adds: a per-candidate busy check (`busy`: a cheap predicate per candidate, the
    shape of the KV-use / queued-prefill thresholds; 1 worker in 16 busy here), a priority
    queue push and pop per request (the router's wait queue), and session affinity (half the
-   requests name their user's session, `--router-session-affinity-ttl-secs`). `--runs N`
-   measures the decisions N times over the same index (the machine is shared: p99 is noisy).
+   requests name their user's session, `--router-session-affinity-ttl-secs`). The busy
+   check and the queue are stand-ins of the same shape for admission's own: call those in
+   `decisions` once they exist.
+   `--runs N` measures N times over the same index; on a shared machine the wall p99 counts
+   time slices lost to other processes (the CPU p99 does not; the report notes the load).
 2. Cluster: 4 mock workers whose simulated prefill cost is proportional to uncached
    tokens; cache hit rate, TTFT p50/p99 and throughput for round-robin, random and kv.
 """
