@@ -87,6 +87,7 @@ class RoutingHints(msgspec.Struct, frozen=True, omit_defaults=True):
     dp_rank: int | None = None
     prefill_instance_id: str | None = None
     overlap_blocks: int = 0  # what the router expects the worker to have cached
+    session_id: str = ""  # the client's session (x-session-id): routers keep it on one worker
 
 
 class BootstrapInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -178,6 +179,7 @@ class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     finished: bool = False  # the routed request ended: release what the router tracks for it
     exclude: list[str] = []  # instances not to pick (e.g. one that just failed)
     lora: str = ""  # the request's LoRA adapter (its blocks hash on their own chain)
+    session_id: str = ""  # the request's session: the router keeps it on one worker (its TTL)
 
 
 class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -34,6 +34,7 @@ from services.frontend.responses import error_response as _error
 from services.frontend.responses import failure_response as _failure
 from services.frontend.responses_api import parse_request, to_chat
 from services.frontend.responses_stream import answer
+from services.frontend.session import SESSION_HEADER, with_session
 from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
@@ -180,6 +181,7 @@ class FrontendApp:
                                      self.opts.max_prompt_tokens, model.image_input)
             if isinstance(body, ChatCompletionRequest):
                 await with_agents(prepared, body, model, self.opts.tool_call_parser, self.opts.reasoning_parser)
+            prepared.request = with_session(prepared.request, req.headers.get(SESSION_HEADER))
         except BadRequest as e:
             return _failure(e)
         if lora:

@@ -178,7 +178,8 @@ class Dispatcher:
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
         choose = model.router.choose_under_way if under_way else model.router.choose
-        d = choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora)
+        d = choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora,
+                   session_id=request.routing.session_id)
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)

@@ -2,24 +2,37 @@
 
 A block is `page_size` consecutive tokens. Its hash chains on its parent's
 hash, so equal hashes mean equal prefixes. Only full blocks are hashed.
+
+The hash is XXH3-64 (the `xxhash` package, as Dynamo's router uses) of the block's
+tokens as little-endian int64, seeded with the parent's hash: a 72-block prompt hashes
+in tens of microseconds, on the router's decision path.
 """
 
 from __future__ import annotations
 
 import hashlib
-from array import array
+import struct
 from collections.abc import Sequence
+
+from xxhash import xxh3_64_intdigest
 
 _MASK = (1 << 63) - 1
 ROOT_HASH = 0
 
 
+def pack_tokens(tokens: Sequence[int]) -> bytes:
+    """Token ids as little-endian int64 (what a block's hash reads)."""
+    return struct.pack(f"<{len(tokens)}q", *tokens)  # the format is compiled once per length (struct's cache)
+
+
+def has_negative(packed: bytes) -> bool:
+    """Whether any of the packed token ids is negative: the sign bit sits in each int64's last byte."""
+    return not packed[7::8].isascii()
+
+
 def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
     """63-bit hash of one block's tokens chained on its parent's hash."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update((parent or ROOT_HASH).to_bytes(8, "little"))
-    h.update(array("q", tokens).tobytes())
-    return int.from_bytes(h.digest(), "little") & _MASK
+    return xxh3_64_intdigest(pack_tokens(tokens), parent or ROOT_HASH) & _MASK
 
 
 def lora_root(adapter: str) -> int | None:
@@ -31,9 +44,17 @@ def lora_root(adapter: str) -> int | None:
 
 
 def block_hashes(tokens: Sequence[int], page_size: int, parent: int | None = None) -> list[int]:
-    """Chained hashes of every full block of `tokens`."""
+    """Chained hashes of every full block of `tokens` (the same as `block_hash` block by block)."""
+    return packed_block_hashes(pack_tokens(tokens), page_size, parent)
+
+
+def packed_block_hashes(packed: bytes, page_size: int, parent: int | None = None) -> list[int]:
+    """`block_hashes` of tokens already packed by `pack_tokens` (the whole prompt converted once)."""
+    data = memoryview(packed)
+    step = page_size * 8
     out: list[int] = []
-    for start in range(0, len(tokens) - page_size + 1, page_size):
-        parent = block_hash(parent, tokens[start : start + page_size])
-        out.append(parent)
+    h = parent or ROOT_HASH
+    for start in range(0, len(data) - step + 1, step):
+        h = xxh3_64_intdigest(data[start : start + step], h) & _MASK
+        out.append(h)
     return out

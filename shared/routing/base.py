@@ -46,13 +46,14 @@ class Router(abc.ABC):
 
     @abc.abstractmethod
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-               lora: str = "") -> RouteDecision:
-        """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named)."""
+               lora: str = "", session_id: str = "") -> RouteDecision:
+        """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named).
+        `session_id` names the caller's session: shared.routing.affinity keeps a session on its worker."""
 
     def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-                         lora: str = "") -> RouteDecision:
+                         lora: str = "", session_id: str = "") -> RouteDecision:
         """`choose` for a request already streaming (a migration): admission limits never refuse it."""
-        return self.choose(request_id, token_ids, candidates, lora)
+        return self.choose(request_id, token_ids, candidates, lora, session_id)
 
     def finished(self, request_id: str) -> None:
         """The request ended (completed, failed or migrated away)."""
@@ -65,7 +66,7 @@ class RoundRobinRouter(Router):
         self._counter = itertools.count()
 
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-               lora: str = "") -> RouteDecision:
+               lora: str = "", session_id: str = "") -> RouteDecision:
         return RouteDecision(candidates[next(self._counter) % len(candidates)])
 
 
@@ -76,5 +77,5 @@ class RandomRouter(Router):
         self._rng = random.Random(seed)
 
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-               lora: str = "") -> RouteDecision:
+               lora: str = "", session_id: str = "") -> RouteDecision:
         return RouteDecision(self._rng.choice(candidates))

@@ -72,21 +72,22 @@ class BusyRouter(Router):
         self.busy.remove(instance_id)
 
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-               lora: str = "") -> RouteDecision:
+               lora: str = "", session_id: str = "") -> RouteDecision:
         free = self.busy.free(candidates)
         if not free:
             REJECTED.inc()
             raise WorkersBusy(f"all {len(candidates)} workers are busy (KV cache or prefill queue past its "
                               "threshold); retry later", retry_after=RETRY_AFTER_S)
-        return self._send(request_id, token_ids, free, lora)
+        return self._send(request_id, token_ids, free, lora, session_id)
 
     def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-                         lora: str = "") -> RouteDecision:
+                         lora: str = "", session_id: str = "") -> RouteDecision:
         """A migration goes to a free worker if there is one, else to a busy one: it is never refused."""
-        return self._send(request_id, token_ids, self.busy.free(candidates) or candidates, lora)
+        return self._send(request_id, token_ids, self.busy.free(candidates) or candidates, lora, session_id)
 
-    def _send(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str) -> RouteDecision:
-        d = self.inner.choose(request_id, token_ids, candidates, lora)
+    def _send(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str,
+              session_id: str) -> RouteDecision:
+        d = self.inner.choose(request_id, token_ids, candidates, lora, session_id)
         self.busy.sent(request_id, d.instance_id, len(token_ids))
         return d
 

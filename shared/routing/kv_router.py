@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
-from shared.kv.hashing import block_hashes, lora_root
+from shared.kv.hashing import has_negative, lora_root, pack_tokens, packed_block_hashes
 from shared.kv.radix import KvIndex
 from shared.routing.base import RouteDecision, Router
 from shared.telemetry.metrics import counter, histogram
 
 DECISIONS = counter("shoal_router_decisions_total", "Routing decisions", ["mode"])
+_KV_DECISIONS = DECISIONS.labels("kv")
 HIT_BLOCKS = counter("shoal_router_hit_blocks_total", "Prompt blocks found cached on the chosen worker", [])
 PROMPT_BLOCKS = counter("shoal_router_prompt_blocks_total", "Prompt blocks routed", [])
 DECISION_TIME = histogram("shoal_router_decision_seconds", "Time to choose a worker", [],
@@ -57,7 +58,8 @@ class KvRouter(Router):
         self._routed: dict[str, _Routed] = {}
         self._active: dict[str, int] = {}  # blocks of requests this router sent, by instance
         self._reported: dict[str, WorkerLoad] = {}
-        self._last_seq: dict[tuple[str, int], int] = {}
+        self._loads: dict[str, float] = {}  # _load of each instance, kept as its inputs change
+        self._last_seq: dict[str, dict[int, int]] = {}  # instance -> DP rank -> last batch applied
         self._predicted: deque[tuple[float, str, list[int]]] = deque()  # approximate mode: expiry order
         self._guessed = KvIndex(page_size)  # prompts with opaque parts: where this router sent them
         self._guesses: deque[tuple[float, str, list[int]]] = deque()
@@ -73,33 +75,36 @@ class KvRouter(Router):
         self._guessed.remove_instance(instance_id)
         self._active.pop(instance_id, None)
         self._reported.pop(instance_id, None)
-        for key in [k for k in self._last_seq if k[0] == instance_id]:
-            del self._last_seq[key]
+        self._loads.pop(instance_id, None)
+        self._last_seq.pop(instance_id, None)
 
     # ---- inputs ---------------------------------------------------------------------------
     def apply_batch(self, batch: KvEventBatch) -> bool:
         """Apply one worker's batch in order; False if it was a duplicate (replay/reconnect)."""
         key = (batch.worker_id, batch.dp_rank)
-        last = self._last_seq.get(key, 0)
+        seqs = self._last_seq.setdefault(batch.worker_id, {})
+        last = seqs.get(batch.dp_rank, 0)
         if batch.seq <= last:
             return False
         if last and batch.seq > last + 1:  # events were lost: what we know of this worker is stale
             self.index.remove_worker(key)
-        self._last_seq[key] = batch.seq
+        seqs[batch.dp_rank] = batch.seq
         for ev in batch.events:
             self.index.apply(key, ev)
         return True
 
     def apply_load(self, load: WorkerLoad) -> None:
         self._reported[load.worker_id] = load
+        self._update_load(load.worker_id)
 
     # ---- decisions ------------------------------------------------------------------------
     def choose(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-               lora: str = "") -> RouteDecision:
+               lora: str = "", session_id: str = "") -> RouteDecision:
         t0 = time.perf_counter()
-        hashes = block_hashes(token_ids, self.page_size, lora_root(lora))  # adapters' caches never match
+        packed = pack_tokens(token_ids)
+        hashes = packed_block_hashes(packed, self.page_size, lora_root(lora))  # adapters' caches never match
         overlaps = self.index.overlaps(hashes)
-        opaque = not self.approximate and bool(token_ids) and min(token_ids) < 0
+        opaque = not self.approximate and has_negative(packed)
         if opaque:
             for key, n in self._guessed.overlaps(hashes).items():
                 overlaps[key] = max(n, overlaps.get(key, 0))
@@ -107,16 +112,17 @@ class KvRouter(Router):
         by_rank = {rank: n for (iid, rank), n in overlaps.items() if iid == best}
         overlap = max(by_rank.values(), default=0)
         # a worker with several DP ranks: send the request to the rank that holds the prefix
-        ranks = {rank for (iid, rank) in self._last_seq if iid == best}
-        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if len(ranks) > 1 and overlap else None
+        ranks = len(self._last_seq.get(best, ()))
+        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if ranks > 1 and overlap else None
         blocks = -(-len(token_ids) // self.page_size)
         self._routed[request_id] = _Routed(best, blocks, hashes)
         self._active[best] = self._active.get(best, 0) + blocks
+        self._update_load(best)
         if self.approximate:
             self._remember(self.index, self._predicted, best, hashes)
         elif opaque:
             self._remember(self._guessed, self._guesses, best, hashes)
-        DECISIONS.labels("kv").inc()
+        _KV_DECISIONS.inc()
         HIT_BLOCKS.inc(overlap)
         PROMPT_BLOCKS.inc(len(hashes))
         DECISION_TIME.observe(time.perf_counter() - t0)
@@ -137,7 +143,8 @@ class KvRouter(Router):
         for (iid, _), n in overlaps.items():
             if n > best_overlap.get(iid, 0):
                 best_overlap[iid] = n
-        costs = [self.overlap_weight * (n_blocks - best_overlap.get(c, 0)) + self._load(c) for c in candidates]
+        weight, cached, loads = self.overlap_weight, best_overlap.get, self._loads.get
+        costs = [weight * (n_blocks - cached(c, 0)) + loads(c, 0) for c in candidates]
         if self.temperature > 0:
             lo = min(costs)
             weights = [math.exp(-(c - lo) / self.temperature) for c in costs]
@@ -146,11 +153,17 @@ class KvRouter(Router):
         return self._rng.choice([c for c, cost in zip(candidates, costs, strict=True) if cost == lo])
 
     def _load(self, instance_id: str) -> float:
+        return self._loads.get(instance_id, 0)
+
+    def _update_load(self, instance_id: str) -> None:
+        """Recompute one instance's load from what it reported and what this router sent it since."""
         tracked = self._active.get(instance_id, 0)
         rep = self._reported.get(instance_id)
-        if rep is None:
-            return tracked
-        return max(tracked, rep.kv_used_blocks) + rep.waiting * self.page_size
+        if rep is None and not tracked:
+            self._loads.pop(instance_id, None)  # idle, or gone
+        else:
+            self._loads[instance_id] = tracked if rep is None else \
+                max(tracked, rep.kv_used_blocks) + rep.waiting * self.page_size
 
     def finished(self, request_id: str) -> None:
         r = self._routed.pop(request_id, None)
@@ -161,3 +174,4 @@ class KvRouter(Router):
             self._active[r.instance_id] = left
         else:
             self._active.pop(r.instance_id, None)
+        self._update_load(r.instance_id)

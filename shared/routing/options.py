@@ -19,17 +19,22 @@ class RouterOptions(msgspec.Struct, frozen=True):
     kv_events: bool = True
     active_decode_blocks_threshold: float | None = None  # busy past this fraction of its KV blocks
     active_prefill_tokens_threshold: int | None = None  # busy past this many queued prompt tokens
+    session_ttl: float = 0.0
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
-        the worker (a request header); a request without one goes round-robin. With a busy threshold set,
-        busy workers are skipped (shared.routing.busy_router)."""
+        the worker (a request header); a request without one goes round-robin. With a session TTL the
+        router keeps each session on its worker (shared.routing.affinity); with a busy threshold set, busy
+        workers are skipped first (shared.routing.busy_router), so a session on a busy worker moves on."""
         from shared.routing import make_router
+        from shared.routing.affinity import SessionAffinity
 
         mode = "round-robin" if self.mode == "direct" else self.mode
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
               "approximate": not self.kv_events} if mode == "kv" else {}
         router = make_router(mode, **kv, **where)
+        if self.session_ttl > 0:
+            router = SessionAffinity(router, self.session_ttl)
         if self.active_decode_blocks_threshold is None and self.active_prefill_tokens_threshold is None:
             return router
         from shared.routing.busy import BusyFilter
@@ -56,4 +61,7 @@ ROUTER_FLAGS = FlagGroup(
               "skipped, and when all are, requests get 503 with Retry-After (default: off)"),
     flag("active_prefill_tokens_threshold", "--active-prefill-tokens-threshold", metavar="TOKENS",
          help="any mode: a worker with more prompt tokens than this waiting for prefill is busy (default: off)"),
+    flag("session_ttl", "--router-session-affinity-ttl-secs", metavar="SECS",
+         help="> 0: requests naming a session (header x-session-id) stay on the worker the session last used "
+              "while it is live and the session was used within SECS; 0: off"),
 )

@@ -1,9 +1,18 @@
 """The KV router's own cost, and routing quality on 4 mock workers.
 
-python -m tests.bench.bench_router [--skip-cluster]
+python -m tests.bench.bench_router [--skip-cluster] [--runs N]
 
 1. Index: 64 workers, 1,000,000 indexed blocks; decision time p50/p99 (hash + overlap +
-   score) and block events applied per second on one core.
+   score), wall and CPU, and block events applied per second on one core. Each run has a
+   row for the KV choice alone and one with admission in the path, which holds what
+   admission adds: a per-candidate busy check (`busy`: a cheap predicate per candidate, the
+   shape of the KV-use / queued-prefill thresholds; 1 worker in 16 busy here), a priority
+   queue push and pop per request (the router's wait queue), and session affinity (half the
+   requests name their user's session, `--router-session-affinity-ttl-secs`). The busy
+   check and the queue are stand-ins of the same shape for admission's own: call those in
+   `decisions` once they exist.
+   `--runs N` measures N times over the same index; on a shared machine the wall p99 counts
+   time slices lost to other processes (the CPU p99 does not; the report notes the load).
 2. Cluster: 4 mock workers whose simulated prefill cost is proportional to uncached
    tokens; cache hit rate, TTFT p50/p99 and throughput for round-robin, random and kv.
 """
@@ -12,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import os
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 from protocol.kv_events import BlockStored, KvEventBatch
 from shared.kv.hashing import block_hashes
+from shared.routing.affinity import SessionAffinity
 from shared.routing.kv_router import KvRouter
 from tests.bench.loadgen import percentile
 from tests.bench.report import append_report
@@ -30,12 +42,13 @@ from tests.bench.workload import Workload, WorkloadSpec
 PS = 16
 
 
-def index_bench(workers: int = 64, total_blocks: int = 1_000_000) -> dict:
-    """Fill the index with `total_blocks` distinct blocks (shared prefixes + unique tails), then route."""
-    router = KvRouter(page_size=PS, seed=0)
+def index_bench(workers: int = 64, total_blocks: int = 1_000_000, runs: int = 1) -> list[dict]:
+    """Fill the index with `total_blocks` distinct blocks (shared prefixes + unique tails), then route
+    (`runs` times: one row each)."""
+    kv = KvRouter(page_size=PS, seed=0)
     ids = [f"{i:016x}" for i in range(workers)]
     for iid in ids:
-        router.add_instance(iid)
+        kv.add_instance(iid)
     fill = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
                                  suffix_tokens=PS * 64))
     per_worker = total_blocks // workers
@@ -48,26 +61,56 @@ def index_bench(workers: int = 64, total_blocks: int = 1_000_000) -> dict:
     n_events = sum(len(b.events[0].block_hashes) for b in batches)
     t0 = time.perf_counter()
     for b in batches:
-        router.apply_batch(b)
+        kv.apply_batch(b)
     apply_s = time.perf_counter() - t0
-    ask = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
-                                suffix_tokens=PS * 8, seed=0))  # same prefixes as the fill
-    times = []
-    for i, req in enumerate(ask.requests(2000)):
-        t = time.perf_counter()
-        router.choose(f"r{i}", req.token_ids, ids)
-        times.append(time.perf_counter() - t)
+    busy_ids = set(ids[::16])
+    rows = []
+    for _ in range(runs):
+        for path, busy in (("kv choice", None), (ADMISSION, busy_ids.__contains__)):
+            ask = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
+                                        suffix_tokens=PS * 8))  # the fill's prefixes (its seed); every run alike
+            wall, cpu = decisions(SessionAffinity(kv, ttl=600.0), ask, ids, busy)  # no session left from before
+            rows.append({"label": "kv index", "workers": workers, "indexed_blocks": kv.index.num_blocks,
+                         "block_events_per_s": round(n_events / apply_s),
+                         "decision_p50_us": round(percentile(wall, 50) * 1e6, 1),
+                         "decision_p99_us": round(percentile(wall, 99) * 1e6, 1), "prompt_blocks": 72,
+                         "decision_cpu_p50_us": round(percentile(cpu, 50) * 1e6, 1),
+                         "decision_cpu_p99_us": round(percentile(cpu, 99) * 1e6, 1),
+                         "decisions": len(wall), "path": path})
+    return rows
+
+
+ADMISSION = "kv choice + busy check + priority queue + session affinity"
+
+
+def decisions(router: SessionAffinity, ask: Workload, ids: list[str], busy: Callable[[str], bool] | None,
+              n: int = 2000) -> tuple[list[float], list[float]]:
+    """Seconds per decision, wall and CPU (the CPU time leaves out the moments another process had the
+    core). With `busy`: every candidate's busy check, a push and pop of the wait queue by priority, and
+    half the requests naming their user's session, before the KV choice."""
+    wall, cpu = [], []
+    queue: list[tuple[int, int]] = []
+    for i, req in enumerate(ask.requests(n)):
+        t, c = time.perf_counter(), time.thread_time()
+        if busy is None:
+            router.choose(f"r{i}", req.token_ids, ids)
+        else:
+            candidates = [c for c in ids if not busy(c)]
+            heapq.heappush(queue, (-(i % 4), i))  # priority orders the wait queue; this one is served at once
+            heapq.heappop(queue)
+            router.choose(f"r{i}", req.token_ids, candidates, session_id=f"u{req.user}" if i % 2 else "")
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.thread_time() - c)
         router.finished(f"r{i}")
-    return {"label": "kv index", "workers": workers, "indexed_blocks": router.index.num_blocks,
-            "block_events_per_s": round(n_events / apply_s), "decision_p50_us": round(percentile(times, 50) * 1e6, 1),
-            "decision_p99_us": round(percentile(times, 99) * 1e6, 1), "prompt_blocks": 72}
+    return wall, cpu
 
 
-def table(row: dict) -> str:
-    lines = ["| workers | indexed blocks | prompt blocks | decision p50 | decision p99 | block events/s |",
-             "|---:|---:|---:|---:|---:|---:|",
-             f"| {row['workers']} | {row['indexed_blocks']:,} | {row['prompt_blocks']} | "
-             f"{row['decision_p50_us']} µs | {row['decision_p99_us']} µs | {row['block_events_per_s']:,} |"]
+def table(rows: list[dict]) -> str:
+    lines = ["| path | workers | indexed blocks | prompt blocks | decision p50 | decision p99 | CPU p50 | CPU p99 "
+             "| block events/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['path']} | {r['workers']} | {r['indexed_blocks']:,} | {r['prompt_blocks']} | "
+              f"{r['decision_p50_us']} µs | {r['decision_p99_us']} µs | {r['decision_cpu_p50_us']} µs | "
+              f"{r['decision_cpu_p99_us']} µs | {r['block_events_per_s']:,} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -105,9 +148,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-cluster", action="store_true")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--runs", type=int, default=1, help="decision measurements over the same index")
     a = ap.parse_args()
-    rows = [index_bench()]
-    print(table(rows[-1]), flush=True)
+    load = os.getloadavg()[0]  # the cores are shared: how busy they were is part of the result
+    rows = index_bench(runs=a.runs)
+    print(table(rows), flush=True)
     if not a.skip_cluster:
         with tempfile.TemporaryDirectory(prefix="shoal-rb-") as tmp:
             for mode in ("round-robin", "random", "kv"):
@@ -116,7 +161,8 @@ def main() -> None:
     if not a.no_report:
         append_report("KV router: index cost and routing quality",
                       " ".join(["python -m tests.bench.bench_router", *sys.argv[1:]]), rows,
-                      f"{platform.node()}: {os.cpu_count()} cores")
+                      f"{platform.node()}: {os.cpu_count()} cores, load average {load:.1f} at the start, "
+                      f"{os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ class DisaggDecodeHandler:
         why = "no prefill worker"
         for n in range(self.opts.attempts):
             key = f"{request.request_id}:{n}"
-            instance = await self.picker.pick(key, request.token_ids, tried, request.lora)
+            instance = await self.picker.pick(key, request.token_ids, tried, request.lora, request.routing.session_id)
             if instance is None:
                 break
             tried.append(instance)

@@ -54,13 +54,16 @@ class PrefillPicker:
     def live(self, tried: Sequence[str] = ()) -> list[str]:
         return sorted(i for i, rec in self.prefill.instances.items() if i not in tried and self.eligible(rec))
 
-    async def pick(self, key: str, token_ids: Sequence[int], tried: Sequence[str] = (), lora: str = "") -> str | None:
-        """A live prefill instance not in `tried` for the request `key`, or None when there is none."""
+    async def pick(self, key: str, token_ids: Sequence[int], tried: Sequence[str] = (), lora: str = "",
+                   session_id: str = "") -> str | None:
+        """A live prefill instance not in `tried` for the request `key`, or None when there is none
+        (`session_id`: the client's session, which the router service keeps on one prefill worker)."""
         live = self.live(tried)
         if not live:
             return None
         if self.router is not None and self.router.instances:
-            chosen = await self._ask(RouteRequest(key, list(token_ids), exclude=list(tried), lora=lora))
+            chosen = await self._ask(RouteRequest(key, list(token_ids), exclude=list(tried), lora=lora,
+                                                  session_id=session_id))
             if chosen in live:
                 return chosen
         return live[next(self._rr) % len(live)]

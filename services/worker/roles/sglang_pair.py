@@ -66,7 +66,7 @@ class SglangPairHandler:
         why = "no prefill worker"
         for n in range(self.attempts):
             key = f"{request.request_id}:{n}"
-            instance = await self.picker.pick(key, request.token_ids, tried)
+            instance = await self.picker.pick(key, request.token_ids, tried, session_id=request.routing.session_id)
             if instance is None:
                 break
             tried.append(instance)
