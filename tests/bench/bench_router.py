@@ -4,13 +4,11 @@ python -m tests.bench.bench_router [--skip-cluster] [--runs N]
 
 1. Index: 64 workers, 1,000,000 indexed blocks; decision time p50/p99 (hash + overlap +
    score), wall and CPU, and block events applied per second on one core. Each run has a
-   row for the KV choice alone and one with admission in the path, which holds what
-   admission adds: a per-candidate busy check (`busy`: a cheap predicate per candidate, the
-   shape of the KV-use / queued-prefill thresholds; 1 worker in 16 busy here), a priority
-   queue push and pop per request (the router's wait queue), and session affinity (half the
-   requests name their user's session, `--router-session-affinity-ttl-secs`). The busy
-   check and the queue are stand-ins of the same shape for admission's own: call those in
-   `decisions` once they exist.
+   row for the KV choice alone and one with admission in the path, as `RouterOptions.make`
+   builds it: the busy thresholds (shared.routing.busy_router: the KV-use and queued-prefill
+   check of every candidate and the accounting of each send; 1 worker in 16 busy here) around
+   session affinity (half the requests name their user's session). Request priority adds
+   nothing here: it orders the engines' queues, the router has no wait queue.
    `--runs N` measures N times over the same index; on a shared machine the wall p99 counts
    time slices lost to other processes (the CPU p99 does not; the report notes the load).
 2. Cluster: 4 mock workers whose simulated prefill cost is proportional to uncached
@@ -21,19 +19,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import heapq
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from protocol.kv_events import BlockStored, KvEventBatch
+from protocol.kv_events import BlockStored, KvEventBatch, WorkerLoad
 from shared.kv.hashing import block_hashes
 from shared.routing.affinity import SessionAffinity
+from shared.routing.base import Router
+from shared.routing.busy import BusyFilter
+from shared.routing.busy_router import BusyRouter
 from shared.routing.kv_router import KvRouter
 from tests.bench.loadgen import percentile
 from tests.bench.report import append_report
@@ -63,13 +62,13 @@ def index_bench(workers: int = 64, total_blocks: int = 1_000_000, runs: int = 1)
     for b in batches:
         kv.apply_batch(b)
     apply_s = time.perf_counter() - t0
-    busy_ids = set(ids[::16])
     rows = []
     for _ in range(runs):
-        for path, busy in (("kv choice", None), (ADMISSION, busy_ids.__contains__)):
+        for path in ("kv choice", ADMISSION):
             ask = Workload(WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
                                         suffix_tokens=PS * 8))  # the fill's prefixes (its seed); every run alike
-            wall, cpu = decisions(SessionAffinity(kv, ttl=600.0), ask, ids, busy)  # no session left from before
+            router = kv if path == "kv choice" else _admission(kv, ids)  # no session left from before
+            wall, cpu = decisions(router, ask, ids, sessions=path == ADMISSION)
             rows.append({"label": "kv index", "workers": workers, "indexed_blocks": kv.index.num_blocks,
                          "block_events_per_s": round(n_events / apply_s),
                          "decision_p50_us": round(percentile(wall, 50) * 1e6, 1),
@@ -80,25 +79,30 @@ def index_bench(workers: int = 64, total_blocks: int = 1_000_000, runs: int = 1)
     return rows
 
 
-ADMISSION = "kv choice + busy check + priority queue + session affinity"
+ADMISSION = "kv choice + busy thresholds + session affinity"
+P99_BAR_US = 500.0
 
 
-def decisions(router: SessionAffinity, ask: Workload, ids: list[str], busy: Callable[[str], bool] | None,
+def _admission(kv: KvRouter, ids: list[str]) -> Router:
+    """The KV router as `RouterOptions.make` wraps it with both thresholds and a session TTL; 1 worker in 16 busy."""
+    busy = BusyFilter(PS, kv_fraction=0.9, prefill_tokens=100_000)
+    router = BusyRouter(SessionAffinity(kv, ttl=600.0), busy)
+    for iid in ids:
+        router.add_instance(iid)
+        router.set_capacity(iid, 1_000_000)
+        busy.apply_load(WorkerLoad(worker_id=iid, kv_used_blocks=950_000 if iid in ids[::16] else 1000,
+                                   kv_total_blocks=1_000_000))
+    return router
+
+
+def decisions(router: Router, ask: Workload, ids: list[str], sessions: bool,
               n: int = 2000) -> tuple[list[float], list[float]]:
     """Seconds per decision, wall and CPU (the CPU time leaves out the moments another process had the
-    core). With `busy`: every candidate's busy check, a push and pop of the wait queue by priority, and
-    half the requests naming their user's session, before the KV choice."""
+    core). With `sessions`, half the requests name their user's session."""
     wall, cpu = [], []
-    queue: list[tuple[int, int]] = []
     for i, req in enumerate(ask.requests(n)):
         t, c = time.perf_counter(), time.thread_time()
-        if busy is None:
-            router.choose(f"r{i}", req.token_ids, ids)
-        else:
-            candidates = [c for c in ids if not busy(c)]
-            heapq.heappush(queue, (-(i % 4), i))  # priority orders the wait queue; this one is served at once
-            heapq.heappop(queue)
-            router.choose(f"r{i}", req.token_ids, candidates, session_id=f"u{req.user}" if i % 2 else "")
+        router.choose(f"r{i}", req.token_ids, ids, session_id=f"u{req.user}" if sessions and i % 2 else "")
         wall.append(time.perf_counter() - t)
         cpu.append(time.thread_time() - c)
         router.finished(f"r{i}")
@@ -153,6 +157,7 @@ def main() -> None:
     load = os.getloadavg()[0]  # the cores are shared: how busy they were is part of the result
     rows = index_bench(runs=a.runs)
     print(table(rows), flush=True)
+    worst = max(r["decision_cpu_p99_us"] for r in rows if r["path"] == ADMISSION)
     if not a.skip_cluster:
         with tempfile.TemporaryDirectory(prefix="shoal-rb-") as tmp:
             for mode in ("round-robin", "random", "kv"):
@@ -163,6 +168,9 @@ def main() -> None:
                       " ".join(["python -m tests.bench.bench_router", *sys.argv[1:]]), rows,
                       f"{platform.node()}: {os.cpu_count()} cores, load average {load:.1f} at the start, "
                       f"{os.getloadavg()[0]:.1f} at the end")
+    if worst >= P99_BAR_US:  # CPU time: the wall p99 of a shared machine also counts other processes' slices
+        print(f"decision CPU p99 {worst} us with admission in the path: the bar is {P99_BAR_US} us", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
