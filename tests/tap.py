@@ -9,6 +9,10 @@ The tap listens on its own connection (and thread) to what the frontend sends to
 response id is the engine request id; a migrated request continues as
 `{id}-m{n}` with the tokens served so far appended to its prompt, so the ids the
 client got are that carried-over part plus what the last attempt streamed.
+
+On a NATS cluster whose nodes are killed, `ClusterTap(cluster.urls, namespace)` listens
+once per node: a listener that lost frames with its node (a gap in an attempt's frame
+numbers) does not answer for that attempt; another one does.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class _Attempt:
     request: EngineRequest
     tokens: list[int] = field(default_factory=list)
     finished: bool = False
+    next_seq: int = 0
+    broken: bool = False  # a frame was missed: this listener cannot tell what the attempt streamed
 
 
 class TokenTap:
@@ -73,6 +79,7 @@ class TokenTap:
             return ids
 
     def _served(self, response_id: str) -> list[int] | None:
+        """None: not finished, or not all seen by this listener."""
         finished: list[tuple[int, _Attempt]] = []
         prompt_len: int | None = None
         for a in self._attempts.values():
@@ -87,12 +94,14 @@ class TokenTap:
         if not finished or prompt_len is None:
             return None
         _, last = max(finished, key=lambda x: x[0])
+        if last.broken:
+            return None
         return [*last.request.token_ids[prompt_len:], *last.tokens]
 
     # ---- the listener thread ------------------------------------------------------------------
     async def _main(self) -> None:
         try:
-            nc = await nats.connect(self.nats_url, name="test-token-tap")
+            nc = await nats.connect(servers=self.nats_url.split(","), name="test-token-tap")
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             generate = subjects.endpoint_subject(self.namespace, "*", "generate")
             for subject in (generate, generate + ".*"):
@@ -123,7 +132,10 @@ class TokenTap:
     async def _on_frame(self, msg: Msg) -> None:
         if not msg.data:
             return  # "no responders" status
-        frame = codec.decode(msg.data, StreamFrame)
+        try:
+            frame = codec.decode(msg.data, StreamFrame)
+        except msgspec.DecodeError:
+            return  # the frontend's JetStream API answers share its inbox prefix
         with self._cond:
             attempt = self._attempts.get(msg.subject)
             if attempt is None:
@@ -134,7 +146,36 @@ class TokenTap:
 
     @staticmethod
     def _add(attempt: _Attempt, frame: StreamFrame) -> None:
+        attempt.broken = attempt.broken or frame.seq != attempt.next_seq
+        attempt.next_seq = frame.seq + 1
         for raw in frame.items:
             chunk = codec.decode(raw, OutputChunk)
             attempt.tokens.extend(chunk.token_ids)
             attempt.finished = attempt.finished or chunk.finish_reason is not None
+
+
+class ClusterTap:
+    """One TokenTap per NATS node; `tokens` answers from any listener that saw the whole stream."""
+
+    def __init__(self, urls: list[str], namespace: str, frontend: str = "frontend") -> None:
+        self.taps = [TokenTap(u, namespace, frontend) for u in urls]
+
+    def __enter__(self) -> ClusterTap:
+        for t in self.taps:
+            t.__enter__()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        for t in self.taps:
+            t.__exit__(et, e, tb)
+
+    def tokens(self, response_id: str, timeout: float = 10.0) -> list[int]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for t in self.taps:
+                with t._cond:
+                    ids = t._served(response_id)
+                if ids is not None:
+                    return ids
+            time.sleep(0.05)
+        raise AssertionError(f"no tap saw the whole of a finished stream for {response_id!r}")

@@ -19,6 +19,9 @@ from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter
 
 log = get_logger("shoal.router")
+# The ordered consumer is re-made from the next sequence after two missed heartbeats (its NATS node
+# was lost): nothing is skipped, and the router is behind for at most ~2 heartbeats.
+HEARTBEAT_S = 1.0
 EVENTS = counter("shoal_router_kv_batches_total", "KV event batches applied or skipped", ["result"])
 
 
@@ -45,7 +48,7 @@ class LiveKvRouter(KvRouter):
         await ensure_kv_stream(self.rt)
         cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         events = await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
-                                            ordered_consumer=True, config=cfg)
+                                            ordered_consumer=True, config=cfg, idle_heartbeat=HEARTBEAT_S)
         self._subs = [events, await self.rt.nc.subscribe(subjects.load_filter(ns, self.component),
                                                          cb=self._on_load)]
         with contextlib.suppress(Exception):

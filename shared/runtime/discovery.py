@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
 from shared.runtime.replicas import ensure_replicas
@@ -53,6 +55,7 @@ async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0
 
 
 REVOKE_TIMEOUT_S = 1.0  # a delete takes milliseconds when NATS is up
+GRANT_TIMEOUT_S = 15.0  # a replicated stream elects a leader in seconds (about 4-7 after a node is lost)
 
 
 class Lease:
@@ -66,7 +69,16 @@ class Lease:
         self._revoked = False  # ends the refresh loop even if a cancellation is swallowed on the way
 
     async def grant(self) -> None:
-        await self._put()
+        """The first put; while the bucket has no leader (a new replicated bucket, a NATS node lost) it waits."""
+        end = time.monotonic() + GRANT_TIMEOUT_S
+        while True:
+            try:
+                await self._put(timeout=self.ttl)
+                break
+            except (NoStreamResponseError, TimeoutError, nats.errors.TimeoutError):
+                if time.monotonic() > end:
+                    raise
+                await asyncio.sleep(0.2)
         self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
 
     async def update(self, value: bytes) -> None:
