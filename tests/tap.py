@@ -21,6 +21,7 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -41,6 +42,28 @@ class _Attempt:
     finished: bool = False
     next_seq: int = 0
     broken: bool = False  # a frame was missed: this listener cannot tell what the attempt streamed
+    missed: tuple[int, int] | None = None  # (frame expected, frame seen) where it broke
+
+
+def _served(attempts: Iterable[_Attempt], response_id: str) -> list[int] | None:
+    """The ids served for one response; None: not finished, or its last attempt not all seen."""
+    finished: list[tuple[int, _Attempt]] = []
+    prompt_len: int | None = None
+    for a in attempts:
+        m = _ATTEMPT.match(a.request.request_id)
+        if m is None or m["id"] != response_id:
+            continue
+        n = int(m["n"] or 0)
+        if n == 0:
+            prompt_len = len(a.request.token_ids)
+        if a.finished:
+            finished.append((n, a))
+    if not finished or prompt_len is None:
+        return None
+    _, last = max(finished, key=lambda x: x[0])
+    if last.broken:
+        return None
+    return [*last.request.token_ids[prompt_len:], *last.tokens]
 
 
 class TokenTap:
@@ -79,24 +102,7 @@ class TokenTap:
             return ids
 
     def _served(self, response_id: str) -> list[int] | None:
-        """None: not finished, or not all seen by this listener."""
-        finished: list[tuple[int, _Attempt]] = []
-        prompt_len: int | None = None
-        for a in self._attempts.values():
-            m = _ATTEMPT.match(a.request.request_id)
-            if m is None or m["id"] != response_id:
-                continue
-            n = int(m["n"] or 0)
-            if n == 0:
-                prompt_len = len(a.request.token_ids)
-            if a.finished:
-                finished.append((n, a))
-        if not finished or prompt_len is None:
-            return None
-        _, last = max(finished, key=lambda x: x[0])
-        if last.broken:
-            return None
-        return [*last.request.token_ids[prompt_len:], *last.tokens]
+        return _served(self._attempts.values(), response_id)
 
     # ---- the listener thread ------------------------------------------------------------------
     async def _main(self) -> None:
@@ -146,7 +152,8 @@ class TokenTap:
 
     @staticmethod
     def _add(attempt: _Attempt, frame: StreamFrame) -> None:
-        attempt.broken = attempt.broken or frame.seq != attempt.next_seq
+        if frame.seq != attempt.next_seq and not attempt.broken:
+            attempt.broken, attempt.missed = True, (attempt.next_seq, frame.seq)
         attempt.next_seq = frame.seq + 1
         for raw in frame.items:
             chunk = codec.decode(raw, OutputChunk)
@@ -170,12 +177,21 @@ class ClusterTap:
             t.__exit__(et, e, tb)
 
     def tokens(self, response_id: str, timeout: float = 10.0) -> list[int]:
+        """Each attempt as seen whole by some listener (its request and every frame)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
+            best: dict[str, _Attempt] = {}  # by reply subject
             for t in self.taps:
                 with t._cond:
-                    ids = t._served(response_id)
-                if ids is not None:
-                    return ids
+                    for reply, a in t._attempts.items():
+                        have = best.get(reply)
+                        if have is None or (a.finished and not a.broken and (have.broken or not have.finished)):
+                            best[reply] = a
+            ids = _served(best.values(), response_id)
+            if ids is not None:
+                return ids
             time.sleep(0.05)
-        raise AssertionError(f"no tap saw the whole of a finished stream for {response_id!r}")
+        seen = [[(a.request.request_id, a.finished, a.missed, a.next_seq) for a in t._attempts.values()
+                 if a.request.request_id.startswith(response_id)] for t in self.taps]
+        raise AssertionError(f"no tap saw the whole of a finished stream for {response_id!r}: "
+                             f"(attempt, finished, (frame expected, seen) at a gap, frames) per tap: {seen}")

@@ -38,6 +38,7 @@ class LiveKvRouter(KvRouter):
         self.component = component
         self.replay_timeout = replay_timeout
         self.batches = {"applied": 0, "duplicate": 0}
+        self._received = 0  # messages handled by _on_events
         self._caught_up = asyncio.Event()
         self._subs: list[Any] = []
 
@@ -53,8 +54,8 @@ class LiveKvRouter(KvRouter):
                                                          cb=self._on_load)]
         with contextlib.suppress(Exception):
             info = await events.consumer_info()
-            if info.num_pending == 0 and not info.delivered.stream_seq:
-                self._caught_up.set()  # nothing to replay
+            if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
+                self._caught_up.set()  # nothing (more) to replay, e.g. only other components' events
         try:
             await asyncio.wait_for(self._caught_up.wait(), self.replay_timeout)
         except TimeoutError:
@@ -68,6 +69,7 @@ class LiveKvRouter(KvRouter):
                 await sub.unsubscribe()
 
     async def _on_events(self, msg: Msg) -> None:
+        self._received += 1
         try:
             batch = codec.decode(msg.data, KvEventBatch)
         except Exception as e:
