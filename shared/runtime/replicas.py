@@ -1,7 +1,7 @@
 """JetStream replication: how many copies of each bucket and stream, and upgrading old ones in place.
 
 The cluster's size is what the server told this client: the client URLs of every node
-(INFO `connect_urls`), or the URLs it was given, whichever lists more. A bucket or stream
+(INFO `connect_urls`), or failing that the URLs it was given. A bucket or stream
 found with fewer replicas than wanted is updated in place (`update_stream` with
 `num_replicas`): its data is kept and nothing is duplicated. Never downgraded.
 """
@@ -21,8 +21,10 @@ CLUSTER_REPLICAS = 3  # the auto default on a cluster of at least this many node
 
 
 def cluster_size(nc: NATS) -> int:
-    advertised = nc._server_info.get("connect_urls") or []  # nats-py keeps INFO only here
-    return max(len(set(advertised)), len(nc.servers), 1)
+    """The nodes' client URLs the server advertises (INFO connect_urls; nats-py keeps INFO only in
+    `_server_info`), else (a single server, or --no_advertise) the URLs this client was given."""
+    advertised = set(nc._server_info.get("connect_urls") or [])
+    return len(advertised) if advertised else max(len(nc.servers), 1)
 
 
 def replicas_for(nc: NATS, wanted: int = 0) -> int:
