@@ -9,10 +9,6 @@ The tap listens on its own connection (and thread) to what the frontend sends to
 response id is the engine request id; a migrated request continues as
 `{id}-m{n}` with the tokens served so far appended to its prompt, so the ids the
 client got are that carried-over part plus what the last attempt streamed.
-
-On a NATS cluster whose nodes are killed, `ClusterTap(cluster.urls, namespace)` listens
-once per node: a listener that lost frames with its node (a gap in an attempt's frame
-numbers) does not answer for that attempt; another one does.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -40,30 +35,6 @@ class _Attempt:
     request: EngineRequest
     tokens: list[int] = field(default_factory=list)
     finished: bool = False
-    next_seq: int = 0
-    broken: bool = False  # a frame was missed: this listener cannot tell what the attempt streamed
-    missed: tuple[int, int] | None = None  # (frame expected, frame seen) where it broke
-
-
-def _served(attempts: Iterable[_Attempt], response_id: str) -> list[int] | None:
-    """The ids served for one response; None: not finished, or its last attempt not all seen."""
-    finished: list[tuple[int, _Attempt]] = []
-    prompt_len: int | None = None
-    for a in attempts:
-        m = _ATTEMPT.match(a.request.request_id)
-        if m is None or m["id"] != response_id:
-            continue
-        n = int(m["n"] or 0)
-        if n == 0:
-            prompt_len = len(a.request.token_ids)
-        if a.finished:
-            finished.append((n, a))
-    if not finished or prompt_len is None:
-        return None
-    _, last = max(finished, key=lambda x: x[0])
-    if last.broken:
-        return None
-    return [*last.request.token_ids[prompt_len:], *last.tokens]
 
 
 class TokenTap:
@@ -102,12 +73,26 @@ class TokenTap:
             return ids
 
     def _served(self, response_id: str) -> list[int] | None:
-        return _served(self._attempts.values(), response_id)
+        finished: list[tuple[int, _Attempt]] = []
+        prompt_len: int | None = None
+        for a in self._attempts.values():
+            m = _ATTEMPT.match(a.request.request_id)
+            if m is None or m["id"] != response_id:
+                continue
+            n = int(m["n"] or 0)
+            if n == 0:
+                prompt_len = len(a.request.token_ids)
+            if a.finished:
+                finished.append((n, a))
+        if not finished or prompt_len is None:
+            return None
+        _, last = max(finished, key=lambda x: x[0])
+        return [*last.request.token_ids[prompt_len:], *last.tokens]
 
     # ---- the listener thread ------------------------------------------------------------------
     async def _main(self) -> None:
         try:
-            nc = await nats.connect(servers=self.nats_url.split(","), name="test-token-tap")
+            nc = await nats.connect(self.nats_url, name="test-token-tap")
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             generate = subjects.endpoint_subject(self.namespace, "*", "generate")
             for subject in (generate, generate + ".*"):
@@ -138,10 +123,7 @@ class TokenTap:
     async def _on_frame(self, msg: Msg) -> None:
         if not msg.data:
             return  # "no responders" status
-        try:
-            frame = codec.decode(msg.data, StreamFrame)
-        except msgspec.DecodeError:
-            return  # the frontend's JetStream API answers share its inbox prefix
+        frame = codec.decode(msg.data, StreamFrame)
         with self._cond:
             attempt = self._attempts.get(msg.subject)
             if attempt is None:
@@ -152,46 +134,7 @@ class TokenTap:
 
     @staticmethod
     def _add(attempt: _Attempt, frame: StreamFrame) -> None:
-        if frame.seq != attempt.next_seq and not attempt.broken:
-            attempt.broken, attempt.missed = True, (attempt.next_seq, frame.seq)
-        attempt.next_seq = frame.seq + 1
         for raw in frame.items:
             chunk = codec.decode(raw, OutputChunk)
             attempt.tokens.extend(chunk.token_ids)
             attempt.finished = attempt.finished or chunk.finish_reason is not None
-
-
-class ClusterTap:
-    """One TokenTap per NATS node; `tokens` answers from any listener that saw the whole stream."""
-
-    def __init__(self, urls: list[str], namespace: str, frontend: str = "frontend") -> None:
-        self.taps = [TokenTap(u, namespace, frontend) for u in urls]
-
-    def __enter__(self) -> ClusterTap:
-        for t in self.taps:
-            t.__enter__()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        for t in self.taps:
-            t.__exit__(et, e, tb)
-
-    def tokens(self, response_id: str, timeout: float = 10.0) -> list[int]:
-        """Each attempt as seen whole by some listener (its request and every frame)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            best: dict[str, _Attempt] = {}  # by reply subject
-            for t in self.taps:
-                with t._cond:
-                    for reply, a in t._attempts.items():
-                        have = best.get(reply)
-                        if have is None or (a.finished and not a.broken and (have.broken or not have.finished)):
-                            best[reply] = a
-            ids = _served(best.values(), response_id)
-            if ids is not None:
-                return ids
-            time.sleep(0.05)
-        seen = [[(a.request.request_id, a.finished, a.missed, a.next_seq) for a in t._attempts.values()
-                 if a.request.request_id.startswith(response_id)] for t in self.taps]
-        raise AssertionError(f"no tap saw the whole of a finished stream for {response_id!r}: "
-                             f"(attempt, finished, (frame expected, seen) at a gap, frames) per tap: {seen}")

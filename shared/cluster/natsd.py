@@ -85,6 +85,8 @@ class NatsServer:
                     "--routes", ",".join(self.routes)]
         if self.http_port:
             cmd += ["-m", str(self.http_port)]
+        if self.log_file:
+            Path(self.log_file).parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

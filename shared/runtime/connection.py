@@ -54,13 +54,16 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
     """
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     conn: list[NATS] = []
+    node = {"server": ""}  # the node last connected to (host:port, no credentials)
 
     def server() -> str:
         url = conn[0].connected_url if conn else None
-        return url.netloc.rpartition("@")[2] if url else ""
+        if url:
+            node["server"] = url.netloc.rpartition("@")[2]
+        return node["server"]
 
     async def on_disconnect() -> None:
-        log.warning("nats_disconnected", service=name, server=server())
+        log.warning("nats_disconnected", service=name, server=node["server"])
 
     async def on_reconnect() -> None:
         log.info("nats_reconnected", service=name, server=server())
@@ -92,6 +95,7 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
                                      return_when=asyncio.FIRST_COMPLETED)
         if attempt in done:
             conn.append(attempt.result())
+            server()
             return conn[0]
         if refused in done:
             raise NatsUnavailable(f"NATS at {auth.url} refused this service's credentials "

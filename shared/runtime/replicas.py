@@ -1,7 +1,7 @@
 """JetStream replication: how many copies of each bucket and stream, and upgrading old ones in place.
 
-The cluster's size is what the server told this client: the client URLs of every node
-(INFO `connect_urls`), or failing that the URLs it was given. A bucket or stream
+The cluster's size is what the server told this client (the client URLs of every node, INFO
+`connect_urls`) or the number of URLs it was given, whichever is larger. A bucket or stream
 found with fewer replicas than wanted is updated in place (`update_stream` with
 `num_replicas`): its data is kept and nothing is duplicated. Never downgraded.
 """
@@ -22,9 +22,11 @@ CLUSTER_REPLICAS = 3  # the auto default on a cluster of at least this many node
 
 def cluster_size(nc: NATS) -> int:
     """The nodes' client URLs the server advertises (INFO connect_urls; nats-py keeps INFO only in
-    `_server_info`), else (a single server, or --no_advertise) the URLs this client was given."""
+    `_server_info`) or the URLs this client was given, whichever are more (a node that has not yet
+    met its peers advertises only itself)."""
     advertised = set(nc._server_info.get("connect_urls") or [])
-    return len(advertised) if advertised else max(len(nc.servers), 1)
+    given = [u for u in nc.servers if u not in nc.discovered_servers]
+    return max(len(advertised), len(given), 1)
 
 
 def replicas_for(nc: NATS, wanted: int = 0) -> int:
