@@ -28,7 +28,8 @@ from typing import NamedTuple
 import aiohttp
 import pytest
 
-from protocol import subjects
+from protocol import codec, subjects
+from protocol.kv_events import KvEventBatch
 from shared.cluster import local
 from shared.cluster.natsd import NatsCluster, free_port
 from shared.config.args import NatsOptions
@@ -90,6 +91,16 @@ async def stored_events(rt: Runtime) -> int:
         return (await rt.nc.jetstream(timeout=0.5).stream_info(subjects.kv_events_stream(NS))).state.last_seq
     except Exception:
         return -1
+
+
+async def assert_no_batch_lost(rt: Runtime) -> None:
+    """Each worker's batches are numbered 1, 2, ...: the stream holds as many as the last one's number."""
+    name = subjects.kv_events_stream(NS)
+    held = (await rt.js.stream_info(name, subjects_filter=subjects.kv_events_filter(NS, "backend"))).state.subjects
+    assert held and len(held) == 3, held
+    for subject, count in held.items():
+        last = codec.decode((await rt.js.get_last_msg(name, subject)).data or b"", KvEventBatch)
+        assert (last.dp_rank, last.seq) == (0, count), f"{subject}: {count} batches stored, the last is {last.seq}"
 
 
 async def until(cond, timeout: float, what: str) -> None:
@@ -183,6 +194,7 @@ async def scenario(cluster: Cluster, nats: NatsCluster, prompts: list[str]) -> N
     for i, got in served:
         assert got == want[i]  # every token, in order: none lost, repeated or different
 
+    await assert_no_batch_lost(rt)
     late = LiveKvRouter(rt, "backend")
     await late.start()
     await until(lambda: late.batches == throughout.batches and index_of(late) == index_of(throughout), 10,
