@@ -1,6 +1,6 @@
 # Shared by deploy/agg.sh and deploy/disagg.sh (sourced, not run): settings, nats-server, readiness,
 # and stopping exactly the processes the script started, by PID, newest first.
-# Needs STATE set by the caller; reads PYTHON, HTTP_PORT, NATS_PORT, NAMESPACE, OTLP_ENDPOINT.
+# Needs STATE set by the caller; reads PYTHON, HTTP_PORT, NATS_PORT, NATS_CLUSTER, NAMESPACE, OTLP_ENDPOINT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import aiohttp
 import pytest
@@ -38,6 +37,8 @@ from shared.runtime import Runtime
 from shared.runtime.publishers import ensure_kv_stream
 from shared.runtime.replicas import cluster_size
 from tests.conftest import Cluster
+from tests.integration.test_faults import stream_text
+from tests.migration import Streamed
 
 NS = "test"
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,33 +53,6 @@ def nats_cluster(tmp_path: Path):
         yield c
     finally:
         c.stop()
-
-
-class Streamed(NamedTuple):
-    tokens: list[list[int]]  # the bytes of each token served, in order (logprobs): one entry per token id
-    finish_reason: str
-
-
-async def stream_tokens(session: aiohttp.ClientSession, url: str, model: str, prompt: str,
-                        first_chunk: asyncio.Event | None = None) -> Streamed:
-    """One greedy chat stream; what the client got, token by token (the logprobs' token bytes)."""
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": N_TOKENS,
-            "min_tokens": N_TOKENS, "temperature": 0, "stream": True, "logprobs": True}
-    tokens: list[list[int]] = []
-    finish = ""
-    async with session.post(url + "/v1/chat/completions", json=body) as r:
-        assert r.status == 200, await r.text()
-        async for raw in r.content:
-            if not raw.startswith(b"data: ") or raw.startswith(b"data: [DONE]"):
-                continue
-            data = json.loads(raw[6:])
-            assert "error" not in data, data
-            for ch in data["choices"]:
-                tokens += [t["bytes"] for t in (ch.get("logprobs") or {}).get("content") or []]
-                finish = ch.get("finish_reason") or finish
-                if first_chunk is not None:
-                    first_chunk.set()
-    return Streamed(tokens, finish)
 
 
 def index_of(router: LiveKvRouter) -> dict:
@@ -169,9 +143,9 @@ async def scenario(cluster: Cluster, nats: NatsCluster, prompts: list[str]) -> N
     await throughout.start()
 
     async with aiohttp.ClientSession() as s:
-        want = await asyncio.gather(*(stream_tokens(s, cluster.url, cluster.model_name, p)
+        want = await asyncio.gather(*(stream_text(s, cluster.url, cluster.model_name, p, N_TOKENS, logprobs=True)
                                       for p in prompts))  # the fault-free run
-        assert all(len(w.tokens) == N_TOKENS and w.finish_reason == "length" for w in want)
+        assert all(len(w.tokens) == N_TOKENS for w in want)
         # 32 clients stream their prompt again and again until every node was lost once, and once more
         faults_over = asyncio.Event()
         started = [asyncio.Event() for _ in prompts]
@@ -180,7 +154,8 @@ async def scenario(cluster: Cluster, nats: NatsCluster, prompts: list[str]) -> N
         async def client(i: int) -> None:
             while True:
                 last = faults_over.is_set()
-                served.append((i, await stream_tokens(s, cluster.url, cluster.model_name, prompts[i], started[i])))
+                served.append((i, await stream_text(s, cluster.url, cluster.model_name, prompts[i], N_TOKENS,
+                                                    started[i], logprobs=True)))
                 if last:
                     return
 
@@ -192,7 +167,8 @@ async def scenario(cluster: Cluster, nats: NatsCluster, prompts: list[str]) -> N
 
     assert len(served) >= 2 * len(prompts)
     for i, got in served:
-        assert got == want[i]  # every token, in order: none lost, repeated or different
+        assert got.tokens == want[i].tokens  # every token, in order: none lost, repeated or different
+        assert got.usage["completion_tokens"] == N_TOKENS
 
     await assert_no_batch_lost(rt)
     late = LiveKvRouter(rt, "backend")
