@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import nats.errors
 import pytest
+from nats.js.errors import NoStreamResponseError
 
 from protocol import codec, subjects
 from protocol.kv_events import KvEventBatch
@@ -108,9 +110,16 @@ async def replica_1_leftovers(url: str) -> None:
     rt = await Runtime.connect(NatsOptions(url=url, replicas=1), NS, "old")
     assert rt.replicas == 1
     kv = await rt.discovery.bucket(subjects.INSTANCES_BUCKET)
-    await kv.put(OLD_KEY, b"kept")
     await ensure_kv_stream(rt)
-    await rt.js.publish(subjects.kv_events_subject(NS, "other", "0" * 16), b"old")
+    end = time.monotonic() + 10
+    while True:  # a stream just made may need a moment before its first message
+        try:
+            await kv.put(OLD_KEY, b"kept")
+            await rt.js.publish(subjects.kv_events_subject(NS, "other", "0" * 16), b"old")
+            break
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, NoStreamResponseError):
+            assert time.monotonic() < end, "JetStream took no message"
+            await asyncio.sleep(0.1)
     await rt.close()
 
 
@@ -170,6 +179,11 @@ async def scenario(cluster: Cluster, nats: NatsCluster, prompts: list[str]) -> N
         assert got.tokens == want[i].tokens  # every token, in order: none lost, repeated or different
         assert got.usage["completion_tokens"] == N_TOKENS
 
+    # no registration lost: every worker's instance record and model card is there, the frontend lists all three
+    instances = subjects.instance_key_filter(NS, "backend", "generate")
+    assert len(await rt.discovery.snapshot(subjects.INSTANCES_BUCKET, instances)) == 3
+    assert len(await rt.discovery.snapshot(subjects.MODELS_BUCKET, f"{NS}.backend.*")) == 3
+    await asyncio.to_thread(cluster.wait_models, 3, 5)
     await assert_no_batch_lost(rt)
     late = LiveKvRouter(rt, "backend")
     await late.start()
