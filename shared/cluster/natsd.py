@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -113,17 +114,28 @@ class NatsServer:
         self.start()
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
-        """Until /healthz answers 200 (JetStream current); needs http_port."""
+        """Until /healthz answers 200 (JetStream current) and, in a cluster, /routez shows a route to
+        every peer (a node back from a restart has rejoined in full); needs http_port."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
-                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
+                if self._monitor("healthz") is not None and self._peers() >= len(self.routes):
+                    return
             except OSError:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"nats-server {self.name or self.url} not healthy after {timeout}s")
+
+    def _monitor(self, path: str) -> dict | None:
+        """A monitoring endpoint's JSON; None unless it answers 200."""
+        with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/{path}", timeout=1) as r:
+            return json.loads(r.read()) if r.status == 200 else None
+
+    def _peers(self) -> int:
+        if not self.routes:
+            return 0
+        routez = self._monitor("routez") or {}
+        return len({r.get("remote_name") for r in routez.get("routes") or []})
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to clients or peers (a lost machine)."""

@@ -14,6 +14,7 @@ from protocol import codec, subjects
 from protocol.kv_events import KvEventBatch, WorkerLoad
 from shared.routing.kv_router import KvRouter
 from shared.runtime.publishers import ensure_kv_stream
+from shared.runtime.replicas import while_electing
 from shared.runtime.runtime import Runtime
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter
@@ -48,8 +49,9 @@ class LiveKvRouter(KvRouter):
         t0 = time.monotonic()
         await ensure_kv_stream(self.rt)
         cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        events = await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
-                                            ordered_consumer=True, config=cfg, idle_heartbeat=HEARTBEAT_S)
+        events = await while_electing(lambda: self.rt.js.subscribe(  # a NATS node just lost: wait for a leader
+            subjects.kv_events_filter(ns, self.component), cb=self._on_events, ordered_consumer=True, config=cfg,
+            idle_heartbeat=HEARTBEAT_S))
         self._subs = [events, await self.rt.nc.subscribe(subjects.load_filter(ns, self.component),
                                                          cb=self._on_load)]
         with contextlib.suppress(Exception):

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NoStreamResponseError
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from shared.runtime.replicas import ensure_replicas
+from shared.runtime.replicas import ensure_replicas, while_electing
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
@@ -55,7 +53,6 @@ async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0
 
 
 REVOKE_TIMEOUT_S = 1.0  # a delete takes milliseconds when NATS is up
-GRANT_TIMEOUT_S = 15.0  # a replicated stream elects a leader in seconds (about 4-7 after a node is lost)
 
 
 class Lease:
@@ -70,15 +67,7 @@ class Lease:
 
     async def grant(self) -> None:
         """The first put; while the bucket has no leader (a new replicated bucket, a NATS node lost) it waits."""
-        end = time.monotonic() + GRANT_TIMEOUT_S
-        while True:
-            try:
-                await self._put(timeout=self.ttl)
-                break
-            except (NoStreamResponseError, TimeoutError, nats.errors.TimeoutError):
-                if time.monotonic() > end:
-                    raise
-                await asyncio.sleep(0.2)
+        await while_electing(lambda: self._put(timeout=self.ttl))
         self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
 
     async def update(self, value: bytes) -> None:
@@ -118,7 +107,7 @@ class Discovery:
     async def bucket(self, name: str) -> KeyValue:
         kv = self._buckets.get(name)
         if kv is None:
-            kv = self._buckets[name] = await open_bucket(self.js, name, replicas=self.replicas)
+            kv = self._buckets[name] = await while_electing(lambda: open_bucket(self.js, name, replicas=self.replicas))
         return kv
 
     async def lease(self, bucket: str, key: str, value: bytes) -> Lease:

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 from protocol import codec, subjects
 from protocol.discovery import ModelCard
 from shared.runtime.discovery import Lease
-from shared.runtime.replicas import ensure_replicas
+from shared.runtime.replicas import ensure_replicas, while_electing
 from shared.runtime.runtime import Runtime
 
 
@@ -49,7 +49,7 @@ async def upload_tokenizer(rt: Runtime, files: dict[str, bytes]) -> str:
     try:
         await store.get_info(name)
     except Exception:
-        await store.put(name, blob)
+        await while_electing(lambda: store.put(name, blob))
     return name
 
 
