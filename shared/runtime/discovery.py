@@ -25,6 +25,10 @@ from shared.telemetry.logging import get_logger
 log = get_logger("shoal.discovery")
 
 DEFAULT_LEASE_TTL = 3.0
+# Replicated buckets: a key must outlive a leader election (4 to 10 s after a NATS node is lost),
+# or the new leader expires every key whose refresh the election held up.
+CLUSTER_LEASE_TTL = 15.0
+REFRESH_S = 1.0  # a lease is put again at least this often (and every ttl/3 when shorter)
 _DELETE_OPS = ("DEL", "PURGE")
 
 
@@ -64,10 +68,11 @@ class Lease:
         self._subject = f"$KV.{bucket}.{key}"
         self._task: asyncio.Task[None] | None = None
         self._revoked = False  # ends the refresh loop even if a cancellation is swallowed on the way
+        self._period = min(ttl / 3, REFRESH_S)
 
     async def grant(self) -> None:
         """The first put; while the bucket has no leader (a new replicated bucket, a NATS node lost) it waits."""
-        await while_electing(lambda: self._put(timeout=self.ttl))
+        await while_electing(lambda: self._put(timeout=min(self.ttl, 2.0)))
         self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
 
     async def update(self, value: bytes) -> None:
@@ -80,11 +85,11 @@ class Lease:
 
     async def _keep_alive(self) -> None:
         while not self._revoked:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(self._period)
             if self._revoked:
                 return
             try:  # bounded by the refresh period: a put lost with a NATS node must not delay the next
-                await self._put(timeout=self.ttl / 3)
+                await self._put(timeout=self._period)
             except Exception as e:  # NATS down: keep trying; the key may expire meanwhile
                 log.warning("lease_refresh_failed", key=self.key, error=str(e))
 

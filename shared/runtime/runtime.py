@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from protocol import subjects
 from shared.config.args import NatsOptions
 from shared.runtime.connection import connect
-from shared.runtime.discovery import DEFAULT_LEASE_TTL, Discovery
+from shared.runtime.discovery import CLUSTER_LEASE_TTL, DEFAULT_LEASE_TTL, Discovery
 from shared.runtime.replicas import replicas_for
 
 
@@ -22,7 +22,7 @@ def new_instance_id() -> str:
 
 
 class Runtime:
-    def __init__(self, nc: NATS, namespace: str, lease_ttl: float = DEFAULT_LEASE_TTL,
+    def __init__(self, nc: NATS, namespace: str, lease_ttl: float | None = None,
                  name: str = "shoal", replicas: int = 0) -> None:
         self.nc = nc
         self.name = name  # the service name: reply inboxes are _INBOX.<name>.…
@@ -31,11 +31,13 @@ class Runtime:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.replicas = replicas_for(nc, replicas)  # of every bucket and stream this process creates
-        self.discovery = Discovery(nc, lease_ttl, self.replicas)
+        # None: a lease outlives a leader election where the buckets are replicated
+        ttl = lease_ttl or (CLUSTER_LEASE_TTL if self.replicas > 1 else DEFAULT_LEASE_TTL)
+        self.discovery = Discovery(nc, ttl, self.replicas)
 
     @classmethod
     async def connect(cls, auth: NatsOptions, namespace: str, name: str,
-                      lease_ttl: float = DEFAULT_LEASE_TTL) -> Runtime:
+                      lease_ttl: float | None = None) -> Runtime:
         return cls(await connect(auth, name), namespace, lease_ttl, name, auth.replicas)
 
     @property
