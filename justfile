@@ -9,7 +9,7 @@ python := env_var_or_default("PYTHON", "python3")
 setup:
     {{python}} -m pip install -q torch==2.13.0 -e '.[dev]' || {{python}} -m pip install -q -e '.[dev]'
 
-# start nats-server, a worker and the frontend on 127.0.0.1:8000, then show a streamed completion
+# start nats-server (--nats-cluster 3: three, clustered), a worker and the frontend on 127.0.0.1:8000, then show a streamed completion
 up *ARGS:
     {{python}} -m shared.cli up "$@"
     {{python}} -m shared.cli chat "Hello, shoal!" --max-tokens 24

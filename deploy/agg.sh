@@ -5,7 +5,8 @@
 #
 # Ctrl-C (or SIGTERM) stops exactly the processes this script started, by PID, newest first
 # (frontend, then workers, which drain, then nats-server).
-# Environment: HTTP_PORT (8000), NATS_PORT (4222), SYSTEM_PORT (9100: frontend; workers 9101, ...),
+# Environment: HTTP_PORT (8000), NATS_PORT (4222), NATS_CLUSTER (1; 3: a clustered NATS, docs/DEPLOY.md),
+# SYSTEM_PORT (9100: frontend; workers 9101, ...),
 # ENGINE (reference|mock), WORKERS (1), NAMESPACE (shoal), ROUTER_MODE (round-robin), STATE (.shoal/agg),
 # WORKER_ARGS / FRONTEND_ARGS (extra flags), OTLP_ENDPOINT, PYTHON. NATS credentials: the usual
 # NATS_USER/NATS_PASSWORD/NATS_CREDS... variables reach every service (docs/DEPLOY.md).

@@ -1,6 +1,6 @@
 # Shared by deploy/agg.sh and deploy/disagg.sh (sourced, not run): settings, nats-server, readiness,
 # and stopping exactly the processes the script started, by PID, newest first.
-# Needs STATE set by the caller; reads PYTHON, HTTP_PORT, NATS_PORT, NAMESPACE, OTLP_ENDPOINT.
+# Needs STATE set by the caller; reads PYTHON, HTTP_PORT, NATS_PORT, NATS_CLUSTER, NAMESPACE, OTLP_ENDPOINT.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,11 +27,32 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
+# start_nats: one nats-server on NATS_PORT, or with NATS_CLUSTER=N (3 for a replicated JetStream) N clustered
+# nodes on NATS_PORT, NATS_PORT+1, ... (routes on ROUTE_PORT (6222) and up, monitoring on MONITOR_PORT (8222)
+# and up, loopback), then until each says JetStream is up (a leader elected); COMMON gets every URL.
 start_nats() {
-  ${DETACH[@]+"${DETACH[@]}"} nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$STATE/nats" > "$STATE/logs/nats.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
-  COMMON=(--nats-url "nats://127.0.0.1:$NATS_PORT" --namespace "$NS")
+  local n=${NATS_CLUSTER:-1} route_port=${ROUTE_PORT:-6222} monitor_port=${MONITOR_PORT:-8222} urls=() i j
+  for ((i=0; i<n; i++)); do
+    local port=$((NATS_PORT + i)) args=(-a 127.0.0.1 -p "$((NATS_PORT + i))" -js) peers=() log=nats
+    if ((n > 1)); then
+      log=nats$i
+      for ((j=0; j<n; j++)); do ((j == i)) || peers+=("nats://127.0.0.1:$((route_port + j))"); done
+      args+=(-sd "$STATE/nats/n$i" --server_name "shoal-n$i" --cluster_name shoal -m "$((monitor_port + i))"
+             --cluster "nats://127.0.0.1:$((route_port + i))" --routes "$(IFS=,; echo "${peers[*]}")")
+    else
+      args+=(-sd "$STATE/nats")
+    fi
+    ${DETACH[@]+"${DETACH[@]}"} nats-server "${args[@]}" > "$STATE/logs/$log.log" 2>&1 &
+    PIDS+=($!)
+    urls+=("nats://127.0.0.1:$port")
+  done
+  for ((i=0; i<n; i++)); do
+    for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$((NATS_PORT + i))") 2>/dev/null && break; sleep 0.1; done
+    if ((n > 1)); then
+      for _ in $(seq 200); do curl -sf "http://127.0.0.1:$((monitor_port + i))/healthz" > /dev/null && break; sleep 0.1; done
+    fi
+  done
+  COMMON=(--nats-url "$(IFS=,; echo "${urls[*]}")" --namespace "$NS")
   if [ -n "${OTLP_ENDPOINT:-}" ]; then COMMON+=(--otlp-endpoint "$OTLP_ENDPOINT"); fi
 }
 

@@ -15,6 +15,7 @@ class Streamed(NamedTuple):
     text: str
     usage: dict
     response_id: str  # the engine request id (TokenTap.tokens)
+    tokens: tuple[tuple[int, ...], ...] = ()  # each token's bytes, in order (stream_text(..., logprobs=True))
 
 
 def assert_migration_is_invisible(cluster: Any, front: ServiceProc,

@@ -42,8 +42,8 @@ def _stream_api(stream: str, *, create: bool = True, consume: bool = True, get: 
     """The $JS.API calls nats-py makes on one stream: info/create, ordered consumers, direct gets."""
     api = "$JS.API"
     out = [f"{api}.STREAM.INFO.{stream}"]
-    if create:  # services create missing buckets/streams on first use (idempotent)
-        out.append(f"{api}.STREAM.CREATE.{stream}")
+    if create:  # services create missing buckets/streams on first use (idempotent), raise their replicas
+        out += [f"{api}.STREAM.CREATE.{stream}", f"{api}.STREAM.UPDATE.{stream}"]
     if consume:  # KV watch, object get, KV-event replay: ordered (ephemeral) consumers
         out += [f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
                 f"{api}.CONSUMER.DELETE.{stream}.*", f"{api}.CONSUMER.INFO.{stream}.*"]

@@ -1,5 +1,8 @@
 """`shoal up` / `shoal down`: a local cluster (nats-server, workers, frontend) on loopback.
 
+`--nats-cluster 3` starts three clustered nats-servers instead of one (routes on loopback);
+every service is given all three URLs.
+
 State lives in ./.shoal: JetStream data, logs, and the PIDs of exactly what
 `up` started, which `down` stops (SIGTERM, so workers drain first).
 """
@@ -15,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shared.cluster.natsd import NatsServer, wait_port
+from shared.cluster.natsd import NatsCluster, NatsServer, wait_port
 from shared.cluster.procs import spawn
 from shared.model.hub import is_hub_id, served_name
 
@@ -30,7 +33,10 @@ def add_up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", default=None, help="hub ids: branch, tag or commit")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--nats-port", type=int, default=4222, help="client port (of the first node of a cluster)")
+    p.add_argument("--nats-cluster", type=int, default=1, metavar="N",
+                   help="N clustered JetStream nats-servers (client ports --nats-port and up); 3 replicates "
+                        "every bucket and stream, so losing one node loses nothing")
     p.add_argument("--router-mode", default="round-robin")
     p.add_argument("--namespace", default="shoal")
     p.add_argument("--worker-args", default="", help="extra worker flags, one string")
@@ -52,11 +58,9 @@ def up(a: argparse.Namespace) -> int:
         ensure_tiny(model)
         print(f"made the tiny model in {model}")
     logs = STATE / "logs"
-    nats = NatsServer(STATE / "nats", port=a.nats_port, log_file=logs / "nats.log")
     logs.mkdir(parents=True, exist_ok=True)
-    nats.start()
-    pids = {"nats": nats.proc.pid if nats.proc else 0}
-    common = ["--nats-url", nats.url, "--namespace", a.namespace]
+    pids, nats_url = _start_nats(a, logs)
+    common = ["--nats-url", nats_url, "--namespace", a.namespace]
     model_args = ["--model-path", a.model_path]
     model_args += ["--revision", a.revision] if a.revision else []
     name = served_name(a.model_path)
@@ -94,6 +98,16 @@ def up(a: argparse.Namespace) -> int:
     return 0
 
 
+def _start_nats(a: argparse.Namespace, logs: Path) -> tuple[dict[str, int], str]:
+    """One nats-server, or a cluster of `--nats-cluster` nodes: their PIDs by name, and the URL(s) for services."""
+    if a.nats_cluster <= 1:
+        server = NatsServer(STATE / "nats", port=a.nats_port, log_file=logs / "nats.log").start()
+        return {"nats": server.proc.pid if server.proc else 0}, server.url
+    ports = [a.nats_port + i for i in range(a.nats_cluster)]
+    cluster = NatsCluster(STATE / "nats-cluster", a.nats_cluster, ports=ports, log_dir=logs).start()
+    return {f"nats{i}": n.proc.pid if n.proc else 0 for i, n in enumerate(cluster.nodes)}, cluster.url
+
+
 def _wait_model(port: int, name: str | None, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -114,7 +128,8 @@ def down(a: argparse.Namespace) -> int:
         return 0
     pids: dict[str, int] = json.loads(PIDS.read_text())
     first = ("frontend", "planner")  # the planner before the workers: it would replace them, and drains its own
-    order = [n for n in first if n in pids] + [n for n in pids if n not in (*first, "nats")] + ["nats"]
+    nats = [n for n in pids if n.startswith("nats")]  # last: the others drain through it
+    order = [n for n in first if n in pids] + [n for n in pids if n not in first and n not in nats] + nats
     for name in order:
         pid = pids.get(name)
         if pid and _alive(pid):

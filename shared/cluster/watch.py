@@ -8,6 +8,8 @@ import json
 
 import msgspec
 
+from shared.config.args import NatsOptions
+
 
 def add_watch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("subject", help="e.g. 'shoal.shoal.kv.>' or 'shoal.shoal.load.>' (wildcards allowed)")
@@ -38,7 +40,7 @@ def decode_message(data: bytes) -> object:
 async def _watch(a: argparse.Namespace) -> int:
     import nats
 
-    nc = await nats.connect(a.nats_url)
+    nc = await nats.connect(servers=NatsOptions(url=a.nats_url).urls)
     sub = await nc.subscribe(a.subject)
     n = 0
     try:

@@ -21,9 +21,15 @@ _TRUTHY = ("1", "true", "yes", "on")
 
 
 class NatsOptions(msgspec.Struct, frozen=True):
-    """How to reach NATS. `repr` never shows a secret."""
+    """How to reach NATS. `repr` never shows a secret.
+
+    `url` is one URL or several, comma-separated (the nodes of a cluster; the client
+    reconnects to any live one). `replicas`: of the JetStream buckets and streams this
+    process creates or finds with fewer; 0 picks 3 on a cluster of 3 or more nodes, else 1.
+    """
 
     url: str = "nats://127.0.0.1:4222"
+    replicas: int = 0
     creds: str | None = None
     user: str | None = None
     password: str | None = None
@@ -32,6 +38,10 @@ class NatsOptions(msgspec.Struct, frozen=True):
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
 
     @property
     def has_auth(self) -> bool:
@@ -44,7 +54,8 @@ class NatsOptions(msgspec.Struct, frozen=True):
     def __repr__(self) -> str:
         auth = "yes" if self.has_auth else "no"
         tls = "yes" if self.has_tls else "no"
-        return f"NatsOptions(url={_hide_userinfo(self.url)!r}, auth={auth}, tls={tls})"
+        url = ",".join(_hide_userinfo(u) for u in self.urls)
+        return f"NatsOptions(url={url!r}, replicas={self.replicas}, auth={auth}, tls={tls})"
 
 
 class CommonConfig(msgspec.Struct, frozen=True):
@@ -79,7 +90,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def _add_nats_args(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     g = parser.add_argument_group("nats")
-    g.add_argument("--nats-url", default=env("NATS_URL", "nats://127.0.0.1:4222"), help="env NATS_URL")
+    g.add_argument("--nats-url", default=env("NATS_URL", "nats://127.0.0.1:4222"),
+                   help="one URL, or a cluster's nodes comma-separated: nats://a:4222,nats://b:4222 (env NATS_URL)")
+    g.add_argument("--nats-replicas", type=int, default=int(env("SHOAL_NATS_REPLICAS", "0")), metavar="N",
+                   help="replicas of the JetStream buckets and streams (created, or upgraded if fewer); "
+                        "0: 3 on a cluster of 3+ nodes, else 1 (env SHOAL_NATS_REPLICAS)")
     g.add_argument("--nats-creds", default=env("NATS_CREDS"), metavar="FILE", help="credentials file (env NATS_CREDS)")
     g.add_argument("--nats-user", default=env("NATS_USER"), help="env NATS_USER")
     g.add_argument("--nats-password", default=env("NATS_PASSWORD"), help="prefer env NATS_PASSWORD")
@@ -93,7 +108,7 @@ def _add_nats_args(parser: argparse.ArgumentParser) -> None:
 
 def nats_from_args(ns: argparse.Namespace) -> NatsOptions:
     return NatsOptions(
-        url=ns.nats_url, creds=ns.nats_creds, user=ns.nats_user, password=ns.nats_password,
+        url=ns.nats_url, replicas=ns.nats_replicas, creds=ns.nats_creds, user=ns.nats_user, password=ns.nats_password,
         token=ns.nats_token, nkey_seed=ns.nats_nkey_seed,
         tls_ca=ns.nats_tls_ca, tls_cert=ns.nats_tls_cert, tls_key=ns.nats_tls_key,
     )

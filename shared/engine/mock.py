@@ -276,7 +276,7 @@ class MockEngine(Engine):
         token = self._next_token(seq)
         seq.tokens.append(token)
         seq.generated += 1
-        seq.stream.push(token)
+        seq.stream.push(token, 0.0 if seq.request.output.logprobs is not None else None)  # certain: its only pick
         assert seq.table is not None
         self.pool.commit(seq.table, seq.tokens)
         stop = seq.request.stop

@@ -14,11 +14,15 @@ from protocol import codec, subjects
 from protocol.kv_events import KvEventBatch, WorkerLoad
 from shared.routing.kv_router import KvRouter
 from shared.runtime.publishers import ensure_kv_stream
+from shared.runtime.replicas import while_electing
 from shared.runtime.runtime import Runtime
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter
 
 log = get_logger("shoal.router")
+# The ordered consumer is re-made from the next sequence after two missed heartbeats (its NATS node
+# was lost): nothing is skipped, and the router is behind for at most ~2 heartbeats.
+HEARTBEAT_S = 1.0
 EVENTS = counter("shoal_router_kv_batches_total", "KV event batches applied or skipped", ["result"])
 
 
@@ -35,6 +39,7 @@ class LiveKvRouter(KvRouter):
         self.component = component
         self.replay_timeout = replay_timeout
         self.batches = {"applied": 0, "duplicate": 0}
+        self._received = 0  # messages handled by _on_events
         self._caught_up = asyncio.Event()
         self._subs: list[Any] = []
 
@@ -44,14 +49,15 @@ class LiveKvRouter(KvRouter):
         t0 = time.monotonic()
         await ensure_kv_stream(self.rt)
         cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        events = await self.rt.js.subscribe(subjects.kv_events_filter(ns, self.component), cb=self._on_events,
-                                            ordered_consumer=True, config=cfg)
+        events = await while_electing(lambda: self.rt.js.subscribe(  # a NATS node just lost: wait for a leader
+            subjects.kv_events_filter(ns, self.component), cb=self._on_events, ordered_consumer=True, config=cfg,
+            idle_heartbeat=HEARTBEAT_S))
         self._subs = [events, await self.rt.nc.subscribe(subjects.load_filter(ns, self.component),
                                                          cb=self._on_load)]
         with contextlib.suppress(Exception):
             info = await events.consumer_info()
-            if info.num_pending == 0 and not info.delivered.stream_seq:
-                self._caught_up.set()  # nothing to replay
+            if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
+                self._caught_up.set()  # nothing (more) to replay, e.g. only other components' events
         try:
             await asyncio.wait_for(self._caught_up.wait(), self.replay_timeout)
         except TimeoutError:
@@ -65,6 +71,7 @@ class LiveKvRouter(KvRouter):
                 await sub.unsubscribe()
 
     async def _on_events(self, msg: Msg) -> None:
+        self._received += 1
         try:
             batch = codec.decode(msg.data, KvEventBatch)
         except Exception as e:

@@ -1,4 +1,10 @@
-"""The NATS connection: reconnects with back-off; a clear error when NATS is down."""
+"""The NATS connection: reconnects with back-off; a clear error when NATS is down.
+
+Given several URLs (a cluster), the client connects to one of them and, when that node goes,
+reconnects to any live one: those it was given and those the cluster advertises. Core
+subscriptions are renewed by nats-py; what the services keep in JetStream survives in the
+replicas (shared.runtime.replicas).
+"""
 
 from __future__ import annotations
 
@@ -47,12 +53,20 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
     until the timeout and report only that).
     """
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+    conn: list[NATS] = []
+    node = {"server": ""}  # the node last connected to (host:port, no credentials)
+
+    def server() -> str:
+        url = conn[0].connected_url if conn else None
+        if url:
+            node["server"] = url.netloc.rpartition("@")[2]
+        return node["server"]
 
     async def on_disconnect() -> None:
-        log.warning("nats_disconnected", service=name)
+        log.warning("nats_disconnected", service=name, server=node["server"])
 
     async def on_reconnect() -> None:
-        log.info("nats_reconnected", service=name)
+        log.info("nats_reconnected", service=name, server=server())
 
     async def on_error(e: Exception) -> None:
         if _refused(e) and not refused.done():
@@ -60,12 +74,12 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
         log.warning("nats_error", service=name, error=str(e) or type(e).__name__)
 
     attempt = asyncio.ensure_future(nats.connect(
-        servers=[auth.url],
+        servers=auth.urls,
         name=name,
         connect_timeout=connect_timeout,
         allow_reconnect=True,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # before trying the same node again; the next node is tried at once
         ping_interval=5,
         max_outstanding_pings=3,
         disconnected_cb=on_disconnect,
@@ -80,7 +94,9 @@ async def connect(auth: NatsOptions, name: str, connect_timeout: float = 5.0) ->
         done, _ = await asyncio.wait({attempt, refused}, timeout=connect_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if attempt in done:
-            return attempt.result()
+            conn.append(attempt.result())
+            server()
+            return conn[0]
         if refused in done:
             raise NatsUnavailable(f"NATS at {auth.url} refused this service's credentials "
                                   f"(authorization violation): check --nats-user/--nats-creds")

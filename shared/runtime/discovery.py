@@ -18,12 +18,17 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
+from shared.runtime.replicas import ensure_replicas, while_electing
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
 log = get_logger("shoal.discovery")
 
 DEFAULT_LEASE_TTL = 3.0
+# Replicated buckets: a key must outlive a leader election (4 to 10 s after a NATS node is lost),
+# or the new leader expires every key whose refresh the election held up.
+CLUSTER_LEASE_TTL = 15.0
+REFRESH_S = 1.0  # a lease is put again at least this often (and every ttl/3 when shorter)
 _DELETE_OPS = ("DEL", "PURGE")
 
 
@@ -34,13 +39,17 @@ class KeyUpdate:
     expired: bool = False  # the lease ran out (the owner died), not a deliberate delete (drain)
 
 
-async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0) -> KeyValue:
-    """Open a KV bucket, creating it (with per-key TTL support) if missing."""
+async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0, replicas: int = 1) -> KeyValue:
+    """Open a KV bucket, creating it (with per-key TTL support) if missing; fewer replicas are raised."""
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
         pass
-    cfg = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, limit_marker_ttl=marker_ttl)
+    else:
+        await ensure_replicas(js, f"KV_{bucket}", replicas)
+        return kv
+    cfg = KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, limit_marker_ttl=marker_ttl,
+                         replicas=replicas)
     try:
         return await js.create_key_value(cfg)
     except Exception:  # created concurrently by another process
@@ -59,26 +68,28 @@ class Lease:
         self._subject = f"$KV.{bucket}.{key}"
         self._task: asyncio.Task[None] | None = None
         self._revoked = False  # ends the refresh loop even if a cancellation is swallowed on the way
+        self._period = min(ttl / 3, REFRESH_S)
 
     async def grant(self) -> None:
-        await self._put()
+        """The first put; while the bucket has no leader (a new replicated bucket, a NATS node lost) it waits."""
+        await while_electing(lambda: self._put(timeout=min(self.ttl, 2.0)))
         self._task = asyncio.create_task(self._keep_alive(), name=f"lease:{self.key}")
 
     async def update(self, value: bytes) -> None:
         self.value = value
         await self._put()
 
-    async def _put(self) -> None:
+    async def _put(self, timeout: float | None = None) -> None:
         """A put with a per-message TTL (KeyValue.put has none): expiry leaves a delete marker."""
-        await self.js.publish(self._subject, self.value, msg_ttl=self.ttl)
+        await self.js.publish(self._subject, self.value, timeout=timeout, msg_ttl=self.ttl)
 
     async def _keep_alive(self) -> None:
         while not self._revoked:
-            await asyncio.sleep(self.ttl / 3)
+            await asyncio.sleep(self._period)
             if self._revoked:
                 return
-            try:
-                await self._put()
+            try:  # bounded by the refresh period: a put lost with a NATS node must not delay the next
+                await self._put(timeout=self._period)
             except Exception as e:  # NATS down: keep trying; the key may expire meanwhile
                 log.warning("lease_refresh_failed", key=self.key, error=str(e))
 
@@ -91,16 +102,17 @@ class Lease:
 
 
 class Discovery:
-    def __init__(self, nc: NATS, ttl: float = DEFAULT_LEASE_TTL) -> None:
+    def __init__(self, nc: NATS, ttl: float = DEFAULT_LEASE_TTL, replicas: int = 1) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=5.0)
         self.ttl = ttl
+        self.replicas = replicas  # of the buckets it creates (shared.runtime.replicas)
         self._buckets: dict[str, KeyValue] = {}
 
     async def bucket(self, name: str) -> KeyValue:
         kv = self._buckets.get(name)
         if kv is None:
-            kv = self._buckets[name] = await open_bucket(self.js, name)
+            kv = self._buckets[name] = await while_electing(lambda: open_bucket(self.js, name, replicas=self.replicas))
         return kv
 
     async def lease(self, bucket: str, key: str, value: bytes) -> Lease:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
+from nats.js.api import ObjectStoreConfig
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from protocol import codec, subjects
 from protocol.discovery import ModelCard
 from shared.runtime.discovery import Lease
+from shared.runtime.replicas import ensure_replicas, while_electing
 from shared.runtime.runtime import Runtime
 
 
@@ -23,13 +25,18 @@ class TokenizerFiles(msgspec.Struct, frozen=True):
 
 async def _store(rt: Runtime):
     try:
-        return await rt.js.object_store(subjects.ARTIFACTS_STORE)
+        store = await rt.js.object_store(subjects.ARTIFACTS_STORE)
     except (NotFoundError, ObjectNotFoundError):
         pass
     except Exception:
         pass
+    else:
+        await ensure_replicas(rt.js, f"OBJ_{subjects.ARTIFACTS_STORE}", rt.replicas)
+        return store
     try:
-        return await rt.js.create_object_store(subjects.ARTIFACTS_STORE)
+        return await rt.js.create_object_store(subjects.ARTIFACTS_STORE,
+                                               ObjectStoreConfig(bucket=subjects.ARTIFACTS_STORE,
+                                                                 replicas=rt.replicas))
     except Exception:
         return await rt.js.object_store(subjects.ARTIFACTS_STORE)
 
@@ -42,7 +49,7 @@ async def upload_tokenizer(rt: Runtime, files: dict[str, bytes]) -> str:
     try:
         await store.get_info(name)
     except Exception:
-        await store.put(name, blob)
+        await while_electing(lambda: store.put(name, blob))
     return name
 
 

@@ -12,7 +12,8 @@ from nats.aio.client import Client as NATS
 from protocol import subjects
 from shared.config.args import NatsOptions
 from shared.runtime.connection import connect
-from shared.runtime.discovery import DEFAULT_LEASE_TTL, Discovery
+from shared.runtime.discovery import CLUSTER_LEASE_TTL, DEFAULT_LEASE_TTL, Discovery
+from shared.runtime.replicas import replicas_for
 
 
 def new_instance_id() -> str:
@@ -21,20 +22,23 @@ def new_instance_id() -> str:
 
 
 class Runtime:
-    def __init__(self, nc: NATS, namespace: str, lease_ttl: float = DEFAULT_LEASE_TTL,
-                 name: str = "shoal") -> None:
+    def __init__(self, nc: NATS, namespace: str, lease_ttl: float | None = None,
+                 name: str = "shoal", replicas: int = 0) -> None:
         self.nc = nc
         self.name = name  # the service name: reply inboxes are _INBOX.<name>.…
         self.namespace = subjects.check_token(namespace, "namespace")
         self.instance_id = new_instance_id()
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.discovery = Discovery(nc, lease_ttl)
+        self.replicas = replicas_for(nc, replicas)  # of every bucket and stream this process creates
+        # None: a lease outlives a leader election where the buckets are replicated
+        ttl = lease_ttl or (CLUSTER_LEASE_TTL if self.replicas > 1 else DEFAULT_LEASE_TTL)
+        self.discovery = Discovery(nc, ttl, self.replicas)
 
     @classmethod
     async def connect(cls, auth: NatsOptions, namespace: str, name: str,
-                      lease_ttl: float = DEFAULT_LEASE_TTL) -> Runtime:
-        return cls(await connect(auth, name), namespace, lease_ttl, name)
+                      lease_ttl: float | None = None) -> Runtime:
+        return cls(await connect(auth, name), namespace, lease_ttl, name, auth.replicas)
 
     @property
     def js(self):

@@ -50,7 +50,7 @@ class Service:
         port = await self.system.start()
         self.runtime = await Runtime.connect(c.nats, c.namespace, self.name)
         self.log.info("service_started", namespace=c.namespace, instance_id=self.rt.instance_id,
-                      system_port=port)
+                      system_port=port, nats_replicas=self.rt.replicas)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -17,10 +17,11 @@ from tests.migration import Streamed, assert_migration_is_invisible
 
 
 async def stream_text(session: aiohttp.ClientSession, url: str, model: str, prompt: str, n: int,
-                      first_chunk: asyncio.Event | None = None) -> Streamed:
+                      first_chunk: asyncio.Event | None = None, logprobs: bool = False) -> Streamed:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": n,
-            "min_tokens": n, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    text, usage, rid = [], {}, ""
+            "min_tokens": n, "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            "logprobs": logprobs}
+    text, usage, rid, tokens = [], {}, "", []
     async with session.post(url + "/v1/chat/completions", json=body) as r:
         assert r.status == 200, await r.text()
         async for raw in r.content:
@@ -31,10 +32,11 @@ async def stream_text(session: aiohttp.ClientSession, url: str, model: str, prom
             rid = data["id"]
             for ch in data["choices"]:
                 text.append(ch["delta"].get("content") or "")
+                tokens += [tuple(t["bytes"]) for t in (ch.get("logprobs") or {}).get("content") or []]
                 if first_chunk is not None:
                     first_chunk.set()
             usage = data.get("usage") or usage
-    return Streamed("".join(text), usage, rid)
+    return Streamed("".join(text), usage, rid, tuple(tokens))
 
 
 def health(url: str) -> dict:
