@@ -8,7 +8,8 @@ config variable); `render(passwords={...})` writes literal ones instead (the tes
 ones). The subjects come from protocol/subjects.py (see docs/DEPLOY.md for what each role needs
 and why). Roles: frontend, worker (aggregated decode, component "backend"), decode
 (disaggregated decode: also a client of prefill), prefill, router, embedding, diffusion, and for
-images encode, processor and vlm_worker (an LLM worker behind a processor: reads embeddings over NIXL).
+images encode, processor and vlm_worker (an LLM worker behind a processor: reads embeddings over NIXL),
+and planner (reads stats, load and discovery; starts workers through its connector, not NATS).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROLES = ("frontend", "worker", "decode", "prefill", "router", "embedding", "diffusion", "encode", "processor",
-         "vlm_worker")
+         "vlm_worker", "planner")
 
 # Names from protocol/subjects.py (this file runs without the project on the path, e.g. in a
 # container build step; tests/integration/test_nats_auth.py checks they agree).
@@ -143,6 +144,11 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             responses=True,
             comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"
                     "events, follows load, watches instances; reads no one's request traffic."),
+        "planner": Role(
+            publish=[*base, *discovery],
+            subscribe=[f"{ns}.stats.frontend.*", f"{ns}.load.>", inbox("planner")],
+            comment="planner (python -m services.planner): reads the frontends' stats, the workers' load and\n"
+                    "discovery; publishes nothing of its own (its connector starts and stops workers)."),
     }
 
 

@@ -97,8 +97,12 @@ def test_roles_serve_and_are_confined(secure: tuple[NatsServer, dict[str, str]],
         router = spawn("router", "router", [*common, "--nats-user", "router"], logs,
                        env={"NATS_PASSWORD": pw["router"]})
         procs.append(router)
+        planner = spawn("planner", "planner", [*common, "--nats-user", "planner", "--dry-run", "--ttft-p90-ms", "500",
+                                               "--interval", "0.5"], logs, env={"NATS_PASSWORD": pw["planner"]})
+        procs.append(planner)
         frontend.wait_ready(60)
         router.wait_ready(60)
+        planner.wait_ready(60)
         wait_port("127.0.0.1", http_port)
         out = None
         for _ in range(100):  # the model card may arrive a moment after ready
