@@ -19,6 +19,7 @@ from protocol.embeddings import EmbedResponse
 from protocol.messages import OutputChunk
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
+from shared.runtime.discovery import KeyUpdate
 from shared.runtime.models import fetch_tokenizer
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
@@ -111,17 +112,11 @@ class ModelRegistry:
         return [m for m in self.models.values() if m.candidates()]
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                async for upd in self.rt.discovery.watch(subjects.MODELS_BUCKET,
-                                                          subjects.model_key_filter(self.rt.namespace)):
-                    await self._apply(upd.key, upd.value)
-                    self._synced.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("model_watch_restart", error=str(e))
-                await asyncio.sleep(0.5)
+        async def apply(upd: KeyUpdate) -> None:
+            await self._apply(upd.key, upd.value)
+            self._synced.set()
+
+        await self.rt.discovery.follow(subjects.MODELS_BUCKET, subjects.model_key_filter(self.rt.namespace), apply)
 
     async def _apply(self, key: str, value: bytes | None) -> None:
         iid = key.rpartition(".")[2]

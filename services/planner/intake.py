@@ -15,6 +15,7 @@ from protocol.discovery import ModelCard
 from protocol.kv_events import WorkerLoad
 from protocol.stats import FrontendStats
 from services.planner.observe import Pool, PoolLoad, Snapshot, TrafficWindow, pool_of
+from shared.runtime.discovery import KeyUpdate
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
@@ -91,13 +92,7 @@ class Intake:
             self.cards[iid] = codec.decode(value, ModelCard)
 
     async def _watch_cards(self) -> None:
-        flt = subjects.model_key_filter(self.rt.namespace)
-        while True:
-            try:
-                async for upd in self.rt.discovery.watch(subjects.MODELS_BUCKET, flt):
-                    self._apply(upd.key, upd.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # NATS restart: watch again
-                log.warning("card_watch_restart", error=str(e))
-                await asyncio.sleep(0.5)
+        async def apply(upd: KeyUpdate) -> None:
+            self._apply(upd.key, upd.value)
+
+        await self.rt.discovery.follow(subjects.MODELS_BUCKET, subjects.model_key_filter(self.rt.namespace), apply)

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from protocol import codec, subjects
 from protocol.discovery import InstanceRecord
 from protocol.messages import Cancel, ErrorCode, StreamFrame
+from shared.runtime.discovery import KeyUpdate
 from shared.runtime.errors import NoInstances, RemoteError, RuntimeFailure, WorkerLost, from_info
 from shared.runtime.runtime import Runtime
 from shared.runtime.server import DEADLINE_HEADER
@@ -213,17 +214,12 @@ class EndpointClient(Generic[R]):
             st.expected += 1
 
     async def _watch_instances(self) -> None:
+        async def apply(upd: KeyUpdate) -> None:
+            self._apply_instance(upd.key.rpartition(".")[2], upd.value, upd.expired)
+            self._synced.set()
+
         key_filter = subjects.instance_key_filter(self.rt.namespace, self.component, self.endpoint)
-        while True:
-            try:
-                async for upd in self.rt.discovery.watch(subjects.INSTANCES_BUCKET, key_filter):
-                    self._apply_instance(upd.key.rpartition(".")[2], upd.value, upd.expired)
-                    self._synced.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # NATS restart: watch again
-                log.warning("instance_watch_restart", error=str(e))
-                await asyncio.sleep(0.5)
+        await self.rt.discovery.follow(subjects.INSTANCES_BUCKET, key_filter, apply)
 
     def _apply_instance(self, iid: str, value: bytes | None, expired: bool = False) -> None:
         if value is None:

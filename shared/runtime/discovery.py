@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -127,8 +127,21 @@ class Discovery:
                 out[upd.key] = upd.value
         return out
 
+    async def follow(self, bucket: str, key_filter: str, on_update: Callable[[KeyUpdate], Awaitable[None]]) -> None:
+        """`on_update` for every update of `watch`, forever: when a NATS outage breaks the watch, watch again
+        (its current values come first again, so nothing missed meanwhile is lost)."""
+        while True:
+            try:
+                async for upd in self.watch(bucket, key_filter):
+                    await on_update(upd)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("watch_restart", bucket=bucket, key_filter=key_filter, error=str(e))
+                await asyncio.sleep(0.5)
+
     async def watch(self, bucket: str, key_filter: str, initial_only: bool = False) -> AsyncIterator[KeyUpdate]:
-        """Current values first, then every change; restarts itself after NATS outages."""
+        """Current values first, then every change, until a NATS outage breaks the watch (see `follow`)."""
         kv = await self.bucket(bucket)
         watcher = await kv.watch(key_filter)
         try:
