@@ -168,12 +168,12 @@ class NatsCluster:
         ]
 
     @property
-    def url(self) -> str:
-        return ",".join(n.url for n in self.nodes)
-
-    @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
 
     def start(self, timeout: float = 20.0) -> NatsCluster:
         """Every node, then until each says JetStream is healthy (a meta leader is elected)."""
