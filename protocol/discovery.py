@@ -21,6 +21,16 @@ class InstanceRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     v: int = PROTOCOL_VERSION
 
 
+class Heartbeat(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Liveness of leased discovery keys, on core NATS: one message per process each period names every key
+    the process holds (shared.runtime.heartbeat). A watcher that has seen a key's heartbeat treats the key as
+    gone once `ttl` seconds pass without one; keys never named in a heartbeat live by their KV TTL alone."""
+
+    keys: list[str]
+    ttl: float
+    v: int = PROTOCOL_VERSION
+
+
 BOOTSTRAP_HOST, BOOTSTRAP_PORT = "bootstrap_host", "bootstrap_port"  # InstanceRecord.metadata keys
 
 

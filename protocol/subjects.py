@@ -63,6 +63,11 @@ def load_filter(ns: str, component: str = "*") -> str:
     return f"{PREFIX}.{ns}.load.{component}.*"
 
 
+def heartbeat_subject(ns: str) -> str:
+    """Lease heartbeats of a namespace's processes (protocol.discovery.Heartbeat)."""
+    return f"{PREFIX}.{ns}.hb"
+
+
 def instance_key(ns: str, component: str, endpoint: str, instance_id: str) -> str:
     return f"{ns}.{component}.{endpoint}.{instance_id}"
 

@@ -6,6 +6,7 @@ import argparse
 
 import msgspec
 
+from services.worker.fleet_args import FleetConfig, add_fleet_args, fleet_from_args
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
@@ -36,6 +37,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     canary: CanaryConfig = CanaryConfig()
     tool_call_parser: str | None = None  # published in the model card; the frontend parses with it
     reasoning_parser: str | None = None
+    fleet: FleetConfig = FleetConfig()  # --simulate N: N simulated workers in this process
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     add_canary_args(p)
+    add_fleet_args(p)
     add_parser_args(g, where="published in the model card: the frontend parses; passed to SGLang too")
     add_engine_args(p)
     return p
@@ -93,4 +96,5 @@ def parse(argv: list[str]) -> WorkerConfig:
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
                         internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),
-                        tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser)
+                        tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
+                        fleet=fleet_from_args(ns))

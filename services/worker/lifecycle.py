@@ -30,13 +30,15 @@ def build_engine(cfg: WorkerConfig, tokenizer: Tokenizer) -> Engine:
     return make_engine(cfg.engine, tokenizer.encode("abcdefghijklmnopqrstuvwxyz "), eos)
 
 
-async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
+async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | None = None) -> None:
+    """`tokenizer`: already loaded from cfg.model_path (a simulated fleet loads it once for all)."""
     rt = svc.rt
-    tokenizer = Tokenizer.from_dir(cfg.model_path)
+    shared_tokenizer = tokenizer is not None
+    tokenizer = tokenizer or Tokenizer.from_dir(cfg.model_path)
     engine = build_engine(cfg, tokenizer)
     await engine.start()
-    # an engine may set Python logging up its own way as it starts (SGLang does): take it back
-    configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
+    if not shared_tokenizer:  # an engine may set Python logging up its own way as it starts (SGLang does): take it back
+        configure_logging(cfg.common.log_level, cfg.common.log_json, svc.name)
     events = KvEventPublisher(rt, cfg.component)
     await events.start()
     engine.set_kv_event_sink(events.sink)

@@ -29,7 +29,12 @@ class Preset:
     async def amain(self, argv: list[str]) -> None:
         cfg = self.parse(argv)
         async with Service(self.service, cfg.common) as svc:
-            await serve_worker(svc, cfg)
+            if cfg.fleet.simulate > 0:
+                from services.worker.fleet import serve_fleet
+
+                await serve_fleet(svc, cfg)
+            else:
+                await serve_worker(svc, cfg)
 
     def main(self) -> None:
         run(lambda: self.amain(sys.argv[1:]))

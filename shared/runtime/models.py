@@ -61,4 +61,4 @@ async def fetch_tokenizer(rt: Runtime, artifact: str) -> dict[str, bytes]:
 
 async def publish_card(rt: Runtime, card: ModelCard) -> Lease:
     key = subjects.model_key(rt.namespace, card.component, card.instance_id)
-    return await rt.discovery.lease(subjects.MODELS_BUCKET, key, codec.encode(card))
+    return await rt.discovery.lease(subjects.MODELS_BUCKET, key, codec.encode(card), heartbeat=True)

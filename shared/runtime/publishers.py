@@ -27,6 +27,10 @@ KV_STREAM_MAX_BYTES = 64 * 2**20  # oldest events go first: a replay then misses
 MSG_ID_HEADER = "Nats-Msg-Id"  # JetStream keeps one copy per id (within its duplicate window)
 RETRY_S = 0.2  # between attempts to store a batch while JetStream cannot
 STOP_FLUSH_S = 2.0
+# An unchanged load is sent again this often (it was every 2 s): a router that starts meanwhile counts an
+# idle worker as idle anyway, and at fleet size the repeats were a message per worker every 2 s to every
+# router, frontend and planner (docs/FLEET.md).
+IDLE_REPORT_S = 10.0
 
 
 async def ensure_kv_stream(rt: Runtime) -> str:
@@ -117,8 +121,10 @@ class KvEventPublisher:
 
 class LoadPublisher:
     def __init__(self, rt: Runtime, component: str, load: Callable[[], WorkerLoad],
-                 interval: float = 0.2) -> None:
+                 interval: float = 0.2, idle_interval: float = IDLE_REPORT_S) -> None:
+        """Sampled every `interval`; sent when it changed, and every `idle_interval` while it does not."""
         self.rt = rt
+        self.idle_interval = idle_interval
         self.subject = subjects.load_subject(rt.namespace, component, rt.instance_id)
         self.load = load
         self.interval = interval
@@ -134,14 +140,15 @@ class LoadPublisher:
 
     async def _run(self) -> None:
         last: WorkerLoad | None = None
-        quiet = 0
+        sent_at = 0.0
         while True:
             await asyncio.sleep(self.interval)
             cur = self.load()
             for kind, g in self._gauges.items():
                 g.set(getattr(cur, kind))
-            quiet = quiet + 1 if cur == last else 0
-            if quiet % 10 == 0:  # on change, and once in a while when idle
+            now = time.monotonic()
+            if cur != last or now - sent_at >= self.idle_interval:  # on change, and once in a while when idle
+                sent_at = now
                 stamped = msgspec.structs.replace(cur, ts=time.time())
                 with contextlib.suppress(Exception):
                     await self.rt.nc.publish(self.subject, codec.encode(stamped))

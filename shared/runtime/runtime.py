@@ -13,6 +13,7 @@ from protocol import subjects
 from shared.config.args import NatsOptions
 from shared.runtime.connection import connect
 from shared.runtime.discovery import CLUSTER_LEASE_TTL, DEFAULT_LEASE_TTL, Discovery
+from shared.runtime.heartbeat import HeartbeatSender
 from shared.runtime.replicas import replicas_for
 
 
@@ -23,7 +24,8 @@ def new_instance_id() -> str:
 
 class Runtime:
     def __init__(self, nc: NATS, namespace: str, lease_ttl: float | None = None,
-                 name: str = "shoal", replicas: int = 0) -> None:
+                 name: str = "shoal", replicas: int = 0, heartbeats: HeartbeatSender | None = None) -> None:
+        """`heartbeats`: one sender shared by runtimes on one connection (services.worker.fleet)."""
         self.nc = nc
         self.name = name  # the service name: reply inboxes are _INBOX.<name>.…
         self.namespace = subjects.check_token(namespace, "namespace")
@@ -33,7 +35,7 @@ class Runtime:
         self.replicas = replicas_for(nc, replicas)  # of every bucket and stream this process creates
         # None: a lease outlives a leader election where the buckets are replicated
         ttl = lease_ttl or (CLUSTER_LEASE_TTL if self.replicas > 1 else DEFAULT_LEASE_TTL)
-        self.discovery = Discovery(nc, ttl, self.replicas)
+        self.discovery = Discovery(nc, ttl, self.replicas, self.namespace, heartbeats)
 
     @classmethod
     async def connect(cls, auth: NatsOptions, namespace: str, name: str,

@@ -134,7 +134,8 @@ class EndpointServer(Generic[T]):
             started_at=time.time(), model=model, metadata=metadata or {},
         )
         key = subjects.instance_key(self.rt.namespace, self.component, self.endpoint, self.instance_id)
-        self._lease = await self.rt.discovery.lease(subjects.INSTANCES_BUCKET, key, codec.encode(rec))
+        self._lease = await self.rt.discovery.lease(subjects.INSTANCES_BUCKET, key, codec.encode(rec),
+                                                    heartbeat=True)
         self._record = rec
         log.info("instance_registered", component=self.component, endpoint=self.endpoint,
                  instance_id=self.instance_id)

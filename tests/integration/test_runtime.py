@@ -129,8 +129,8 @@ async def test_discovery_sees_instances_come_and_go(nats_server):
     await server.register()
     await client.wait_for_instances(1, 2)
     assert time.monotonic() - t0 < 2
-    # a process that dies stops refreshing its lease: simulate by cancelling the refresh task
-    server._lease._task.cancel()
+    # a process that dies stops its heartbeat and lease refresh, and deletes nothing
+    await server._lease.abandon()
     t0 = time.monotonic()
     while client.instances and time.monotonic() - t0 < 6:
         await asyncio.sleep(0.1)

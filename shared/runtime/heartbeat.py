@@ -1,0 +1,104 @@
+"""Lease liveness on core NATS instead of a JetStream write per key per second.
+
+A leased key (an instance record, a model card) is written to its KV bucket once, with a long TTL as a
+backstop (`backstop_ttl`) that is refreshed rarely. What says "still alive" every second is one core
+NATS message per process, `Heartbeat(keys, ttl)` on `shoal.<ns>.hb`, naming every key the process holds:
+no JetStream acknowledgement, no stored message, one message for the whole process however many keys
+(a simulated fleet shares one sender among all its workers).
+
+A watcher (`Liveness`, used by Discovery.follow) that has seen a key in a heartbeat reports it gone,
+as an expired lease, once `ttl` seconds pass without one; a key never named in a heartbeat (a process
+of an older version) lives by its KV TTL alone. While the watcher's own connection is down, nobody's
+silence counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.aio.client import Client as NATS
+
+from protocol import codec
+from protocol.discovery import Heartbeat
+from shared.runtime.tasks import cancel_and_wait
+from shared.telemetry.logging import get_logger
+
+log = get_logger("shoal.heartbeat")
+
+HEARTBEAT_S = 1.0  # a process names its keys at least this often (and every ttl/3 when shorter)
+BACKSTOP_MIN_S = 30.0  # a heartbeat lease's KV TTL: it ends a key only when heartbeats could not
+
+
+def backstop_ttl(ttl: float) -> float:
+    """The KV TTL of a key whose liveness travels in heartbeats: what removes it when no watcher does."""
+    return max(BACKSTOP_MIN_S, 4 * ttl)
+
+
+class HeartbeatSender:
+    """One per process (or per simulated fleet): names every held key on `subject` each period."""
+
+    def __init__(self, nc: NATS, subject: str, ttl: float) -> None:
+        self.nc, self.subject, self.ttl = nc, subject, ttl
+        self.period = min(ttl / 3, HEARTBEAT_S)
+        self.keys: dict[str, None] = {}  # insertion-ordered set
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, key: str) -> None:
+        self.keys[key] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    def discard(self, key: str) -> None:
+        self.keys.pop(key, None)
+
+    async def beat(self) -> None:
+        if self.keys and not self.nc.is_closed:
+            with contextlib.suppress(Exception):  # NATS down: the client buffers it, or the next one goes
+                await self.nc.publish(self.subject, codec.encode(Heartbeat(keys=list(self.keys), ttl=self.ttl)))
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        while self.keys:
+            await self.beat()
+            await asyncio.sleep(self.period)
+
+
+class Liveness:
+    """A watcher's view of heartbeats: which of its keys went silent."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.last: dict[str, tuple[float, float]] = {}  # key -> (monotonic time of its last heartbeat, ttl)
+        self.watched: set[str] = set()  # keys the watcher holds now (present in the bucket)
+
+    def on_heartbeat(self, data: bytes) -> list[str]:
+        """The keys of ours this heartbeat names (returned so a silenced one can come back)."""
+        try:
+            hb = codec.decode(data, Heartbeat)
+        except Exception:
+            return []
+        now = time.monotonic()
+        named = [k for k in hb.keys if k in self.watched]
+        for k in named:
+            self.last[k] = (now, hb.ttl)
+        return named
+
+    def forget(self, key: str) -> None:
+        self.watched.discard(key)
+        self.last.pop(key, None)
+
+    def silent(self) -> list[str]:
+        """Keys whose heartbeats stopped for longer than their ttl (never while this connection is down)."""
+        now = time.monotonic()
+        if not self.nc.is_connected:  # our outage, not theirs: everyone gets a fresh ttl once back
+            self.last = {k: (now, ttl) for k, (_, ttl) in self.last.items()}
+            return []
+        gone = [k for k, (t, ttl) in self.last.items() if now - t > ttl]
+        for k in gone:
+            del self.last[k]
+        return gone
