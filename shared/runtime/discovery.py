@@ -133,6 +133,8 @@ class Discovery:
         self.replicas = replicas  # of the buckets it creates (shared.runtime.replicas)
         self.heartbeat_subject = subjects.heartbeat_subject(namespace) if namespace else ""
         self._heartbeats = heartbeats
+        self._hb_queues: list[asyncio.Queue[tuple[str, object]]] = []  # one per `follow`
+        self._hb_sub: object | None = None
         self._buckets: dict[str, KeyValue] = {}
 
     @property
@@ -167,11 +169,7 @@ class Discovery:
         (its current values come first again, so nothing missed meanwhile is lost). A key whose heartbeats
         stop is reported gone (expired) after its TTL, and back if they resume; one task calls `on_update`."""
         queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-
-        async def on_heartbeat(msg: Msg) -> None:
-            queue.put_nowait(("hb", msg.data))
-
-        sub = await self.nc.subscribe(self.heartbeat_subject, cb=on_heartbeat) if self.heartbeat_subject else None
+        await self._hear_heartbeats(queue)
         tasks = [asyncio.create_task(self._follow_kv(bucket, key_filter, queue), name=f"follow:{bucket}"),
                  asyncio.create_task(self._tick(queue), name=f"liveness:{bucket}")]
         live = Liveness(self.nc)
@@ -208,9 +206,17 @@ class Discovery:
                         await on_update(KeyUpdate(key, None, expired=True))
         finally:
             await cancel_and_wait(*tasks)
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            self._hb_queues.remove(queue)
+
+    async def _hear_heartbeats(self, queue: asyncio.Queue[tuple[str, object]]) -> None:
+        """Heartbeats into `queue`: one subscription for every `follow` of this runtime."""
+        self._hb_queues.append(queue)
+        if self._hb_sub is None and self.heartbeat_subject:
+            async def on_heartbeat(msg: Msg) -> None:
+                for q in self._hb_queues:
+                    q.put_nowait(("hb", msg.data))
+
+            self._hb_sub = await self.nc.subscribe(self.heartbeat_subject, cb=on_heartbeat)
 
     @staticmethod
     async def _tick(queue: asyncio.Queue[tuple[str, object]], every: float = 0.25) -> None:
