@@ -75,6 +75,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
     artifacts = _stream_api(f"OBJ_{ARTIFACTS_STORE}", get=True)
     kv_events = _stream_api(f"{PREFIX}-kv-{namespace}")
     nixl = [*_stream_api(f"KV_{NIXL_BUCKET}", consume=False, get=True), f"$KV.{NIXL_BUCKET}.{namespace}.>"]
+    hb = f"{ns}.hb"  # lease heartbeats (shared.runtime.heartbeat): every discovery watcher hears them
 
     def inbox(service: str) -> str:
         """A service's replies: JetStream API answers, consumer deliveries and EndpointClient
@@ -88,9 +89,9 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
                                           f"$KV.{INSTANCES_BUCKET}.{namespace}.{c}.>",
                                           f"$KV.{MODELS_BUCKET}.{namespace}.{c}.*")]
         return Role(
-            publish=[*own, f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events,
+            publish=[*own, hb, f"$O.{ARTIFACTS_STORE}.>", *extra_pub, *base, *discovery, *artifacts, *kv_events,
                      *extra_js],
-            subscribe=[*(f"{ns}.{c}.>" for c in comps), inbox(service), *extra_sub], responses=True,
+            subscribe=[*(f"{ns}.{c}.>" for c in comps), inbox(service), hb, *extra_sub], responses=True,
             comment=comment)
 
     def calls(component: str, endpoint: str) -> list[str]:
@@ -101,7 +102,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
         "frontend": Role(
             publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events],
             publish_deny=[f"{ns}.kv.>", f"{ns}.load.>"],
-            subscribe=[inbox("frontend"), f"{ns}.load.>"],
+            subscribe=[inbox("frontend"), f"{ns}.load.>", hb],
             comment="calls any component's endpoint (any instance or one) and cancels on its control subject;\n"
                     "watches discovery, reads tokenizer files; with --router-mode kv replays KV events and\n"
                     "follows load. May not publish KV events or load (only workers speak for their caches)."),
@@ -139,14 +140,14 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             f"LLM worker behind a processor (component {backend!r} or {vlm!r}, --internal): like worker, and\n"
             "reads image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
         "router": Role(
-            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events],
-            subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router")],
+            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", hb, *base, *discovery, *kv_events],
+            subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router"), hb],
             responses=True,
             comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"
                     "events, follows load, watches instances; reads no one's request traffic."),
         "planner": Role(
             publish=[*base, *discovery],
-            subscribe=[f"{ns}.stats.frontend.*", f"{ns}.load.>", inbox("planner")],
+            subscribe=[f"{ns}.stats.frontend.*", f"{ns}.load.>", inbox("planner"), hb],
             comment="planner (python -m services.planner): reads the frontends' stats, the workers' load and\n"
                     "discovery; publishes nothing of its own (its connector starts and stops workers)."),
     }

@@ -1,0 +1,95 @@
+"""Lease heartbeats (shared.runtime.heartbeat): who goes silent, and when silence does not count."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from protocol import codec
+from protocol.discovery import Heartbeat
+from shared.runtime import heartbeat
+from shared.runtime.heartbeat import HeartbeatSender, Liveness, backstop_ttl
+
+
+class FakeNc:
+    def __init__(self) -> None:
+        self.is_connected = True
+        self.is_closed = False
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.sent.append((subject, data))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [100.0]
+    monkeypatch.setattr(heartbeat.time, "monotonic", lambda: now[0])
+    return now
+
+
+def beat(*keys: str, ttl: float = 3.0) -> bytes:
+    return codec.encode(Heartbeat(keys=list(keys), ttl=ttl))
+
+
+def test_a_named_key_goes_silent_after_its_ttl_and_comes_back(clock: list[float]) -> None:
+    live = Liveness(FakeNc())  # type: ignore[arg-type]
+    live.watched |= {"a", "b"}
+    assert live.on_heartbeat(beat("a", "b", "not-ours")) == ["a", "b"]
+    clock[0] += 2.0
+    live.on_heartbeat(beat("b"))
+    assert live.silent() == []
+    clock[0] += 1.5  # a: 3.5 s without a heartbeat, b: 1.5 s
+    assert live.silent() == ["a"]
+    assert live.silent() == []  # reported once
+    assert live.on_heartbeat(beat("a")) == ["a"]  # the caller brings it back
+
+
+def test_a_key_never_named_lives_by_its_kv_ttl_alone(clock: list[float]) -> None:
+    live = Liveness(FakeNc())  # type: ignore[arg-type]
+    live.watched.add("old-version-worker")
+    clock[0] += 60
+    assert live.silent() == []
+
+
+def test_silence_while_our_own_connection_is_down_does_not_count(clock: list[float]) -> None:
+    nc = FakeNc()
+    live = Liveness(nc)  # type: ignore[arg-type]
+    live.watched.add("a")
+    live.on_heartbeat(beat("a"))
+    nc.is_connected = False
+    clock[0] += 10
+    assert live.silent() == []
+    nc.is_connected = True
+    clock[0] += 2.0  # a fresh ttl from the outage's end
+    assert live.silent() == []
+    clock[0] += 1.5
+    assert live.silent() == ["a"]
+
+
+def test_a_forgotten_key_is_not_reported(clock: list[float]) -> None:
+    live = Liveness(FakeNc())  # type: ignore[arg-type]
+    live.watched.add("a")
+    live.on_heartbeat(beat("a"))
+    live.forget("a")  # deleted in the bucket (a drain): the delete itself tells the watcher
+    clock[0] += 10
+    assert live.silent() == []
+
+
+async def test_one_message_names_every_key_of_the_process() -> None:
+    nc = FakeNc()
+    sender = HeartbeatSender(nc, "shoal.ns.hb", ttl=3.0)  # type: ignore[arg-type]
+    for i in range(500):
+        sender.add(f"ns.backend.generate.{i:016x}")
+    await asyncio.sleep(0)  # the first beat goes out at once
+    sender.discard("ns.backend.generate.0000000000000000")
+    await sender.beat()
+    await sender.stop()
+    assert len(nc.sent) == 2 and {s for s, _ in nc.sent} == {"shoal.ns.hb"}
+    assert len(codec.decode(nc.sent[0][1], Heartbeat).keys) == 500
+    assert len(codec.decode(nc.sent[1][1], Heartbeat).keys) == 499
+
+
+def test_the_kv_ttl_is_a_backstop_longer_than_the_lease() -> None:
+    assert backstop_ttl(3.0) == 30.0 and backstop_ttl(15.0) == 60.0
