@@ -22,11 +22,12 @@ class InstanceRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Heartbeat(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Liveness of leased discovery keys, on core NATS: one message per process each period names every key
-    the process holds (shared.runtime.heartbeat). A watcher that has seen a key's heartbeat treats the key as
-    gone once `ttl` seconds pass without one; keys never named in a heartbeat live by their KV TTL alone."""
+    """Liveness of leased discovery keys, on core NATS: one message per process each period names every
+    lease it holds by the key's last token, its instance id (an instance record and a model card of one
+    worker share it). A watcher that has heard of a key treats it as gone once `ttl` seconds pass without
+    a heartbeat naming it; keys never named live by their KV TTL alone (shared.runtime.heartbeat)."""
 
-    keys: list[str]
+    ids: list[str]
     ttl: float
     v: int = PROTOCOL_VERSION
 

@@ -188,7 +188,7 @@ class Discovery:
                             continue
                     else:
                         values[item.key] = item.value
-                        live.watched.add(item.key)
+                        live.watch(item.key)
                         if item.key in silenced:
                             continue
                     await on_update(item)

@@ -2,7 +2,8 @@
 
 A leased key (an instance record, a model card) is written to its KV bucket once, with a long TTL as a
 backstop (`backstop_ttl`) that is refreshed rarely. What says "still alive" every second is one core
-NATS message per process, `Heartbeat(keys, ttl)` on `shoal.<ns>.hb`, naming every key the process holds:
+NATS message per process, `Heartbeat(ids, ttl)` on `shoal.<ns>.hb`, naming every key the process holds by
+its last token (the instance id; a worker's instance record and model card share one):
 no JetStream acknowledgement, no stored message, one message for the whole process however many keys
 (a simulated fleet shares one sender among all its workers).
 
@@ -31,6 +32,11 @@ HEARTBEAT_S = 1.0  # a process names its keys at least this often (and every ttl
 BACKSTOP_MIN_S = 30.0  # a heartbeat lease's KV TTL: it ends a key only when heartbeats could not
 
 
+def key_id(key: str) -> str:
+    """What a heartbeat names a key by: its last token."""
+    return key.rpartition(".")[2]
+
+
 def backstop_ttl(ttl: float) -> float:
     """The KV TTL of a key whose liveness travels in heartbeats: what removes it when no watcher does."""
     return max(BACKSTOP_MIN_S, 4 * ttl)
@@ -42,28 +48,32 @@ class HeartbeatSender:
     def __init__(self, nc: NATS, subject: str, ttl: float) -> None:
         self.nc, self.subject, self.ttl = nc, subject, ttl
         self.period = min(ttl / 3, HEARTBEAT_S)
-        self.keys: dict[str, None] = {}  # insertion-ordered set
+        self.ids: dict[str, int] = {}  # a key's last token -> how many held keys end in it
         self._task: asyncio.Task[None] | None = None
 
     def add(self, key: str) -> None:
-        self.keys[key] = None
+        iid = key_id(key)
+        self.ids[iid] = self.ids.get(iid, 0) + 1
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="heartbeat")
 
     def discard(self, key: str) -> None:
-        self.keys.pop(key, None)
+        iid = key_id(key)
+        left = self.ids.pop(iid, 0) - 1
+        if left > 0:
+            self.ids[iid] = left
 
     async def beat(self) -> None:
-        if self.keys and not self.nc.is_closed:
+        if self.ids and not self.nc.is_closed:
             with contextlib.suppress(Exception):  # NATS down: the client buffers it, or the next one goes
-                await self.nc.publish(self.subject, codec.encode(Heartbeat(keys=list(self.keys), ttl=self.ttl)))
+                await self.nc.publish(self.subject, codec.encode(Heartbeat(ids=list(self.ids), ttl=self.ttl)))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:
-        while self.keys:
+        while self.ids:
             await self.beat()
             await asyncio.sleep(self.period)
 
@@ -74,7 +84,10 @@ class Liveness:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.last: dict[str, tuple[float, float]] = {}  # key -> (monotonic time of its last heartbeat, ttl)
-        self.watched: set[str] = set()  # keys the watcher holds now (present in the bucket)
+        self.keys: dict[str, set[str]] = {}  # the keys the watcher holds now (present in the bucket), by id
+
+    def watch(self, key: str) -> None:
+        self.keys.setdefault(key_id(key), set()).add(key)
 
     def on_heartbeat(self, data: bytes) -> list[str]:
         """The keys of ours this heartbeat names (returned so a silenced one can come back)."""
@@ -83,13 +96,18 @@ class Liveness:
         except Exception:
             return []
         now = time.monotonic()
-        named = [k for k in hb.keys if k in self.watched]
+        named = [k for iid in hb.ids for k in self.keys.get(iid, ())]
         for k in named:
             self.last[k] = (now, hb.ttl)
         return named
 
     def forget(self, key: str) -> None:
-        self.watched.discard(key)
+        iid = key_id(key)
+        keys = self.keys.get(iid)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self.keys[iid]
         self.last.pop(key, None)
 
     def silent(self) -> list[str]:

@@ -29,26 +29,31 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def beat(*keys: str, ttl: float = 3.0) -> bytes:
-    return codec.encode(Heartbeat(keys=list(keys), ttl=ttl))
+def beat(*ids: str, ttl: float = 3.0) -> bytes:
+    return codec.encode(Heartbeat(ids=list(ids), ttl=ttl))
+
+
+def watching(live: Liveness, *ids: str) -> None:
+    for iid in ids:
+        live.watch(f"ns.backend.generate.{iid}")
 
 
 def test_a_named_key_goes_silent_after_its_ttl_and_comes_back(clock: list[float]) -> None:
     live = Liveness(FakeNc())  # type: ignore[arg-type]
-    live.watched |= {"a", "b"}
-    assert live.on_heartbeat(beat("a", "b", "not-ours")) == ["a", "b"]
+    watching(live, "a", "b")
+    assert live.on_heartbeat(beat("a", "b", "not-ours")) == ["ns.backend.generate.a", "ns.backend.generate.b"]
     clock[0] += 2.0
     live.on_heartbeat(beat("b"))
     assert live.silent() == []
     clock[0] += 1.5  # a: 3.5 s without a heartbeat, b: 1.5 s
-    assert live.silent() == ["a"]
+    assert live.silent() == ["ns.backend.generate.a"]
     assert live.silent() == []  # reported once
-    assert live.on_heartbeat(beat("a")) == ["a"]  # the caller brings it back
+    assert live.on_heartbeat(beat("a")) == ["ns.backend.generate.a"]  # the caller brings it back
 
 
 def test_a_key_never_named_lives_by_its_kv_ttl_alone(clock: list[float]) -> None:
     live = Liveness(FakeNc())  # type: ignore[arg-type]
-    live.watched.add("old-version-worker")
+    watching(live, "old-version-worker")
     clock[0] += 60
     assert live.silent() == []
 
@@ -56,7 +61,7 @@ def test_a_key_never_named_lives_by_its_kv_ttl_alone(clock: list[float]) -> None
 def test_silence_while_our_own_connection_is_down_does_not_count(clock: list[float]) -> None:
     nc = FakeNc()
     live = Liveness(nc)  # type: ignore[arg-type]
-    live.watched.add("a")
+    watching(live, "a")
     live.on_heartbeat(beat("a"))
     nc.is_connected = False
     clock[0] += 10
@@ -65,14 +70,14 @@ def test_silence_while_our_own_connection_is_down_does_not_count(clock: list[flo
     clock[0] += 2.0  # a fresh ttl from the outage's end
     assert live.silent() == []
     clock[0] += 1.5
-    assert live.silent() == ["a"]
+    assert live.silent() == ["ns.backend.generate.a"]
 
 
 def test_a_forgotten_key_is_not_reported(clock: list[float]) -> None:
     live = Liveness(FakeNc())  # type: ignore[arg-type]
-    live.watched.add("a")
+    watching(live, "a")
     live.on_heartbeat(beat("a"))
-    live.forget("a")  # deleted in the bucket (a drain): the delete itself tells the watcher
+    live.forget("ns.backend.generate.a")  # deleted in the bucket (a drain): the delete itself tells the watcher
     clock[0] += 10
     assert live.silent() == []
 
@@ -82,13 +87,16 @@ async def test_one_message_names_every_key_of_the_process() -> None:
     sender = HeartbeatSender(nc, "shoal.ns.hb", ttl=3.0)  # type: ignore[arg-type]
     for i in range(500):
         sender.add(f"ns.backend.generate.{i:016x}")
+        sender.add(f"ns.backend.{i:016x}")  # its model card: the same id
     await asyncio.sleep(0)  # the first beat goes out at once
-    sender.discard("ns.backend.generate.0000000000000000")
+    sender.discard("ns.backend.generate.0000000000000000")  # the card still holds id 0
+    sender.discard("ns.backend.0000000000000001")
+    sender.discard("ns.backend.generate.0000000000000001")
     await sender.beat()
     await sender.stop()
     assert len(nc.sent) == 2 and {s for s, _ in nc.sent} == {"shoal.ns.hb"}
-    assert len(codec.decode(nc.sent[0][1], Heartbeat).keys) == 500
-    assert len(codec.decode(nc.sent[1][1], Heartbeat).keys) == 499
+    assert len(codec.decode(nc.sent[0][1], Heartbeat).ids) == 500
+    assert len(codec.decode(nc.sent[1][1], Heartbeat).ids) == 499
 
 
 def test_the_kv_ttl_is_a_backstop_longer_than_the_lease() -> None:
