@@ -49,7 +49,7 @@ def varz(monitors: list[str]) -> Varz:
         tot.out_msgs += v["out_msgs"]
         tot.in_bytes += v["in_bytes"]
         tot.out_bytes += v["out_bytes"]
-        tot.js_store += int(_get(f"{m}/jsz").get("store", 0))
+        tot.js_store += int(_get(f"{m}/jsz").get("storage", 0))
     return tot
 
 
@@ -123,3 +123,42 @@ def decision_p99(metrics: str, q: float = 0.99) -> float | None:
             return round((prev_le + (le - prev_le) * frac) * 1000, 4)
         prev_le, prev_c = le, c
     return None
+
+
+def decision_times(n: int, decisions: int = 2000, seed: int = 0) -> dict:
+    """The KV router's decision over N candidates, in this process: p50/p99 of thread CPU time (the
+    decision's own cost) and of wall time (plus whatever preempts it on a shared machine). A tenth of
+    the workers hold cached prefixes; every worker reports a load."""
+    import random
+
+    from protocol.kv_events import BlockStored, KvEventBatch, WorkerLoad
+    from shared.kv.hashing import pack_tokens, packed_block_hashes
+    from shared.routing.kv_router import KvRouter
+
+    rng = random.Random(seed)
+    router = KvRouter(seed=seed)
+    cands = [f"{i:016x}" for i in range(n)]
+    prefixes = [[rng.randrange(30000) for _ in range(64)] for _ in range(32)]
+    for i, iid in enumerate(cands):
+        router.apply_load(WorkerLoad(worker_id=iid, running=i % 3, waiting=0, kv_used_blocks=i % 50,
+                                     kv_total_blocks=16384))
+        if i % 10 == 0:
+            hashes = packed_block_hashes(pack_tokens(prefixes[i % 32]), router.page_size)
+            router.apply_batch(KvEventBatch(worker_id=iid, seq=1, events=[
+                BlockStored(block_hashes=hashes, token_ids=[], block_size=router.page_size)]))
+    wall, cpu = [], []
+    for i in range(decisions):
+        toks = prefixes[rng.randrange(32)] + [rng.randrange(30000) for _ in range(32)]
+        t, c = time.perf_counter(), time.thread_time()
+        router.choose(f"r{i}", toks, cands)
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
+        router.finished(f"r{i}")
+    cpu.sort()
+    wall.sort()
+
+    def q(xs: list[float], p: float) -> float:
+        return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 4)
+
+    return {"cpu_p50_ms": q(cpu, 0.5), "cpu_p99_ms": q(cpu, 0.99), "wall_p50_ms": q(wall, 0.5),
+            "wall_p99_ms": q(wall, 0.99), "decisions": decisions}

@@ -5,6 +5,7 @@
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, results and plots in a scratch folder, not docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
+    just bench --only fleet         # 10 to 1,000 simulated workers (~15 min): docs/FLEET.md
     just bench --list
 
 The GPU benchmark (shoal on SGLang against SGLang's own server) runs on the lent GPU machine:
@@ -49,6 +50,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "agents": ("tests.bench.bench_agents", ["--append", "docs/BENCHMARKS.md"],
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
+    "fleet": ("tests.bench.bench_fleet", [], ["--sizes", "10", "--cluster-sizes", "--steady-s", "5", "--requests-s",
+                                              "4", "--churn-s", "6", "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
            "busy", "agents", "planner"]
