@@ -167,12 +167,13 @@ class Discovery:
     async def follow(self, bucket: str, key_filter: str, on_update: Callable[[KeyUpdate], Awaitable[None]]) -> None:
         """`on_update` for every update of `watch`, forever: when a NATS outage breaks the watch, watch again
         (its current values come first again, so nothing missed meanwhile is lost). A key whose heartbeats
-        stop is reported gone (expired) after its TTL, and back if they resume; one task calls `on_update`."""
+        stop (and that is not put again) is reported gone (expired) after its TTL, and back when a heartbeat
+        or a put comes; one task calls `on_update`."""
         queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         await self._hear_heartbeats(queue)
         tasks = [asyncio.create_task(self._follow_kv(bucket, key_filter, queue), name=f"follow:{bucket}"),
                  asyncio.create_task(self._tick(queue), name=f"liveness:{bucket}")]
-        live = Liveness(self.nc)
+        live = Liveness(self.nc, self.ttl)
         values: dict[str, bytes] = {}
         silenced: set[str] = set()  # keys reported gone for silence, still in the bucket
         try:
@@ -186,11 +187,10 @@ class Discovery:
                         if item.key in silenced:  # already reported gone
                             silenced.discard(item.key)
                             continue
-                    else:
+                    else:  # a put is its owner alive: a silenced key is back
                         values[item.key] = item.value
-                        live.watch(item.key)
-                        if item.key in silenced:
-                            continue
+                        live.seen(item.key)
+                        silenced.discard(item.key)
                     await on_update(item)
                 elif kind == "hb":
                     assert isinstance(item, bytes)

@@ -7,9 +7,10 @@ its last token (the instance id; a worker's instance record and model card share
 no JetStream acknowledgement, no stored message, one message for the whole process however many keys
 (a simulated fleet shares one sender among all its workers).
 
-A watcher (`Liveness`, used by Discovery.follow) that has seen a key in a heartbeat reports it gone,
-as an expired lease, once `ttl` seconds pass without one; a key never named in a heartbeat (a process
-of an older version) lives by its KV TTL alone. While the watcher's own connection is down, nobody's
+A watcher (`Liveness`, used by Discovery.follow) reports a key gone, as an expired lease, once `ttl`
+seconds pass with neither a heartbeat naming it nor a put of it: a process of an older version (no
+heartbeats, a put every ttl/3) lives as before, and a dead process's key that a new watcher finds in the
+bucket goes one ttl later, not at its backstop. While the watcher's own connection is down, nobody's
 silence counts.
 """
 
@@ -79,15 +80,25 @@ class HeartbeatSender:
 
 
 class Liveness:
-    """A watcher's view of heartbeats: which of its keys went silent."""
+    """A watcher's view of its keys' liveness: which went silent.
 
-    def __init__(self, nc: NATS) -> None:
+    Evidence that a key's owner lives is a heartbeat naming it or a put of the key itself (an older
+    process re-puts every ttl/3 and sends no heartbeats; a dead one does neither). A key without evidence
+    for its ttl (the heartbeat's, else the watcher's own lease ttl) is silent: so is a dead process's key
+    that a watcher finds in the bucket when it starts, one ttl after.
+    """
+
+    def __init__(self, nc: NATS, ttl: float) -> None:
         self.nc = nc
-        self.last: dict[str, tuple[float, float]] = {}  # key -> (monotonic time of its last heartbeat, ttl)
+        self.ttl = ttl
+        self.last: dict[str, tuple[float, float]] = {}  # key -> (monotonic time of its last evidence, ttl)
+        self.ttls: dict[str, float] = {}  # a key's ttl, as its heartbeats state it
         self.keys: dict[str, set[str]] = {}  # the keys the watcher holds now (present in the bucket), by id
 
-    def watch(self, key: str) -> None:
+    def seen(self, key: str) -> None:
+        """The key was put (or found when the watch began)."""
         self.keys.setdefault(key_id(key), set()).add(key)
+        self.last[key] = (time.monotonic(), self.ttls.get(key, self.ttl))
 
     def on_heartbeat(self, data: bytes) -> list[str]:
         """The keys of ours this heartbeat names (returned so a silenced one can come back)."""
@@ -99,6 +110,7 @@ class Liveness:
         named = [k for iid in hb.ids for k in self.keys.get(iid, ())]
         for k in named:
             self.last[k] = (now, hb.ttl)
+            self.ttls[k] = hb.ttl
         return named
 
     def forget(self, key: str) -> None:
@@ -109,11 +121,13 @@ class Liveness:
             if not keys:
                 del self.keys[iid]
         self.last.pop(key, None)
+        self.ttls.pop(key, None)
 
     def silent(self) -> list[str]:
-        """Keys whose heartbeats stopped for longer than their ttl (never while this connection is down)."""
+        """Keys without evidence for longer than their ttl, each once (never while this connection is
+        down: our outage, not theirs; everyone gets a fresh ttl once it is back)."""
         now = time.monotonic()
-        if not self.nc.is_connected:  # our outage, not theirs: everyone gets a fresh ttl once back
+        if not self.nc.is_connected:
             self.last = {k: (now, ttl) for k, (_, ttl) in self.last.items()}
             return []
         gone = [k for k, (t, ttl) in self.last.items() if now - t > ttl]

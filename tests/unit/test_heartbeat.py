@@ -35,11 +35,11 @@ def beat(*ids: str, ttl: float = 3.0) -> bytes:
 
 def watching(live: Liveness, *ids: str) -> None:
     for iid in ids:
-        live.watch(f"ns.backend.generate.{iid}")
+        live.seen(f"ns.backend.generate.{iid}")
 
 
 def test_a_named_key_goes_silent_after_its_ttl_and_comes_back(clock: list[float]) -> None:
-    live = Liveness(FakeNc())  # type: ignore[arg-type]
+    live = Liveness(FakeNc(), ttl=3.0)  # type: ignore[arg-type]
     watching(live, "a", "b")
     assert live.on_heartbeat(beat("a", "b", "not-ours")) == ["ns.backend.generate.a", "ns.backend.generate.b"]
     clock[0] += 2.0
@@ -51,16 +51,22 @@ def test_a_named_key_goes_silent_after_its_ttl_and_comes_back(clock: list[float]
     assert live.on_heartbeat(beat("a")) == ["ns.backend.generate.a"]  # the caller brings it back
 
 
-def test_a_key_never_named_lives_by_its_kv_ttl_alone(clock: list[float]) -> None:
-    live = Liveness(FakeNc())  # type: ignore[arg-type]
-    watching(live, "old-version-worker")
-    clock[0] += 60
-    assert live.silent() == []
+def test_an_older_process_lives_by_its_puts_and_a_dead_key_found_at_start_goes(clock: list[float]) -> None:
+    """No heartbeats: a put every ttl/3 is its owner alive; a key found in the bucket and never put again
+    (its process died before this watcher started) goes after the watcher's ttl, not at its backstop."""
+    live = Liveness(FakeNc(), ttl=3.0)  # type: ignore[arg-type]
+    watching(live, "old", "dead")  # both in the bucket when the watch began
+    silent: list[str] = []
+    for _ in range(10):  # the older process puts its key every second
+        clock[0] += 1.0
+        live.seen("ns.backend.generate.old")
+        silent += live.silent()
+    assert silent == ["ns.backend.generate.dead"]
 
 
 def test_silence_while_our_own_connection_is_down_does_not_count(clock: list[float]) -> None:
     nc = FakeNc()
-    live = Liveness(nc)  # type: ignore[arg-type]
+    live = Liveness(nc, ttl=3.0)  # type: ignore[arg-type]
     watching(live, "a")
     live.on_heartbeat(beat("a"))
     nc.is_connected = False
@@ -74,7 +80,7 @@ def test_silence_while_our_own_connection_is_down_does_not_count(clock: list[flo
 
 
 def test_a_forgotten_key_is_not_reported(clock: list[float]) -> None:
-    live = Liveness(FakeNc())  # type: ignore[arg-type]
+    live = Liveness(FakeNc(), ttl=3.0)  # type: ignore[arg-type]
     watching(live, "a")
     live.on_heartbeat(beat("a"))
     live.forget("ns.backend.generate.a")  # deleted in the bucket (a drain): the delete itself tells the watcher
