@@ -72,7 +72,11 @@ class Fleet:
             task = asyncio.create_task(serve_worker(sim, self.cfg, self.tokenizer),  # type: ignore[arg-type]
                                        name=f"sim:{rt.instance_id}")
             ready = asyncio.create_task(sim.ready.wait())
-            await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the fleet stops while this one starts
+                await cancel_and_wait(task, ready)
+                raise
         if not sim.ready.is_set():
             ready.cancel()
             self.failed += 1
@@ -114,7 +118,15 @@ async def serve_fleet(svc: Service, cfg: WorkerConfig) -> None:
     tokenizer = Tokenizer.from_dir(cfg.model_path)
     fleet = Fleet(svc, cfg, tokenizer)
     t0 = time.monotonic()
-    await asyncio.gather(*(fleet.add() for _ in range(cfg.fleet.simulate)))
+    starting = asyncio.gather(*(fleet.add() for _ in range(cfg.fleet.simulate)))
+    stop = asyncio.create_task(svc.stopped())
+    await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.done():  # SIGTERM while starting: no more starts, drain what started
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await fleet.stop()
+        return
+    stop.cancel()
     svc.set_ready()
     svc.log.info("fleet_ready", workers=len(fleet.workers), failed=fleet.failed,
                  secs=round(time.monotonic() - t0, 2))
