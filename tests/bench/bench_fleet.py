@@ -16,7 +16,9 @@ fleet where R workers a second drain and R join) with none lost.
 
 Raw results go to docs/bench/fleet.jsonl (one line per N and variant, with commit, machine, flags);
 tests/bench/fleet_report.py turns them into docs/FLEET.md and docs/plots/fleet_*.png. `--code-root DIR`
-runs the services from another checkout (the "before" variant: the runtime as it was, plus the simulator).
+runs the services from another tree: the "before" variant is the runtime as it was plus the simulator,
+made by `python -m tests.bench.fleet_before DIR` (then `--variant before --code-root DIR --code-commit
+"77fe6f6+simulator"`).
 Exits non-zero when a check of the issue fails at the largest N (routable > 60 s, killed worker routable
 past its lease, a request lost under churn, decision p99 >= 1 ms). The decision check is on the decision's
 own CPU time over N candidates (fleet_probe.decision_times): on a shared 2-core machine the wall-time p99

@@ -3,7 +3,8 @@
     python -m tests.bench.fleet_report [docs/bench/fleet.jsonl]
 
 The latest row of each (variant, N, NATS nodes) is shown; "before" is the runtime as it was (a KV write per
-lease per second, load re-sent every 2 s idle), "after" this branch's (heartbeats, load every 10 s idle).
+lease per second, load re-sent every 2 s idle; tree made by tests/bench/fleet_before.py), "after" this
+branch's (heartbeats, load every 10 s idle).
 """
 
 from __future__ import annotations
