@@ -104,7 +104,8 @@ def capacity(sel: dict[tuple[str, int, int], dict]) -> list[str]:
     """Workers per NATS node, frontend and router, linear from the largest measured N of each variant."""
     out = ["| variant | basis N | NATS CPU % per 1,000 workers | NATS msgs/s per 1,000 workers | "
            "frontend+router MB per 1,000 workers | frontend CPU % per 1,000 workers | "
-           "workers per NATS node at 50 % of a core |", "|---|---|---|---|---|---|---|"]
+           "workers per NATS node at 50 % of a core (extrapolated, unmeasured past the basis) |",
+           "|---|---|---|---|---|---|---|"]
     for variant in sorted({k[0] for k in sel}):
         single = [r for (v, _, nodes), r in sel.items() if v == variant and nodes == 1 and r.get("steady")]
         if not single:
