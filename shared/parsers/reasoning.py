@@ -1,30 +1,109 @@
-"""Reasoning formats by SGLang's `--reasoning-parser` names."""
+"""Reasoning formats by `--reasoning-parser` name, and the incremental reasoning parser."""
 
 from __future__ import annotations
 
-from shared.parsers.output import ReasoningFormat
+from dataclasses import dataclass
 
-# name -> (opening, closing, forced: the chat template opens the reasoning, so the output starts inside it)
-_FORMATS: dict[str, tuple[str, str, bool]] = {
-    "deepseek-r1": ("<think>", "</think>", True),
-    "deepseek-v3": ("<think>", "</think>", False),
-    "qwen3": ("<think>", "</think>", False),
-    "qwen3-thinking": ("<think>", "</think>", True),
-    "glm45": ("<think>", "</think>", False),
-    "kimi": ("◁think▷", "◁/think▷", False),
-    "kimi_k2": ("<think>", "</think>", False),
-    # harmony: the analysis channel is the reasoning, the final channel the answer
-    "gpt-oss": ("<|channel|>analysis<|message|>", "<|end|>", False),
+from shared.parsers.output import Parsed
+from shared.parsers.scan import partial_suffix
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """`start` ... `end` around the reasoning; `forced`: the output always begins inside it (an alias kept for
+    old flags: the rendered prompt says so on its own); `harmony`: gpt-oss channels instead of markers."""
+
+    start: str
+    end: str
+    forced: bool = False
+    harmony: bool = False
+
+
+_THINK = ("<think>", "</think>")
+_FORMATS: dict[str, ReasoningFormat] = {
+    "think": ReasoningFormat(*_THINK),
+    "qwen3": ReasoningFormat(*_THINK),
+    "qwen3-thinking": ReasoningFormat(*_THINK, forced=True),
+    "deepseek-r1": ReasoningFormat(*_THINK, forced=True),
+    "deepseek-v3": ReasoningFormat(*_THINK),
+    "glm45": ReasoningFormat(*_THINK),
+    "kimi_k2": ReasoningFormat(*_THINK),
+    "minimax": ReasoningFormat(*_THINK),
+    "kimi": ReasoningFormat("◁think▷", "◁/think▷"),
+    "mistral": ReasoningFormat("[THINK]", "[/THINK]"),
+    "gpt-oss": ReasoningFormat("<|channel|>analysis<|message|>", "<|end|>", harmony=True),
 }
 REASONING_PARSERS = tuple(_FORMATS)
 
 
 def reasoning_format(name: str, enabled: bool = True) -> ReasoningFormat | None:
-    """The format named `name`; None when reasoning is off for this request (qwen3 with
-    chat_template_kwargs.enable_thinking false). KeyError for an unknown name."""
+    """The format named `name`; None when reasoning is off for this request. KeyError for an unknown name."""
     if name not in _FORMATS:
         raise KeyError(f"unknown reasoning parser {name!r} (one of {', '.join(REASONING_PARSERS)})")
-    if not enabled:
-        return None
-    start, end, forced = _FORMATS[name]
-    return ReasoningFormat(start, end, forced)
+    return _FORMATS[name] if enabled else None
+
+
+def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
+    """Whether the rendered prompt ends inside an opened reasoning block (e.g. `...<|im_start|>assistant\\n<think>\\n`):
+    the output then starts in the reasoning."""
+    return bool(prompt) and not fmt.harmony and prompt.rstrip().endswith(fmt.start)  # type: ignore[union-attr]
+
+
+class ReasoningParser:
+    """Output -> reasoning and the content after it. Reasoning opens only at the start of the output; the
+    newlines right after the opening marker and right before the closing one are dropped (as the templates
+    drop them when they render the reasoning back)."""
+
+    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool = False) -> None:
+        self.fmt = fmt
+        self.buf = ""
+        self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
+        self.opened = False  # the opening tag is behind us (or cannot come any more)
+        self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
+
+    def feed(self, text: str, final: bool = False) -> Parsed:
+        self.buf += text
+        out = Parsed()
+        if self.state == "before":
+            stripped = self.buf.lstrip()
+            if stripped.startswith(self.fmt.start):
+                self.buf, self.state, self.opened = stripped[len(self.fmt.start) :], "in", True
+            elif self.fmt.start.startswith(stripped) and not final:
+                return out
+            else:
+                self.state = "after"
+        if self.state == "in" and not self.opened:  # a prompt-opened block may still repeat the opening tag
+            stripped = self.buf.lstrip()
+            if stripped.startswith(self.fmt.start):
+                self.buf = stripped[len(self.fmt.start) :]
+            elif not final and self.fmt.start.startswith(stripped):
+                return out
+            self.opened = True
+        if self.state == "in":
+            if self.lead:
+                self.buf = self.buf.lstrip("\n")
+                if not self.buf and not final:
+                    return out
+                self.lead = False
+            i = self.buf.find(self.fmt.end)
+            if i < 0:
+                keep = partial_suffix(self.buf, [self.fmt.end])
+                body = self.buf[: len(self.buf) - keep]
+                if final:
+                    out.reasoning += body.rstrip("\n")
+                    self.buf = ""
+                    return out
+                sent = body.rstrip("\n")
+                out.reasoning += sent
+                self.buf = self.buf[len(sent) :]
+                return out
+            out.reasoning += self.buf[:i].rstrip("\n")
+            self.buf, self.state = self.buf[i + len(self.fmt.end) :], "after_end"
+        if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
+            self.buf = self.buf.lstrip()
+            if not self.buf and not final:
+                return out
+            self.state = "after"
+        out.content += self.buf
+        self.buf = ""
+        return out
