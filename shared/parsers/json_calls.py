@@ -27,6 +27,7 @@ class JsonCalls(ToolFormat):
     open_re: Pattern | None = None
     head_re: Pattern
     tail_re: Pattern | None = None
+    loose_tail_re: Pattern | None = None  # what ends a call whose trailer is missing
     sep_re: Pattern | None = None
     close_re: Pattern | None = None
 
@@ -118,6 +119,10 @@ class JsonCalls(ToolFormat):
     def _tail(self, region: str, final: bool) -> Scan | None:
         if self.tail_re is not None:
             m = self._match(self.tail_re, region)
+            if m is None and self.loose_tail_re is not None:  # the call's own end, then no marker: skip it
+                loose = self._match(self.loose_tail_re, region)
+                if loose is not None and not loose.partial:
+                    return Scan(self.calls, loose.end())
             if m is None:
                 return Scan(self.calls, self.pos)
             if m.partial:
@@ -161,6 +166,7 @@ class HermesJson(JsonCalls):
     open_re = rx(r"<tool_call>\s*")
     head_re = rx(r'\{\s*"name"\s*:\s*"(?P<name>[^"\\]+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
     tail_re = rx(r"\s*\}\s*</tool_call>")
+    loose_tail_re = rx(r"\s*\}")
 
 
 class Llama3(JsonCalls):
