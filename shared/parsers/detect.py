@@ -84,3 +84,17 @@ def resolve_parsers(tool_parser: str | None, reasoning_parser: str | None,
     got = detect_for(tokenizer)
     return (got.tool_parser if tool_parser == AUTO else tool_parser,
             got.reasoning_parser if reasoning_parser == AUTO else reasoning_parser)
+
+
+def model_parsers(tool_parser: str | None, reasoning_parser: str | None,
+                  tokenizer: Any) -> tuple[str | None, str | None, Detected | None]:
+    """What a worker publishes in its model card: explicit names as given; unset or `auto` (when the model has
+    a chat template) the detected ones. The detection is returned for the log (None when not used)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    tool = AUTO if tool_parser is None and has_template else tool_parser
+    reasoning = AUTO if reasoning_parser is None and has_template else reasoning_parser
+    if AUTO not in (tool, reasoning):
+        return tool, reasoning, None
+    got = detect_for(tokenizer)
+    tool, reasoning = resolve_parsers(tool, reasoning, tokenizer)
+    return tool, reasoning, got
