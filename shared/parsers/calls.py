@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from shared.parsers.output import CallDelta, Malformed, Parsed, Scan, ToolFormat
 from shared.parsers.scan import find_first, partial_suffix
 
@@ -19,8 +21,15 @@ class ToolCallParser:
         self.count = 0  # calls of earlier regions
         self.sent: list[int] = []  # per call of the open region: characters of its arguments sent
         self.any_call = False
+        self.firsts = re.compile("[" + re.escape("".join({m[0] for m in fmt.starts})) + "]" if fmt.starts else "(?!)")
 
     def feed(self, text: str, final: bool = False) -> Parsed:
+        if not self.buf and not final and self.started and not self.in_region and text \
+                and not self.firsts.search(text) and not text[-1].isspace():
+            return Parsed(content=text)  # plain text that cannot begin a marker: the common case, fast
+        if self.in_region and not final and self.fmt.quiet(text):
+            self.buf += text
+            return Parsed()
         self.buf += text
         out = Parsed()
         while self.buf:

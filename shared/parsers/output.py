@@ -83,6 +83,10 @@ class ToolFormat:
     def reset(self) -> None:
         """A new region begins."""
 
+    def quiet(self, text: str) -> bool:
+        """Whether appending `text` to the open region cannot change what `scan` says (formats may say so)."""
+        return False
+
     def scan(self, region: str, final: bool) -> Scan:
         """The calls of the region at the front of `region` (it begins with a start marker). Malformed when it
         cannot be a call (only while no call of it was committed); with `final`, `used` is never None."""

@@ -62,6 +62,8 @@ class ReasoningParser:
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
 
     def feed(self, text: str, final: bool = False) -> Parsed:
+        if self.state == "after" and not self.buf:
+            return Parsed(content=text)
         self.buf += text
         out = Parsed()
         if self.state == "before":

@@ -29,6 +29,9 @@ class Qwen(ToolFormat):
         self.xml.reset()
         self.chosen = None
 
+    def quiet(self, text: str) -> bool:
+        return self.chosen is not None and self.chosen.quiet(text)
+
     def scan(self, region: str, final: bool) -> Scan:
         if self.chosen is None:
             body = region[len("<tool_call>") :].lstrip() if region.startswith("<tool_call>") else "<function="
@@ -50,13 +53,19 @@ class DeepSeekAll(ToolFormat):
         self.forms: list[ToolFormat] = [DeepSeek(tools), DeepSeekDsml(tools)]
         self.starts = tuple(s for f in self.forms for s in f.starts)
         self.chosen: ToolFormat = self.forms[0]
+        self.picked = False
 
     def reset(self) -> None:
         for f in self.forms:
             f.reset()
+        self.picked = False
+
+    def quiet(self, text: str) -> bool:
+        return self.picked and self.chosen.quiet(text)
 
     def scan(self, region: str, final: bool) -> Scan:
-        self.chosen = next(f for f in self.forms if region.startswith(f.starts))
+        if not self.picked:
+            self.chosen, self.picked = next(f for f in self.forms if region.startswith(f.starts)), True
         return self.chosen.scan(region, final)
 
 

@@ -38,8 +38,13 @@ class XmlCalls(ToolFormat):
         self.calls: list[Call] = []
         self.items = 0
         self.phase, self.pos = "open", 0
-        self.key, self.as_text, self.vstart = "", None, 0
+        self.key, self.as_text, self.vstart, self.vresume = "", None, 0, 0
         self.opened = False
+        self.settled = False  # waiting inside a value: only a `<` can change anything
+
+    def quiet(self, text: str) -> bool:
+        """Whether appending `text` to the region cannot change what `scan` says (a fast path)."""
+        return self.phase == "value" and self.settled and "<" not in text
 
     def scan(self, region: str, final: bool) -> Scan:
         while True:
@@ -86,7 +91,7 @@ class XmlCalls(ToolFormat):
     def _params(self, region: str, final: bool) -> Scan | None:
         m = self.param_re.match(region, self.pos, partial=True)
         if m is not None and not m.partial:
-            self.key, self.vstart = m.group("key").strip(), m.end()
+            self.key, self.vstart, self.vresume = m.group("key").strip(), m.end(), 0
             self.as_text = m.groupdict().get("str")
             self.phase = "value"
             return None
@@ -104,7 +109,7 @@ class XmlCalls(ToolFormat):
         return self._wait(region, final)
 
     def _value(self, region: str, final: bool) -> Scan | None:
-        p = self.vstart
+        p = max(self.vstart, self.vresume)  # literals before it were read as part of the value
         while True:
             hits = [(i, kind) for kind, lit in (("close", self.param_close), ("param", self.param_start),
                                                 ("call", self.call_close))
@@ -114,12 +119,14 @@ class XmlCalls(ToolFormat):
             i, kind = min(hits)
             verdict, after = self._ends_here(region, i, kind, final)
             if verdict is None:
+                self.settled = False
                 return self._wait_value(region, final)
             if verdict:
                 self._add_item(region[self.vstart : i])
                 self.pos, self.phase = after, "params"
                 return None
-            p = i + 1
+            p = self.vresume = i + 1
+        self.settled = not partial_suffix(region[-40:], (self.param_close, self.param_start, self.call_close))
         return self._wait_value(region, final)
 
     def _wait_value(self, region: str, final: bool) -> Scan:
