@@ -22,7 +22,7 @@ class ToolCall:
     arguments: str  # a JSON object, as text
 
 
-@dataclass
+@dataclass(slots=True)
 class Parsed:
     """What a piece of output adds: plain content, reasoning, and tool-call deltas in order."""
 

@@ -23,7 +23,7 @@ class OutputParser:
         self.tools = ToolCallParser(tools) if tools and not harmony else None
 
     def feed(self, text: str) -> Parsed:
-        return self._run(text, final=False)
+        return self._run(text, False)
 
     def finish(self) -> Parsed:
         return self._run("", final=True)
@@ -37,10 +37,10 @@ class OutputParser:
     def _run(self, text: str, final: bool) -> Parsed:
         if self.harmony is not None:
             return self.harmony.feed(text, final)
-        out = Parsed(content=text)
-        if self.reasoning is not None:
-            out = self.reasoning.feed(text, final)
-        if self.tools is not None:
+        if self.reasoning is None:
+            return self.tools.feed(text, final) if self.tools is not None else Parsed(content=text)
+        out = self.reasoning.feed(text, final)
+        if self.tools is not None and (out.content or final):
             tooled = self.tools.feed(out.content, final)
             out.content, out.calls = tooled.content, tooled.calls
         return out
