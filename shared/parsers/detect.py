@@ -51,6 +51,8 @@ def detect(template: str | None, specials: Iterable[str] = ()) -> Detected:
                     reasoning = None
                 if family == "kimi-k2" and "◁think▷" in text + tokens:
                     reasoning = "kimi"
+                if family == "deepseek-v3" and "```json" not in text:
+                    tool = "deepseekv31"  # V3.1 and later write the arguments bare, V3 in a json fence
                 return Detected(family, tool, reasoning)
     warning = ""
     if "tools" in text:

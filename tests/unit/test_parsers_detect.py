@@ -24,8 +24,10 @@ TEMPLATES = {
                     HF + "Qwen/Qwen3-Coder-30B-A3B-Instruct", "qwen3_coder", None),
     "qwen3.5": ("{% if tools %}<tool_call>\\n<function=f>\\n<parameter=p>\\nv\\n</parameter>\\n</function>"
                 "{% endif %}<|im_start|>assistant\\n<think>\\n", HF + "Qwen/Qwen3.5-397B-A17B", "qwen3_coder", "think"),
-    "deepseek-v3": ("{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>'}}"
-                    "<think>", HF + "deepseek-ai/DeepSeek-V3.1", "deepseekv3", "think"),
+    "deepseek-v3.1": ("{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>'}}"
+                    "<think>", HF + "deepseek-ai/DeepSeek-V3.1", "deepseekv31", "think"),
+    "deepseek-v3": ("{{'<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']"
+                    "['name'] + '\\n' + '```json' + '\\n'}}", HF + "deepseek-ai/DeepSeek-V3-0324", "deepseekv3", None),
     "deepseek-v3.2": ("{{ '<｜DSML｜function_calls>' }}<｜DSML｜invoke name=\"x\"></｜DSML｜invoke><think>",
                       HF + "deepseek-ai/DeepSeek-V3.2", "deepseekv32", "think"),
     "kimi-k2": ("{% if tools %}<|im_system|>tool_declare<|im_middle|>{{ tools | tojson }}<|im_end|>{% endif %}"
