@@ -15,13 +15,13 @@ from services.worker.lora import lora_names, serve_lora
 from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
+from shared.parsers.detect import model_parsers
 from shared.runtime.canary import Canary
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
 from shared.runtime.server import EndpointServer
 from shared.runtime.service import Service
 from shared.telemetry.logging import configure_logging
-from shared.parsers.detect import model_parsers
 from shared.tokenizer import Tokenizer
 
 

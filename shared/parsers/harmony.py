@@ -1,4 +1,4 @@
-"""gpt-oss (harmony) output: messages `<|start|>assistant<|channel|>CH[ to=R][ <|constrain|>json]<|message|>BODY<|end|>`.
+"""gpt-oss (harmony) output: messages `<|start|>assistant<|channel|>CH[ to=R]<|message|>BODY<|end|>`.
 
 Two forms of a call: the recipient in the channel (`<|channel|>commentary to=functions.NAME <|constrain|>json
 <|message|>ARGS<|call|>`) or in the header (`<|start|>assistant to=functions.NAME<|channel|>commentary json

@@ -214,8 +214,10 @@ class DeepSeek(JsonCalls):
 
     starts = (ds("tool calls begin"), ds("tool call begin"))
     open_re = rx(f"(?:{regex.escape(ds('tool calls begin'))})?\\s*")
-    head_re = rx(f"\\s*{regex.escape(ds('tool call begin'))}\\s*(?:function\\s*{regex.escape(ds('tool sep'))}"
-                 f"(?P<name>[^\\n<`]+?)\\s*```[A-Za-z]*\\s*|(?!function\\s*{regex.escape(ds('tool sep'))})(?P<name>[^<]+?){regex.escape(ds('tool sep'))}\\s*)")
+    _sep = regex.escape(ds("tool sep"))
+    head_re = rx(f"\\s*{regex.escape(ds('tool call begin'))}\\s*"
+                 f"(?:function\\s*{_sep}(?P<name>[^\\n<`]+?)\\s*```[A-Za-z]*\\s*"
+                 f"|(?!function\\s*{_sep})(?P<name>[^<]+?){_sep}\\s*)")
     tail_re = rx(f"\\s*(?:```\\s*)?{regex.escape(ds('tool call end'))}")
     sep_re = rx("")
     close_re = rx(f"\\s*{regex.escape(ds('tool calls end'))}")

@@ -28,29 +28,34 @@ TARGET = 0.97
 def run() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
-    rows = []
+    families: dict[str, dict] = {}
+    failed = []
     for i, case in enumerate(CORPUS):
         why = failures(case, seed=i, splits=8)
-        rows.append({"family": case["family"], "kind": case["kind"], "source": case["source"], "passed": not why,
-                     **({"why": why[0][:300], "raw": case["raw"][:300]} if why else {})})
+        fam = families.setdefault(case["family"], {"cases": 0, "passed": 0, "source": case["source"],
+                                                   "tool_parser": case["tool_parser"],
+                                                   "reasoning_parser": case["reasoning_parser"]})
+        fam["cases"] += 1
+        fam["passed"] += not why
+        if why:
+            failed.append({"family": case["family"], "kind": case["kind"], "why": why[0][:300],
+                           "raw": case["raw"][:300]})
     return {"commit": commit, "machine": f"{platform.machine()} python {platform.python_version()}",
             "flags": "tool/reasoning parsers per family as in tests/fixtures/parser_corpus_gen.py; 8 random "
-                     "splits + one character a piece per case",
-            "cases": rows}
+                     "splits + one character a piece per case", "families": families, "failures": failed}
 
 
 def table(raw: dict) -> str:
-    total, passed = Counter(), Counter()
-    sources: dict[str, str] = {}
-    for r in raw["cases"]:
-        total[r["family"]] += 1
-        passed[r["family"]] += r["passed"]
-        sources.setdefault(r["family"], r["source"])
+    fams = raw["families"]
+    total = Counter({f: v["cases"] for f, v in fams.items()})
+    passed = Counter({f: v["passed"] for f, v in fams.items()})
+    sources = {f: v["source"] for f, v in fams.items()}
     lines = [f"Corpus at commit `{raw['commit']}` ({raw['machine']}): {sum(total.values())} cases, "
              f"{sum(passed.values())} pass ({sum(passed.values()) / sum(total.values()):.1%}).", "",
-             "| family | cases | pass | format from |", "|---|---:|---:|---|"]
+             "| family | parsers (tool, reasoning) | cases | pass | format from |", "|---|---|---:|---:|---|"]
     for fam in total:
-        lines.append(f"| {fam} | {total[fam]} | {passed[fam] / total[fam]:.1%} | {sources[fam]} |")
+        names = f"`{fams[fam]['tool_parser']}`, `{fams[fam]['reasoning_parser'] or '-'}`"
+        lines.append(f"| {fam} | {names} | {total[fam]} | {passed[fam] / total[fam]:.1%} | {sources[fam]} |")
     return "\n".join(lines)
 
 
@@ -59,7 +64,7 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="only check the pass rate")
     args = ap.parse_args()
     raw = run()
-    rate = sum(r["passed"] for r in raw["cases"]) / len(raw["cases"])
+    rate = sum(v["passed"] for v in raw["families"].values()) / sum(v["cases"] for v in raw["families"].values())
     text = table(raw)
     print(text)
     if not args.check:

@@ -20,7 +20,8 @@ CORPUS = [json.loads(line) for line in (Path(__file__).parents[1] / "fixtures" /
 
 
 def run(case: dict[str, Any], pieces: list[str]) -> Parsed:
-    p = make_parser(case["tool_parser"], case["reasoning_parser"], TOOLS, "<|im_start|>assistant\n" + case["prompt_tail"])
+    prompt = "<|im_start|>assistant\n" + case["prompt_tail"]
+    p = make_parser(case["tool_parser"], case["reasoning_parser"], TOOLS, prompt)
     assert p is not None
     out = Parsed()
     for piece in pieces:
@@ -38,7 +39,7 @@ def failures(case: dict[str, Any], seed: int = 0, splits: int = 4) -> list[str]:
     raw, why = case["raw"], []
     try:
         whole = run(case, [raw])
-    except Exception as e:  # noqa: BLE001 - a crash is a failure to report, not to raise
+    except Exception as e:
         return [f"crash {e!r}"]
     content, reasoning, calls = view(whole)
     if case["calls"] is not None:

@@ -12,6 +12,9 @@ import pytest
 from shared.parsers.detect import detect, model_parsers, resolve_parsers
 from shared.parsers.validate import check_tools
 from shared.tokenizer import Tokenizer
+from tests.fixtures.parser_corpus_gen import D, ds
+
+CALLS, CALL, SEP = ds("tool calls begin"), ds("tool call begin"), ds("tool sep")
 
 HF = "https://huggingface.co/"
 # family -> (template excerpt, source, tool parser, reasoning parser)
@@ -24,11 +27,11 @@ TEMPLATES = {
                     HF + "Qwen/Qwen3-Coder-30B-A3B-Instruct", "qwen3_coder", None),
     "qwen3.5": ("{% if tools %}<tool_call>\\n<function=f>\\n<parameter=p>\\nv\\n</parameter>\\n</function>"
                 "{% endif %}<|im_start|>assistant\\n<think>\\n", HF + "Qwen/Qwen3.5-397B-A17B", "qwen3_coder", "think"),
-    "deepseek-v3.1": ("{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>'}}"
-                    "<think>", HF + "deepseek-ai/DeepSeek-V3.1", "deepseekv31", "think"),
-    "deepseek-v3": ("{{'<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']"
-                    "['name'] + '\\n' + '```json' + '\\n'}}", HF + "deepseek-ai/DeepSeek-V3-0324", "deepseekv3", None),
-    "deepseek-v3.2": ("{{ '<｜DSML｜function_calls>' }}<｜DSML｜invoke name=\"x\"></｜DSML｜invoke><think>",
+    "deepseek-v3.1": (f"{{{{'{CALLS}{CALL}' + tool['function']['name'] + '{SEP}'}}}}<think>",
+                      HF + "deepseek-ai/DeepSeek-V3.1", "deepseekv31", "think"),
+    "deepseek-v3": (f"{{{{'{CALLS}{CALL}' + tool['type'] + '{SEP}' + tool['function']['name'] + '```json'}}}}",
+                    HF + "deepseek-ai/DeepSeek-V3-0324", "deepseekv3", None),
+    "deepseek-v3.2": (f"{{{{ '<{D}function_calls>' }}}}<{D}invoke name=\"x\"></{D}invoke><think>",
                       HF + "deepseek-ai/DeepSeek-V3.2", "deepseekv32", "think"),
     "kimi-k2": ("{% if tools %}<|im_system|>tool_declare<|im_middle|>{{ tools | tojson }}<|im_end|>{% endif %}"
                 "<|tool_calls_section_begin|><|tool_call_begin|>", HF + "moonshotai/Kimi-K2-Instruct", "kimi_k2", None),
@@ -78,7 +81,8 @@ def test_an_unknown_template_with_tools_warns_and_parses_nothing() -> None:
 
 
 @pytest.mark.parametrize(("tools", "words"), [
-    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}], r"tools\[0\].function.parameters"),
+    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}],
+     r"tools\[0\].function.parameters"),
     ([{"type": "function", "function": {"name": "f", "parameters": "x"}}], r"tools\[0\].function.parameters"),
     ([{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}],
      r"tools\[1\].function.name 'f' repeats tools\[0\]"),
