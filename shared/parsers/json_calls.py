@@ -160,13 +160,46 @@ class JsonCalls(ToolFormat):
 
 
 class HermesJson(JsonCalls):
-    """Qwen 2.5 / Qwen3 / Hermes: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`."""
+    """Qwen 2.5 / Qwen3 / Hermes: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`. An object in
+    another key order (Hermes 2 Pro's template writes `{"arguments": {...}, "name": ...}`) comes whole, when
+    it closes (the name must come first in a stream)."""
 
     starts = ("<tool_call>",)
     open_re = rx(r"<tool_call>\s*")
     head_re = rx(r'\{\s*"name"\s*:\s*"(?P<name>[^"\\]+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
     tail_re = rx(r"\s*\}\s*</tool_call>")
     loose_tail_re = rx(r"\s*\}")
+    _end_only = rx(r"\s*</tool_call>")
+
+    def reset(self) -> None:
+        super().reset()
+        self.tail_re = type(self).tail_re
+        self.whole: JsonSpan | None = None
+
+    def _head(self, region: str, final: bool) -> Scan | None:
+        if self.calls or self.whole is None and self._match(self.head_re, region) is not None:
+            return super()._head(region, final)
+        if self.pos >= len(region):
+            return self._wait(region, final)
+        if region[self.pos] != "{":
+            raise Malformed(len(self.starts[0]))
+        self.whole = self.whole or JsonSpan(self.pos)
+        end = self.whole.advance(region)
+        if end is None:
+            if self.whole.bad:
+                raise Malformed(len(self.starts[0]))
+            return self._wait(region, final)
+        try:
+            obj = json.loads(region[self.pos : end])
+            args = obj.get("arguments", obj.get("parameters", {}))
+            args = json.loads(args) if isinstance(args, str) else args
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise Malformed(len(self.starts[0])) from e
+        if not isinstance(obj.get("name"), str) or not isinstance(args, dict):
+            raise Malformed(len(self.starts[0]))
+        self.calls.append(Call(obj["name"], json.dumps(args, ensure_ascii=False)))
+        self.tail_re, self.phase, self.pos = self._end_only, "tail", end
+        return None
 
 
 class Llama3(JsonCalls):
