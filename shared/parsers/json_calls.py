@@ -177,7 +177,7 @@ class HermesJson(JsonCalls):
         self.whole: JsonSpan | None = None
 
     def _head(self, region: str, final: bool) -> Scan | None:
-        if self.calls or self.whole is None and self._match(self.head_re, region) is not None:
+        if self.calls or (self.whole is None and self._match(self.head_re, region) is not None):
             return super()._head(region, final)
         if self.pos >= len(region):
             return self._wait(region, final)
