@@ -94,3 +94,22 @@ def test_any_split_gives_the_same_parse_and_fragments_concatenate(case: dict[str
         by_index[d.index] = by_index.get(d.index, "") + d.arguments
     assert [(c.name, c.arguments) for c in join_calls(streamed.calls)] == view(streamed)[2]
     assert all(json.loads(a) is not None for a in by_index.values())
+
+
+PIECES = [*MARKER_WORDS, "</function>", "</parameter>", "</arg_value>", "<|tool_call_end|>", "<|call|>", "<|end|>",
+          "[CALL_ID]", "```json\n", "{", "}", "[", "]", '"', ":", ",", "\\", "a", " ", "\n", "f(x=1)", '"name"',
+          '{"name": "f", "arguments": ', "functions.f", "commentary to=functions.f", "final", "<|constrain|>json"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted({c["tool_parser"] + "|" + (c["reasoning_parser"] or "") for c in CORPUS})),
+       st.lists(st.sampled_from(PIECES), max_size=40), st.lists(st.integers(1, 10_000), max_size=8))
+def test_any_output_parses_without_error_and_the_same_streamed(names: str, words: list[str], cuts: list[int]) -> None:
+    """Output no parser understands (marker soup) is text or calls, never an exception, whatever the split."""
+    tool, reasoning = names.split("|")
+    raw = "".join(words)
+    case = {"tool_parser": tool, "reasoning_parser": reasoning or None, "prompt_tail": ""}
+    whole = run(case, [raw])
+    points = sorted({c % max(1, len(raw)) for c in cuts} - {0})
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    assert view(run(case, pieces)) == view(whole)

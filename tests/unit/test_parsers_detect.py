@@ -7,8 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from services.frontend.agents import plan_chat
+from services.frontend.openai_types import ChatCompletionRequest
+from services.frontend.preprocess import BadRequest
 from shared.parsers.detect import detect, model_parsers, resolve_parsers
 from shared.parsers.validate import check_tools
 from shared.tokenizer import Tokenizer
@@ -91,3 +95,19 @@ def test_an_unknown_template_with_tools_warns_and_parses_nothing() -> None:
 def test_bad_tools_are_refused_naming_the_field(tools: list, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         check_tools(tools)
+
+
+@pytest.mark.parametrize(("tools", "choice", "param", "words"), [
+    ([{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}], None, "tools",
+     r"tools\[0\].function.parameters must be a JSON schema of an object"),
+    ([{"type": "function", "function": {"name": "f"}}] * 2, None, "tools", r"tools\[1\].function.name 'f' repeats"),
+    ([{"type": "function", "function": {"name": "f"}}], {"type": "function", "function": {"name": "g"}}, "tool_choice",
+     "'g', which is not in tools"),
+])
+def test_the_chat_route_answers_bad_tools_with_a_400_naming_the_field(tools: list, choice: dict | None, param: str,
+                                                                      words: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools,
+            **({"tool_choice": choice} if choice else {})}
+    with pytest.raises(BadRequest, match=words) as e:
+        plan_chat(msgspec.json.decode(json.dumps(body), type=ChatCompletionRequest), "auto", None)
+    assert e.value.param == param
