@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from shared.parsers.gemma import FunctionGemma
 from shared.parsers.json_calls import DeepSeek, HermesJson, KimiK2, Llama3, Mistral, ds
 from shared.parsers.output import Call, Malformed, Scan, ToolFormat
 from shared.parsers.typed import arg_item
@@ -136,6 +137,7 @@ TOOL_PARSERS: dict[str, type[ToolFormat]] = {
     "glm45": Glm, "glm47": Glm, "glm": Glm,
     "gpt-oss": GptOss, "harmony": GptOss,
     "minimax": MiniMax, "minimax-m2": MiniMax,
+    "functiongemma": FunctionGemma, "gemma": FunctionGemma,
 }
 
 

@@ -49,6 +49,8 @@ TEMPLATES = {
                "<|header_start|>", HF + "meta-llama/Llama-4-Scout-17B-16E-Instruct", "pythonic", None),
     "gpt-oss": ("{%- if tools %}namespace functions {% endif %}<|start|>assistant<|channel|>commentary to=functions.x "
                 "<|constrain|>json<|message|>", HF + "openai/gpt-oss-20b", "gpt-oss", "gpt-oss"),
+    "functiongemma": ("{% if tools %}<start_function_declaration>declaration:{{ t }}<end_function_declaration>"
+                      "{% endif %}<start_function_call>", HF + "google/functiongemma-270m-it", "functiongemma", None),
     "minimax-m2": ('{% if tools %}<minimax:tool_call>\\n<invoke name="tool-name-1">{% endif %}<think>',
                    "https://github.com/MiniMax-AI/MiniMax-M2", "minimax", "think"),
 }
