@@ -56,7 +56,8 @@ class AgentPlan:
         return self.tool_parser is not None or self.reasoning_parser is not None
 
     def new_parser(self) -> OutputParser | None:
-        return make_parser(self.tool_parser, self.reasoning_parser, self.tools, self.prompt)
+        forced = self.grammar is not None and self.grammar.kind == "structural_tag"  # calls from the first token
+        return make_parser(self.tool_parser, self.reasoning_parser, self.tools, None if forced else self.prompt)
 
     async def check(self, tok: Tokenizer) -> None:
         """Compile the grammar with the model's tokenizer (cached): a grammar that cannot compile is a 400."""
