@@ -65,7 +65,8 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     prompt = render_chat(source, messages[:1], add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
     turn = render_chat(source, messages[:2], add_generation_prompt=False, tools=TOOLS, specials=SPECIALS)
     # the text both share (a template's prompt and its rendering of the turn may differ in whitespace)
-    common = next((i for i, (a, b) in enumerate(zip(prompt, turn)) if a != b), min(len(prompt), len(turn)))
+    n = min(len(prompt), len(turn))
+    common = next((i for i in range(n) if prompt[i] != turn[i]), n)
     output = after(turn[common:], prompt[common:]).rstrip("\n").removesuffix(end_of_turn.rstrip("\n"))
     parser = make_parser(found.tool_parser, found.reasoning_parser, TOOLS, prompt)
     assert parser is not None
