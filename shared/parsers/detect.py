@@ -31,7 +31,7 @@ _FAMILIES: list[tuple[str, tuple[str, ...], str | None, str | None]] = [
     ("glm", ("<arg_key>", "<arg_value>"), "glm45", "think"),
     ("qwen3-coder", ("<function=", "<parameter="), "qwen3_coder", "think"),
     ("mistral", ("[TOOL_CALLS]", "[AVAILABLE_TOOLS]"), "mistral", "mistral"),
-    ("llama4", ("<|python_start|>", "[func_name1(", "<|header_start|>"), "pythonic", None),
+    ("llama4", ("<|python_start|>", "[func_name1(", "<|header_start|>"), "llama4", None),
     ("llama3", ("<|python_tag|>", "<|eom_id|>", '"parameters": dictionary of argument name'), "llama3", None),
     ("functiongemma", ("<start_function_call>",), "functiongemma", None),
     ("qwen", ("<tool_call>",), "qwen25", "think"),

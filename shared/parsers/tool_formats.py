@@ -47,12 +47,15 @@ class Qwen(ToolFormat):
         return self.chosen.scan(region, final)
 
 
-class DeepSeekAll(ToolFormat):
-    """Every DeepSeek form: V3 / V3.1 markers and V3.2+ DSML, chosen by the region's start marker."""
+class Either(ToolFormat):
+    """Several forms of one family, chosen by the marker the region begins with."""
+
+    forms_of: tuple[type[ToolFormat], ...] = ()
 
     def __init__(self, tools: list[dict[str, Any]]) -> None:
-        self.forms: list[ToolFormat] = [DeepSeek(tools), DeepSeekDsml(tools)]
+        self.forms: list[ToolFormat] = [f(tools) for f in self.forms_of]  # type: ignore[call-arg]
         self.starts = tuple(s for f in self.forms for s in f.starts)
+        self.at_start_only = tuple(s for f in self.forms for s in f.at_start_only)
         self.chosen: ToolFormat = self.forms[0]
         self.picked = False
 
@@ -66,8 +69,16 @@ class DeepSeekAll(ToolFormat):
 
     def scan(self, region: str, final: bool) -> Scan:
         if not self.picked:
-            self.chosen, self.picked = next(f for f in self.forms if region.startswith(f.starts)), True
+            self.chosen = next((f for f in self.forms if region.startswith(f.starts)), None) or next(
+                f for f in self.forms if region.startswith(f.at_start_only))
+            self.picked = True
         return self.chosen.scan(region, final)
+
+
+class DeepSeekAll(Either):
+    """Every DeepSeek form: V3 / V3.1 markers and V3.2+ DSML."""
+
+    forms_of = (DeepSeek, DeepSeekDsml)
 
 
 class Pythonic(ToolFormat):
@@ -119,6 +130,12 @@ def _pythonic(text: str) -> list[Call] | None:
     return calls or None
 
 
+class Llama(Either):
+    """Llama 3 / 4: pythonic calls at the start of the output, or JSON calls (either template's form)."""
+
+    forms_of = (Pythonic, Llama3)
+
+
 class GptOss(ToolFormat):
     """gpt-oss (harmony): parsed by shared.parsers.harmony, which reads the whole output's channels."""
 
@@ -128,9 +145,9 @@ class GptOss(ToolFormat):
 
 TOOL_PARSERS: dict[str, type[ToolFormat]] = {
     "hermes": Qwen, "qwen25": Qwen, "qwen": Qwen, "qwen3": Qwen, "qwen3_coder": Qwen, "qwen3_xml": Qwen,
-    "llama3": Llama3, "llama": Llama3,
+    "llama3": Llama, "llama": Llama, "llama3_json": Llama3,
     "mistral": Mistral,
-    "pythonic": Pythonic, "llama4": Pythonic,
+    "pythonic": Pythonic, "llama4": Llama,
     "deepseekv3": DeepSeek, "deepseekv31": DeepSeek,
     "deepseekv32": DeepSeekAll, "dsml": DeepSeekDsml, "deepseek": DeepSeekAll,
     "kimi_k2": KimiK2, "kimi": KimiK2,

@@ -46,7 +46,7 @@ TEMPLATES = {
     "llama3": ("{%- if tools %}<|start_header_id|>ipython<|end_header_id|>{% endif %}<|python_tag|><|eom_id|>",
                HF + "meta-llama/Llama-3.1-8B-Instruct", "llama3", None),
     "llama4": ("{%- if tools %}[func_name1(params_name1=params_value1, params_name2=params_value2...)]{% endif %}"
-               "<|header_start|>", HF + "meta-llama/Llama-4-Scout-17B-16E-Instruct", "pythonic", None),
+               "<|header_start|>", HF + "meta-llama/Llama-4-Scout-17B-16E-Instruct", "llama4", None),
     "gpt-oss": ("{%- if tools %}namespace functions {% endif %}<|start|>assistant<|channel|>commentary to=functions.x "
                 "<|constrain|>json<|message|>", HF + "openai/gpt-oss-20b", "gpt-oss", "gpt-oss"),
     "functiongemma": ("{% if tools %}<start_function_declaration>declaration:{{ t }}<end_function_declaration>"
