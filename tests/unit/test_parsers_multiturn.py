@@ -23,6 +23,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 CALLS = [("get_weather", {"city": "Paris", "days": 2, "metric": True}), ("get_weather", {"city": "東京 \"x\""})]
 # template -> (tool parser auto picks, the end-of-turn text the detokenizer drops (an end-of-sequence token))
 CASES = {"qwen3coder.jinja": ("qwen3_coder", "<|im_end|>\n"), "hermes.jinja": ("qwen25", "<|im_end|>\n"),
+         "qwen3.jinja": ("qwen25", "<|im_end|>\n"),
          "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>")}
 
 
@@ -73,3 +74,5 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     got = parser.parse(output)
     assert [(c.name, json.loads(c.arguments)) for c in join_calls(got.calls)] == CALLS
     assert got.content.strip() in ("", content or "")
+    if "reasoning_content" in source:  # a template that renders the reasoning back: it parses back as reasoning
+        assert got.reasoning == "Two cities: two calls." and got.content == (content or "")
