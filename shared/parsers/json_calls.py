@@ -15,6 +15,7 @@ import regex
 
 from shared.parsers.jsonscan import JsonSpan
 from shared.parsers.output import Call, Malformed, Scan, ToolFormat
+from shared.parsers.scan import find_first
 
 Pattern = regex.Pattern
 
@@ -28,6 +29,7 @@ class JsonCalls(ToolFormat):
     head_re: Pattern
     tail_re: Pattern | None = None
     loose_tail_re: Pattern | None = None  # what ends a call whose trailer is missing
+    end_marker = ""  # a call whose trailer does not match ends at this marker
     sep_re: Pattern | None = None
     close_re: Pattern | None = None
 
@@ -119,6 +121,13 @@ class JsonCalls(ToolFormat):
     def _tail(self, region: str, final: bool) -> Scan | None:
         if self.tail_re is not None:
             m = self._match(self.tail_re, region)
+            if m is None and self.end_marker:  # more keys after the arguments: the call ends at its marker
+                i = region.find(self.end_marker, self.pos)
+                again = find_first(region, self.starts, self.pos)  # another call begins first: no end here
+                if i >= 0 and (again is None or again[0] > i):
+                    return Scan(self.calls, i + len(self.end_marker))
+                if i < 0 and again is None and not final:
+                    return Scan(self.calls, None)
             if m is None and self.loose_tail_re is not None:  # the call's own end, then no marker: skip it
                 loose = self._match(self.loose_tail_re, region)
                 if loose is not None and not loose.partial:
@@ -169,6 +178,7 @@ class HermesJson(JsonCalls):
     head_re = rx(r'\{\s*"name"\s*:\s*"(?P<name>[^"\\]+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*')
     tail_re = rx(r"\s*\}\s*</tool_call>")
     loose_tail_re = rx(r"\s*\}")
+    end_marker = "</tool_call>"
     _end_only = rx(r"\s*</tool_call>")
 
     def reset(self) -> None:
