@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.parsers.output import Parsed
-from shared.parsers.scan import partial_suffix
+from shared.parsers.scan import find_first, partial_suffix
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,11 @@ class ReasoningFormat:
     end: str
     forced: bool = False
     harmony: bool = False
+    also: tuple[tuple[str, str], ...] = ()  # other (opening, closing) pairs the family writes
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return ((self.start, self.end), *self.also)
 
 
 _THINK = ("<think>", "</think>")
@@ -29,8 +34,8 @@ _FORMATS: dict[str, ReasoningFormat] = {
     "glm45": ReasoningFormat(*_THINK),
     "kimi_k2": ReasoningFormat(*_THINK),
     "minimax": ReasoningFormat(*_THINK),
-    "kimi": ReasoningFormat("◁think▷", "◁/think▷"),
-    "mistral": ReasoningFormat("[THINK]", "[/THINK]"),
+    "kimi": ReasoningFormat("◁think▷", "◁/think▷", also=(_THINK,)),
+    "mistral": ReasoningFormat("[THINK]", "[/THINK]", also=(_THINK,)),  # Magistral 2506 wrote <think> as text
     "gpt-oss": ReasoningFormat("<|channel|>analysis<|message|>", "<|end|>", harmony=True),
 }
 REASONING_PARSERS = tuple(_FORMATS)
@@ -46,7 +51,8 @@ def reasoning_format(name: str, enabled: bool = True) -> ReasoningFormat | None:
 def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
     """Whether the rendered prompt ends inside an opened reasoning block (e.g. `...<|im_start|>assistant\\n<think>\\n`):
     the output then starts in the reasoning."""
-    return bool(prompt) and not fmt.harmony and prompt.rstrip().endswith(fmt.start)  # type: ignore[union-attr]
+    tail = (prompt or "").rstrip()
+    return bool(tail) and not fmt.harmony and any(tail.endswith(start) for start, _ in fmt.pairs)
 
 
 class ReasoningParser:
@@ -60,6 +66,7 @@ class ReasoningParser:
         self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
         self.opened = False  # the opening tag is behind us (or cannot come any more)
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
+        self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
 
     def feed(self, text: str, final: bool = False) -> Parsed:
         if self.state == "after" and not self.buf:
@@ -68,17 +75,20 @@ class ReasoningParser:
         out = Parsed()
         if self.state == "before":
             stripped = self.buf.lstrip()
-            if stripped.startswith(self.fmt.start):
-                self.buf, self.state, self.opened = stripped[len(self.fmt.start) :], "in", True
-            elif self.fmt.start.startswith(stripped) and not final:
+            pair = next((p for p in self.fmt.pairs if stripped.startswith(p[0])), None)
+            if pair is not None:
+                self.buf, self.state, self.opened = stripped[len(pair[0]) :], "in", True
+                self.ends = (pair[1],)
+            elif any(p[0].startswith(stripped) for p in self.fmt.pairs) and not final:
                 return out
             else:
                 self.state = "after"
         if self.state == "in" and not self.opened:  # a prompt-opened block may still repeat the opening tag
             stripped = self.buf.lstrip()
-            if stripped.startswith(self.fmt.start):
-                self.buf = stripped[len(self.fmt.start) :]
-            elif not final and self.fmt.start.startswith(stripped):
+            pair = next((p for p in self.fmt.pairs if stripped.startswith(p[0])), None)
+            if pair is not None:
+                self.buf, self.ends = stripped[len(pair[0]) :], (pair[1],)
+            elif not final and any(p[0].startswith(stripped) for p in self.fmt.pairs):
                 return out
             self.opened = True
         if self.state == "in":
@@ -87,9 +97,10 @@ class ReasoningParser:
                 if not self.buf and not final:
                     return out
                 self.lead = False
-            i = self.buf.find(self.fmt.end)
+            hit = find_first(self.buf, self.ends)
+            i = -1 if hit is None else hit[0]
             if i < 0:
-                keep = partial_suffix(self.buf, [self.fmt.end])
+                keep = partial_suffix(self.buf, self.ends)
                 body = self.buf[: len(self.buf) - keep]
                 if final:
                     out.reasoning += body.rstrip("\n")
@@ -100,7 +111,7 @@ class ReasoningParser:
                 self.buf = self.buf[len(sent) :]
                 return out
             out.reasoning += self.buf[:i].rstrip("\n")
-            self.buf, self.state = self.buf[i + len(self.fmt.end) :], "after_end"
+            self.buf, self.state = self.buf[i + len(hit[1]) :], "after_end"  # type: ignore[index]
         if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
             self.buf = self.buf.lstrip()
             if not self.buf and not final:
