@@ -46,7 +46,7 @@ class ToolCallParser:
             try:
                 scan = self.fmt.scan(self.buf, final)
             except Malformed as e:
-                if not self.sent:
+                if not self.sent and not e.cut:
                     out.content += self.gap + self.buf[: e.length]
                 self._close_region(e.length)
                 continue
@@ -83,8 +83,10 @@ class ToolCallParser:
 
     def _emit_safe(self, out: Parsed, final: bool) -> None:
         """Emit what cannot become a marker; hold the rest (and trailing whitespace) until more comes."""
-        if final:
-            out.content += self.buf.rstrip() if self.any_call else self.buf
+        if final:  # a start marker cut short by the end of the output (4 characters or more) is dropped
+            keep = partial_suffix(self.buf, self.fmt.starts)
+            text = self.buf[: len(self.buf) - keep] if keep >= 4 else self.buf
+            out.content += text.rstrip() if self.any_call or keep >= 4 else text
             self.buf = ""
             return
         if not self.started and self.fmt.at_start_only:

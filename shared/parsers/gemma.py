@@ -22,7 +22,7 @@ class FunctionGemma(ToolFormat):
         end = _end(region)
         if end is None:
             if final:
-                raise Malformed(len(region))
+                raise Malformed(len(region), cut=True)
             return Scan([], None)
         body = region[len(BEGIN) : end].strip()
         try:

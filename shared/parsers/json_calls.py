@@ -57,7 +57,7 @@ class JsonCalls(ToolFormat):
         if not final:
             return Scan(self.calls, None)
         if not self.calls:
-            raise Malformed(len(region))
+            raise Malformed(len(region), cut=True)
         return Scan(self.calls, len(region) if cut else self.pos)
 
     def _match(self, pattern: Pattern, region: str) -> Any:

@@ -49,11 +49,11 @@ def join_calls(deltas: Iterable[CallDelta]) -> list[ToolCall]:
 
 class Malformed(Exception):
     """A tool-call region that is not a valid call (nothing of it was sent): its `length` characters end as
-    content."""
+    content; `cut`: it could still have been a call but the output ended first (its markup is dropped)."""
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, cut: bool = False) -> None:
         super().__init__(length)
-        self.length = length
+        self.length, self.cut = length, cut
 
 
 @dataclass

@@ -42,8 +42,10 @@ class Qwen(ToolFormat):
                 self.chosen = self.xml
             elif "<function=".startswith(body) and not final:
                 return Scan([], None)
+            elif final and ("<function=".startswith(body) or not body):  # cut right after the opener
+                raise Malformed(len(region), cut=True)
             else:
-                raise Malformed(len(region) if final and not body else len("<tool_call>"))
+                raise Malformed(len("<tool_call>"))
         return self.chosen.scan(region, final)
 
 

@@ -56,7 +56,7 @@ class XmlCalls(ToolFormat):
         if not final:
             return Scan(self.calls, None)
         if not self.calls:
-            raise Malformed(len(region))
+            raise Malformed(len(region), cut=True)
         if self.phase in ("params", "value"):
             self._end_call()
         return Scan(self.calls, len(region))
