@@ -274,7 +274,7 @@ class KimiK2(JsonCalls):
     starts = ("<|tool_calls_section_begin|>", "<|tool_call_section_begin|>", "<|tool_call_begin|>")
     open_re = rx(r"(?:<\|tool_calls?_section_begin\|>)?\s*")
     head_re = rx(r"\s*<\|tool_call_begin\|>\s*(?:functions\.)?(?P<name>[^\s<]+?)(?::\d+)?\s*"
-                 r"<\|tool_call_argument_begin\|>\s*")
+                 r"<\|(?:tool_call_argument_begin|tool_arguments_begin)\|>\s*")
     tail_re = rx(r"\s*<\|tool_call_end\|>")
     sep_re = rx("")
     close_re = rx(r"\s*<\|tool_calls?_section_end\|>")

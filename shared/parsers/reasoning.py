@@ -18,6 +18,7 @@ class ReasoningFormat:
     forced: bool = False
     harmony: bool = False
     also: tuple[tuple[str, str], ...] = ()  # other (opening, closing) pairs the family writes
+    interrupts: tuple[str, ...] = ()  # markers that end the reasoning unclosed (they stay, as content)
 
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
@@ -32,7 +33,8 @@ _FORMATS: dict[str, ReasoningFormat] = {
     "deepseek-r1": ReasoningFormat(*_THINK, forced=True),
     "deepseek-v3": ReasoningFormat(*_THINK),
     "glm45": ReasoningFormat(*_THINK),
-    "kimi_k2": ReasoningFormat(*_THINK),
+    # Kimi K2 thinking may open its tool-call section inside the reasoning, never closing it
+    "kimi_k2": ReasoningFormat(*_THINK, interrupts=("<|tool_calls_section_begin|>", "<|tool_call_section_begin|>")),
     "minimax": ReasoningFormat(*_THINK),
     "kimi": ReasoningFormat("◁think▷", "◁/think▷", also=(_THINK,)),
     "mistral": ReasoningFormat("[THINK]", "[/THINK]", also=(_THINK,)),  # Magistral 2506 wrote <think> as text
@@ -97,10 +99,10 @@ class ReasoningParser:
                 if not self.buf and not final:
                     return out
                 self.lead = False
-            hit = find_first(self.buf, self.ends)
+            hit = find_first(self.buf, (*self.ends, *self.fmt.interrupts))
             i = -1 if hit is None else hit[0]
             if i < 0:
-                keep = partial_suffix(self.buf, self.ends)
+                keep = partial_suffix(self.buf, (*self.ends, *self.fmt.interrupts))
                 body = self.buf[: len(self.buf) - keep]
                 if final:
                     out.reasoning += body.rstrip("\n")
@@ -111,7 +113,8 @@ class ReasoningParser:
                 self.buf = self.buf[len(sent) :]
                 return out
             out.reasoning += self.buf[:i].rstrip("\n")
-            self.buf, self.state = self.buf[i + len(hit[1]) :], "after_end"  # type: ignore[index]
+            skip = 0 if hit[1] in self.fmt.interrupts else len(hit[1])  # type: ignore[index]
+            self.buf, self.state = self.buf[i + skip :], "after_end"
         if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
             self.buf = self.buf.lstrip()
             if not self.buf and not final:

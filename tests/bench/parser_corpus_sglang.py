@@ -32,6 +32,7 @@ FLAGS: dict[str, tuple[str | None, str | None, bool]] = {
     "deepseek-v3": ("deepseekv3", None, False), "deepseek-v3.1": ("deepseekv31", "deepseek-r1", True),
     "deepseek-v3.2": ("deepseekv32", "deepseek-r1", True), "deepseek-v4-dsml": ("deepseekv4", "deepseek-v4", True),
     "kimi-k2": ("kimi_k2", None, False), "kimi-k2-thinking": ("kimi_k2", "kimi_k2", False),
+    "kimi-k2-thinking-implicit-end": ("kimi_k2", "kimi_k2", False),
     "kimi-k2.6": ("kimi_k2", "kimi_k2", True), "glm-4.5": ("glm45", "glm45", False),
     "glm-4.7": ("glm47", "glm45", True), "mistral-v0.3": ("mistral", None, False),
     "mistral-v11": ("mistral", None, False), "magistral-v13": ("mistral", "mistral", False),
