@@ -16,7 +16,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -35,7 +35,9 @@ from services.frontend.preprocess import BadRequest, Prepared
 from shared.grammar import GrammarCache, GrammarError
 from shared.grammar.schema import fix_schema
 from shared.grammar.tools import forced_tool_grammar
-from shared.parsers import OutputParser, reasoning_format, tool_format
+from shared.parsers import OutputParser, join_calls, make_parser
+from shared.parsers.detect import resolve_parsers
+from shared.parsers.validate import check_tools
 from shared.tokenizer import IncrementalDetokenizer, Tokenizer
 
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
@@ -47,16 +49,15 @@ class AgentPlan:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_parser: str | None = None  # set when tool calls are parsed from the output
     reasoning_parser: str | None = None
+    prompt: str | None = None  # the rendered prompt: the output starts inside a reasoning block it opened
 
     @property
     def parses(self) -> bool:
         return self.tool_parser is not None or self.reasoning_parser is not None
 
     def new_parser(self) -> OutputParser | None:
-        if not self.parses:
-            return None
-        return OutputParser(tool_format(self.tool_parser, self.tools) if self.tool_parser else None,
-                            reasoning_format(self.reasoning_parser) if self.reasoning_parser else None)
+        forced = self.grammar is not None and self.grammar.kind == "structural_tag"  # calls from the first token
+        return make_parser(self.tool_parser, self.reasoning_parser, self.tools, None if forced else self.prompt)
 
     async def check(self, tok: Tokenizer) -> None:
         """Compile the grammar with the model's tokenizer (cached): a grammar that cannot compile is a 400."""
@@ -98,13 +99,10 @@ def plan_chat(req: ChatCompletionRequest, tool_parser: str | None, reasoning_par
 
 
 def _tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    for i, t in enumerate(tools or []):
-        fn = t.get("function")
-        if t.get("type") != "function" or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}", "tools")
-        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
-            raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema object", "tools")
-    return list(tools or [])
+    try:
+        return check_tools(tools)
+    except ValueError as e:
+        raise BadRequest(str(e), "tools") from e
 
 
 def _tool_choice(choice: str | dict[str, Any] | None, tools: list[dict[str, Any]]) -> str | dict[str, Any]:
@@ -155,7 +153,9 @@ def _choice_ebnf(choices: list[str]) -> str:
 async def with_agents(p: Prepared, req: ChatCompletionRequest, model: ModelEntry, tool_parser: str | None,
                       reasoning_parser: str | None) -> None:
     """Plan and check `req`'s agent features and put them on `p` (the frontend's parser flags win)."""
-    plan = plan_chat(req, tool_parser or model.tool_call_parser, reasoning_parser or model.reasoning_parser)
+    tool_parser, reasoning_parser = resolve_parsers(tool_parser or model.tool_call_parser,
+                                                    reasoning_parser or model.reasoning_parser, model.tokenizer)
+    plan = replace(plan_chat(req, tool_parser, reasoning_parser), prompt=p.prompt_text)
     await plan.check(model.tokenizer)
     p.request = plan.apply(p.request)
     p.agent = plan
@@ -180,25 +180,34 @@ def tool_call_id() -> str:
 def message_of(parser: OutputParser, text: str) -> tuple[ResponseMessage, bool]:
     """A whole response's message from its text, and whether it holds tool calls."""
     out = parser.parse(text)
-    calls = [ToolCall(tool_call_id(), FunctionCall(c.name, c.arguments)) for c in out.calls]
+    calls = [ToolCall(tool_call_id(), FunctionCall(c.name, c.arguments)) for c in join_calls(out.calls)]
     msg = ResponseMessage("assistant", out.content or (None if calls else ""), out.reasoning or None, calls or None)
     return msg, bool(calls)
 
 
 class StreamedCalls:
-    """One choice's stream through its parser: each delta's content, reasoning and tool calls (with indices)."""
+    """One choice's stream through its parser: each delta's content, reasoning and tool calls. A call's first
+    delta carries its index, a new id, the type and the name; the next ones fragments of its arguments."""
 
     def __init__(self, parser: OutputParser) -> None:
         self.parser = parser
-        self.calls = 0
+        self.calls = 0  # calls begun so far
 
     def delta(self, text: str, final: bool) -> Delta:
         out = self.parser.feed(text)
         if final:
             out.add(self.parser.finish())
-        calls = [ToolCallDelta(self.calls + i, tool_call_id(), "function", FunctionCall(c.name, c.arguments))
-                 for i, c in enumerate(out.calls)]
-        self.calls += len(calls)
+        calls = []
+        for c in out.calls:
+            if c.name is not None:
+                self.calls = max(self.calls, c.index + 1)
+                calls.append(ToolCallDelta(c.index, tool_call_id(), "function", FunctionCall(c.name, c.arguments)))
+            elif calls and calls[-1].index == c.index and calls[-1].function is not None:  # one delta per call
+                f = calls[-1].function
+                calls[-1] = msgspec.structs.replace(calls[-1], function=FunctionCall(
+                    f.name, (f.arguments or "") + c.arguments))
+            else:
+                calls.append(ToolCallDelta(c.index, function=FunctionCall(arguments=c.arguments)))
         return Delta(content=out.content or None, reasoning_content=out.reasoning or None, tool_calls=calls or None)
 
 

@@ -15,6 +15,7 @@ from services.worker.lora import lora_names, serve_lora
 from services.worker.roles import role_factory
 from shared.engine.base import Engine
 from shared.engine.registry import make_engine
+from shared.parsers.detect import model_parsers
 from shared.runtime.canary import Canary
 from shared.runtime.models import publish_card, upload_tokenizer
 from shared.runtime.publishers import KvEventPublisher, LoadPublisher
@@ -54,6 +55,12 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
                             is_final=role.is_final, request_id_of=role.request_id_of)
     await server.start()
     artifact = await upload_tokenizer(rt, Tokenizer.artifact_files(cfg.model_path))
+    tool_parser, reasoning_parser, detected = model_parsers(cfg.tool_call_parser, cfg.reasoning_parser, tokenizer)
+    if detected is not None:
+        svc.log.info("parsers_detected", family=detected.family or "unknown", tool_call_parser=tool_parser,
+                     reasoning_parser=reasoning_parser)
+        if detected.warning:
+            svc.log.warning("parsers_unknown_template", message=detected.warning)
     card = ModelCard(
         name=cfg.served_model_name, instance_id=rt.instance_id, component=cfg.component,
         endpoint=cfg.endpoint, model_type="embedding" if cfg.embedding else "chat",
@@ -61,7 +68,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
         runtime=msgspec.structs.replace(engine.runtime_config(), disaggregation_mode=cfg.disaggregation_mode),
-        tool_call_parser=cfg.tool_call_parser or "", reasoning_parser=cfg.reasoning_parser or "",
+        tool_call_parser=tool_parser or "", reasoning_parser=reasoning_parser or "",
         loras=lora_names(engine), **image_card_fields(cfg, tokenizer, engine),
     )
     card_lease = None if cfg.internal else await publish_card(rt, card)  # internal: a processor publishes it

@@ -1,30 +1,125 @@
-"""Reasoning formats by SGLang's `--reasoning-parser` names."""
+"""Reasoning formats by `--reasoning-parser` name, and the incremental reasoning parser."""
 
 from __future__ import annotations
 
-from shared.parsers.output import ReasoningFormat
+from dataclasses import dataclass
 
-# name -> (opening, closing, forced: the chat template opens the reasoning, so the output starts inside it)
-_FORMATS: dict[str, tuple[str, str, bool]] = {
-    "deepseek-r1": ("<think>", "</think>", True),
-    "deepseek-v3": ("<think>", "</think>", False),
-    "qwen3": ("<think>", "</think>", False),
-    "qwen3-thinking": ("<think>", "</think>", True),
-    "glm45": ("<think>", "</think>", False),
-    "kimi": ("◁think▷", "◁/think▷", False),
-    "kimi_k2": ("<think>", "</think>", False),
-    # harmony: the analysis channel is the reasoning, the final channel the answer
-    "gpt-oss": ("<|channel|>analysis<|message|>", "<|end|>", False),
+from shared.parsers.output import Parsed
+from shared.parsers.scan import find_first, partial_suffix
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """`start` ... `end` around the reasoning; `forced`: the output always begins inside it (an alias kept for
+    old flags: the rendered prompt says so on its own); `harmony`: gpt-oss channels instead of markers."""
+
+    start: str
+    end: str
+    forced: bool = False
+    harmony: bool = False
+    also: tuple[tuple[str, str], ...] = ()  # other (opening, closing) pairs the family writes
+    interrupts: tuple[str, ...] = ()  # markers that end the reasoning unclosed (they stay, as content)
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return ((self.start, self.end), *self.also)
+
+
+_THINK = ("<think>", "</think>")
+_FORMATS: dict[str, ReasoningFormat] = {
+    "think": ReasoningFormat(*_THINK),
+    "qwen3": ReasoningFormat(*_THINK),
+    "qwen3-thinking": ReasoningFormat(*_THINK, forced=True),
+    "deepseek-r1": ReasoningFormat(*_THINK, forced=True),
+    "deepseek-v3": ReasoningFormat(*_THINK),
+    "glm45": ReasoningFormat(*_THINK),
+    # Kimi K2 thinking may open its tool-call section inside the reasoning, never closing it
+    "kimi_k2": ReasoningFormat(*_THINK, interrupts=("<|tool_calls_section_begin|>", "<|tool_call_section_begin|>")),
+    "minimax": ReasoningFormat(*_THINK),
+    "kimi": ReasoningFormat("◁think▷", "◁/think▷", also=(_THINK,)),
+    "mistral": ReasoningFormat("[THINK]", "[/THINK]", also=(_THINK,)),  # Magistral 2506 wrote <think> as text
+    "gpt-oss": ReasoningFormat("<|channel|>analysis<|message|>", "<|end|>", harmony=True),
 }
 REASONING_PARSERS = tuple(_FORMATS)
 
 
 def reasoning_format(name: str, enabled: bool = True) -> ReasoningFormat | None:
-    """The format named `name`; None when reasoning is off for this request (qwen3 with
-    chat_template_kwargs.enable_thinking false). KeyError for an unknown name."""
+    """The format named `name`; None when reasoning is off for this request. KeyError for an unknown name."""
     if name not in _FORMATS:
         raise KeyError(f"unknown reasoning parser {name!r} (one of {', '.join(REASONING_PARSERS)})")
-    if not enabled:
-        return None
-    start, end, forced = _FORMATS[name]
-    return ReasoningFormat(start, end, forced)
+    return _FORMATS[name] if enabled else None
+
+
+def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
+    """Whether the rendered prompt ends inside an opened reasoning block (e.g. `...<|im_start|>assistant\\n<think>\\n`):
+    the output then starts in the reasoning."""
+    tail = (prompt or "").rstrip()
+    return bool(tail) and not fmt.harmony and any(tail.endswith(start) for start, _ in fmt.pairs)
+
+
+class ReasoningParser:
+    """Output -> reasoning and the content after it. Reasoning opens only at the start of the output; the
+    newlines right after the opening marker and right before the closing one are dropped (as the templates
+    drop them when they render the reasoning back)."""
+
+    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool = False) -> None:
+        self.fmt = fmt
+        self.buf = ""
+        self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
+        self.opened = False  # the opening tag is behind us (or cannot come any more)
+        self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
+        self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
+
+    def feed(self, text: str, final: bool = False) -> Parsed:
+        if self.state == "after" and not self.buf:
+            return Parsed(content=text)
+        self.buf += text
+        out = Parsed()
+        if self.state == "before":
+            stripped = self.buf.lstrip()
+            pair = next((p for p in self.fmt.pairs if stripped.startswith(p[0])), None)
+            if pair is not None:
+                self.buf, self.state, self.opened = stripped[len(pair[0]) :], "in", True
+                self.ends = (pair[1],)
+            elif any(p[0].startswith(stripped) for p in self.fmt.pairs) and not final:
+                return out
+            else:
+                self.state = "after"
+        if self.state == "in" and not self.opened:  # a prompt-opened block may still repeat the opening tag
+            stripped = self.buf.lstrip()
+            pair = next((p for p in self.fmt.pairs if stripped.startswith(p[0])), None)
+            if pair is not None:
+                self.buf, self.ends = stripped[len(pair[0]) :], (pair[1],)
+            elif not final and any(p[0].startswith(stripped) for p in self.fmt.pairs):
+                return out
+            self.opened = True
+        if self.state == "in":
+            if self.lead:
+                self.buf = self.buf.lstrip("\n")
+                if not self.buf and not final:
+                    return out
+                self.lead = False
+            hit = find_first(self.buf, (*self.ends, *self.fmt.interrupts))
+            i = -1 if hit is None else hit[0]
+            if i < 0:
+                keep = partial_suffix(self.buf, (*self.ends, *self.fmt.interrupts))
+                body = self.buf[: len(self.buf) - keep]
+                if final:
+                    out.reasoning += body.rstrip("\n")
+                    self.buf = ""
+                    return out
+                sent = body.rstrip("\n")
+                out.reasoning += sent
+                self.buf = self.buf[len(sent) :]
+                return out
+            out.reasoning += self.buf[:i].rstrip("\n")
+            skip = 0 if hit[1] in self.fmt.interrupts else len(hit[1])  # type: ignore[index]
+            self.buf, self.state = self.buf[i + skip :], "after_end"
+        if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
+            self.buf = self.buf.lstrip()
+            if not self.buf and not final:
+                return out
+            self.state = "after"
+        out.content += self.buf
+        self.buf = ""
+        return out

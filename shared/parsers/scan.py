@@ -17,10 +17,12 @@ def find_first(text: str, markers: Sequence[str], start: int = 0) -> tuple[int, 
 
 def partial_suffix(text: str, markers: Sequence[str]) -> int:
     """Length of the longest end of `text` that is a proper beginning of a marker (it may become one)."""
-    longest = 0
+    longest, n = 0, len(text)
     for m in markers:
-        for n in range(min(len(m) - 1, len(text)), longest, -1):
-            if text.endswith(m[:n]):
-                longest = n
+        i = text.find(m[0], max(0, n - len(m) + 1))
+        while i >= 0:
+            if n - i > longest and m.startswith(text[i:]):
+                longest = n - i
                 break
+            i = text.find(m[0], i + 1)
     return longest

@@ -67,6 +67,20 @@ def render_chat(source: str, messages: list[dict[str, Any]], *, add_generation_p
         raise TemplateError(f"chat template failed: {e}") from e
 
 
+class Arguments(dict):  # type: ignore[type-arg]
+    """A call's arguments as a mapping that is also its JSON text where a template joins it to a string
+    (DeepSeek's templates write `'...<sep>' + tool['function']['arguments'] + '...'`)."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, ensure_ascii=False)
+
+    def __radd__(self, other: str) -> str:
+        return other + str(self)
+
+    def __add__(self, other: str) -> str:  # type: ignore[override]
+        return str(self) + other
+
+
 def tool_arguments_as_objects(message: dict[str, Any]) -> dict[str, Any]:
     """An assistant turn's tool calls with `function.arguments` as an object: OpenAI sends a JSON string,
     chat templates (Hugging Face's convention) expect a mapping (text that is not JSON stays as it is)."""
@@ -78,7 +92,8 @@ def tool_arguments_as_objects(message: dict[str, Any]) -> dict[str, Any]:
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
             try:
-                fn = {**fn, "arguments": json.loads(fn["arguments"])}
+                args = json.loads(fn["arguments"])
+                fn = {**fn, "arguments": Arguments(args) if isinstance(args, dict) else args}
             except json.JSONDecodeError:
                 pass
             call = {**call, "function": fn}

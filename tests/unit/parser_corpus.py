@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from shared.parsers.tool_formats import _ds
+from shared.parsers.tool_formats import ds as _ds
 
 DS_B, DS_E = _ds("tool calls begin"), _ds("tool calls end")
 DS_C, DS_S, DS_CE = _ds("tool call begin"), _ds("tool sep"), _ds("tool call end")
@@ -55,12 +55,12 @@ CASES: list[Case] = [
          calls=[("m", MARKERS_IN_STR)]),
     Case("vllm", "qwen25", None, f'<tool_call>\n{{"name": "n", "arguments": {j(NESTED)}}}\n</tool_call>',
          calls=[("n", NESTED)]),
-    Case("sglang", "qwen25", None, '<tool_call>\n{"name": "cut", "arguments": {"city": "Pa',  # truncated
-         content='<tool_call>\n{"name": "cut", "arguments": {"city": "Pa'),
+    Case("sglang", "qwen25", None, '<tool_call>\n{"name": "cut", "arguments": {"city": "Pa',  # truncated: closed
+         calls=[("cut", {"city": "Pa"})]),
     Case("shoal", "qwen25", None, "<tool_call>not json</tool_call> after",  # malformed: ends as text
          content="<tool_call>not json</tool_call> after"),
     Case("shoal", "qwen25", None, '<tool_call>{"name": "x", "arguments": {}} junk <tool_call>{"name": "y", '
-         '"arguments": {}}</tool_call>', content='<tool_call>{"name": "x", "arguments": {}} junk', calls=[("y", {})]),
+         '"arguments": {}}</tool_call>', content=' junk', calls=[("x", {}), ("y", {})]),
     Case("shoal", "qwen25", None, "plain answer with < and <tool but no call", content="plain answer with < and "
          "<tool but no call"),
     Case("shoal", "qwen25", None, "trailing spaces stay when no call   ",
@@ -71,8 +71,8 @@ CASES: list[Case] = [
     Case("sglang", "llama3", None, f'{{"name": "a", "parameters": {j(W)}}}; {{"name": "b", "parameters": {{}}}}',
          calls=[("a", W), ("b", {})]),
     Case("shoal", "llama3", None, f'{{"name": "m", "parameters": {j(MARKERS_IN_STR)}}}', calls=[("m", MARKERS_IN_STR)]),
-    Case("sglang", "llama3", None, 'Sure. {"name": "x", "parameters": {"a": [1', content='Sure. {"name": "x", '
-         '"parameters": {"a": [1'),
+    Case("sglang", "llama3", None, 'Sure. {"name": "x", "parameters": {"a": [1', content='Sure.',
+         calls=[("x", {"a": [1]})]),
     # ---- mistral --------------------------------------------------------------------------------
     Case("template", "mistral", None, f'[TOOL_CALLS][{{"name": "get_weather", "arguments": {j(W)}}}]',
          calls=[("get_weather", W)]),
@@ -82,7 +82,7 @@ CASES: list[Case] = [
          calls=[("get_weather", W), ("u", UNI)]),
     Case("shoal", "mistral", None, f'Text first [TOOL_CALLS][{{"name": "m", "arguments": {j(MARKERS_IN_STR)}}}]',
          content="Text first", calls=[("m", MARKERS_IN_STR)]),
-    Case("sglang", "mistral", None, '[TOOL_CALLS][{"name": "cut", "argu', content='[TOOL_CALLS][{"name": "cut", "argu'),
+    Case("sglang", "mistral", None, '[TOOL_CALLS][{"name": "cut", "argu'),  # cut before the name's end: dropped
     # ---- pythonic (llama 4) -----------------------------------------------------------------------
     Case("template", "pythonic", None, '[get_weather(city="Paris", days=3), noop()]',
          calls=[("get_weather", W), ("noop", {})]),
@@ -102,7 +102,7 @@ CASES: list[Case] = [
          f"{DS_C}function{DS_S}n\n```json\n{j(NESTED)}\n```{DS_CE}{DS_E}", calls=[("get_weather", W), ("n", NESTED)]),
     Case("template", "deepseekv31", None, f"Sure.{DS_B}{DS_C}get_weather{DS_S}{j(W)}{DS_CE}{DS_C}u{DS_S}{j(UNI)}"
          f"{DS_CE}{DS_E}", content="Sure.", calls=[("get_weather", W), ("u", UNI)]),
-    Case("sglang", "deepseekv31", None, f"{DS_B}{DS_C}cut{DS_S}{{\"a\"", content=f"{DS_B}{DS_C}cut{DS_S}{{\"a\""),
+    Case("sglang", "deepseekv31", None, f"{DS_B}{DS_C}cut{DS_S}{{\"a\": 1", calls=[("cut", {"a": 1})]),
     # ---- kimi k2 ----------------------------------------------------------------------------------------
     Case("template", "kimi_k2", None, "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
          f"<|tool_call_argument_begin|>{j(W)}<|tool_call_end|><|tool_call_begin|>functions.m:1"
@@ -121,17 +121,17 @@ CASES: list[Case] = [
          calls=[("u", UNI)]),  # <|call|> is an end-of-sequence token: the detokenizer drops it
     # ---- reasoning ---------------------------------------------------------------------------------------
     Case("template", None, "deepseek-r1", "Think hard.\n</think>\n\nThe answer is 4.", content="The answer is 4.",
-         reasoning_text="Think hard.\n"),
+         reasoning_text="Think hard."),
     Case("sglang", None, "deepseek-r1", "<think>Also with the tag.</think>Yes.", content="Yes.",
          reasoning_text="Also with the tag."),
     Case("template", None, "qwen3", "<think>\nhmm 日本\n</think>\n\nDone.", content="Done.",
-         reasoning_text="\nhmm 日本\n"),
+         reasoning_text="hmm 日本"),
     Case("sglang", None, "qwen3", "No thinking here.", content="No thinking here."),
     Case("sglang", None, "qwen3", "<think>cut short", reasoning_text="cut short"),
     Case("template", None, "kimi", "◁think▷plan◁/think▷ok", content="ok", reasoning_text="plan"),
     Case("template", "qwen25", "qwen3", "<think>\nI should call it.\n</think>\n\n<tool_call>\n"
          "{\"name\": \"get_weather\", "
-         f"\"arguments\": {j(W)}}}\n</tool_call>", reasoning_text="\nI should call it.\n", calls=[("get_weather", W)]),
+         f"\"arguments\": {j(W)}}}\n</tool_call>", reasoning_text="I should call it.", calls=[("get_weather", W)]),
     Case("template", "glm45", "glm45", "<think>x</think><tool_call>noop\n</tool_call>", reasoning_text="x",
          calls=[("noop", {})]),
 ]

@@ -89,7 +89,9 @@ def test_output_shapes_whole_and_streamed() -> None:
     assert "".join(d.reasoning_content or "" for d in deltas) == "why"
     assert "".join(d.content or "" for d in deltas) == "Sure."
     calls = [c for d in deltas for c in d.tool_calls or []]
-    assert [(c.index, c.function.name) for c in calls] == [(0, "get_weather")] and calls[0].id
+    assert [(c.index, c.function.name) for c in calls][:1] == [(0, "get_weather")] and calls[0].id
+    assert all(c.index == 0 and c.id is None and c.function.name is None for c in calls[1:])  # fragments
+    assert json.loads("".join(c.function.arguments for c in calls)) == {"city": "Paris"}
     assert Delta() in deltas  # held-back text sends nothing yet
     two = StreamedCalls(plan.new_parser())
     call = '<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from shared.parsers import OutputParser, Parsed, reasoning_format, tool_format
+from shared.parsers import OutputParser, Parsed, join_calls, reasoning_format, tool_format
 from tests.unit.parser_corpus import CASES, Case
 
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": props}}}
@@ -51,11 +51,13 @@ def test_case_parses_the_same_whole_and_under_every_split(case: Case) -> None:
     whole = parser(case).parse(case.raw)
     assert whole.content == case.content
     assert whole.reasoning == case.reasoning_text
-    assert [(c.name, json.loads(c.arguments)) for c in whole.calls] == case.calls
+    assert [(c.name, json.loads(c.arguments)) for c in join_calls(whole.calls)] == case.calls
     for i, pieces in enumerate(splits(case.raw, seed=len(case.raw))):
-        assert run(case, pieces) == whole, f"split {i}: {pieces!r}"
+        got = run(case, pieces)
+        assert (got.content, got.reasoning, join_calls(got.calls)) == (whole.content, whole.reasoning,
+                                                                    join_calls(whole.calls)), f"split {i}: {pieces!r}"
     if case.calls and not any(m in case.content for m in MARKERS):  # parsed: no marker anywhere
-        for text in (whole.content, whole.reasoning, *(c.name + c.arguments for c in whole.calls)):
+        for text in (whole.content, whole.reasoning, *(c.name + c.arguments for c in join_calls(whole.calls))):
             leaked = [m for m in MARKERS if m in text and m not in json.dumps(case.calls, ensure_ascii=False)]
             assert not leaked
 

@@ -24,6 +24,6 @@ def sglang_argv(extra: list[str], argv: list[str], shared: Mapping[str, Any], em
     if disaggregation_mode != "null":
         out += ["--disaggregation-mode", disaggregation_mode]
     for flag in SHARED_FLAGS:
-        if any(a == flag or a.startswith(flag + "=") for a in argv):
+        if any(a == flag or a.startswith(flag + "=") for a in argv) and shared[flag[2:].replace("-", "_")] != "auto":
             out += [flag, str(shared[flag[2:].replace("-", "_")])]
     return out, embedding or own_embedding
