@@ -7,9 +7,9 @@ adapter-fetch thread, never on its event loop; the caller bounds it with
 `--max-lora-bytes`. Errors say what is wrong without echoing the file
 system (no errno, nothing about paths outside the root).
 
-Test hook: `SHOAL_TEST_LORA_FETCH_DELAY_S` makes each fetch sleep that many
-seconds in the fetch thread first (a slow disk or network), so tests can
-keep a load in flight while other requests run.
+Test hook: `SHOAL_TEST_LORA_SLOW_FETCH=FRAGMENT=SECONDS` makes a fetch whose
+path contains FRAGMENT sleep that long in the fetch thread first (a slow disk
+or network), so tests can keep one load in flight while other requests run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from shared.engine.lora_args import LoraOptions
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ALLOW_PATTERNS = ["adapter_config.json", "*.safetensors"]
-FETCH_DELAY_ENV = "SHOAL_TEST_LORA_FETCH_DELAY_S"
+SLOW_FETCH_ENV = "SHOAL_TEST_LORA_SLOW_FETCH"
 
 
 class LoraSourceError(ValueError):
@@ -41,9 +41,9 @@ def check_name(name: str, base_names: tuple[str, ...] = ()) -> None:
 
 def fetch(path: str, opts: LoraOptions) -> str:
     """The local folder of the adapter `path` names; LoraSourceError when it is not allowed or not an adapter."""
-    delay = float(os.environ.get(FETCH_DELAY_ENV) or 0)
-    if delay > 0:
-        time.sleep(delay)
+    fragment, _, delay = os.environ.get(SLOW_FETCH_ENV, "").rpartition("=")
+    if fragment and fragment in path:
+        time.sleep(float(delay))
     if not path or len(path) > 1024 or "\0" in path:
         raise LoraSourceError("lora_path must be a folder name under the worker's --lora-root")
     if opts.lora_root:
