@@ -208,6 +208,19 @@ def render(namespace: str = "shoal", passwords: dict[str, str] | None = None, li
     return "".join(lines)
 
 
+def markdown(namespace: str = "shoal", **components: str) -> str:
+    """The roles' permissions as a Markdown table (docs/SECURITY-infra.md embeds it; a test keeps them equal)."""
+    def cell(items: list[str]) -> str:
+        return "<br>".join(f"`{s}`" for s in items) if items else "(none)"
+
+    rows = ["| role | may publish | may not publish | may subscribe | answers requests it got |",
+            "|---|---|---|---|---|"]
+    for name, role in roles(namespace, **components).items():
+        rows.append(f"| **{name}** | {cell(role.publish)} | {cell(role.publish_deny)} | {cell(role.subscribe)} | "
+                    f"{'yes' if role.responses else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
 def write(path: Path, namespace: str = "shoal", passwords: dict[str, str] | None = None,
           listen: str | None = "127.0.0.1:4222") -> Path:
     path.write_text(render(namespace, passwords, listen))
@@ -219,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--namespace", default="shoal")
     p.add_argument("--listen", default="127.0.0.1:4222", help="host:port, or '' to leave it to -a/-p")
+    p.add_argument("--markdown", action="store_true", help="the roles' permissions as a Markdown table instead")
     ns = p.parse_args(argv)
-    sys.stdout.write(render(ns.namespace, None, ns.listen or None))
+    sys.stdout.write(markdown(ns.namespace) if ns.markdown else render(ns.namespace, None, ns.listen or None))
 
 
 if __name__ == "__main__":
