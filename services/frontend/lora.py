@@ -78,7 +78,8 @@ class LoraRoutes:
             return error_response(400, "lora_path is required (at most 1024 characters)", "invalid_request",
                                   "lora_path")
         try:
-            check_name(body.lora_name, tuple(self.registry.models))
+            if action == "load":  # (an adapter of any name given at start may be unloaded)
+                check_name(body.lora_name, tuple(self.registry.models))
         except LoraSourceError as e:
             return error_response(400, str(e), "invalid_request", "lora_name")
         model = self._base(body.model)

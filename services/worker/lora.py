@@ -39,11 +39,11 @@ class LoraHandler:
         self._fetching: Future[str] | None = None  # the fetch in the thread (it may outlive its deadline)
 
     async def __call__(self, cmd: LoraCommand, ctx: RequestContext) -> AsyncIterator[LoraReply]:
-        try:
-            check_name(cmd.lora_name, self.base_names)
-        except LoraSourceError as e:
-            raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
         if cmd.action == "load":
+            try:
+                check_name(cmd.lora_name, self.base_names)
+            except LoraSourceError as e:
+                raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
             await self.engine.load_lora(cmd.lora_name, await self._fetch(cmd))
         elif cmd.action == "unload":
             await self.engine.unload_lora(cmd.lora_name)

@@ -21,7 +21,7 @@ import pytest
 from shared.cluster.natsd import NatsServer
 from shared.cluster.procs import spawn
 from tests.conftest import Cluster
-from tests.lora_adapters import make_adapter
+from tests.lora_adapters import make_adapter, make_wrong_shape_adapter
 
 INFERENCE_KEY, ADMIN_KEY = "inference-key-1", "admin-key-2"
 SLOW_S = 5.0  # longer than the worker's lease (3 s): on the event loop the worker would be lost
@@ -54,6 +54,7 @@ def admin_cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = d / "root"
     good = make_adapter(tiny_model, root / "c", seed=3)
     (root / "slow").symlink_to(good)  # the same adapter, from a slow source
+    make_wrong_shape_adapter(good, root / "bad")  # another model's down_proj: one output row too many
     make_adapter(tiny_model, d / "outside", seed=4)
     (d / "admin.key").write_text(ADMIN_KEY + "\n")
     nats = NatsServer(d / "nats", log_file=d / "nats.log").start()
@@ -106,7 +107,7 @@ def test_a_slow_adapter_load_leaves_streams_lease_and_health_alone(admin_cluster
 
 
 def test_adapter_admin_needs_its_own_key_a_safe_name_a_path_under_the_root_and_a_cap(admin_cluster):
-    """Finding 10."""
+    """Finding 10 (and 2: an adapter of the wrong shape is refused and breaks nothing)."""
     c, d = admin_cluster
     load, unload = c.url + "/v1/load_lora_adapter", c.url + "/v1/unload_lora_adapter"
     status, err = call(load, {"lora_name": "c", "lora_path": "c"}, INFERENCE_KEY)  # the inference key: no
@@ -122,8 +123,12 @@ def test_adapter_admin_needs_its_own_key_a_safe_name_a_path_under_the_root_and_a
         status, err = call(load, {"lora_name": "o", "lora_path": path}, ADMIN_KEY)
         msg = err["error"]["message"]
         assert status == 400 and "--lora-root" in msg and "No such file" not in msg and "Errno" not in msg, err
+    status, err = call(load, {"lora_name": "bad", "lora_path": "bad"}, ADMIN_KEY)  # finding 2: checked, alone
+    assert status == 400 and "down_proj" in err["error"]["message"], err
     status, body = call(load, {"lora_name": "c", "lora_path": str(d / "root" / "c")}, ADMIN_KEY)
-    assert status == 200 and "c" in body["loaded_adapters"], body
+    assert status == 200 and "c" in body["loaded_adapters"] and "bad" not in body["loaded_adapters"], body
+    status, body = call(c.url + "/v1/completions", {"model": "c", "prompt": [4, 5], "max_tokens": 2})
+    assert status == 200, body
     status, body = call(load, {"lora_name": "c2", "lora_path": "c"}, ADMIN_KEY)
     assert status == 200, body
     status, err = call(load, {"lora_name": "c3", "lora_path": "c"}, ADMIN_KEY)  # --max-loaded-loras 2
