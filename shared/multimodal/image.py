@@ -54,7 +54,6 @@ def preprocess(data: bytes, spec: ImageSpec, max_pixels: int = MAX_PIXELS) -> to
     or larger than `max_pixels` (known from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL's own guard too (one limit per process)
     try:
         with Image.open(io.BytesIO(data)) as img:  # reads the header only
             if img.width * img.height > max_pixels:
@@ -88,7 +87,10 @@ class ImageDecoder:
     """Decodes and preprocesses images in `threads` threads of its own (a bounded pool, off the event loop)."""
 
     def __init__(self, spec: ImageSpec, opts: MediaOptions = MediaOptions()) -> None:
+        from PIL import Image
+
         self.spec, self.max_pixels = spec, opts.max_image_pixels
+        Image.MAX_IMAGE_PIXELS = opts.max_image_pixels  # PIL's own guard too (process-wide: one decoder config)
         self._pool = ThreadPoolExecutor(max_workers=max(1, opts.decode_threads), thread_name_prefix="image-decode")
 
     async def decode(self, datas: Sequence[bytes]) -> list[torch.Tensor]:
