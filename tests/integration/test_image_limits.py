@@ -68,8 +68,8 @@ def vlm(tiny_vlm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
     c = Cluster(nats, tiny_vlm, d / "logs")
     try:
         c.worker("--num-blocks", "256", "--allowed-media-domains", "localhost", "--fetch-timeout",
-                 str(FETCH_TIMEOUT_S), engine="reference")
-        c.frontend()
+                 str(FETCH_TIMEOUT_S), "--drain-grace", "0", engine="reference")
+        c.frontend("--drain-grace", "0")
         c.wait_models()
         yield c
     finally:

@@ -62,12 +62,12 @@ def admin_cluster(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         p = spawn("worker", "decode", [*c.common, "--engine", "reference", "--model-path", str(tiny_model),
                                        "--enable-lora", "--enable-lora-runtime-updates", "--lora-root", str(root),
-                                       "--max-loaded-loras", "2"], c.log_dir,
+                                       "--max-loaded-loras", "2", "--drain-grace", "0"], c.log_dir,
                   env={"SHOAL_TEST_LORA_SLOW_FETCH": f"slow={SLOW_S}"})
         c.procs.append(p)
         p.wait_ready(120)
         c.frontend("--api-key", INFERENCE_KEY, "--enable-lora-runtime-updates", "--admin-api-key-file",
-                   str(d / "admin.key"))
+                   str(d / "admin.key"), "--drain-grace", "0")
         c.wait_models()
         yield c, d
     finally:
