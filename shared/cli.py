@@ -99,7 +99,22 @@ def _add_watch(verbs: Verbs) -> None:
     w.set_defaults(fn=_watch)
 
 
-VERBS: list[Callable[[Verbs], None]] = [_add_model, _add_cluster, _add_chat, _add_watch]  # add new verbs here
+def _setup(a: argparse.Namespace) -> int:
+    from shared.runtime.provision import setup
+
+    return setup(a)
+
+
+def _add_setup(verbs: Verbs) -> None:
+    from shared.runtime.provision import add_setup_args
+
+    s = verbs.add_parser("setup", help="create the namespace's JetStream buckets and streams (the NATS setup user)")
+    add_setup_args(s)
+    s.set_defaults(fn=_setup)
+
+
+# add new verbs here
+VERBS: list[Callable[[Verbs], None]] = [_add_model, _add_cluster, _add_chat, _add_watch, _add_setup]
 
 
 def build_parser() -> argparse.ArgumentParser:

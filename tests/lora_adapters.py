@@ -41,3 +41,18 @@ def merged_greedy(base: Path, adapter: Path | None, prompts: list[list[int]], ma
                                  do_sample=False, pad_token_id=0)
             out.append(gen[0, len(ids):].tolist())
     return out
+
+
+def make_wrong_shape_adapter(good: Path, out: Path, module: str = "down_proj") -> Path:
+    """A copy of a peft adapter whose `module` B matrices have one output row too many (a different model's)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(good, out)
+    tensors = load_file(str(good / "adapter_model.safetensors"))
+    for key, t in tensors.items():
+        if f"{module}.lora_B" in key:
+            tensors[key] = torch.cat([t, t[:1]])
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    return out

@@ -10,6 +10,8 @@ and why). Roles: frontend, worker (aggregated decode, component "backend"), deco
 (disaggregated decode: also a client of prefill), prefill, router, embedding, diffusion, and for
 images encode, processor and vlm_worker (an LLM worker behind a processor: reads embeddings over NIXL),
 and planner (reads stats, load and discovery; starts workers through its connector, not NATS).
+Only `setup` (`python -m shared.cli setup`, run once before the services) may create, update,
+purge or delete streams and buckets; the services use the ones it made.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROLES = ("frontend", "worker", "decode", "prefill", "router", "embedding", "diffusion", "encode", "processor",
-         "vlm_worker", "planner")
+ROLES = ("setup", "frontend", "worker", "decode", "prefill", "router", "embedding", "diffusion", "encode",
+         "processor", "vlm_worker", "planner")
 
 # Names from protocol/subjects.py (this file runs without the project on the path, e.g. in a
 # container build step; tests/integration/test_nats_auth.py checks they agree).
@@ -39,12 +41,11 @@ def password_env(role: str) -> str:
     return f"SHOAL_NATS_{role.upper()}_PASSWORD"
 
 
-def _stream_api(stream: str, *, create: bool = True, consume: bool = True, get: bool = False) -> list[str]:
-    """The $JS.API calls nats-py makes on one stream: info/create, ordered consumers, direct gets."""
+def _stream_api(stream: str, *, consume: bool = True, get: bool = False) -> list[str]:
+    """The $JS.API calls nats-py makes on one stream: info, ordered consumers, direct gets. Never
+    STREAM.CREATE/UPDATE/PURGE/DELETE: only the setup role shapes streams and buckets."""
     api = "$JS.API"
     out = [f"{api}.STREAM.INFO.{stream}"]
-    if create:  # services create missing buckets/streams on first use (idempotent), raise their replicas
-        out += [f"{api}.STREAM.CREATE.{stream}", f"{api}.STREAM.UPDATE.{stream}"]
     if consume:  # KV watch, object get, KV-event replay: ordered (ephemeral) consumers
         out += [f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
                 f"{api}.CONSUMER.DELETE.{stream}.*", f"{api}.CONSUMER.INFO.{stream}.*"]
@@ -99,6 +100,10 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
         return [f"{ns}.{component}.{endpoint}", f"{ns}.{component}.{endpoint}.*", f"{ns}.{component}._control.*"]
 
     return {
+        "setup": Role(
+            publish=["$JS.API.>"], subscribe=[inbox("setup")],
+            comment="provisioning (python -m shared.cli setup, once per namespace, before the services): the one\n"
+                    "role that creates, updates, purges and deletes streams and buckets; publishes no traffic."),
         "frontend": Role(
             publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events],
             publish_deny=[f"{ns}.kv.>", f"{ns}.load.>"],
@@ -204,6 +209,19 @@ def render(namespace: str = "shoal", passwords: dict[str, str] | None = None, li
     return "".join(lines)
 
 
+def markdown(namespace: str = "shoal", **components: str) -> str:
+    """The roles' permissions as a Markdown table (docs/SECURITY-infra.md embeds it; a test keeps them equal)."""
+    def cell(items: list[str]) -> str:
+        return "<br>".join(f"`{s}`" for s in items) if items else "(none)"
+
+    rows = ["| role | may publish | may not publish | may subscribe | answers requests it got |",
+            "|---|---|---|---|---|"]
+    for name, role in roles(namespace, **components).items():
+        rows.append(f"| **{name}** | {cell(role.publish)} | {cell(role.publish_deny)} | {cell(role.subscribe)} | "
+                    f"{'yes' if role.responses else 'no'} |")
+    return "\n".join(rows) + "\n"
+
+
 def write(path: Path, namespace: str = "shoal", passwords: dict[str, str] | None = None,
           listen: str | None = "127.0.0.1:4222") -> Path:
     path.write_text(render(namespace, passwords, listen))
@@ -215,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--namespace", default="shoal")
     p.add_argument("--listen", default="127.0.0.1:4222", help="host:port, or '' to leave it to -a/-p")
+    p.add_argument("--markdown", action="store_true", help="the roles' permissions as a Markdown table instead")
     ns = p.parse_args(argv)
-    sys.stdout.write(render(ns.namespace, None, ns.listen or None))
+    sys.stdout.write(markdown(ns.namespace) if ns.markdown else render(ns.namespace, None, ns.listen or None))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import msgspec
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
-from shared.multimodal.fetch import FETCH_TIMEOUT_S, MAX_IMAGE_BYTES
+from shared.multimodal.fetch import MEDIA_FLAGS, MediaOptions
 
 
 class EncodeConfig(msgspec.Struct, frozen=True):
@@ -20,8 +20,7 @@ class EncodeConfig(msgspec.Struct, frozen=True):
     device: str = "cpu"
     slots: int = 256
     ttl: float = 30.0
-    max_image_bytes: int = MAX_IMAGE_BYTES
-    fetch_timeout: float = FETCH_TIMEOUT_S
+    media: MediaOptions = MediaOptions()
     drain_grace: float = 10.0
 
 
@@ -39,12 +38,11 @@ def parse(argv: list[str]) -> EncodeConfig:
                    help="images whose embeddings can wait to be read at once")
     g.add_argument("--embedding-ttl", dest="ttl", type=float, default=30.0,
                    help="seconds an unread image's embeddings are kept")
-    g.add_argument("--max-image-bytes", type=int, default=MAX_IMAGE_BYTES)
-    g.add_argument("--fetch-timeout", type=float, default=FETCH_TIMEOUT_S, help="seconds to download an image")
     g.add_argument("--drain-grace", type=float, default=10.0)
+    MEDIA_FLAGS.add_to(p)
     ns = p.parse_args(expand_or_exit(p, argv))
     model = model_options(p, ns, "shoal model make-tiny DIR --vision")
     return EncodeConfig(common=common_from_args(ns), model_path=model.model_path, component=ns.component,
                         endpoint=ns.endpoint, device=ns.device, slots=ns.slots, ttl=ns.ttl,
-                        max_image_bytes=ns.max_image_bytes, fetch_timeout=ns.fetch_timeout,
+                        media=MEDIA_FLAGS.build(ns),
                         drain_grace=ns.drain_grace)

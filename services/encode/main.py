@@ -39,8 +39,7 @@ async def amain(argv: list[str]) -> None:
         await directory.publish()
         store = EmbeddingStore(agent, pool, cfg.ttl)
         store.start()
-        handler = EncodeHandler(tower, ImageSpec.from_dir(cfg.model_path), store, cfg.max_image_bytes,
-                                cfg.fetch_timeout)
+        handler = EncodeHandler(tower, ImageSpec.from_dir(cfg.model_path), store, cfg.media)
         server = EndpointServer(rt, cfg.component, cfg.endpoint, handler, EncodeRequest, is_final=lambda _: True)
         await server.start()
         await server.register()

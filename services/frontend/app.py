@@ -17,6 +17,7 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.fields import check_fields
 from services.frontend.lora import LoraRoutes
+from services.frontend.lora_flags import LoraAdminOptions
 from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import (
     ChatCompletionRequest,
@@ -62,6 +63,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    lora_admin: LoraAdminOptions = LoraAdminOptions()  # noqa: RUF009 (frozen)
 
 
 class FrontendApp:
@@ -70,7 +72,7 @@ class FrontendApp:
         self.dispatcher = dispatcher
         self.opts = opts
         self.inflight = 0
-        self._lora = LoraRoutes(registry)
+        self._lora = LoraRoutes(registry, opts.lora_admin)
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
@@ -95,7 +97,7 @@ class FrontendApp:
             known = any(path == req.path for _, path in self._routes)
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
                                                   else _error(404, f"no route {req.path}"))
-        elif req.path.startswith("/v1/") and not self._authorized(req):
+        elif req.path.startswith("/v1/") and not self._lora.owns(req.path) and not self._authorized(req):
             resp = _error(401, "missing or invalid API key", "invalid_api_key")
         else:
             resp = await route(req)

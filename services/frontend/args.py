@@ -7,6 +7,7 @@ import os
 
 import msgspec
 
+from services.frontend.lora_flags import LoraAdminOptions, add_lora_admin_args, lora_admin_options
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.parsers.flags import add_parser_args
@@ -35,6 +36,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_connections: int | None = None
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
+    lora_admin: LoraAdminOptions = LoraAdminOptions()
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
@@ -72,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
     add_parser_args(g, where="overrides what the workers publish in their model cards")
     ROUTER_FLAGS.add_to(p)
+    add_lora_admin_args(p)
     return p
 
 
@@ -95,6 +98,7 @@ def parse(argv: list[str]) -> FrontendConfig:
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
         header_timeout=ns.header_timeout, max_connections=ns.max_connections,
         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
+        lora_admin=lora_admin_options(p, ns, ns.api_key),
     )
 
 

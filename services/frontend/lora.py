@@ -3,25 +3,35 @@
 Each worker of the base gets one `LoraCommand` on its `lora` endpoint; once
 all have answered, the frontend waits (briefly) until their model cards list
 the change, so a client's next /v1/models already shows it.
+
+Off unless the frontend runs with `--enable-lora-runtime-updates` (404 then,
+as if the routes did not exist); on, they take the admin key only (`--admin-api-key`,
+never the inference key). Names are checked here (and again on the workers):
+1 to 64 of [A-Za-z0-9._-], not a served model's name. Paths are the workers'
+business: each confines them to its own `--lora-root`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import secrets
 import time
 
 import msgspec
 
 from protocol.lora import LORA_ENDPOINT, LoraCommand, LoraReply
+from services.frontend.lora_flags import LoraAdminOptions
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.responses import decode_body, error_response, failure_response, json_encoder
+from shared.engine.lora_source import LoraSourceError, check_name
 from shared.http import Request, Response
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import RuntimeFailure
 
 LISTED_TIMEOUT_S = 5.0
+ROUTES = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 
 
 class LoraAdapterRequest(msgspec.Struct, frozen=True):
@@ -33,8 +43,23 @@ class LoraAdapterRequest(msgspec.Struct, frozen=True):
 
 
 class LoraRoutes:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, opts: LoraAdminOptions = LoraAdminOptions()) -> None:
         self.registry = registry
+        self.opts = opts
+
+    def owns(self, path: str) -> bool:
+        """The routes that check the admin key themselves (the inference key is no use on them)."""
+        return path in ROUTES
+
+    def _refused(self, req: Request) -> Response | None:
+        if not self.opts.runtime_updates or not self.opts.admin_api_key:
+            return error_response(404, f"no route {req.path} (run-time adapter updates are off: "
+                                  "--enable-lora-runtime-updates)", "not_found")
+        got = req.headers.get("authorization", "")
+        if not (got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(),
+                                                                  self.opts.admin_api_key.encode())):
+            return error_response(401, "missing or invalid admin API key", "invalid_api_key")
+        return None
 
     async def load(self, req: Request) -> Response:
         return await self._run(req, "load")
@@ -43,11 +68,20 @@ class LoraRoutes:
         return await self._run(req, "unload")
 
     async def _run(self, req: Request, action: str) -> Response:
+        refused = self._refused(req)
+        if refused is not None:
+            return refused
         body = decode_body(req.body, LoraAdapterRequest)
         if isinstance(body, Response):
             return body
-        if action == "load" and not body.lora_path:
-            return error_response(400, "lora_path is required", "invalid_request", "lora_path")
+        if action == "load" and not 0 < len(body.lora_path) <= 1024:
+            return error_response(400, "lora_path is required (at most 1024 characters)", "invalid_request",
+                                  "lora_path")
+        try:
+            if action == "load":  # (an adapter of any name given at start may be unloaded)
+                check_name(body.lora_name, tuple(self.registry.models))
+        except LoraSourceError as e:
+            return error_response(400, str(e), "invalid_request", "lora_name")
         model = self._base(body.model)
         if isinstance(model, Response):
             return model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,13 @@ from protocol.messages import OutputChunk
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
 from shared.runtime.discovery import KeyUpdate
-from shared.runtime.models import fetch_tokenizer
+from shared.runtime.models import ArtifactMismatch, fetch_tokenizer
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.tokenizer import Tokenizer
 
+ARTIFACT_RETRY_S = 10.0  # a tampered tokenizer artifact is fetched again after this long (a worker may repair it)
 log = get_logger("shoal.frontend.models")
 
 RouterFactory = Callable[[str, ModelCard], Router]
@@ -88,6 +90,7 @@ class ModelRegistry:
         self.custom_template = custom_template
         self.models: dict[str, ModelEntry] = {}
         self._tokenizers: dict[str, Tokenizer] = {}
+        self._refused: dict[str, float] = {}  # tampered artifact -> when to look again
         self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
 
@@ -134,7 +137,14 @@ class ModelRegistry:
             await entry.client.stop()
             entry = None
         if entry is None:
-            entry = await self._new_entry(card)
+            if time.monotonic() < self._refused.get(card.tokenizer_artifact, 0.0):
+                return
+            try:
+                entry = await self._new_entry(card)
+            except ArtifactMismatch as e:  # never serve a model with tampered tokenizer files (tried again later)
+                self._refused[card.tokenizer_artifact] = time.monotonic() + ARTIFACT_RETRY_S
+                log.error("tokenizer_artifact_mismatch", model=card.name, instance_id=iid, error=str(e))
+                return
             self.models[card.name] = entry
         if _kind(card.model_type) != _kind(entry.model_type):
             log.warning("model_type_conflict", model=card.name, instance_id=iid, card_type=card.model_type,

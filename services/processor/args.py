@@ -9,6 +9,7 @@ import msgspec
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
+from shared.multimodal.fetch import MEDIA_FLAGS, MediaOptions
 from shared.routing.options import ROUTER_FLAGS, RouterOptions
 
 
@@ -23,6 +24,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True):
     drain_grace: float = 30.0
     router: RouterOptions = RouterOptions()  # which LLM worker
     kv_block_size: int = 16
+    max_images_per_request: int = MediaOptions().max_images_per_request
 
 
 def parse(argv: list[str]) -> ProcessorConfig:
@@ -41,6 +43,7 @@ def parse(argv: list[str]) -> ProcessorConfig:
                    help="kv mode: the LLM workers' KV page size (their --page-size); image pad ids come from the "
                         "image's hash, so two images never share blocks")
     ROUTER_FLAGS.add_to(p)
+    MEDIA_FLAGS.add_to(p, skip=[f for f in msgspec.structs.asdict(MediaOptions()) if f != "max_images_per_request"])
     ns = p.parse_args(expand_or_exit(p, argv))
     router = ROUTER_FLAGS.build(ns)
     if router.mode == "direct":
@@ -50,4 +53,5 @@ def parse(argv: list[str]) -> ProcessorConfig:
                            served_model_name=model.served_model_name,
                            component=ns.component, encode_component=ns.encode_component,
                            worker_component=ns.worker_component, context_length=ns.context_length,
-                           drain_grace=ns.drain_grace, router=router, kv_block_size=ns.kv_block_size)
+                           drain_grace=ns.drain_grace, router=router, kv_block_size=ns.kv_block_size,
+                           max_images_per_request=MEDIA_FLAGS.build(ns).max_images_per_request)

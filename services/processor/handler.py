@@ -9,8 +9,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from protocol.discovery import InstanceRecord
-from protocol.messages import EngineRequest, OutputChunk
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk
 from protocol.multimodal import EncodeRequest, EncodeResult
+from shared.errors import EngineError
 from shared.multimodal.expand import expand_request, is_expanded
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
@@ -21,8 +22,9 @@ from shared.telemetry.tracing import extract_context, inject_headers, span
 
 class ProcessorHandler:
     def __init__(self, encode: EndpointClient[EncodeResult], worker: EndpointClient[OutputChunk],
-                 image_token_id: int, router: Router) -> None:
+                 image_token_id: int, router: Router, max_images: int = 8) -> None:
         self.encode = encode
+        self.max_images = max_images
         self.worker = worker
         self.image_token_id = image_token_id
         self.router = router
@@ -37,6 +39,9 @@ class ProcessorHandler:
     async def __call__(self, request: EngineRequest, ctx: RequestContext) -> AsyncIterator[OutputChunk]:
         with span("processor.generate", context=extract_context(ctx.headers),
                   attributes={"request_id": request.request_id, "images": len(request.multimodal)}):
+            if len(request.multimodal) > self.max_images:
+                raise EngineError(ErrorCode.BAD_REQUEST, f"{len(request.multimodal)} images in one request; the "
+                                  f"limit is {self.max_images} (--max-images-per-request)")
             if request.multimodal and not is_expanded(request):
                 results = await asyncio.gather(*(self._encode(f"{request.request_id}:img{i}", item.url, ctx)
                                                  for i, item in enumerate(request.multimodal)))

@@ -36,7 +36,7 @@ async def amain(argv: list[str]) -> None:
         await router.start()
         await encode.start()
         await worker.start()
-        handler = ProcessorHandler(encode, worker, image_token_id(vcfg), router)
+        handler = ProcessorHandler(encode, worker, image_token_id(vcfg), router, cfg.max_images_per_request)
         server = EndpointServer(rt, cfg.component, "generate", handler, EngineRequest,
                                 is_final=lambda c: c.finish_reason is not None)
         await server.start()

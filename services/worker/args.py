@@ -13,6 +13,7 @@ from shared.config.yaml_config import expand_or_exit
 from shared.engine.registry import EngineOptions, add_engine_args, engine_options
 from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG
+from shared.multimodal.fetch import MEDIA_FLAGS, MediaOptions
 from shared.parsers.flags import add_parser_args
 from shared.runtime.canary import CanaryConfig, add_canary_args, canary_from_args
 
@@ -38,6 +39,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     tool_call_parser: str | None = None  # published in the model card; the frontend parses with it
     reasoning_parser: str | None = None
     fleet: FleetConfig = FleetConfig()  # --simulate N: N simulated workers in this process
+    media: MediaOptions = MediaOptions()  # images by URL (EPD: this worker fetches them)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     add_fleet_args(p)
     add_parser_args(g, where="published in the model card: the frontend parses; passed to SGLang too")
     add_engine_args(p)
+    MEDIA_FLAGS.add_to(p)
     return p
 
 
@@ -97,4 +100,4 @@ def parse(argv: list[str]) -> WorkerConfig:
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
                         internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),
                         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
-                        fleet=fleet_from_args(ns))
+                        fleet=fleet_from_args(ns), media=MEDIA_FLAGS.build(ns))

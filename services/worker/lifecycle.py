@@ -77,7 +77,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
         if card_lease is not None:
             await card_lease.update(codec.encode(msgspec.structs.replace(card, loras=lora_names(engine))))
 
-    lora_server = await serve_lora(rt, cfg.component, engine, republish)
+    lora_server = await serve_lora(rt, cfg.component, engine, republish, cfg.engine.lora, (cfg.served_model_name,))
     svc.set_health(lambda: msgspec.structs.asdict(_load(rt.instance_id, engine)))
     rc = card.runtime
     await server.register(model=cfg.served_model_name,

@@ -16,6 +16,13 @@ class LoraOptions(msgspec.Struct, frozen=True):
     max_loras_per_batch: int = 8
     max_lora_rank: int = 0  # 0: any rank
     adapters: dict[str, str] = {}  # resolved by `lora_options`: name -> local peft folder (hub ids through the cache)
+    # run-time loading and unloading (the worker's `lora` endpoint): off unless asked for
+    runtime_updates: bool = False
+    lora_root: str = ""  # run-time loads name folders under this directory only ("": no local folders)
+    allow_hub_download: bool = False  # run-time loads may name a Hugging Face id (downloaded in a thread)
+    max_loaded_loras: int = 16  # adapters loaded at once, static ones included (0: no limit)
+    max_lora_bytes: int = 1 << 30  # an adapter's files, summed (hub downloads checked before they start)
+    lora_load_timeout: float = 120.0  # seconds a run-time load (download, read, checks) may take
 
 
 LORA_FLAGS = FlagGroup(
@@ -24,7 +31,15 @@ LORA_FLAGS = FlagGroup(
     flag("lora_paths", "--lora-paths", nargs="+", metavar="NAME=PATH",
          help="adapters loaded at start: peft folders or Hugging Face ids (a bare PATH is named PATH)"),
     flag("max_loras_per_batch", "--max-loras-per-batch", help="distinct adapters running at once"),
-    flag("max_lora_rank", "--max-lora-rank", help="refuse adapters of a larger rank (0: any)"),
+    flag("max_lora_rank", "--max-lora-rank", help="refuse adapters of a larger rank (0: any up to 256)"),
+    flag("runtime_updates", "--enable-lora-runtime-updates",
+         help="serve the worker's `lora` endpoint: adapters loaded and unloaded at run time (default: off)"),
+    flag("lora_root", "--lora-root", help="run-time loads may name folders under this directory only"),
+    flag("allow_hub_download", "--lora-allow-hub-download",
+         help="run-time loads may name a Hugging Face id (safetensors and adapter_config.json only)"),
+    flag("max_loaded_loras", "--max-loaded-loras", help="adapters loaded at once (0: no limit)"),
+    flag("max_lora_bytes", "--max-lora-bytes", help="largest adapter, in bytes of its files"),
+    flag("lora_load_timeout", "--lora-load-timeout", help="seconds a run-time load may take"),
 )
 
 

@@ -2,22 +2,28 @@
 
 Convert to RGB, resize the shortest edge (bicubic), centre-crop, rescale to
 [0, 1], normalise by mean and std. Settings come from the model directory's
-`preprocessor_config.json`.
+`preprocessor_config.json`. The image's size is read from its header and
+checked against `--max-image-pixels` before anything is decoded (PIL's own
+decompression-bomb guard is set to the same limit); decoding runs in a
+bounded pool of its own (`ImageDecoder`), never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from shared.multimodal.fetch import bad_image
+from shared.multimodal.fetch import MediaOptions, bad_image
 
-MAX_PIXELS = 64 << 20  # refuse decompression bombs
+MAX_PIXELS = MediaOptions().max_image_pixels  # refuse decompression bombs
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,20 @@ class ImageSpec:
                    int(c.get("resample", 3)), float(c.get("rescale_factor", 1 / 255)))
 
 
-def preprocess(data: bytes, spec: ImageSpec) -> torch.Tensor:
-    """`[3, crop_height, crop_width]` float32 pixel values; raises EngineError(bad_request) when undecodable."""
+def preprocess(data: bytes, spec: ImageSpec, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    """`[3, crop_height, crop_width]` float32 pixel values; raises EngineError(bad_request) when undecodable
+    or larger than `max_pixels` (known from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise bad_image(f"image of {img.width}x{img.height} pixels is too large")
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            if img.width * img.height > max_pixels:
+                raise bad_image(f"image of {img.width}x{img.height} pixels is larger than {max_pixels} pixels")
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise bad_image(f"cannot decode image: {e}") from e
+    except Image.DecompressionBombError:  # PIL's guard, at open: over twice the limit
+        raise bad_image(f"image is larger than {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise bad_image(f"cannot decode image ({type(e).__name__})") from e
     w, h = rgb.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = spec.shortest_edge, int(spec.shortest_edge * long / short)
@@ -72,3 +81,22 @@ def preprocess(data: bytes, spec: ImageSpec) -> torch.Tensor:
 def image_hash(pixels: torch.Tensor) -> str:
     """sha256 of the preprocessed pixels: the same picture in another file format hashes the same."""
     return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()
+
+
+class ImageDecoder:
+    """Decodes and preprocesses images in `threads` threads of its own (a bounded pool, off the event loop)."""
+
+    def __init__(self, spec: ImageSpec, opts: MediaOptions = MediaOptions()) -> None:
+        from PIL import Image
+
+        self.spec, self.max_pixels = spec, opts.max_image_pixels
+        Image.MAX_IMAGE_PIXELS = opts.max_image_pixels  # PIL's own guard too (process-wide: one decoder config)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, opts.decode_threads), thread_name_prefix="image-decode")
+
+    async def decode(self, datas: Sequence[bytes]) -> list[torch.Tensor]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self._pool, preprocess, d, self.spec,
+                                                                self.max_pixels) for d in datas)))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

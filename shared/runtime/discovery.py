@@ -59,8 +59,12 @@ async def open_bucket(js: JetStreamContext, bucket: str, marker_ttl: float = 2.0
                          replicas=replicas)
     try:
         return await js.create_key_value(cfg)
-    except Exception:  # created concurrently by another process
-        return await js.key_value(bucket)
+    except Exception:  # created concurrently by another process, or this user may not create buckets
+        try:
+            return await js.key_value(bucket)
+        except BucketNotFoundError as e:
+            raise RuntimeError(f"bucket {bucket} is missing and this NATS user may not create it: run "
+                               "`python -m shared.cli setup` with the setup user") from e
 
 
 REVOKE_TIMEOUT_S = 1.0  # a delete takes milliseconds when NATS is up

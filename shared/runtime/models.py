@@ -2,10 +2,15 @@
 
 A frontend on another host needs no copy of the model directory: the worker
 uploads the tokenizer files once, content-addressed, and the card names them.
+The name is the content's sha256 (`tokenizer-<hex>`), so the card records the
+hash: a reader recomputes it and refuses files that do not match (another
+role's credential could have overwritten the object); a worker finding its
+name taken by other bytes puts its own again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import msgspec
@@ -17,13 +22,31 @@ from protocol.discovery import ModelCard
 from shared.runtime.discovery import Lease
 from shared.runtime.replicas import ensure_replicas, while_electing
 from shared.runtime.runtime import Runtime
+from shared.telemetry.logging import get_logger
+
+log = get_logger("shoal.artifacts")
 
 
 class TokenizerFiles(msgspec.Struct, frozen=True):
     files: dict[str, bytes]
 
 
-async def _store(rt: Runtime):
+class ArtifactMismatch(ValueError):
+    """An artifact whose bytes do not hash to the name its model card gives."""
+
+
+PREFIX = "tokenizer-"
+MIN_HASH_HEX = 24  # names of older workers carry the first 24 hex digits
+
+
+def _matches(name: str, blob: bytes) -> bool:
+    want = name.removeprefix(PREFIX)
+    return name.startswith(PREFIX) and len(want) >= MIN_HASH_HEX and \
+        hashlib.sha256(blob).hexdigest().startswith(want)
+
+
+async def artifacts_store(rt: Runtime):
+    """The artifacts object store, created if missing (where this credential may: see shared.runtime.provision)."""
     try:
         store = await rt.js.object_store(subjects.ARTIFACTS_STORE)
     except (NotFoundError, ObjectNotFoundError):
@@ -38,25 +61,38 @@ async def _store(rt: Runtime):
                                                ObjectStoreConfig(bucket=subjects.ARTIFACTS_STORE,
                                                                  replicas=rt.replicas))
     except Exception:
-        return await rt.js.object_store(subjects.ARTIFACTS_STORE)
+        try:
+            return await rt.js.object_store(subjects.ARTIFACTS_STORE)
+        except Exception as e:
+            raise RuntimeError(f"object store {subjects.ARTIFACTS_STORE} is missing and this NATS user may not "
+                               f"create it: run `python -m shared.cli setup` with the setup user") from e
 
 
 async def upload_tokenizer(rt: Runtime, files: dict[str, bytes]) -> str:
-    """Store tokenizer files once; returns the artifact name (content hash)."""
+    """Store tokenizer files once; returns the artifact name (`tokenizer-` + the sha256 of the content)."""
     blob = codec.encode(TokenizerFiles(files=dict(sorted(files.items()))))
-    name = "tokenizer-" + hashlib.sha256(blob).hexdigest()[:24]
-    store = await _store(rt)
+    name = PREFIX + hashlib.sha256(blob).hexdigest()
+    store = await artifacts_store(rt)
     try:
-        await store.get_info(name)
+        have = (await store.get(name)).data or b""
     except Exception:
         await while_electing(lambda: store.put(name, blob))
+        return name
+    if not _matches(name, have):  # changed by someone else: put ours back (purging theirs may be refused)
+        log.warning("tokenizer_artifact_repaired", artifact=name)
+        with contextlib.suppress(Exception):
+            await store.put(name, blob)
     return name
 
 
 async def fetch_tokenizer(rt: Runtime, artifact: str) -> dict[str, bytes]:
-    store = await _store(rt)
+    """The files of `artifact`; ArtifactMismatch when its bytes do not hash to its name."""
+    store = await artifacts_store(rt)
     result = await store.get(artifact)
-    return codec.decode(result.data or b"", TokenizerFiles).files
+    blob = result.data or b""
+    if not _matches(artifact, blob):
+        raise ArtifactMismatch(f"artifact {artifact[:80]!r} does not match its hash (changed in the object store?)")
+    return codec.decode(blob, TokenizerFiles).files
 
 
 async def publish_card(rt: Runtime, card: ModelCard) -> Lease:

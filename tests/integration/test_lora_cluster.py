@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,11 +46,26 @@ def chat_tokens(url: str, model: str, text: str) -> list[str]:
     return [e["token"] for e in body["choices"][0]["logprobs"]["content"]]
 
 
+ADMIN_KEY = "lora-admin-key"
+
+
+def admin_post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json",
+                                                                  "Authorization": f"Bearer {ADMIN_KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 @pytest.fixture
-def lora_cluster(cluster, adapters):
+def lora_cluster(cluster, adapters, monkeypatch):
     cluster.worker("--enable-lora", "--lora-paths", f"a={adapters['a']}", f"b={adapters['b']}",
-                   "--num-blocks", "512", engine="reference")
-    cluster.frontend("--router-mode", "kv")
+                   "--num-blocks", "512", "--enable-lora-runtime-updates", "--lora-root", str(adapters["a"].parent),
+                   engine="reference")
+    monkeypatch.setenv("SHOAL_ADMIN_API_KEY", ADMIN_KEY)
+    cluster.frontend("--router-mode", "kv", "--enable-lora-runtime-updates")
     cluster.wait_models()
     return cluster
 
@@ -97,11 +113,11 @@ def test_load_and_unload_at_run_time_while_requests_stream(lora_cluster, adapter
     for t in streams:
         t.start()
     started.wait()
-    status, body = post(url + "/v1/load_lora_adapter", {"lora_name": "c", "lora_path": str(adapters["c"])})
+    status, body = admin_post(url + "/v1/load_lora_adapter", {"lora_name": "c", "lora_path": str(adapters["c"])})
     assert status == 200 and "c" in body["loaded_adapters"], body
     assert models(url)["c"] == "tiny"
     assert complete(url, "c", [4, 5, 6])["usage"]["completion_tokens"] == N
-    status, body = post(url + "/v1/unload_lora_adapter", {"lora_name": "a"})  # waits for the two streams on a
+    status, body = admin_post(url + "/v1/unload_lora_adapter", {"lora_name": "a"})  # waits for the two streams on a
     assert status == 200 and "a" not in body["loaded_adapters"], body
     assert "a" not in models(url)
     status, err = post(url + "/v1/completions", {"model": "a", "prompt": "x", "max_tokens": 2})
@@ -109,5 +125,5 @@ def test_load_and_unload_at_run_time_while_requests_stream(lora_cluster, adapter
     for t in streams:
         t.join(300)
     assert sorted(results) == sorted([(m, 200, LONG) for m in ("tiny", "a", "a", "b")])
-    status, err = post(url + "/v1/load_lora_adapter", {"lora_name": "d", "lora_path": "/no/such/adapter"})
+    status, err = admin_post(url + "/v1/load_lora_adapter", {"lora_name": "d", "lora_path": "/no/such/adapter"})
     assert status == 400 and "d" not in models(url), err

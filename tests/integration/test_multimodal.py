@@ -131,8 +131,12 @@ def start(c: Cluster, *procs: ServiceProc) -> None:
     c.wait_models()
 
 
+PRIVATE = "--allow-private-media"  # the test's image server is on loopback (refused by default)
+
+
 def service(c: Cluster, name: str, module: str, *args: str) -> ServiceProc:
-    p = spawn(name, module, [*c.common, "--model-path", str(c.model), *args], c.log_dir)
+    extra = [PRIVATE] if module == "encode" else []
+    p = spawn(name, module, [*c.common, "--model-path", str(c.model), *args, *extra], c.log_dir)
     c.procs.append(p)
     return p
 
@@ -159,8 +163,9 @@ def check_outputs(c: Cluster, image_server: str) -> None:
 
 
 def check_bad_images(c: Cluster, image_server: str) -> None:
-    for url, why in ((image_server + "/missing.png", "HTTP 404"), (image_server + "/junk", "cannot decode"),
-                     ("ftp://example.invalid/x.png", "http(s)"), ("data:image/png;base64,@@@", "base64")):
+    for url, why in ((image_server + "/missing.png", "did not return an image"),
+                     (image_server + "/junk", "cannot decode"), ("ftp://example.invalid/x.png", "http(s)"),
+                     ("data:image/png;base64,@@@", "base64")):
         started = time.monotonic()
         status, body = chat(c.url, c.model_name, [text("x"), image(url)])
         assert status == 400, body
@@ -169,7 +174,7 @@ def check_bad_images(c: Cluster, image_server: str) -> None:
 
 
 def test_epd_worker_encodes_itself_and_matches_transformers(vlm_cluster, image_server):
-    worker = vlm_cluster.worker("--num-blocks", "256", engine="reference", wait=False)
+    worker = vlm_cluster.worker("--num-blocks", "256", PRIVATE, engine="reference", wait=False)
     start(vlm_cluster, worker)
     check_outputs(vlm_cluster, image_server)
     check_bad_images(vlm_cluster, image_server)
@@ -310,7 +315,8 @@ def test_epd_frontend_kv_routing_sends_a_repeated_image_to_the_worker_caching_it
     pixels) cannot show it where an image is cached; it remembers where it sent the image instead. With two
     LLM workers every repeat reaches the warm one (by load alone each would be a coin toss)."""
     c = vlm_cluster
-    workers = [c.worker("--num-blocks", "256", engine="reference", wait=False, name=f"w{i}") for i in range(2)]
+    workers = [c.worker("--num-blocks", "256", PRIVATE, engine="reference", wait=False, name=f"w{i}")
+               for i in range(2)]
     front = c.frontend("--router-mode", "kv", wait=False)
     for p in workers:
         p.wait_ready(120)

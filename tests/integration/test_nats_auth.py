@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import secrets
 import sys
 import time
@@ -55,6 +56,7 @@ def secure(tmp_path: Path) -> Iterator[tuple[NatsServer, dict[str, str]]]:
     conf = render_config.write(tmp_path / "nats.conf", namespace=NS, passwords=passwords, listen=None)
     server = NatsServer(tmp_path / "nats", log_file=tmp_path / "nats.log", config=conf).start()
     try:
+        asyncio.run(_provision(server, passwords["setup"]))  # only the setup user makes buckets and streams
         yield server, passwords
     finally:
         server.stop()
@@ -62,6 +64,16 @@ def secure(tmp_path: Path) -> Iterator[tuple[NatsServer, dict[str, str]]]:
 
 def _opts(server: NatsServer, user: str, password: str) -> NatsOptions:
     return NatsOptions(url=server.url, user=user, password=password)
+
+
+async def _provision(server: NatsServer, password: str) -> None:
+    from shared.runtime.provision import provision
+
+    rt = await Runtime.connect(_opts(server, "setup", password), NS, "setup")
+    try:
+        await provision(rt)
+    finally:
+        await rt.close()
 
 
 def _tails(procs: list[ServiceProc], server: NatsServer) -> str:
@@ -264,3 +276,102 @@ def test_embedding_diffusion_and_multimodal_roles_serve_within_their_permissions
         for p in reversed(procs):
             with contextlib.suppress(Exception):
                 p.stop(timeout=10)
+
+
+def test_only_setup_shapes_streams_and_a_tampered_artifact_is_refused(
+        secure: tuple[NatsServer, dict[str, str]], tiny_model: Path, tmp_path: Path) -> None:
+    """Issue 22, finding 7: the planner cannot update (seal, redirect) a stream nor create one, a worker
+    cannot purge or delete one; `shoal setup` (the setup user) provisions; a tokenizer artifact changed
+    in the object store (a worker credential may write there) is refused by the frontend by its hash."""
+    import subprocess
+
+    server, pw = secure
+    logs = tmp_path / "logs"
+    common = ["--nats-url", server.url, "--namespace", NS]
+    out = subprocess.run([sys.executable, "-m", "shared.cli", "setup", *common, "--nats-user", "setup"],
+                         env={**os.environ, "NATS_PASSWORD": pw["setup"]}, capture_output=True,
+                         text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and "KV_shoal-instances" in out.stdout, out.stderr[-2000:]
+    procs: list[ServiceProc] = []
+    try:
+        worker = spawn("worker", "decode", [*common, "--engine", "mock", "--model-path", str(tiny_model),
+                                            "--nats-user", "worker"], logs, env={"NATS_PASSWORD": pw["worker"]})
+        procs.append(worker)
+        worker.wait_ready(60)
+        asyncio.run(_cannot_reshape(server, pw))
+        asyncio.run(_tamper(server, pw))
+        http_port = free_port()
+        frontend = spawn("frontend", "frontend", [*common, "--http-port", str(http_port), "--nats-user", "frontend"],
+                         logs, env={"NATS_PASSWORD": pw["frontend"]})
+        procs.append(frontend)
+        frontend.wait_ready(60)
+        wait_port("127.0.0.1", http_port)
+        for _ in range(100):
+            if "tokenizer_artifact_mismatch" in frontend.log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        assert "tokenizer_artifact_mismatch" in frontend.log_path.read_text(errors="replace"), _tails(procs, server)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=5) as r:
+            assert json.loads(r.read())["data"] == []  # the model is not served with tampered files
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop(timeout=10)
+
+
+async def _cannot_reshape(server: NatsServer, pw: dict[str, str]) -> None:
+    instances = f"KV_{subjects.INSTANCES_BUCKET}"
+    for user, subject, body in (
+            ("planner", f"$JS.API.STREAM.UPDATE.{instances}", {"name": instances, "sealed": True}),
+            ("planner", "$JS.API.STREAM.CREATE.spy", {"name": "spy",
+                                                       "subjects": [f"{subjects.PREFIX}.{NS}.backend.>"]}),
+            ("planner", f"$JS.API.STREAM.PURGE.{instances}", {}),
+            ("worker", f"$JS.API.STREAM.DELETE.OBJ_{subjects.ARTIFACTS_STORE}", {}),
+            ("worker", f"$JS.API.STREAM.PURGE.KV_{subjects.MODELS_BUCKET}", {}),
+            ("worker", f"$JS.API.STREAM.UPDATE.{instances}", {"name": instances, "sealed": True}),
+            ("frontend", f"$JS.API.STREAM.DELETE.{instances}", {})):
+        errors: list[str] = []
+
+        async def on_error(e: Exception, errors: list[str] = errors) -> None:
+            errors.append(str(e).lower())
+
+        nc = await nats.connect(server.url, user=user, password=pw[user], error_cb=on_error, allow_reconnect=False)
+        try:
+            with contextlib.suppress(Exception):
+                await nc.request(subject, json.dumps(body).encode(), timeout=0.5)
+            await nc.flush()
+            await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+        assert any("permissions violation for publish" in e for e in errors), (user, subject, errors)
+    admin = await nats.connect(server.url, user="setup", password=pw["setup"], inbox_prefix="_INBOX.setup")
+    try:
+        js = admin.jetstream()
+        assert not (await js.stream_info(instances)).config.sealed
+        await js.stream_info(f"OBJ_{subjects.ARTIFACTS_STORE}")  # still there
+        with pytest.raises(Exception, match="not found"):
+            await js.stream_info("spy")
+    finally:
+        await admin.close()
+
+
+async def _tamper(server: NatsServer, pw: dict[str, str]) -> None:
+    """As a worker: the same artifact name, other (well-formed) tokenizer files: a chat template of its own."""
+    from protocol import codec
+    from shared.runtime.models import TokenizerFiles
+
+    nc = await nats.connect(server.url, user="worker", password=pw["worker"], inbox_prefix="_INBOX.decode")
+    try:
+        store = await nc.jetstream().object_store(subjects.ARTIFACTS_STORE)
+        names = [o.name for o in await store.list()]
+        assert len(names) == 1 and names[0].startswith("tokenizer-"), names
+        files = codec.decode((await store.get(names[0])).data or b"", TokenizerFiles).files
+        config = json.loads(files["tokenizer_config.json"])
+        config["chat_template"] = "{{ 'attacker template: ' + messages[0]['content'] }}"
+        files["tokenizer_config.json"] = json.dumps(config).encode()
+        # the new chunks and the object's meta go in; only purging the old chunks is refused (times out)
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await store.put(names[0], codec.encode(TokenizerFiles(files=files)))
+        assert b"attacker template" in ((await store.get(names[0])).data or b"")
+    finally:
+        await nc.close()

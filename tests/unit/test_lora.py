@@ -121,10 +121,39 @@ def test_load_and_unload_at_run_time_wait_for_the_requests_using_it(tiny_model, 
 def test_adapters_above_the_rank_limit_or_without_weights_are_refused(tiny_model, adapters, tmp_path):
     import torch
 
+    dims = {m: (64, 64) for m in ("q_proj", "k_proj", "v_proj", "o_proj")}
     with pytest.raises(LoraError, match="rank 8"):
-        read_adapter("b", str(adapters["b"]), 2, 4, torch.float32, torch.device("cpu"))
-    with pytest.raises(LoraError, match="not a peft LoRA folder"):
-        read_adapter("x", str(tmp_path), 2, 0, torch.float32, torch.device("cpu"))
+        read_adapter("b", str(adapters["b"]), dims, 2, 4, torch.float32, torch.device("cpu"))
+    with pytest.raises(LoraError, match="not a readable peft LoRA folder"):
+        read_adapter("x", str(tmp_path), dims, 2, 0, torch.float32, torch.device("cpu"))
+
+
+def test_an_adapter_of_the_wrong_shape_is_refused_and_lora_keeps_working(tiny_model, adapters, tmp_path):
+    """Issue 22 finding 2: shapes checked against the model before use; a refused adapter breaks nothing."""
+    from tests.lora_adapters import make_wrong_shape_adapter
+
+    bad = make_wrong_shape_adapter(adapters["a"], tmp_path / "bad")
+
+    async def main() -> None:
+        eng = engine(tiny_model, {"a": adapters["a"]})
+        await eng.start()
+        try:
+            before, _ = await run(eng, greedy("r0", [5, 6, 7], "a"))
+            with pytest.raises(EngineError, match="down_proj") as e:
+                await eng.load_lora("bad", str(bad))
+            assert e.value.code.value == "bad_request"
+            assert eng.lora_names() == ["a"]
+            await eng.load_lora("b", str(adapters["b"]))  # later loads and unloads still work
+            after, _ = await run(eng, greedy("r1", [5, 6, 7], "a"))
+            assert after == before
+            await eng.unload_lora("b")
+            await eng.unload_lora("a")
+            await eng.load_lora("a", str(adapters["a"]))
+            assert (await run(eng, greedy("r2", [5, 6, 7], "a")))[0] == before
+        finally:
+            await eng.stop()
+
+    asyncio.run(main())
 
 
 def test_the_kv_router_and_the_block_pool_agree_adapters_never_share_blocks():

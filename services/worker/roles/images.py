@@ -29,8 +29,8 @@ from services.worker.role import Role
 from shared.engine.base import Engine, EngineError
 from shared.engine.capabilities import ImageEncoder
 from shared.multimodal.expand import expand_request, is_expanded
-from shared.multimodal.fetch import fetch_image
-from shared.multimodal.image import ImageSpec, image_hash, preprocess
+from shared.multimodal.fetch import ImageFetcher, MediaOptions
+from shared.multimodal.image import ImageDecoder, ImageSpec, image_hash
 from shared.multimodal.reader import EmbeddingReader
 from shared.multimodal.vision import image_token_id, tokens_per_image
 from shared.runtime.server import RequestContext
@@ -38,10 +38,14 @@ from shared.runtime.service import Service
 
 
 class ImageInputs:
-    def __init__(self, engine: ImageEncoder, spec: ImageSpec, reader: EmbeddingReader | None) -> None:
+    def __init__(self, engine: ImageEncoder, spec: ImageSpec, reader: EmbeddingReader | None,
+                 media: MediaOptions = MediaOptions()) -> None:
         self.engine = engine
         self.spec = spec
         self.reader = reader
+        self.media = media
+        self.fetcher = ImageFetcher(media)
+        self.decoder = ImageDecoder(spec, media)
         cfg = engine.vision_config()
         self.image_token_id = image_token_id(cfg)
         self.num_tokens = tokens_per_image(cfg)
@@ -57,8 +61,11 @@ class ImageInputs:
                                                         if item.embedding is not None)))
         if any(item.offset >= 0 for item in items):
             raise EngineError(ErrorCode.BAD_REQUEST, "some image placeholders are expanded and some are not")
-        datas = await asyncio.gather(*(fetch_image(item.url) for item in items))
-        pixels = await asyncio.to_thread(lambda: [preprocess(d, self.spec) for d in datas])
+        if len(items) > self.media.max_images_per_request:
+            raise EngineError(ErrorCode.BAD_REQUEST, f"{len(items)} images in one request; the limit is "
+                              f"{self.media.max_images_per_request} (--max-images-per-request)")
+        datas = await asyncio.gather(*(self.fetcher.fetch(item.url) for item in items))
+        pixels = await self.decoder.decode(datas)
         feats = await self.engine.encode_images(torch.stack(pixels))
         hashes = [image_hash(p) for p in pixels]
         expanded = expand_request(request, self.image_token_id, hashes, [self.num_tokens] * len(items))
@@ -116,7 +123,7 @@ async def with_images(svc: Service, cfg: WorkerConfig, engine: Engine, role: Rol
     slot_bytes = tokens_per_image(vcfg) * int(vcfg.text_config.hidden_size) * 4
     reader = EmbeddingReader(svc.rt, cfg.image_slots, slot_bytes, cfg.transfer_timeout)
     await reader.start()
-    inputs = ImageInputs(engine, ImageSpec.from_dir(cfg.model_path), reader)
+    inputs = ImageInputs(engine, ImageSpec.from_dir(cfg.model_path), reader, cfg.media)
     if cfg.disaggregation_mode == "prefill":
         handler = ImageHandler(role.handler, inputs, engine, get=lambda r: r.request,
                                put=lambda r, e: msgspec.structs.replace(r, request=e))
@@ -128,6 +135,7 @@ async def with_images(svc: Service, cfg: WorkerConfig, engine: Engine, role: Rol
         if inner_stop is not None:
             await inner_stop()
         await reader.stop()
+        inputs.decoder.close()
 
     out = _replace(role, handler)
     out.stop = stop

@@ -183,12 +183,14 @@ class ReferenceEngine(Engine):
         return self.adapters.names()
 
     async def load_lora(self, name: str, path: str) -> None:
-        """Load a peft adapter (in the model thread, between steps); requests may name it from then on."""
+        """Load a peft adapter (read and checked aside, installed between steps); requests may name it from then on."""
         self.adapters.check_new(name)
         lora = self._runner().lora
         assert lora is not None  # enabled, as check_new says
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, lora.load, name, path)
+        try:  # read and checked in a thread of its own: steps go on meanwhile
+            adapter = await asyncio.to_thread(lora.read, name, path)
+            self.adapters.check_new(name)
+            await asyncio.get_running_loop().run_in_executor(self._executor, lora.install, adapter)
         except LoraError as e:
             raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
         self.adapters.added(name, path)

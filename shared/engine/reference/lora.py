@@ -71,34 +71,57 @@ class LoraLinear(torch.nn.Module):
         return y + xa @ b.T
 
 
-def read_adapter(name: str, path: str, num_layers: int, max_rank: int, dtype: torch.dtype,
-                 device: torch.device) -> Adapter:
-    """A peft LoRA folder (adapter_config.json, adapter_model.safetensors) as per-module (A, scale * B)."""
+MAX_RANK = 256  # with --max-lora-rank 0
+
+
+def read_adapter(name: str, path: str, dims: dict[str, tuple[int, int]], num_layers: int, max_rank: int,
+                 dtype: torch.dtype, device: torch.device) -> Adapter:
+    """A peft LoRA folder (adapter_config.json, adapter_model.safetensors) as per-module (A, scale * B).
+
+    Checked against the model before anything uses it: every tensor a supported target of an existing
+    layer, A as [rank, in] and B as [out, rank] of that module, one rank within the cap, finite values;
+    LoraError (a 400) otherwise. `dims`: each target module's (in, out) features.
+    """
     root = Path(path)
     try:
         cfg = json.loads((root / "adapter_config.json").read_text())
         tensors = load_file(str(root / "adapter_model.safetensors"))
-    except (OSError, ValueError) as e:
-        raise LoraError(f"adapter {name!r}: {path} is not a peft LoRA folder ({e})") from e
+        rank = int(cfg["r"])
+        alpha = float(cfg.get("lora_alpha", rank))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LoraError(f"adapter {name!r} is not a readable peft LoRA folder ({type(e).__name__})") from e
     if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
         raise LoraError(f"adapter {name!r}: only plain LoRA (one rank, one alpha) is supported")
-    rank = int(cfg["r"])
-    if max_rank and rank > max_rank:
-        raise LoraError(f"adapter {name!r} has rank {rank}, above --max-lora-rank {max_rank}")
-    alpha = float(cfg.get("lora_alpha", rank))
+    cap = max_rank or MAX_RANK
+    if not 0 < rank <= cap:
+        raise LoraError(f"adapter {name!r} has rank {rank}; ranks 1 to {cap} are served (--max-lora-rank)")
+    if not math.isfinite(alpha):
+        raise LoraError(f"adapter {name!r}: lora_alpha is not a number")
     scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
     weights: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
     for key, a in tensors.items():
-        if not key.endswith("lora_A.weight"):
+        if "lora_B" in key:
             continue
         parts = key.split(".")
-        layer, module = int(parts[parts.index("layers") + 1]), parts[-3]
-        if module not in TARGETS or layer >= num_layers:
-            raise LoraError(f"adapter {name!r}: {key} is not a supported target ({', '.join(TARGETS)})")
-        b = tensors[key.replace("lora_A", "lora_B")]
+        try:
+            layer, module = int(parts[parts.index("layers") + 1]), parts[-3]
+        except (ValueError, IndexError):
+            raise LoraError(f"adapter {name!r}: tensor {key[:100]!r} is not a LoRA weight of a decoder layer") \
+                from None
+        if not key.endswith("lora_A.weight") or module not in TARGETS or not 0 <= layer < num_layers:
+            raise LoraError(f"adapter {name!r}: {key[:100]} is not a supported target ({', '.join(TARGETS)})")
+        b = tensors.get(key.replace("lora_A", "lora_B"))
+        d_in, d_out = dims[module]
+        if b is None or tuple(a.shape) != (rank, d_in) or tuple(b.shape) != (d_out, rank):
+            got = f"A {tuple(a.shape)}, B {tuple(b.shape) if b is not None else 'missing'}"
+            raise LoraError(f"adapter {name!r}: {module} of layer {layer} has {got}; the model needs "
+                            f"A ({rank}, {d_in}) and B ({d_out}, {rank})")
+        if not a.is_floating_point() or not b.is_floating_point() \
+                or not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise LoraError(f"adapter {name!r}: {module} of layer {layer} is not finite floating point")
         weights[(layer, module)] = (a.to(device, dtype), (b.float() * scale).to(device, dtype))
     if not weights:
-        raise LoraError(f"adapter {name!r}: no LoRA weights in {path}")
+        raise LoraError(f"adapter {name!r}: no LoRA weights in its folder")
     return Adapter(name, path, rank, weights)
 
 
@@ -113,17 +136,33 @@ class LoraManager:
         self._slot: dict[str, int] = {}
         self._rank = 1
         self._step = _Step()
+        self.dims: dict[str, tuple[int, int]] = {}  # module -> (in, out) features
         for i, layer in enumerate(layers):
             for module, parent_name in TARGETS.items():
                 parent = getattr(layer, parent_name)
+                w = getattr(parent, module).weight
+                self.dims[module] = (int(w.shape[1]), int(w.shape[0]))
                 setattr(parent, module, LoraLinear(getattr(parent, module), (i, module), self._step))
 
+    def read(self, name: str, path: str) -> Adapter:
+        """Read and check an adapter (any thread: touches no served state)."""
+        return read_adapter(name, path, self.dims, self.num_layers, self.max_rank, self.dtype, self.device)
+
+    def install(self, adapter: Adapter) -> None:
+        """Serve a read adapter (the model thread, between steps); a failure leaves the others as they were."""
+        if adapter.name in self.adapters:
+            raise LoraError(f"adapter {adapter.name!r} is loaded already")
+        self.adapters[adapter.name] = adapter
+        try:
+            self._restack()
+        except Exception as e:
+            del self.adapters[adapter.name]
+            self._restack()
+            raise LoraError(f"adapter {adapter.name!r} does not fit the model ({type(e).__name__})") from e
+
     def load(self, name: str, path: str) -> Adapter:
-        if name in self.adapters:
-            raise LoraError(f"adapter {name!r} is loaded already")
-        adapter = read_adapter(name, path, self.num_layers, self.max_rank, self.dtype, self.device)
-        self.adapters[name] = adapter
-        self._restack()
+        adapter = self.read(name, path)
+        self.install(adapter)
         return adapter
 
     def unload(self, name: str) -> None:
