@@ -43,3 +43,13 @@ class TransferFailed(ShoalError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class BadRequest(ShoalError):
+    """The client's request is wrong (400): `param` names the field when one is to blame."""
+
+    code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str, param: str | None = None, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code)
+        self.param = param

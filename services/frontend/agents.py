@@ -1,8 +1,8 @@
 """Agents on the chat route: structured output, tools and reasoning (the request side and the output side).
 
-    plan = plan_chat(body, model)                # validates; BadRequest (400) says why
+    plan = plan_chat(body, tool_parser, reasoning_parser)   # validates; BadRequest (400) says why
     await plan.check(tokenizer)                  # the grammar compiles (in a thread), or 400
-    request = plan.apply(request)                # EngineRequest with its grammar
+    prepare(..., grammar=plan.grammar)           # the EngineRequest is built once, with its grammar
     parser = plan.new_parser()                   # per choice: content, reasoning_content, tool_calls
 
 Parsing happens here, in the frontend, with the parser names the worker published
@@ -22,7 +22,6 @@ from typing import Any
 import msgspec
 
 from protocol.messages import EngineRequest, Grammar
-from services.frontend.models import ModelEntry
 from services.frontend.openai_types import (
     ChatCompletionRequest,
     Delta,
@@ -31,7 +30,7 @@ from services.frontend.openai_types import (
     ToolCall,
     ToolCallDelta,
 )
-from services.frontend.preprocess import BadRequest, Prepared
+from shared.errors import BadRequest
 from shared.grammar import GrammarCache, GrammarError
 from shared.grammar.schema import fix_schema
 from shared.grammar.tools import forced_tool_grammar
@@ -150,15 +149,6 @@ def _extra_grammar(req: ChatCompletionRequest) -> Grammar | None:
 def _choice_ebnf(choices: list[str]) -> str:
     """Exactly one of the strings (JSON string escapes are EBNF string escapes)."""
     return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
-
-
-async def with_agents(p: Prepared, req: ChatCompletionRequest, model: ModelEntry, tool_parser: str | None,
-                      reasoning_parser: str | None) -> None:
-    """Plan and check `req`'s agent features and put them on `p` (the frontend's parser flags win)."""
-    plan = plan_chat(req, tool_parser or model.tool_call_parser, reasoning_parser or model.reasoning_parser)
-    await plan.check(model.tokenizer)
-    p.request = plan.apply(p.request)
-    p.agent = plan
 
 
 class MarkerDetokenizer(IncrementalDetokenizer):

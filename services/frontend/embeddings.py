@@ -10,10 +10,11 @@ import struct
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
+from services.frontend.http_errors import WORKER_HEADER, decode_body, error_response, failure_response, json_encoder
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-from services.frontend.preprocess import THREAD_TOKENIZE_CHARS, BadRequest
-from services.frontend.responses import WORKER_HEADER, decode_body, error_response, failure_response, json_encoder
+from services.frontend.preprocess import THREAD_TOKENIZE_CHARS
+from shared.errors import BadRequest
 from shared.http import Request, Response
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.tracing import inject_headers, span

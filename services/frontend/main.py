@@ -24,8 +24,9 @@ async def amain(argv: list[str]) -> None:
         await registry.start()
         stats = StatsPublisher(svc.rt)
         await stats.start()
-        app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
-            api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
+        dispatcher = Dispatcher(cfg.migration_limit, cfg.request_timeout, cfg.max_inflight)
+        app = FrontendApp(registry, dispatcher, FrontendOptions(
+            api_key=cfg.api_key, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
             tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser))
         handler: Handler = app

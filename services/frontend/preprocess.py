@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from protocol.messages import (
     EngineRequest,
     ErrorCode,
+    Grammar,
     OutputOptions,
+    RoutingHints,
     SamplingOptions,
     StopConditions,
 )
 from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
-from shared.runtime.errors import RuntimeFailure
+from shared.errors import BadRequest
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.fim import fim_prompt, fim_sentinels
-
-if TYPE_CHECKING:
-    from services.frontend.agents import AgentPlan
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
 DEFAULT_COMPLETION_MAX_TOKENS = StopConditions().max_tokens  # 16, as OpenAI's completions API
-
-
-class BadRequest(RuntimeFailure):
-    code = ErrorCode.BAD_REQUEST
-
-    def __init__(self, message: str, param: str | None = None, code: ErrorCode | None = None) -> None:
-        super().__init__(message, code)
-        self.param = param
 
 
 @dataclass
@@ -47,7 +37,6 @@ class Prepared:
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
     echo: str = ""  # completions with echo: the prompt text, sent before the completion
     continuous_usage: bool = False  # stream_options.continuous_usage_stats
-    agent: AgentPlan | None = None  # tools, reasoning, structured output (services.frontend.agents)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -128,8 +117,13 @@ async def prepare(
     context_length: int,
     max_prompt_tokens: int | None = None,
     image_input: tuple[str, int] | None = None,
+    *,
+    grammar: Grammar | None = None,
+    lora: str = "",
+    session: str = "",
 ) -> Prepared:
-    """`image_input`: (image token, tokens per image) of a model that takes images."""
+    """The prompt tokenized once and the one EngineRequest built from it. `image_input`: (image token,
+    tokens per image) of a model that takes images; `grammar`: the agent plan's; `session`: the client's."""
     urls: list[str] = []
     if isinstance(req, ChatCompletionRequest):
         text, urls = _chat_text(tok, req, image_input[0] if image_input else None)
@@ -179,6 +173,7 @@ async def prepare(
     engine_req = EngineRequest(
         request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req, tok.vocab_size), stop=stop,
         output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls], priority=req.priority,
+        grammar=grammar, lora=lora, routing=RoutingHints(session_id=session),
     )
     opts = req.stream_options
     include_usage = bool(opts and opts.include_usage)

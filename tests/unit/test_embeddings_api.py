@@ -19,7 +19,7 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import embedding_inputs, encode_vector
 from services.frontend.models import ModelEntry
 from services.frontend.openapi import openapi_document
-from services.frontend.preprocess import BadRequest
+from shared.errors import BadRequest
 from services.worker.args import parse as parse_worker
 from shared.http import Request
 from shared.routing.base import RoundRobinRouter
@@ -111,7 +111,7 @@ async def test_embeddings_route_refuses_bad_requests(app: FrontendApp, body: dic
     got, err = await call(app, "/v1/embeddings", body)
     assert (got, err["error"]["code"]) == (status, code), err
     assert err["error"]["type"] == "invalid_request_error"
-    assert app.inflight == 0
+    assert app.dispatcher.inflight == 0
 
 
 async def test_generation_routes_refuse_embedding_models(app: FrontendApp) -> None:

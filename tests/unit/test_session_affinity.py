@@ -9,7 +9,7 @@ import pytest
 
 from protocol.kv_events import WorkerLoad
 from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, RoutingHints
-from services.frontend.preprocess import BadRequest
+from shared.errors import BadRequest
 from services.frontend.session import MAX_SESSION_ID, with_session
 from services.processor.handler import ProcessorHandler
 from services.router.handler import RouteHandler

@@ -1,4 +1,4 @@
-"""OpenAI-style error responses, shared by every route."""
+"""OpenAI-style error responses and SSE framing, shared by every OpenAI route (Anthropic's are in render_messages)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import msgspec
 
 from protocol.messages import HTTP_STATUS
 from services.frontend.openai_types import ErrorBody, ErrorResponse
+from services.frontend.steps import ErrorStep
 from shared.http import Response
 from shared.runtime.errors import RuntimeFailure
 
@@ -26,6 +27,15 @@ def sse_error(e: RuntimeFailure) -> bytes:
     status = HTTP_STATUS.get(e.code, 500)
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return sse_event(ErrorResponse(ErrorBody(e.message, kind, None, e.code.value))) + SSE_DONE
+
+
+def sse_error_step(step: ErrorStep) -> bytes:
+    kind = "server_error" if step.status >= 500 else "invalid_request_error"
+    return sse_event(ErrorResponse(ErrorBody(step.message, kind, step.param, step.code))) + SSE_DONE
+
+
+def openai_error(step: ErrorStep) -> Response:
+    return error_response(step.status, step.message, step.code, step.param, step.retry_after)
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,

@@ -1,0 +1,20 @@
+"""What the frontend's request path is configured with (built from the flags in services.frontend.args)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    api_key: str | None = None
+    max_prompt_tokens: int | None = None
+    direct_header: str = "x-shoal-instance-id"
+    router_mode: str = "round-robin"
+    ignore_unknown_fields: bool = False
+    tool_call_parser: str | None = None  # override the model card's
+    reasoning_parser: str | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self.router_mode == "direct"

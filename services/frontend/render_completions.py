@@ -1,0 +1,105 @@
+"""Steps -> OpenAI completions (a whole `text_completion` or its stream). Completions' echo goes first."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from services.frontend.http_errors import SSE_DONE, json_encoder, openai_error, sse_error_step, sse_event
+from services.frontend.openai_types import Completion, CompletionChoice, CompletionLogprobs, UsageInfo
+from services.frontend.pipeline import Job
+from services.frontend.render_chat import usage_info
+from services.frontend.steps import ErrorStep, FinishStep, Frame, LogprobsStep, TextStep, TokenLogprob, UsageStep
+from shared.http import Response
+
+
+def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    """Logprobs in the completions shape; `offset`: where the first token's text starts in the choice's text."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    tops = [{a.token: a.logprob for a in t.top} for t in tokens] if any(t.top for t in tokens) else None
+    return CompletionLogprobs([t.token for t in tokens], [t.logprob for t in tokens], tops, offsets)
+
+
+class _Choice:
+    def __init__(self, echo: str) -> None:
+        self.text = echo  # the echo goes ahead of the first output
+        self.sent = 0  # characters of text already in events
+        self.tokens: list[TokenLogprob] = []
+        self.finish: str | None = None
+
+    def unsent(self) -> str:
+        out = self.text[self.sent:]
+        self.sent = len(self.text)
+        return out
+
+
+class CompletionsRenderer:
+    def __init__(self, job: Job) -> None:
+        self.rid, self.model, self.created = job.request_id, job.model.name, int(time.time())
+        self.include_usage = job.prepared.include_usage
+        self.echo = job.prepared.echo
+
+    def error(self, step: ErrorStep) -> Response:
+        return openai_error(step)
+
+    async def whole(self, frames: AsyncIterator[Frame]) -> Response:
+        choices: dict[int, _Choice] = {}
+        usage = None
+        async for frame in frames:
+            for step in frame:
+                if isinstance(step, ErrorStep):
+                    return openai_error(step)
+                if isinstance(step, UsageStep):
+                    usage = step.usage if not step.running else usage
+                    continue
+                c = choices.setdefault(step.choice, _Choice(self.echo))
+                if isinstance(step, TextStep):
+                    c.text += step.text
+                elif isinstance(step, LogprobsStep):
+                    c.tokens.extend(step.tokens)
+                elif isinstance(step, FinishStep):
+                    c.finish = step.reason
+        body = Completion(self.rid, self.created, self.model, [
+            CompletionChoice(i, c.text, c.finish, completion_logprobs(c.tokens, len(self.echo)) if c.tokens else None)
+            for i, c in sorted(choices.items())], usage_info(usage) if usage else None)
+        return Response(200, json_encoder.encode(body))
+
+    async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+        choices: dict[int, _Choice] = {}
+        async for frame in frames:
+            first = frame[0]
+            if isinstance(first, ErrorStep):
+                yield sse_error_step(first)
+                return
+            if isinstance(first, UsageStep) and not first.running:
+                if self.include_usage:
+                    yield sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
+                continue
+            c = choices.setdefault(first.choice, _Choice(self.echo))
+            if out := self._chunk(frame, first.choice, c):
+                yield out
+        yield SSE_DONE
+
+    def _chunk(self, frame: Frame, index: int, c: _Choice) -> bytes:
+        offset = len(c.text)  # the first new token's text starts after what was sent (and the echo)
+        tokens: list[TokenLogprob] = []
+        reason: str | None = None
+        usage: UsageInfo | None = None
+        for step in frame:
+            if isinstance(step, TextStep):
+                c.text += step.text
+            elif isinstance(step, LogprobsStep):
+                tokens.extend(step.tokens)
+            elif isinstance(step, FinishStep):
+                reason = step.reason
+            elif isinstance(step, UsageStep):
+                usage = usage_info(step.usage)
+        text = c.unsent()
+        if not (text or tokens or reason):
+            return b""
+        lp = completion_logprobs(tokens, offset) if tokens else None
+        return sse_event(Completion(self.rid, self.created, self.model, [CompletionChoice(index, text, reason, lp)],
+                                    usage))
