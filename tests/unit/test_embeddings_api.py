@@ -19,8 +19,8 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import embedding_inputs, encode_vector
 from services.frontend.models import ModelEntry
 from services.frontend.openapi import openapi_document
-from shared.errors import BadRequest
 from services.worker.args import parse as parse_worker
+from shared.errors import BadRequest
 from shared.http import Request
 from shared.routing.base import RoundRobinRouter
 from shared.tokenizer import Tokenizer

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from shared.errors import BadRequest
 from protocol.messages import Usage
 from services.frontend.render_responses import ResponseEvents
 from services.frontend.responses_api import parse_request, to_chat
 from services.frontend.steps import ErrorStep, FinishStep, ReasoningStep, TextStep, ToolCallStep, UsageStep
+from shared.errors import BadRequest
 
 TOOL = {"type": "function", "name": "get_weather", "description": "weather", "parameters": {"type": "object"}}
 
