@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from services.frontend.dispatch import Dispatcher
-from services.frontend.doors import DOORS
+from services.frontend.doors import COUNT_TOKENS, DOORS
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.http_errors import error_response as _error
 from services.frontend.http_errors import json_encoder as _json
@@ -61,7 +61,7 @@ class FrontendApp:
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
                                                   else _error(404, f"no route {req.path}"))
         elif req.path.startswith("/v1/") and not self._authorized(req):
-            door = DOORS.get(req.path)
+            door = COUNT_TOKENS if req.path == "/v1/messages/count_tokens" else DOORS.get(req.path)
             denied = ErrorStep(401, "invalid_api_key", "missing or invalid API key")
             resp = door.error(denied) if door else openai_error(denied)
         else:
@@ -108,7 +108,7 @@ class FrontendApp:
 
     async def count_tokens(self, req: Request) -> Response:
         """/v1/messages/count_tokens: the input_tokens /v1/messages would report (nothing is generated)."""
-        door = DOORS["/v1/messages"]
+        door = COUNT_TOKENS
         try:
             body, _ = door.parse(req.body, self.opts.ignore_unknown_fields)
             job = await self.pipeline.prepare(body, req.headers, "count")

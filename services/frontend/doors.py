@@ -17,7 +17,7 @@ import msgspec
 
 from services.frontend.fields import check_fields
 from services.frontend.http_errors import openai_error
-from services.frontend.messages_api import anthropic_error, decode_messages
+from services.frontend.messages_api import anthropic_error, decode_count, decode_messages
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
 from services.frontend.pipeline import Failed, GenerateRequest, Job, error_step, refused
 from services.frontend.render import Renderer
@@ -85,3 +85,4 @@ DOORS: dict[str, FrontDoor] = {
     "/v1/responses": FrontDoor("resp", _responses, _responses_renderer, openai_error),
     "/v1/messages": FrontDoor("msg", decode_messages, lambda job, req: MessagesRenderer(job, req), anthropic_error),
 }
+COUNT_TOKENS = FrontDoor("count", decode_count, lambda job, req: MessagesRenderer(job, req), anthropic_error)

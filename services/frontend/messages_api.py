@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from services.frontend.fields import screen
+from services.frontend.fields import Allowed, null, screen
 from services.frontend.http_errors import json_encoder
 from services.frontend.openai_types import ChatCompletionRequest
 from services.frontend.steps import ErrorStep
@@ -30,8 +30,8 @@ ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_erro
 
 class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
     model: str
-    max_tokens: Annotated[int, Meta(ge=1)]
     messages: Annotated[list[dict[str, Any]], Meta(min_length=1)]
+    max_tokens: Annotated[int, Meta(ge=1)] | None = None  # required, but not by count_tokens
     system: str | list[dict[str, Any]] | None = None
     stop_sequences: list[str] | None = None
     stream: bool = False
@@ -42,10 +42,15 @@ class MessagesRequest(msgspec.Struct, frozen=True, kw_only=True):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None  # format: structured output; effort: a hint
     service_tier: Literal["auto", "standard_only"] | None = None
 
 
-KNOWN = frozenset(f.encode_name for f in msgspec.structs.fields(MessagesRequest))
+# Accepted with nothing to do: prefix caching is automatic, there is one speed, region and workspace.
+HINTS = frozenset({"cache_control", "speed", "inference_geo", "user_profile_id", "workspace_id", "diagnostics"})
+REFUSED: dict[str, tuple[Allowed, str]] = {"container": (null, "containers (code execution) are not supported")}
+KNOWN = frozenset(f.encode_name for f in msgspec.structs.fields(MessagesRequest)) | HINTS | REFUSED.keys()
+THINKING = {"enabled": True, "adaptive": True, "between_tools": True, "disabled": False}
 
 
 def anthropic_error(step: ErrorStep) -> Response:
@@ -59,15 +64,19 @@ def error_body(kind: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
-def decode_messages(raw: bytes, ignore_unknown: bool) -> tuple[ChatCompletionRequest, MessagesRequest]:
-    """(the chat request the pipeline runs, the messages request), or BadRequest saying what is wrong."""
-    raw = screen(raw, KNOWN, {}, ignore_unknown)
+def decode_messages(raw: bytes, ignore_unknown: bool, counting: bool = False
+                    ) -> tuple[ChatCompletionRequest, MessagesRequest]:
+    """(the chat request the pipeline runs, the messages request), or BadRequest saying what is wrong.
+    `counting`: for /v1/messages/count_tokens, which needs no max_tokens."""
+    raw = screen(raw, KNOWN, REFUSED, ignore_unknown)
     try:
         req = msgspec.json.decode(raw, type=MessagesRequest)
     except msgspec.ValidationError as e:
         raise BadRequest(f"invalid request: {e}", _field_of(str(e))) from e
     except msgspec.DecodeError as e:
         raise BadRequest(f"invalid JSON body: {e}") from e
+    if req.max_tokens is None and not counting:
+        raise BadRequest("max_tokens: field required", "max_tokens")
     return to_chat(req), req
 
 
@@ -75,13 +84,17 @@ def _field_of(message: str) -> str | None:
     return "max_tokens" if "max_tokens" in message else None
 
 
+def decode_count(raw: bytes, ignore_unknown: bool) -> tuple[ChatCompletionRequest, MessagesRequest]:
+    return decode_messages(raw, ignore_unknown, counting=True)
+
+
 def to_chat(req: MessagesRequest) -> ChatCompletionRequest:
     messages = _system(req.system) + _messages(req.messages)
     tools = [_tool(i, t) for i, t in enumerate(req.tools or [])]
     choice, parallel = _tool_choice(req.tool_choice, tools)
     thinking = (req.thinking or {}).get("type")
-    if thinking not in (None, "enabled", "disabled"):
-        raise BadRequest("thinking.type must be enabled or disabled", "thinking")
+    if thinking is not None and thinking not in THINKING:
+        raise BadRequest(f"thinking.type must be one of {', '.join(THINKING)}", "thinking")
     user = (req.metadata or {}).get("user_id")
     if user is not None and not isinstance(user, str):
         raise BadRequest("metadata.user_id must be a string", "metadata")
@@ -90,12 +103,22 @@ def to_chat(req: MessagesRequest) -> ChatCompletionRequest:
         "stop": req.stop_sequences or None, "temperature": req.temperature, "top_p": req.top_p,
         "top_k": req.top_k, "user": user, "tools": tools or None, "tool_choice": choice,
         "parallel_tool_calls": parallel,
-        "chat_template_kwargs": None if thinking is None else {"enable_thinking": thinking == "enabled"},
+        "chat_template_kwargs": None if thinking is None else {"enable_thinking": THINKING[thinking]},
+        "response_format": _output_format(req.output_config),
     }
     try:
         return msgspec.convert({k: v for k, v in body.items() if v is not None}, ChatCompletionRequest)
     except msgspec.ValidationError as e:
         raise BadRequest(f"invalid request: {e}") from e
+
+
+def _output_format(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    fmt = (config or {}).get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise BadRequest("output_config.format must be {type: json_schema, schema}", "output_config")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
 
 
 def _system(system: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ text block, each new tool call index a tool_use block. `input_tokens` is the who
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,7 +49,7 @@ def _input(arguments: str) -> Any:
 
 class MessagesRenderer:
     def __init__(self, job: Job, req: MessagesRequest) -> None:
-        self.id = f"msg_{secrets.token_hex(12)}"
+        self.id = job.request_id  # the engine request's id, as the OpenAI routes answer
         self.model = req.model
         self.prompt_tokens = job.prepared.prompt_tokens
 
