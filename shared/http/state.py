@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.http.response import Handler
 
-if TYPE_CHECKING:
-    from shared.http.connection import HttpConnection
+
+class Connection(Protocol):
+    """What the server asks of a connection it drains (shared.http.connection.HttpConnection)."""
+
+    def shutdown(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class ServerState:
@@ -27,7 +32,7 @@ class ServerState:
         self.keepalive_timeout = keepalive_timeout
         self.header_timeout = header_timeout  # a request head must be complete this long after it began
         self.max_connections = max_connections
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[Connection] = set()
         self.in_flight = 0
         self.draining = False
         self.idle = asyncio.Event()
