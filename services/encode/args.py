@@ -22,13 +22,12 @@ class EncodeConfig(msgspec.Struct, frozen=True):
     ttl: float = 30.0
     max_image_bytes: int = MAX_IMAGE_BYTES
     fetch_timeout: float = FETCH_TIMEOUT_S
-    drain_grace: float = 10.0
 
 
 def parse(argv: list[str]) -> EncodeConfig:
     p = argparse.ArgumentParser(prog="python -m services.encode",
                                 description="shoal encode worker: images -> embeddings, read over NIXL.")
-    add_common_args(p)
+    add_common_args(p, drains=True)
     add_model_args(p, skip=("served_model_name",))  # a Llava model directory: its vision tower and projector
     g = p.add_argument_group("encode")
     g.add_argument("--component", default="encode")
@@ -41,10 +40,8 @@ def parse(argv: list[str]) -> EncodeConfig:
                    help="seconds an unread image's embeddings are kept")
     g.add_argument("--max-image-bytes", type=int, default=MAX_IMAGE_BYTES)
     g.add_argument("--fetch-timeout", type=float, default=FETCH_TIMEOUT_S, help="seconds to download an image")
-    g.add_argument("--drain-grace", type=float, default=10.0)
     ns = p.parse_args(expand_or_exit(p, argv))
     model = model_options(p, ns, "shoal model make-tiny DIR --vision")
     return EncodeConfig(common=common_from_args(ns), model_path=model.model_path, component=ns.component,
                         endpoint=ns.endpoint, device=ns.device, slots=ns.slots, ttl=ns.ttl,
-                        max_image_bytes=ns.max_image_bytes, fetch_timeout=ns.fetch_timeout,
-                        drain_grace=ns.drain_grace)
+                        max_image_bytes=ns.max_image_bytes, fetch_timeout=ns.fetch_timeout)

@@ -40,7 +40,7 @@ async def amain(argv: list[str]) -> None:
         svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)
         await svc.stopped()
         svc.set_ready(False)
-        await http.stop(cfg.drain_grace)
+        await http.stop(cfg.common.drain_grace)
         await stats.stop()
         await registry.stop()
 

@@ -24,7 +24,6 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     component: str = "backend"
     endpoint: str = "generate"
     disaggregation_mode: str = "null"
-    drain_grace: float = 30.0
     stream_interval: float = 0.005
     prefill_component: str = "prefill"
     prefill_router: str = ""
@@ -41,7 +40,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m services.worker",
                                 description="shoal worker: serves `generate` with an engine.")
-    add_common_args(p)
+    add_common_args(p, drains=True)
     add_model_args(p)
     g = p.add_argument_group("worker")
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
@@ -64,7 +63,6 @@ def parser() -> argparse.ArgumentParser:
                         "which registers the model (multimodal E/PD and E/P/D)")
     g.add_argument("--image-slots", type=int, default=64,
                    help="vision-language models: image embeddings read over NIXL at once")
-    g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     add_canary_args(p)
@@ -88,8 +86,8 @@ def parse(argv: list[str]) -> WorkerConfig:
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=model.model_path,
                         served_model_name=model.served_model_name, component=component,
                         endpoint=ns.endpoint or ("embed" if embedding else "generate"), embedding=embedding,
-                        disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
-                        stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
+                        disaggregation_mode=ns.disaggregation_mode, stream_interval=ns.stream_interval_ms / 1000,
+                        prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
                         internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),

@@ -87,7 +87,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig) -> None:
         svc.set_ready(False)
         if card_lease is not None:
             await card_lease.revoke()
-        await server.drain(cfg.drain_grace)
+        await server.drain(cfg.common.drain_grace)
         if lora_server is not None:
             await lora_server.stop()
     finally:
