@@ -6,6 +6,7 @@ import argparse
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.model import add_model_args, model_options
 from shared.config.yaml_config import expand_or_exit
@@ -21,7 +22,7 @@ class ProcessorConfig(msgspec.Struct, frozen=True):
     worker_component: str = "backend"
     context_length: int = 0
     router: RouterOptions = RouterOptions()  # which LLM worker
-    kv_block_size: int = 16
+    kv_block_size: int = DEFAULT_PAGE_SIZE
 
 
 def parse(argv: list[str]) -> ProcessorConfig:
@@ -35,7 +36,7 @@ def parse(argv: list[str]) -> ProcessorConfig:
     g.add_argument("--worker-component", default="backend",
                    help="where the LLM workers (started with --internal) serve `generate`")
     g.add_argument("--context-length", type=int, default=0, help="default: the model's max_position_embeddings")
-    g.add_argument("--kv-block-size", type=int, default=16,
+    g.add_argument("--kv-block-size", type=int, default=DEFAULT_PAGE_SIZE,
                    help="kv mode: the LLM workers' KV page size (their --page-size); image pad ids come from the "
                         "image's hash, so two images never share blocks")
     ROUTER_FLAGS.add_to(p)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from protocol.discovery import RuntimeConfig
+from protocol.discovery import DEFAULT_PAGE_SIZE, RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from shared.config.flags import FlagGroup, flag
 from shared.engine.adapters import AdapterSet
@@ -40,7 +40,7 @@ HANG_FILE_ENV = "SHOAL_TEST_MOCK_HANG_FILE"
 
 class MockConfig(msgspec.Struct, frozen=True):
     num_blocks: int = 16384
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     max_running: int = 256
     max_waiting: int = 1024
     max_batched_tokens: int = 8192

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine
 from shared.engine.diffusion.args import DLLM_FLAGS, DllmOptions, dllm_options
@@ -25,7 +26,7 @@ class EngineOptions(msgspec.Struct, frozen=True):
 
     engine: str = "reference"
     model_path: str = ""
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     num_blocks: int = 0  # 0: the engine decides (from memory for reference)
     max_running: int = 64
     max_batched_tokens: int = 2048
