@@ -7,8 +7,10 @@ the base revision's code (git archive into a temp dir) and this checkout's. Each
 base then new at every concurrency with the same load generator, so drifts in the machine's
 load fall on both sides alike. SUT pinned to core 0, loadgen to core 1. Raw rows go to
 docs/bench/frontend_ab_<base>_<head>.jsonl; the summary (median req/s and TTFT p50 per side, and
-new/base) is appended to docs/BENCHMARKS.md. Exits non-zero when the new frontend's median
-throughput is more than --tolerance below the base's at any concurrency.
+new/base, and the frontend process's CPU time per request, which the machine's other load
+disturbs less than throughput) is appended to docs/BENCHMARKS.md. Exits non-zero when the new
+frontend's median throughput is more than --tolerance below the base's, or its CPU per request
+more than --tolerance above, at any concurrency.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from shared.cluster.natsd import NatsServer, free_port, wait_port
 from shared.cluster.procs import ServiceProc, spawn
-from tests.bench.bench_frontend import drive, model_dir
+from tests.bench.bench_frontend import cpu_seconds, drive, model_dir
 from tests.bench.report import append_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,10 +61,13 @@ def summary(rows: list[dict], concs: list[int]) -> list[dict]:
         med = {s: statistics.median(r["req_s"] for r in rs) for s, rs in side.items()}
         ttft = {s: statistics.median(r["ttft_p50_ms"] for r in rs) for s, rs in side.items()}
         ratios = [n["req_s"] / b["req_s"] for b, n in zip(side["base"], side["new"], strict=True)]
+        cpu = {s: statistics.median(r["frontend_cpu_ms_per_req"] for r in rs) for s, rs in side.items()}
         out.append({"concurrency": c, "base_req_s": med["base"], "new_req_s": med["new"],
                     "new_over_base": round(med["new"] / med["base"], 3),
                     "pair_ratios": [round(x, 3) for x in ratios],
                     "base_ttft_p50_ms": ttft["base"], "new_ttft_p50_ms": ttft["new"],
+                    "base_cpu_ms_per_req": cpu["base"], "new_cpu_ms_per_req": cpu["new"],
+                    "cpu_new_over_base": round(cpu["new"] / cpu["base"], 3),
                     "errors": sum(r["errors"] for rs in side.values() for r in rs)})
     return out
 
@@ -101,11 +106,15 @@ def main() -> int:
             time.sleep(1.0)
             for url in (base_url, new_url):
                 drive(url, "tiny", 8, 200, "warmup")
+            pids = {"base": base_fe.pid, "new": new_fe.pid}
             for rnd in range(a.rounds):
                 for c in a.concurrency:
                     for side, url in (("base", base_url), ("new", new_url)):
+                        before = cpu_seconds(pids)[side]
                         r = drive(url, "tiny", c, a.requests, f"{side} c={c}")
-                        r.update(side=side, round=rnd, rev=base_sha if side == "base" else head_sha)
+                        cpu_ms = 1000 * (cpu_seconds(pids)[side] - before) / max(1, r["done"])
+                        r.update(side=side, round=rnd, rev=base_sha if side == "base" else head_sha,
+                                 frontend_cpu_ms_per_req=round(cpu_ms, 3))
                         rows.append(r)
                         print(json.dumps(r), flush=True)
         finally:
@@ -124,7 +133,7 @@ def main() -> int:
                       "(mock worker, alternating pairs)",
                       " ".join(["python -m tests.bench.bench_frontend_ab", *sys.argv[1:]]), result,
                       f"{machine}; raw: docs/bench/{raw.name}")
-    slow = [r for r in result if r["new_over_base"] < 1 - a.tolerance]
+    slow = [r for r in result if r["new_over_base"] < 1 - a.tolerance or r["cpu_new_over_base"] > 1 + a.tolerance]
     if slow:
         print(f"FAIL: the new frontend is slower than {base_sha}: {slow}", file=sys.stderr)
         return 1
