@@ -32,18 +32,23 @@ class Renderer(Protocol):
 async def respond(renderer: Renderer, run: Run, stream: bool) -> Response | StreamingResponse:
     worker = [(WORKER_HEADER, run.worker)]
     if stream:
-        return StreamingResponse(200, _closing(renderer.stream(run.frames())), headers=worker)
+        frames = run.frames()
+        return StreamingResponse(200, _closing(renderer.stream(frames), frames), headers=worker)
     async with contextlib.aclosing(run.frames()) as frames:
         resp = await renderer.whole(frames)
     resp.headers = [*(resp.headers or []), *worker]
     return resp
 
 
-async def _closing(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """`events`, closed (and so the request counted out and cancelled) however the client's stream ends."""
-    async with contextlib.aclosing(events):  # type: ignore[type-var]
+async def _closing(events: AsyncIterator[bytes], frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+    """`events`, then `frames` closed (the request counted out, its engine requests cancelled) at once, however
+    the client's stream ends (a generator does not close the one it reads from)."""
+    try:
         async for out in events:
             yield out
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        await frames.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -105,3 +105,13 @@ async def test_every_n_gets_ttft_span_worker_header_and_early_429(app: FrontendA
     assert status == 429, data
     assert "Retry-After" in headers and json.loads(data)["error"]["code"] == "overloaded"
     assert getattr(app.dispatcher, "inflight", getattr(app, "inflight", 0)) == 0  # (77fe6f6 counted on the app)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_a_client_leaving_a_stream_counts_the_request_out_at_once(app: FrontendApp, n: int) -> None:
+    body = {**BODIES["/v1/chat/completions"], "n": n, "stream": True}
+    resp = await app(Request("POST", "/v1/chat/completions", "", {}, json.dumps(body).encode(), None))
+    assert isinstance(resp, StreamingResponse) and app.dispatcher.inflight == 1
+    await anext(resp.chunks)
+    await resp.chunks.aclose()  # type: ignore[attr-defined]  # what the server does when the client goes
+    assert app.dispatcher.inflight == 0
