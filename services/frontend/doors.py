@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from services.frontend.fields import check_fields
+from services.frontend.fields import REFUSED, check_fields
 from services.frontend.http_errors import openai_error
 from services.frontend.messages_api import anthropic_error, decode_count, decode_messages
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
@@ -69,8 +69,12 @@ def _completions(raw: bytes, ignore_unknown: bool) -> Decoded:
 
 def _responses(raw: bytes, ignore_unknown: bool) -> Decoded:
     req = parse_request(raw, ignore_unknown)
+    chat = to_chat(req)
+    for name, (allowed, why) in REFUSED.items():  # what the chat route refuses (e.g. a reasoning effort)
+        if name in chat and not allowed(chat[name]):
+            raise BadRequest(f"{name}: {why}", name)
     try:
-        return msgspec.convert(to_chat(req), ChatCompletionRequest), req
+        return msgspec.convert(chat, ChatCompletionRequest), req
     except msgspec.ValidationError as e:
         raise BadRequest(f"invalid request: {e}") from e
 

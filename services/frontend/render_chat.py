@@ -96,20 +96,24 @@ class ChatRenderer:
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
         role_sent: set[int] = set()
         calls: set[tuple[int, int]] = set()
+        held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
         async for frame in frames:
             first = frame[0]
             if isinstance(first, ErrorStep):
-                yield sse_error_step(first)
+                yield held + sse_error_step(first)
                 return
             if isinstance(first, UsageStep) and not first.running:
                 if self.include_usage:
-                    yield sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [],
-                                                        usage=usage_info(first.usage)))
+                    held += sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [],
+                                                          usage=usage_info(first.usage)))
                 continue
-            out = self._chunk(frame, first.choice, role_sent, calls)
-            if out:
+            out = held + self._chunk(frame, first.choice, role_sent, calls)
+            held = b""
+            if any(isinstance(step, FinishStep) for step in frame[-2:]):  # (a running usage may follow the finish)
+                held = out
+            elif out:
                 yield out
-        yield SSE_DONE
+        yield held + SSE_DONE
 
     def _chunk(self, frame: Frame, choice: int, role_sent: set[int], calls: set[tuple[int, int]]) -> bytes:
         content = reasoning = ""

@@ -23,6 +23,11 @@ def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> CompletionLo
     return CompletionLogprobs([t.token for t in tokens], [t.logprob for t in tokens], tops, offsets)
 
 
+def ends(frame: Frame) -> bool:
+    """The frame finishes its choice (a running usage count may follow the finish)."""
+    return any(isinstance(step, FinishStep) for step in frame[-2:])
+
+
 class _Choice:
     def __init__(self, echo: str) -> None:
         self.text = echo  # the echo goes ahead of the first output
@@ -69,19 +74,24 @@ class CompletionsRenderer:
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
         choices: dict[int, _Choice] = {}
+        held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
         async for frame in frames:
             first = frame[0]
             if isinstance(first, ErrorStep):
-                yield sse_error_step(first)
+                yield held + sse_error_step(first)
                 return
             if isinstance(first, UsageStep) and not first.running:
                 if self.include_usage:
-                    yield sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
+                    held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
                 continue
             c = choices.setdefault(first.choice, _Choice(self.echo))
-            if out := self._chunk(frame, first.choice, c):
+            out = held + self._chunk(frame, first.choice, c)
+            held = b""
+            if ends(frame):
+                held = out
+            elif out:
                 yield out
-        yield SSE_DONE
+        yield held + SSE_DONE
 
     def _chunk(self, frame: Frame, index: int, c: _Choice) -> bytes:
         offset = len(c.text)  # the first new token's text starts after what was sent (and the echo)

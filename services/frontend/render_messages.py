@@ -88,8 +88,8 @@ class MessagesRenderer:
         start = self._message([], None, False, Usage(self.prompt_tokens))
         yield events.event("message_start", message=start) + events.event("ping")
         finish: FinishStep | None = None
+        out = b""  # the finishing frame's events go out with the message's end, in one write
         async for frame in frames:
-            out = b""
             for step in frame:
                 if isinstance(step, ErrorStep):
                     kind = ANTHROPIC_ERROR_TYPES.get(step.status, "api_error")
@@ -108,8 +108,11 @@ class MessagesRenderer:
                         "message_delta", delta={"stop_reason": stop_reason(finish, events.calls > 0),
                                                 "stop_sequence": finish.stop_sequence if finish else None},
                         usage=_usage(step.usage)) + events.event("message_stop")
-            if out:
+            if out and finish is None:
                 yield out
+                out = b""
+        if out:
+            yield out
 
 
 class _Events:

@@ -195,10 +195,13 @@ class ResponsesRenderer:
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
         events = ResponseEvents(self.req)
         yield events.start()
+        held = b""  # the finishing frame's events go out with the end of the response, in one write
         async for frame in frames:
             if frame and isinstance(frame[0], ErrorStep):
-                yield events.finish(frame[0])
+                yield held + events.finish(frame[0])
                 return
-            if out := events.feed(frame):
-                yield out
-        yield events.finish()
+            held += events.feed(frame)
+            if held and not any(isinstance(step, (FinishStep, UsageStep)) for step in frame):
+                yield held
+                held = b""
+        yield held + events.finish()
