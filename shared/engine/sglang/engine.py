@@ -131,7 +131,7 @@ class SglangEngine(Engine):
         self._check(request)
         if request.lora:
             self.adapters.use(request.lora, request.request_id)
-        cursor = OutputCursor(self.cfg.incremental_output)
+        cursor = OutputCursor(self.cfg.incremental_output, prompt_logprobs=request.output.prompt_logprobs)
         stream: Any = None
         finished = False
         self._inflight += 1
@@ -141,7 +141,7 @@ class SglangEngine(Engine):
                 async for item in stream:
                     chunk = cursor.chunk(item)
                     finished = chunk.finish_reason is not None
-                    if chunk.token_ids or finished:
+                    if chunk.token_ids or finished or chunk.prompt_logprobs is not None:
                         yield chunk
                     if finished:
                         break
