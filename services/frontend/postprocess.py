@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.messages import OutputChunk, TopLogprob, Usage
@@ -13,6 +14,7 @@ from services.frontend.openai_types import (
     PromptTokensDetails,
     UsageInfo,
 )
+from services.frontend.prompt_logprobs import prompt_rows
 from shared.parsers import OutputParser
 from shared.tokenizer import IncrementalDetokenizer, StopStringMatcher, Tokenizer
 
@@ -23,8 +25,8 @@ class Step:
 
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[list[TopLogprob]] = field(default_factory=list)
+    logprobs: list[float | None] = field(default_factory=list)  # None: an echoed prompt's first token
+    top: list[list[TopLogprob] | None] = field(default_factory=list)
     finish_reason: str | None = None
 
 
@@ -42,6 +44,7 @@ class OutputState:
         self.cached_tokens = 0
         self.finish_reason: str | None = None
         self.parser: OutputParser | None = None  # tool calls and reasoning (services.frontend.agents)
+        self.prompt: tuple[list[int], int] | None = None  # echo with logprobs: (prompt ids, top k), until answered
 
     def feed(self, chunks: list[OutputChunk]) -> Step:
         step = Step(text=self.echo)
@@ -49,6 +52,8 @@ class OutputState:
         for chunk in chunks:
             if self.finish_reason is not None:
                 break
+            if self.prompt is not None and chunk.prompt_logprobs is not None:
+                self._prompt_rows(chunk, step)
             if self.stopper is None:
                 self._take_all(chunk, step)
             else:
@@ -94,6 +99,16 @@ class OutputState:
         if chunk.top_logprobs is not None:
             step.top.extend(chunk.top_logprobs[lo:hi])
 
+    def _prompt_rows(self, chunk: OutputChunk, step: Step) -> None:
+        assert self.prompt is not None
+        rows = prompt_rows(self.prompt[0], chunk, self.prompt[1])
+        if rows is not None:
+            step.token_ids.extend(rows[0])
+            step.logprobs.extend(rows[1])
+            if self.prompt[1] > 0:
+                step.top.extend(rows[2])
+        self.prompt = None  # once (a migrated request's continuation answers them again)
+
     def usage(self) -> UsageInfo:
         return UsageInfo(
             prompt_tokens=self.prompt_tokens,
@@ -113,8 +128,8 @@ class OutputState:
         for i, (tid, lp) in enumerate(zip(step.token_ids, step.logprobs, strict=False)):
             text = self._token_text(tid)
             tops = [ChatLogprobTop(self._token_text(t.token_id), t.logprob, list(self._token_text(t.token_id)
-                                   .encode())) for t in (step.top[i] if i < len(step.top) else [])]
-            content.append(ChatLogprobContent(text, lp, list(text.encode()), tops))
+                                   .encode())) for t in ((step.top[i] if i < len(step.top) else None) or [])]
+            content.append(ChatLogprobContent(text, lp or 0.0, list(text.encode()), tops))
         return ChatLogprobs(content)
 
     def completion_logprobs(self, step: Step, offset: int) -> CompletionLogprobs | None:
@@ -127,8 +142,17 @@ class OutputState:
             pos += len(t)
         tops = None
         if step.top:
-            tops = [{self._token_text(t.token_id): t.logprob for t in row} for row in step.top]
+            tops = [None if row is None else _top_dict(row, self._token_text) for row in step.top]
         return CompletionLogprobs(tokens, list(step.logprobs), tops, offsets)
+
+
+def _top_dict(row: list[TopLogprob], text: Callable[[int], str]) -> dict[str, float]:
+    """Completions' top_logprobs map token text -> logprob; where two tokens share a text (U+FFFD for
+    byte tokens) the likelier one stays (the row is sorted, most likely first)."""
+    out: dict[str, float] = {}
+    for t in row:
+        out.setdefault(text(t.token_id), t.logprob)
+    return out
 
 
 def merge_usage(first: Usage | None, prompt_tokens: int, completion_tokens: int) -> Usage:

@@ -32,6 +32,8 @@ def new_state(model: ModelEntry, p: Prepared) -> OutputState:
     """Detokenizer, stop strings and token counts of one choice (and its tool-call / reasoning parser)."""
     state = OutputState(model.tokenizer, p.prompt_tokens or len(p.request.token_ids), p.stops,
                         p.logprobs is not None, p.echo, p.continuous_usage)
+    if p.request.output.prompt_logprobs is not None:  # echo with logprobs
+        state.prompt = (list(p.request.token_ids), p.request.output.prompt_logprobs)
     if p.agent is not None and p.agent.parses:
         state.parser = p.agent.new_parser()
         state.detok = MarkerDetokenizer(model.tokenizer)
