@@ -36,6 +36,7 @@ from services.frontend.responses_api import parse_request, to_chat
 from services.frontend.responses_stream import answer
 from services.frontend.session import SESSION_HEADER, with_session
 from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
+from services.frontend.small_routes import API_PATHS, DEFAULT_MAX_RERANK_DOCUMENTS, small_routes
 from shared.http import Request, Response, StreamingResponse
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.logging import get_logger
@@ -62,6 +63,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS  # /v1/rerank, /v1/score (services.frontend.rerank)
 
 
 class FrontendApp:
@@ -87,6 +89,8 @@ class FrontendApp:
         self._openapi = _json.encode(openapi_document())
         self._embeddings = EmbeddingsRoute(registry, dispatcher, opts.max_prompt_tokens,
                                            opts.direct_header if opts.router_mode == "direct" else None)
+        self._routes.update(small_routes(registry, dispatcher, opts.max_rerank_documents, self._counted,
+                                         opts.direct_header if opts.router_mode == "direct" else None))
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         # HEAD is GET without the body (the connection sends the head only)
@@ -95,7 +99,7 @@ class FrontendApp:
             known = any(path == req.path for _, path in self._routes)
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
                                                   else _error(404, f"no route {req.path}"))
-        elif req.path.startswith("/v1/") and not self._authorized(req):
+        elif (req.path.startswith("/v1/") or req.path in API_PATHS) and not self._authorized(req):
             resp = _error(401, "missing or invalid API key", "invalid_api_key")
         else:
             resp = await route(req)
@@ -128,6 +132,18 @@ class FrontendApp:
         data += [ModelListEntry(id=a, created=m.created, parent=m.name) for m in self.registry.serving()
                  for a in m.loras]
         return Response(200, _json.encode(ModelList(data)))
+
+    async def _counted(self, handler: Callable[[Request], Awaitable[Response]], req: Request) -> Response:
+        """A non-generating route's call, counted in flight (429 beyond --max-inflight)."""
+        if self.inflight >= self.opts.max_inflight:
+            return _error(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
+        self.inflight += 1
+        INFLIGHT.inc()
+        try:
+            return await handler(req)
+        finally:
+            self.inflight -= 1
+            INFLIGHT.dec()
 
     async def embeddings(self, req: Request) -> Response:
         if self.inflight >= self.opts.max_inflight:
@@ -165,6 +181,9 @@ class FrontendApp:
         if isinstance(body, Response):
             return body
         model, lora = resolve(self.registry.models, body.model)
+        if model is not None and model.is_scorer:
+            return _error(400, f"The model `{body.model}` is a cross-encoder; it serves /v1/rerank and /v1/score, "
+                               "not chat or completions.", "model_not_generative", "model")
         if model is not None and model.is_embedding:
             return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")

@@ -7,6 +7,7 @@ import os
 
 import msgspec
 
+from services.frontend.rerank import DEFAULT_MAX_RERANK_DOCUMENTS
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.parsers.flags import add_parser_args
@@ -35,6 +36,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_connections: int | None = None
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
+    max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
@@ -53,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-inflight", type=int, default=4096, help="requests in flight before answering 429")
     g.add_argument("--max-body-bytes", type=int, default=16 * 2**20)
     g.add_argument("--max-prompt-tokens", type=int, default=None)
+    g.add_argument("--max-rerank-documents", type=int, default=DEFAULT_MAX_RERANK_DOCUMENTS,
+                   help="documents (or score pairs) one /v1/rerank or /v1/score request may hold; more: 400")
     g.add_argument("--api-key", default=os.environ.get("SHOAL_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
     g.add_argument("--cors-allowed-origins", type=_csv, default=(),
@@ -95,6 +99,7 @@ def parse(argv: list[str]) -> FrontendConfig:
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
         header_timeout=ns.header_timeout, max_connections=ns.max_connections,
         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
+        max_rerank_documents=ns.max_rerank_documents,
     )
 
 
