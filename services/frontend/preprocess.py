@@ -138,6 +138,8 @@ async def prepare(
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
     else:
         prompt = req.prompt
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+            prompt = prompt[0]  # a batch of one token list
         if isinstance(prompt, list) and all(isinstance(x, int) for x in prompt):
             text, ids = None, list(prompt)  # type: ignore[arg-type]
             if any(i < 0 or i >= tok.vocab_size for i in ids):
@@ -148,7 +150,8 @@ async def prepare(
             text = prompt if isinstance(prompt, str) else prompt[0]
             ids = await _encode(tok, text if req.suffix is None else _fill_in_the_middle(tok, text, req.suffix))
         else:
-            raise BadRequest("prompt must be a string, a list of one string, or a list of token ids", "prompt")
+            raise BadRequest("prompt must be a string, a list of one string, a list of token ids, or a list of one "
+                             "list of token ids", "prompt")
         max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if req.max_tokens is None else req.max_tokens
         if max_tokens == 0 and not req.echo:
             raise BadRequest("max_tokens 0 needs echo: true (it scores the prompt, generating nothing)", "max_tokens")
