@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         model = make_tiny(root / "tiny")
         tasks = write_task(root)
-        hf = evaluate("hf", f"pretrained={model},dtype=float32,device=cpu", tasks)
+        hf = evaluate("hf", f"pretrained={model},dtype=float32", tasks)
         with bench_cluster(root, model, ["--engine", "reference"], namespace="lmeval") as cluster:
             ours = evaluate("local-completions", f"model=tiny,base_url={cluster.url}/v1/completions,"
                             f"tokenizer={model},tokenizer_backend=huggingface,num_concurrent=1,max_retries=1,"
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         row = {"check": "lm_eval_local_completions_vs_hf", "passed": ok, "max_abs_diff": worst,
                "is_greedy_equal": greedy_same, "samples": len(ours), "local_completions": ours, "hf": hf,
-               "lm_eval": lm_eval.__version__, "commit": commit, "machine": f"{platform.node()} "
-               f"{platform.machine()} {os.cpu_count()} cpus", "command": " ".join(["python -m tests.bench.check_lm_eval",
-                                                                                  *(argv or sys.argv[1:])]),
+               "lm_eval": lm_eval.__version__, "commit": commit,
+               "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+               "command": " ".join(["python -m tests.bench.check_lm_eval", *(argv or sys.argv[1:])]),
                "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
         with a.record.open("a") as f:
             f.write(json.dumps(row) + "\n")
