@@ -6,7 +6,8 @@ Makes the tiny model and a small local log-likelihood task (a JSONL file and a t
 nats-server, a reference-engine worker and the frontend, then runs the task twice with lm-eval's own
 `simple_evaluate`: `local-completions` (echo + logprobs on /v1/completions, token ids sent as prompts) and
 `hf` (transformers on CPU, float32). Every sample's log-likelihood must agree within 1e-4 and its
-is-greedy flag exactly; exits 1 otherwise. Needs `pip install lm-eval` (not a runtime dependency).
+is-greedy flag exactly (the last sample's continuation is the model's own greedy output, so one flag is
+true); exits 1 otherwise. Needs `pip install lm-eval` (not a runtime dependency).
 """
 
 from __future__ import annotations
@@ -46,9 +47,36 @@ metric_list:
 TOLERANCE = 1e-4
 
 
-def write_task(root: Path) -> Path:
+def greedy_doc(model: Path, n: int = 3) -> tuple[str, str]:
+    """A (context, continuation) whose continuation is the model's own greedy output (is_greedy is true):
+    the first context (of a few) whose greedy next tokens are printable ASCII bytes (the tiny model is
+    random: its greedy bytes often are not, and those would not survive text)."""
+    import string
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from shared.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(model)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    printable = {tok.encode(c)[0] for c in string.ascii_letters + string.digits + " .,"}
+    for context in (f"Say {w}:" for w in string.ascii_lowercase + string.digits):
+        ids = tok.encode(context)
+        for _ in range(n):
+            with torch.no_grad():
+                nxt = int(hf(torch.tensor([ids])).logits[0, -1].argmax())
+            if nxt not in printable:
+                break
+            ids.append(nxt)
+        if len(ids) > len(tok.encode(context)):
+            return context, tok.decode(ids)[len(context):]
+    raise RuntimeError("no context with a printable greedy continuation")
+
+
+def write_task(root: Path, docs: list[tuple[str, str]]) -> Path:
     data = root / "data.jsonl"
-    data.write_text("".join(json.dumps({"context": c, "continuation": t}) + "\n" for c, t in DOCS))
+    data.write_text("".join(json.dumps({"context": c, "continuation": t}) + "\n" for c, t in docs))
     tasks = root / "tasks"
     tasks.mkdir()
     (tasks / "shoal_tiny.yaml").write_text(TASK.format(data=data))
@@ -78,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-lm-eval-") as tmp:
         root = Path(tmp)
         model = make_tiny(root / "tiny")
-        tasks = write_task(root)
+        docs = [*DOCS, greedy_doc(model)]
+        tasks = write_task(root, docs)
         hf = evaluate("hf", f"pretrained={model},dtype=float32", tasks)
         with bench_cluster(root, model, ["--engine", "reference"], namespace="lmeval") as cluster:
             ours = evaluate("local-completions", f"model=tiny,base_url={cluster.url}/v1/completions,"
@@ -86,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                             "tokenized_requests=True", tasks)
     worst = max(abs(x[0] - y[0]) for x, y in zip(ours, hf, strict=True))
     greedy_same = [x[1] for x in ours] == [y[1] for y in hf]
-    ok = len(ours) == len(hf) == len(DOCS) and worst <= TOLERANCE and greedy_same
+    ok = len(ours) == len(hf) == len(DOCS) + 1 and worst <= TOLERANCE and greedy_same and hf[-1][1]
     for (lo, go), (lh, gh) in zip(ours, hf, strict=True):
         print(f"local-completions {lo:12.6f} {go!s:5}   hf {lh:12.6f} {gh!s:5}   |diff| {abs(lo - lh):.2e}")
     print(f"{'PASS' if ok else 'FAIL'}: max |diff| {worst:.2e} (tolerance {TOLERANCE}), is_greedy equal: {greedy_same}")
