@@ -7,16 +7,19 @@ Cohere's v2 path); the bare paths ask for the API key as /v1/ ones do (`API_PATH
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
 
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
-from services.frontend.rerank import DEFAULT_MAX_RERANK_DOCUMENTS, RerankRoutes
-from services.frontend.tokenize_route import TokenizeRoutes
+from services.frontend.rerank import DEFAULT_MAX_RERANK_DOCUMENTS, RerankRequest, RerankRoutes, ScoreApiRequest
+from services.frontend.tokenize_route import DetokenizeRequest, TokenizeRequest, TokenizeRoutes
 from shared.http import Request, Response
 
 Handler = Callable[[Request], Awaitable[Response]]
 API_PATHS = frozenset({"/tokenize", "/detokenize", "/rerank", "/score", "/v2/rerank"})
-__all__ = ["API_PATHS", "DEFAULT_MAX_RERANK_DOCUMENTS", "small_routes"]
+__all__ = ["API_PATHS", "DEFAULT_MAX_RERANK_DOCUMENTS", "openapi_parts", "small_routes"]
 
 
 def small_routes(registry: ModelRegistry, dispatcher: Dispatcher, max_rerank_documents: int,
@@ -39,3 +42,14 @@ def small_routes(registry: ModelRegistry, dispatcher: Dispatcher, max_rerank_doc
         routes[("POST", "/v1" + path)] = handler
     routes[("POST", "/v2/rerank")] = rerank
     return routes
+
+
+def openapi_parts(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(paths, component schemas) of the small endpoints, for /openapi.json (services.frontend.openapi)."""
+    types = {"/v1/tokenize": TokenizeRequest, "/v1/detokenize": DetokenizeRequest, "/v1/rerank": RerankRequest,
+             "/v1/score": ScoreApiRequest}
+    _, components = msgspec.json.schema_components(list(types.values()), ref_template=ref_template)
+    ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths = {path: {"post": {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "$ref": ref_template.format(name=kind.__name__)}}}}, "responses": {"200": ok}}} for path, kind in types.items()}
+    return paths, components
