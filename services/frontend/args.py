@@ -82,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> FrontendConfig:
     p = parser()
     ns = p.parse_args(expand_or_exit(p, argv))
+    if ns.max_rerank_documents < 1:
+        p.error("--max-rerank-documents must be at least 1")
     template = None
     if ns.custom_jinja_template:
         try:

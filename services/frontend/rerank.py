@@ -141,8 +141,9 @@ class RerankRoutes:
         if n == 0:
             raise BadRequest(f"{param} must not be empty", param)
         if n > self.max_documents:
-            raise BadRequest(f"{n} documents to score; this server scores at most {self.max_documents} per request "
-                             "(--max-rerank-documents)", param)
+            what = "documents" if param == "documents" else "pairs"
+            raise BadRequest(f"{n} {what} to score; this server scores at most {self.max_documents} {what} per "
+                             "request (--max-rerank-documents)", param)
 
     def _target(self, req: Request, name: str | None) -> tuple[ModelEntry, str | None] | Response:
         """The model and the worker named in direct mode; the 404 when there is no such model."""
