@@ -12,6 +12,7 @@ from transformers import LlamaForCausalLM
 from protocol.messages import EngineRequest, OutputOptions
 from shared.engine.base import EngineError
 from shared.engine.mock import MockConfig, MockEngine
+from shared.engine.reference import prompt_logprobs
 from tests.unit import test_reference_engine as ref
 from tests.unit.test_reference_engine import collect, greedy, prompts, started
 
@@ -29,8 +30,10 @@ def asking(rid: str, prompt: list[int], n: int, k: int = 0, **kw: object) -> Eng
     return greedy(rid, prompt, n, output=OutputOptions(logprobs=k, prompt_logprobs=k), **kw)
 
 
-async def test_prompt_logprobs_equal_transformers_log_softmax(model_dir: Path, hf_model: LlamaForCausalLM) -> None:
-    # chunked prefill (32 tokens a step), a shared cached prefix, and concurrent requests
+async def test_prompt_logprobs_equal_transformers_log_softmax(model_dir: Path, hf_model: LlamaForCausalLM,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # chunked prefill (32 tokens a step), a shared cached prefix, concurrent requests, logits 7 rows at a time
+    monkeypatch.setattr(prompt_logprobs, "ROWS_AT_ONCE", 7)
     eng = await started(model_dir, page_size=8, max_batched_tokens=32)
     try:
         ps = prompts(4, seed=7)

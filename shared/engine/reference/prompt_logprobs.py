@@ -17,6 +17,7 @@ import torch
 from protocol.messages import TopLogprob
 
 PromptScores = tuple[list[float], list[list[TopLogprob]] | None]  # logprobs of the targets; top-k per row
+ROWS_AT_ONCE = 256  # bounds the logits held at once (256 x a 152k vocabulary in float32: 156 MB)
 
 
 def prompt_targets(tokens: list[int], prompt_len: int, start: int, num_tokens: int) -> list[int]:
@@ -30,18 +31,18 @@ def score_rows(model: Any, hidden: torch.Tensor, jobs: list[tuple[int, int, list
     log-softmax of the model's own logits, before any sampling adjustment) and their top-k alternatives."""
     out: dict[int, PromptScores] = {}
     for index, row, targets, k in jobs:
-        if not targets:
-            out[index] = ([], [] if k > 0 else None)
-            continue
-        h = model.model.norm(hidden[row : row + len(targets)])
-        logprobs = torch.log_softmax(model.lm_head(h).float(), dim=-1)
-        ids = torch.tensor(targets, device=logprobs.device)
-        chosen = logprobs.gather(1, ids[:, None]).squeeze(1).tolist()
-        top = None
-        if k > 0:
-            vals, idx = logprobs.topk(min(k, logprobs.shape[1]), dim=-1)
-            top = [[TopLogprob(t, v) for t, v in zip(ti, vi, strict=True)]
-                   for ti, vi in zip(idx.tolist(), vals.tolist(), strict=True)]
+        chosen: list[float] = []
+        top: list[list[TopLogprob]] | None = [] if k > 0 else None
+        for lo in range(0, len(targets), ROWS_AT_ONCE):  # [rows, vocab] float32 logits, a slice at a time
+            part = targets[lo : lo + ROWS_AT_ONCE]
+            h = model.model.norm(hidden[row + lo : row + lo + len(part)])
+            logprobs = torch.log_softmax(model.lm_head(h).float(), dim=-1)
+            ids = torch.tensor(part, device=logprobs.device)
+            chosen += logprobs.gather(1, ids[:, None]).squeeze(1).tolist()
+            if top is not None:
+                vals, idx = logprobs.topk(min(k, logprobs.shape[1]), dim=-1)
+                top += [[TopLogprob(t, v) for t, v in zip(ti, vi, strict=True)]
+                        for ti, vi in zip(idx.tolist(), vals.tolist(), strict=True)]
         out[index] = (chosen, top)
     return out
 
