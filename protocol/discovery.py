@@ -59,7 +59,7 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_id: str
     component: str
     endpoint: str = "generate"
-    model_type: str = "chat"  # "chat" (also serves completions) | "completions" | "embedding"
+    model_type: str = "chat"  # "chat" (also serves completions) | "completions" | "embedding" | "score"
     context_length: int = 4096
     kv_block_size: int = DEFAULT_PAGE_SIZE
     tokenizer_artifact: str = ""  # object name in the artifacts store

@@ -20,6 +20,7 @@ from services.frontend.openapi import openapi_document
 from services.frontend.options import FrontendOptions
 from services.frontend.pipeline import Failed, Pipeline
 from services.frontend.render import respond
+from services.frontend.small_routes import API_PATHS, small_routes
 from services.frontend.steps import ErrorStep
 from shared.http import Request, Response, StreamingResponse
 from shared.telemetry.metrics import counter, render_metrics
@@ -52,6 +53,8 @@ class FrontendApp:
         self._openapi = _json.encode(openapi_document())
         self._embeddings = EmbeddingsRoute(registry, dispatcher, opts.max_prompt_tokens,
                                            opts.direct_header if opts.direct else None)
+        self._routes.update(small_routes(registry, dispatcher, opts.max_rerank_documents, self._counted,
+                                         opts.direct_header if opts.direct else None))
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         # HEAD is GET without the body (the connection sends the head only)
@@ -60,7 +63,7 @@ class FrontendApp:
             known = any(path == req.path for _, path in self._routes)
             resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
                                                   else _error(404, f"no route {req.path}"))
-        elif req.path.startswith("/v1/") and not self._authorized(req):
+        elif (req.path.startswith("/v1/") or req.path in API_PATHS) and not self._authorized(req):
             door = COUNT_TOKENS if req.path == "/v1/messages/count_tokens" else DOORS.get(req.path)
             denied = ErrorStep(401, "invalid_api_key", "missing or invalid API key")
             resp = door.error(denied) if door else openai_error(denied)
@@ -98,11 +101,15 @@ class FrontendApp:
         return Response(200, _json.encode(ModelList(data)))
 
     async def embeddings(self, req: Request) -> Response:
+        return await self._counted(self._embeddings, req)
+
+    async def _counted(self, handler: Callable[[Request], Awaitable[Response]], req: Request) -> Response:
+        """A non-generating route's call, counted in flight by the dispatcher (429 beyond --max-inflight)."""
         release = self.dispatcher.admit()
         if release is None:
             return _error(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
         try:
-            return await self._embeddings(req)
+            return await handler(req)
         finally:
             release()
 

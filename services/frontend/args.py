@@ -8,6 +8,7 @@ import os
 import msgspec
 
 from services.frontend.dispatch import DEFAULT_MAX_INFLIGHT
+from services.frontend.options import DEFAULT_MAX_RERANK_DOCUMENTS
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.flags import FlagGroup, flag
 from shared.config.yaml_config import expand_or_exit
@@ -40,6 +41,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_connections: int | None = None
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
+    max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
@@ -55,6 +57,8 @@ FRONTEND_FLAGS = FlagGroup(
     flag("max_inflight", "--max-inflight", help="requests in flight before answering 429"),
     flag("max_body_bytes", "--max-body-bytes"),
     flag("max_prompt_tokens", "--max-prompt-tokens"),
+    flag("max_rerank_documents", "--max-rerank-documents",
+         help="documents (or score pairs) one /v1/rerank or /v1/score request may hold; more: 400"),
     flag("api_key", "--api-key", help="require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env SHOAL_API_KEY)"),
     flag("cors_allowed_origins", "--cors-allowed-origins", type=_csv,
          help="comma-separated origins browsers may call from ('*': any); default: no CORS"),
@@ -87,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str]) -> FrontendConfig:
     p = parser()
     ns = p.parse_args(expand_or_exit(p, argv))
+    if getattr(ns, FRONTEND_FLAGS.dest("max_rerank_documents")) < 1:
+        p.error("--max-rerank-documents must be at least 1")
     template = None
     path = getattr(ns, FRONTEND_FLAGS.dest("custom_jinja_template"))
     if path:

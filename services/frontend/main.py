@@ -28,7 +28,8 @@ async def amain(argv: list[str]) -> None:
         app = FrontendApp(registry, dispatcher, FrontendOptions(
             api_key=cfg.api_key, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
-            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser))
+            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser,
+            max_rerank_documents=cfg.max_rerank_documents))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_MAX_RERANK_DOCUMENTS = 1000  # documents (or score pairs) per /v1/rerank or /v1/score request
+
 
 @dataclass(frozen=True)
 class FrontendOptions:
@@ -14,6 +16,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
 
     @property
     def direct(self) -> bool:

@@ -1,7 +1,10 @@
 """One choice's engine output -> typed steps: detokenize, stop strings, tool calls and reasoning, logprobs.
 
-    out = ChoiceOutput(tokenizer, choice, stops, want_logprobs, parser)
+    out = ChoiceOutput(tokenizer, choice, stops, want_logprobs, parser, prompt)
     frame = out.feed(chunks)          # [ReasoningStep, TextStep, ToolCallStep..., LogprobsStep, FinishStep]
+
+`prompt` (completions' echo with logprobs: the prompt's ids and top k) puts the prompt's logprobs, which the
+engine answers on its first chunk, in a LogprobsStep(prompt=True) ahead of the output's.
 
 Token counts live here (the tokens this choice took, up to a stop string) and nowhere else.
 """
@@ -13,6 +16,7 @@ from typing import Any
 
 from protocol.messages import OutputChunk
 from services.frontend.agents import MarkerDetokenizer
+from services.frontend.prompt_logprobs import prompt_rows
 from services.frontend.steps import (
     FinishStep,
     Frame,
@@ -33,8 +37,10 @@ def tool_call_id() -> str:
 
 class ChoiceOutput:
     def __init__(self, tok: Tokenizer, choice: int, stops: list[str], want_logprobs: bool,
-                 parser: OutputParser | None = None) -> None:
+                 parser: OutputParser | None = None, prompt: tuple[list[int], int] | None = None) -> None:
         self.tok, self.choice, self.want_logprobs, self.parser = tok, choice, want_logprobs, parser
+        self.prompt = prompt  # echo with logprobs: (prompt ids, top k), until the engine answers them
+        self._prompt_lp: list[TokenLogprob] = []
         self.detok = MarkerDetokenizer(tok) if parser is not None else IncrementalDetokenizer(tok)
         self.stopper = StopStringMatcher(stops) if stops else None
         self.completion_tokens = 0
@@ -52,6 +58,8 @@ class ChoiceOutput:
         for chunk in chunks:
             if self.finish_reason is not None:
                 break
+            if self.prompt is not None and chunk.prompt_logprobs is not None:
+                self._prompt_logprobs(chunk)
             text += self._take_all(chunk) if self.stopper is None else self._take_until_stop(chunk)
             if chunk.usage is not None:
                 self.cached_tokens = chunk.usage.cached_tokens
@@ -60,6 +68,9 @@ class ChoiceOutput:
         if self.finish_reason is not None:
             text += self.detok.flush() if self.stopper is None else self._flush_stopper()
         frame = self._text_steps(text, self.finish_reason is not None)
+        if self._prompt_lp:
+            frame.append(LogprobsStep(tuple(self._prompt_lp), self.choice, prompt=True))
+            self._prompt_lp = []
         if self._lp:
             frame.append(LogprobsStep(tuple(self._lp), self.choice))
             self._lp = []
@@ -132,7 +143,16 @@ class ChoiceOutput:
             top = tuple(self._token(t.token_id, t.logprob) for t in (tops[i] if tops and i < len(tops) else ()))
             self._lp.append(self._token(chunk.token_ids[i], chunk.logprobs[i], top))
 
-    def _token(self, token_id: int, logprob: float, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
+    def _prompt_logprobs(self, chunk: OutputChunk) -> None:
+        assert self.prompt is not None
+        rows = prompt_rows(self.prompt[0], chunk, self.prompt[1])
+        if rows is not None:
+            for tid, lp, top in zip(*rows, strict=True):
+                self._prompt_lp.append(self._token(tid, lp, tuple(self._token(t.token_id, t.logprob)
+                                                                  for t in top or ())))
+        self.prompt = None  # once (a migrated request's continuation answers them again)
+
+    def _token(self, token_id: int, logprob: float | None, top: tuple[TokenLogprob, ...] = ()) -> TokenLogprob:
         text = self.tok.decode([token_id], skip_special_tokens=False)
         return TokenLogprob(token_id, text, token_bytes(self.tok, token_id, text), logprob, top)
 

@@ -102,6 +102,9 @@ class Pipeline:
         model, lora = resolve(self.registry.models, body.model)
         if model is None:
             raise refused(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")
+        if model.is_scorer:
+            raise refused(400, f"The model `{body.model}` is a cross-encoder; it serves /v1/rerank and /v1/score, "
+                               "not chat or completions.", "model_not_generative", "model")
         if model.is_embedding:
             raise refused(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")
@@ -194,8 +197,10 @@ class Run:
                  release: Callable[[], None], worker: str) -> None:
         self.job, self.streams, self.firsts, self.release, self.worker = job, streams, firsts, release, worker
         p, tok = job.prepared, job.model.tokenizer
+        asked = job.request.output.prompt_logprobs  # echo with logprobs: the prompt's logprobs first
+        prompt = (list(job.request.token_ids), asked) if asked is not None else None
         self.outputs = [ChoiceOutput(tok, i, p.stops, p.logprobs is not None,
-                                     job.plan.new_parser() if job.plan is not None else None)
+                                     job.plan.new_parser() if job.plan is not None else None, prompt)
                         for i in range(job.n)]
 
     def usage(self, outputs: list[ChoiceOutput] | None = None) -> Usage:

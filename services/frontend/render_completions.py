@@ -1,4 +1,5 @@
-"""Steps -> OpenAI completions (a whole `text_completion` or its stream). Completions' echo goes first."""
+"""Steps -> OpenAI completions (a whole `text_completion` or its stream). Completions' echo goes first, and with
+logprobs the prompt's tokens (LogprobsStep(prompt=True), services.frontend.prompt_logprobs) ahead of the output's."""
 
 from __future__ import annotations
 
@@ -19,8 +20,20 @@ def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> CompletionLo
     for t in tokens:
         offsets.append(offset)
         offset += len(t.token)
-    tops = [{a.token: a.logprob for a in t.top} for t in tokens] if any(t.top for t in tokens) else None
+    tops = None
+    if any(t.top for t in tokens):
+        tops = [None if t.logprob is None else _top_dict(t.top) for t in tokens]  # the prompt's first: null
     return CompletionLogprobs([t.token for t in tokens], [t.logprob for t in tokens], tops, offsets)
+
+
+def _top_dict(top: tuple[TokenLogprob, ...]) -> dict[str, float]:
+    """Completions' top_logprobs map token text -> logprob; where two tokens share a text (U+FFFD for
+    byte tokens) the likelier one stays (the row is sorted, most likely first)."""
+    out: dict[str, float] = {}
+    for a in top:
+        if a.logprob is not None:
+            out.setdefault(a.token, a.logprob)
+    return out
 
 
 def ends(frame: Frame) -> bool:
@@ -34,6 +47,7 @@ class _Choice:
         self.sent = 0  # characters of text already in events
         self.tokens: list[TokenLogprob] = []
         self.finish: str | None = None
+        self.prompt = False  # the tokens start with the prompt's (their offsets start at the echo's, 0)
 
     def unsent(self) -> str:
         out = self.text[self.sent:]
@@ -65,10 +79,12 @@ class CompletionsRenderer:
                     c.text += step.text
                 elif isinstance(step, LogprobsStep):
                     c.tokens.extend(step.tokens)
+                    c.prompt = c.prompt or step.prompt
                 elif isinstance(step, FinishStep):
                     c.finish = step.reason
         body = Completion(self.rid, self.created, self.model, [
-            CompletionChoice(i, c.text, c.finish, completion_logprobs(c.tokens, len(self.echo)) if c.tokens else None)
+            CompletionChoice(i, c.text, c.finish,
+                             completion_logprobs(c.tokens, 0 if c.prompt else len(self.echo)) if c.tokens else None)
             for i, c in sorted(choices.items())], usage_info(usage) if usage else None)
         return Response(200, json_encoder.encode(body))
 
@@ -103,6 +119,8 @@ class CompletionsRenderer:
                 c.text += step.text
             elif isinstance(step, LogprobsStep):
                 tokens.extend(step.tokens)
+                if step.prompt:
+                    offset = c.sent  # the prompt's tokens start where the (unsent) echo does
             elif isinstance(step, FinishStep):
                 reason = step.reason
             elif isinstance(step, UsageStep):

@@ -41,14 +41,17 @@ class TokenLogprob:
     token_id: int
     token: str  # the token's text (alone)
     bytes: bytes  # the token's own bytes (shared.tokenizer.token_bytes)
-    logprob: float
+    logprob: float | None  # None: an echoed prompt's first token (nothing precedes it)
     top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
 class LogprobsStep:
+    """`prompt`: the tokens are the prompt's (completions' echo with logprobs), ahead of the output's."""
+
     tokens: tuple[TokenLogprob, ...]
     choice: int = 0
+    prompt: bool = False
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,10 @@ class Engine(abc.ABC):
 
     def context_length(self) -> int:
         return 4096
+
+
+def refuse_prompt_logprobs(request: EngineRequest, engine: str) -> None:
+    """Engines that cannot score a prompt (mock, diffusion) answer a request asking for it with a clear 400."""
+    if request.output.prompt_logprobs is not None:
+        raise EngineError(ErrorCode.BAD_REQUEST, f"the {engine} engine does not compute prompt logprobs "
+                          "(echo with logprobs); serve this model with the reference or sglang engine")

@@ -95,9 +95,12 @@ def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_t
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine
+        from shared.engine.reference.cross_encoder import CrossEncoderEngine, is_cross_encoder
         from shared.engine.reference.encoder import EncoderEngine, is_encoder
 
-        return (EncoderEngine if is_encoder(opts.model_path) else ReferenceEngine)(ReferenceConfig(
+        kind = (CrossEncoderEngine if is_cross_encoder(opts.model_path) else EncoderEngine
+                ) if is_encoder(opts.model_path) else ReferenceEngine
+        return kind(ReferenceConfig(
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,

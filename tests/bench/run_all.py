@@ -49,6 +49,9 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "agents": ("tests.bench.bench_agents", ["--append", "docs/BENCHMARKS.md"],
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
+    # checks needing the `bench` extra (lm-eval; aiperf, best in its own venv: AIPERF=PATH); not in the default set
+    "lm-eval": ("tests.bench.check_lm_eval", ["--record", "docs/bench/lm_eval_check.jsonl"], []),
+    "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
            "busy", "agents", "planner"]
