@@ -12,7 +12,6 @@ flags, which win.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from services.frontend.openai_types import (
 )
 from services.frontend.preprocess import BadRequest, Prepared
 from shared.grammar import GrammarCache, GrammarError
+from shared.grammar.pool import run_compile
 from shared.grammar.schema import fix_schema
 from shared.grammar.tools import forced_tool_grammar
 from shared.parsers import OutputParser, reasoning_format, tool_format
@@ -63,7 +63,7 @@ class AgentPlan:
         if self.grammar is None:
             return
         try:
-            await asyncio.to_thread(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))
+            await run_compile(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))  # own pool, deadline
         except GrammarError as e:
             raise BadRequest(str(e), _PARAM.get(self.grammar.kind, "response_format")) from e
 

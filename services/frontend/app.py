@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -16,6 +15,7 @@ from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.fields import check_fields
+from services.frontend.limits import RequestGate, RequestLimits
 from services.frontend.lora import LoraRoutes
 from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import (
@@ -62,6 +62,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    limits: RequestLimits = field(default_factory=RequestLimits)  # services.frontend.limits
 
 
 class FrontendApp:
@@ -71,6 +72,7 @@ class FrontendApp:
         self.opts = opts
         self.inflight = 0
         self._lora = LoraRoutes(registry)
+        self._gate = RequestGate(opts.limits, opts.api_key)
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             ("POST", "/v1/chat/completions"): self.chat,
             ("POST", "/v1/completions"): self.completions,
@@ -91,9 +93,12 @@ class FrontendApp:
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         # HEAD is GET without the body (the connection sends the head only)
         route = self._routes.get(("GET" if req.method == "HEAD" else req.method, req.path))
-        if route is None:
+        refused = self._gate.http(req) or (await self._gate.body(req.body) if route and req.method == "POST" else None)
+        if refused is not None:
+            resp: Response | StreamingResponse = refused
+        elif route is None:
             known = any(path == req.path for _, path in self._routes)
-            resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
+            resp = (_error(405, f"method {req.method} not allowed") if known
                                                   else _error(404, f"no route {req.path}"))
         elif req.path.startswith("/v1/") and not self._authorized(req):
             resp = _error(401, "missing or invalid API key", "invalid_api_key")
@@ -103,10 +108,7 @@ class FrontendApp:
         return resp
 
     def _authorized(self, req: Request) -> bool:
-        if self.opts.api_key is None:
-            return True
-        got = req.headers.get("authorization", "")
-        return got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), self.opts.api_key.encode())
+        return self._gate.authorized(req)
 
     # ---- simple routes ---------------------------------------------------------------
     async def health(self, req: Request) -> Response:
@@ -177,6 +179,8 @@ class FrontendApp:
             return _error(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
         request_id = f"{prefix}-{secrets.token_hex(12)}"
         try:
+            body = self._gate.request(body, model.tokenizer.vocab_size, model.context_length,
+                                      self.opts.max_prompt_tokens)
             prepared = await prepare(model.tokenizer, body, request_id, model.context_length,
                                      self.opts.max_prompt_tokens, model.image_input)
             if isinstance(body, ChatCompletionRequest):
@@ -189,6 +193,8 @@ class FrontendApp:
         instance = req.headers.get(self.opts.direct_header) if self.opts.router_mode == "direct" else None
         if self.opts.router_mode == "direct" and not instance:
             return _error(400, f"router mode is direct: send the worker in header {self.opts.direct_header}")
+        if instance and (bad := self._gate.instance(instance, self.opts.direct_header)) is not None:
+            return bad
         chat = isinstance(body, ChatCompletionRequest)
         if body.user is not None:
             log.info("request_user", request_id=request_id, user=body.user)

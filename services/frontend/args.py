@@ -32,7 +32,14 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     cors_allowed_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "OPTIONS")
     cors_allowed_headers: tuple[str, ...] = ("authorization", "content-type")
     header_timeout: float = 10.0
-    max_connections: int | None = None
+    body_timeout: float = 60.0
+    max_connections: int | None = 4096
+    max_prompt_bytes: int | None = None
+    max_grammar_bytes: int = 64 * 1024
+    max_json_depth: int = 64
+    allow_client_priority: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    protect_metrics: bool = False
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
 
@@ -54,7 +61,23 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-body-bytes", type=int, default=16 * 2**20)
     g.add_argument("--max-prompt-tokens", type=int, default=None)
     g.add_argument("--api-key", default=os.environ.get("SHOAL_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY)")
+                   help="require 'Authorization: Bearer KEY' (env SHOAL_API_KEY; prefer it or --api-key-file: "
+                        "a flag shows in ps)")
+    g.add_argument("--api-key-file", default=os.environ.get("SHOAL_API_KEY_FILE"),
+                   help="read the API key from this file (env SHOAL_API_KEY_FILE; e.g. a mounted Secret)")
+    g.add_argument("--protect-metrics", action="store_true",
+                   help="require the API key on /metrics, /health and /openapi.json too (default: open; "
+                        "/live stays open for probes)")
+    g.add_argument("--allowed-hosts", type=_csv, default=(),
+                   help="comma-separated Host header names accepted (DNS rebinding); default: any")
+    g.add_argument("--allow-client-priority", action="store_true",
+                   help="honour a request's priority field (default: ignored; any client could jump the queue)")
+    g.add_argument("--max-prompt-bytes", type=int, default=None,
+                   help="prompt bytes (as JSON) checked before tokenizing (default: 32 x --max-prompt-tokens, "
+                        "or 32 x the model's context length)")
+    g.add_argument("--max-grammar-bytes", type=int, default=64 * 1024,
+                   help="bytes of response_format / regex / ebnf / choice / forced tools a request may send")
+    g.add_argument("--max-json-depth", type=int, default=64, help="nesting depth of a request body's JSON")
     g.add_argument("--cors-allowed-origins", type=_csv, default=(),
                    help="comma-separated origins browsers may call from ('*': any); default: no CORS")
     g.add_argument("--cors-allowed-methods", type=_csv, default=("GET", "HEAD", "POST", "OPTIONS"))
@@ -62,8 +85,10 @@ def parser() -> argparse.ArgumentParser:
                    help="request headers a page may send ('*': any)")
     g.add_argument("--header-timeout", type=float, default=10.0,
                    help="seconds a client has to send a whole request head before the connection is closed")
-    g.add_argument("--max-connections", type=int, default=None,
-                   help="open client connections before new ones are answered 503 (default: no limit)")
+    g.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a client has to send a whole request body once its head is in")
+    g.add_argument("--max-connections", type=int, default=4096,
+                   help="open client connections before new ones are answered 503 (0: no limit)")
     g.add_argument("--ignore-unknown-fields", action="store_true",
                    help="drop request fields the OpenAI API does not define (default: answer 400 naming them)")
     g.add_argument("--custom-jinja-template", default=None, help="chat template file overriding the model's")
@@ -79,6 +104,13 @@ def parse(argv: list[str]) -> FrontendConfig:
     p = parser()
     ns = p.parse_args(expand_or_exit(p, argv))
     template = None
+    api_key = ns.api_key
+    if ns.api_key_file:
+        try:
+            with open(ns.api_key_file, encoding="utf-8") as f:
+                api_key = f.read().strip() or None
+        except OSError as e:
+            p.error(f"--api-key-file: {e}")
     if ns.custom_jinja_template:
         try:
             with open(ns.custom_jinja_template, encoding="utf-8") as f:
@@ -88,12 +120,15 @@ def parse(argv: list[str]) -> FrontendConfig:
     return FrontendConfig(
         common=common_from_args(ns), http_host=ns.http_host, http_port=ns.http_port, router=ROUTER_FLAGS.build(ns),
         migration_limit=ns.migration_limit, request_timeout=ns.request_timeout, max_inflight=ns.max_inflight,
-        max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=ns.api_key,
+        max_body_bytes=ns.max_body_bytes, max_prompt_tokens=ns.max_prompt_tokens, api_key=api_key,
         custom_jinja_template=template, drain_grace=ns.drain_grace,
         worker_silence_timeout=ns.worker_silence_timeout,
         ignore_unknown_fields=ns.ignore_unknown_fields, cors_allowed_origins=ns.cors_allowed_origins,
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
-        header_timeout=ns.header_timeout, max_connections=ns.max_connections,
+        header_timeout=ns.header_timeout, max_connections=ns.max_connections or None, body_timeout=ns.body_timeout,
+        max_prompt_bytes=ns.max_prompt_bytes, max_grammar_bytes=ns.max_grammar_bytes,
+        max_json_depth=ns.max_json_depth, allow_client_priority=ns.allow_client_priority,
+        allowed_hosts=ns.allowed_hosts, protect_metrics=ns.protect_metrics,
         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
     )
 

@@ -10,6 +10,7 @@ import struct
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
+from services.frontend.limits import RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from services.frontend.preprocess import THREAD_TOKENIZE_CHARS, BadRequest
@@ -104,6 +105,8 @@ class EmbeddingsRoute:
             instance = req.headers.get(self.direct_header)
             if not instance:
                 return error_response(400, f"router mode is direct: send the worker in header {self.direct_header}")
+            if (bad := RequestGate.instance(instance, self.direct_header)) is not None:
+                return bad
         try:
             inputs = await embedding_inputs(model.tokenizer, body.input, model.context_length,
                                             self.max_prompt_tokens)

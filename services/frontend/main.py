@@ -8,6 +8,7 @@ from protocol.discovery import ModelCard
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
 from services.frontend.dispatch import Dispatcher
+from services.frontend.limits import RequestLimits
 from services.frontend.models import ModelRegistry
 from services.frontend.stats import StatsPublisher
 from shared.http import Handler, HttpServer
@@ -27,13 +28,16 @@ async def amain(argv: list[str]) -> None:
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
-            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser))
+            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser, limits=RequestLimits(
+                cfg.max_prompt_bytes, cfg.max_grammar_bytes, cfg.max_json_depth, cfg.allow_client_priority,
+                cfg.allowed_hosts, cfg.protect_metrics)))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,
                                            cfg.cors_allowed_headers))
         http = HttpServer(handler, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes,
-                          header_timeout=cfg.header_timeout, max_connections=cfg.max_connections)
+                          header_timeout=cfg.header_timeout, max_connections=cfg.max_connections,
+                          body_timeout=cfg.body_timeout)
         port = await http.start()
         svc.set_ready()
         svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)

@@ -1,0 +1,156 @@
+"""Budgets and checks on what a client sends, before any work is spent on it (issue 22).
+
+    gate = RequestGate(limits, api_key)
+    resp = gate.http(req)                       # Host allow-list, JSON content type, the key on /metrics...
+    resp = await gate.body(req.body)            # JSON nesting depth and integer size: a clean 400, never a 500
+    body = gate.request(body, vocab, context)   # token ids in the vocabulary, prompt bytes, grammar bytes,
+                                                # logged fields' length, priority from trusted clients only
+    resp = gate.instance(header_value)          # router mode direct: the worker's instance id, checked
+
+Every check answers a 4xx that fails the one request alone; docs/SECURITY.md lists each limit and its default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
+import numpy as np
+
+from protocol.messages import ErrorCode
+from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
+from services.frontend.preprocess import BadRequest
+from services.frontend.responses import error_response
+from shared.http import Request, Response
+
+T = TypeVar("T", ChatCompletionRequest, CompletionRequest)
+
+PROMPT_BYTES_PER_TOKEN = 32  # the default prompt-bytes budget: this many bytes per prompt token allowed
+MAX_LOGGED_CHARS = 256  # `user` (logged and traced with every request)
+INSTANCE_ID = re.compile(r"^[0-9a-f]{16}$")  # shared.runtime.runtime.new_instance_id
+PROTECTED_PATHS = frozenset({"/metrics", "/health", "/openapi.json"})  # behind the key with --protect-metrics
+_THREAD_SCAN_BYTES = 256 * 1024  # bodies larger than this are scanned off the event loop
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_LONG_INT = re.compile(rb"(?<![\w.+-])-?\d{19,}(?![\d.eE])")  # 19+ digits: maybe outside 64 bits
+_json = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_prompt_bytes: int | None = None  # None: PROMPT_BYTES_PER_TOKEN x (max prompt tokens or context length)
+    max_grammar_bytes: int = 64 * 1024  # response_format / regex / ebnf / choice / forced tools, as JSON
+    max_json_depth: int = 64  # nesting of the request body's JSON
+    allow_client_priority: bool = False  # else a request's `priority` is ignored (the engine's default applies)
+    allowed_hosts: tuple[str, ...] = ()  # Host header values accepted (no port); empty: any
+    protect_metrics: bool = False  # the API key on /metrics, /health and /openapi.json too
+
+
+class RequestGate:
+    def __init__(self, limits: RequestLimits, api_key: str | None) -> None:
+        self.limits = limits
+        self.api_key = api_key
+        self._hosts = frozenset(h.lower() for h in limits.allowed_hosts)
+
+    # ---- the HTTP request, before its body is looked at ------------------------------------
+    def http(self, req: Request) -> Response | None:
+        """The Host allow-list (DNS rebinding), a JSON content type on POST (CSRF: browsers send text/plain
+        and forms cross-origin without a preflight), and the key on the operational routes when asked."""
+        if self._hosts and _host_name(req.headers.get("host", "")) not in self._hosts:
+            return error_response(400, "the Host header names no host this server answers for", "invalid_host")
+        if req.method == "POST" and req.path.startswith("/v1/"):
+            ctype = req.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if ctype != "application/json":
+                return error_response(415, "send the request body as JSON (Content-Type: application/json)",
+                                      "unsupported_media_type")
+        if self.limits.protect_metrics and req.path in PROTECTED_PATHS and not self.authorized(req):
+            return error_response(401, "missing or invalid API key", "invalid_api_key")
+        return None
+
+    def authorized(self, req: Request) -> bool:
+        if self.api_key is None:
+            return True
+        got = req.headers.get("authorization", "")
+        return got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), self.api_key.encode())
+
+    # ---- the body's JSON shape ------------------------------------------------------------
+    async def body(self, raw: bytes) -> Response | None:
+        """A 400 for JSON nested deeper than max_json_depth or an integer outside 64 bits (both would fail
+        deep inside the decoders); large bodies are scanned in a thread."""
+        if len(raw) > _THREAD_SCAN_BYTES:
+            why = await asyncio.to_thread(json_problem, raw, self.limits.max_json_depth)
+        else:
+            why = json_problem(raw, self.limits.max_json_depth)
+        return None if why is None else error_response(400, why, "invalid_request")
+
+    # ---- the decoded request ---------------------------------------------------------------
+    def request(self, body: T, vocab_size: int, context_length: int, max_prompt_tokens: int | None) -> T:
+        """`body`, checked (BadRequest says why not), with `priority` dropped unless clients may set it."""
+        if body.user is not None and len(body.user) > MAX_LOGGED_CHARS:
+            raise BadRequest(f"user must be at most {MAX_LOGGED_CHARS} characters", "user")
+        for t in body.stop_token_ids or ():
+            if not 0 <= t < vocab_size:
+                raise BadRequest(f"stop_token_ids: {t} is outside the vocabulary (0..{vocab_size - 1})",
+                                 "stop_token_ids")
+        budget = self.limits.max_prompt_bytes or PROMPT_BYTES_PER_TOKEN * (max_prompt_tokens or context_length)
+        size = _prompt_bytes(body)
+        if size > budget:
+            raise BadRequest(f"the prompt is {size} bytes; this server accepts at most {budget} bytes",
+                             "messages" if isinstance(body, ChatCompletionRequest) else "prompt",
+                             ErrorCode.CONTEXT_LENGTH)
+        if isinstance(body, ChatCompletionRequest):
+            self._grammar_size(body)
+        if body.priority is not None and not self.limits.allow_client_priority:
+            body = msgspec.structs.replace(body, priority=None)
+        return body
+
+    def _grammar_size(self, body: ChatCompletionRequest) -> None:
+        forced = body.tool_choice == "required" or isinstance(body.tool_choice, dict)
+        parts = [body.response_format, body.regex, body.ebnf, body.choice, body.tools if forced else None]
+        size = sum(len(_json.encode(p)) for p in parts if p is not None)
+        if size > self.limits.max_grammar_bytes:
+            raise BadRequest(f"the structured-output grammar is {size} bytes; this server compiles at most "
+                             f"{self.limits.max_grammar_bytes}", "response_format")
+
+    # ---- router mode direct ----------------------------------------------------------------
+    @staticmethod
+    def instance(value: str, header: str) -> Response | None:
+        """The worker a client names: an instance id (16 hex digits) before it goes near a NATS subject."""
+        if INSTANCE_ID.match(value) is None:
+            return error_response(400, f"header {header} must be a worker instance id (16 lowercase hex digits)",
+                                  "invalid_instance_id")
+        return None
+
+
+def json_problem(raw: bytes, max_depth: int) -> str | None:
+    """Why `raw` is JSON no decoder here should try (None: fine). Strings are blanked first, so brackets
+    and digits inside them never count; the depth is a running sum over what is left."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth and not _LONG_INT.search(raw):
+        return None  # the common case: cannot be too deep, no long integer anywhere
+    bare = _STRING.sub(b'""', raw)
+    if bare.count(b"[") + bare.count(b"{") > max_depth:
+        a = np.frombuffer(bare, dtype=np.uint8)
+        step = ((a == 0x5B) | (a == 0x7B)).astype(np.int32) - ((a == 0x5D) | (a == 0x7D)).astype(np.int32)
+        if len(step) and int(np.cumsum(step).max()) > max_depth:
+            return f"the JSON body is nested deeper than {max_depth} levels"
+    for m in _LONG_INT.finditer(bare):
+        if not -(2**63) <= int(m.group()) < 2**64:
+            return "an integer in the JSON body does not fit in 64 bits"
+    return None
+
+
+def _prompt_bytes(body: ChatCompletionRequest | CompletionRequest) -> int:
+    """The prompt's size as its JSON (the messages, or the prompt): cheap next to tokenizing it."""
+    if isinstance(body, ChatCompletionRequest):
+        return len(_json.encode(body.messages))
+    return len(_json.encode(body.prompt))
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        return host[: host.find("]") + 1]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
