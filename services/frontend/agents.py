@@ -116,7 +116,8 @@ def _tool_choice(choice: str | dict[str, Any] | None, tools: list[dict[str, Any]
         if choice == "required" and not tools:
             raise BadRequest("tool_choice required needs tools", "tool_choice")
         return choice
-    name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+    fn = choice.get("function") if choice.get("type") == "function" else None
+    name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str):
         raise BadRequest("tool_choice must be {'type': 'function', 'function': {'name': ...}}", "tool_choice")
     if name not in {t["function"]["name"] for t in tools}:
@@ -135,7 +136,10 @@ def _response_format(fmt: dict[str, Any] | None) -> Grammar | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs json_schema.schema (an object)", "response_format")
-        return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        try:
+            return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        except ValueError as e:  # a malformed keyword (minLength: "abc"); the message names it
+            raise BadRequest(f"response_format json_schema: {e}", "response_format") from e
     return None
 
 

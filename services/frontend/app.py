@@ -156,6 +156,9 @@ class FrontendApp:
             req.body = _json.encode(to_chat(parsed))  # the same Request: a client leaving still ends the chat
         except BadRequest as e:
             return _failure(e)
+        except (AttributeError, TypeError, KeyError, ValueError):  # an item, part or format of the wrong shape
+            return _error(400, "input items, their content parts, tools, text.format or reasoning do not have "
+                               "the shapes of the Responses API", "invalid_request", "input")
         return answer(parsed, await self.chat(req))
 
     async def _generate(self, req: Request, kind: type, prefix: str) -> Response | StreamingResponse:
