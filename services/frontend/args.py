@@ -40,6 +40,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     allow_client_priority: bool = False
     allowed_hosts: tuple[str, ...] = ()
     protect_metrics: bool = False
+    grammar_compile_timeout: float = 10.0
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
 
@@ -78,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-grammar-bytes", type=int, default=64 * 1024,
                    help="bytes of response_format / regex / ebnf / choice / forced tools a request may send")
     g.add_argument("--max-json-depth", type=int, default=64, help="nesting depth of a request body's JSON")
+    g.add_argument("--grammar-compile-timeout", type=float, default=10.0,
+                   help="seconds a request waits for its grammar to compile (in the grammar pool) before a 400")
     g.add_argument("--cors-allowed-origins", type=_csv, default=(),
                    help="comma-separated origins browsers may call from ('*': any); default: no CORS")
     g.add_argument("--cors-allowed-methods", type=_csv, default=("GET", "HEAD", "POST", "OPTIONS"))
@@ -129,6 +132,7 @@ def parse(argv: list[str]) -> FrontendConfig:
         max_prompt_bytes=ns.max_prompt_bytes, max_grammar_bytes=ns.max_grammar_bytes,
         max_json_depth=ns.max_json_depth, allow_client_priority=ns.allow_client_priority,
         allowed_hosts=ns.allowed_hosts, protect_metrics=ns.protect_metrics,
+        grammar_compile_timeout=ns.grammar_compile_timeout,
         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
     )
 

@@ -11,6 +11,7 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.limits import RequestLimits
 from services.frontend.models import ModelRegistry
 from services.frontend.stats import StatsPublisher
+from shared.grammar import pool as grammar_pool
 from shared.http import Handler, HttpServer
 from shared.http.cors import Cors, CorsPolicy
 from shared.routing.base import Router
@@ -19,6 +20,7 @@ from shared.runtime.service import Service, run
 
 async def amain(argv: list[str]) -> None:
     cfg = parse(argv)
+    grammar_pool.configure(cfg.grammar_compile_timeout)
     async with Service("frontend", cfg.common) as svc:
         registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template,
                                  cfg.worker_silence_timeout)

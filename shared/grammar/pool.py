@@ -22,6 +22,12 @@ COMPILE_TIMEOUT_S = 10.0
 _pool: ThreadPoolExecutor | None = None
 
 
+def configure(timeout: float = COMPILE_TIMEOUT_S) -> None:
+    """This process's compile deadline (the frontend's --grammar-compile-timeout)."""
+    global COMPILE_TIMEOUT_S
+    COMPILE_TIMEOUT_S = timeout
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
@@ -29,8 +35,10 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-async def run_compile(fn: Callable[[], T], timeout: float = COMPILE_TIMEOUT_S) -> T:
-    """`fn()` (a compile) in the grammar pool; GrammarError when it is not done within `timeout` seconds."""
+async def run_compile(fn: Callable[[], T], timeout: float | None = None) -> T:
+    """`fn()` (a compile) in the grammar pool; GrammarError when it is not done within `timeout` seconds
+    (default COMPILE_TIMEOUT_S). A compile still queued at its deadline never starts."""
+    timeout = COMPILE_TIMEOUT_S if timeout is None else timeout
     future = asyncio.get_running_loop().run_in_executor(_executor(), fn)
     try:
         return await asyncio.wait_for(future, timeout)
