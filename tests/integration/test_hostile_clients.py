@@ -306,3 +306,22 @@ def test_the_guarded_frontend_wants_its_key_on_metrics_health_and_openapi(env: d
     assert call(port, "GET", "/live", None)[0] == 200  # probes need no key
     assert KEY not in " ".join(Path(f"/proc/{env['guarded_proc'].pid}/cmdline").read_text().split("\0"))
     assert call(env["open"], "GET", "/metrics", None)[0] == 200  # open by default
+
+
+# ---- the fuzz run, in small (tests/bench/bench_fuzz.py runs it for minutes) ------------------------------
+def test_fuzz_smoke_no_5xx_no_crash_no_worker_lost(env: dict) -> None:
+    from tests.bench.bench_fuzz import fuzz
+
+    port = env["open"]
+    c: Cluster = env["cluster"]
+
+    def alive() -> list[str]:
+        dead = [p.name for p in c.procs if not p.alive()]
+        _, body = call(port, "GET", "/health", None)
+        return [f"{n} exited" for n in dead] + ([] if json.loads(body)["instances"] >= 1 else ["worker lost"])
+
+    t = time.monotonic()
+    statuses, failures = fuzz(port, MODEL[0], seconds=20.0, seed=22, alive=alive, max_requests=150)
+    assert not failures, failures
+    assert statuses.get(200, 0) > 0, statuses
+    print(f"fuzz smoke: {statuses} in {time.monotonic() - t:.1f} s")
