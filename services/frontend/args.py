@@ -107,7 +107,7 @@ def parse(argv: list[str]) -> FrontendConfig:
     p = parser()
     ns = p.parse_args(expand_or_exit(p, argv))
     template = None
-    api_key = ns.api_key
+    api_key = ns.api_key or None  # an empty SHOAL_API_KEY (compose's default) means no key
     if ns.api_key_file:
         try:
             with open(ns.api_key_file, encoding="utf-8") as f:

@@ -141,3 +141,13 @@ async def test_an_out_of_vocabulary_id_fails_its_request_alone(llama: Path) -> N
             assert isinstance(r, EngineError) and r.code == ErrorCode.BAD_REQUEST
     finally:
         await eng.stop()
+
+
+def test_deploy_files_never_put_the_api_key_on_a_command_line() -> None:
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    for f in root.rglob("*"):
+        if f.is_file() and f.suffix in (".yaml", ".yml", ".sh", "") and "grafana" not in f.parts:
+            text = f.read_text(errors="replace")
+            assert "--api-key " not in text and "api-key:" not in text.replace("key: api-key", ""), f
+    assert "secretKeyRef: {name: shoal-api, key: api-key" in (root / "k8s" / "frontend.yaml").read_text()
+    assert "SHOAL_API_KEY: ${SHOAL_API_KEY:-}" in (root / "compose.yaml").read_text()
