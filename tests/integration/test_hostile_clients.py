@@ -156,7 +156,9 @@ def test_a_900_deep_schema_is_a_fast_400(env: dict) -> None:
                         raw=_schema_request(_deep_schema(900)))
     assert_4xx(status, body)
     assert "nested deeper" in json.loads(body)["error"]["message"]
-    assert time.monotonic() - t < 3.0
+    took = time.monotonic() - t
+    print(f"900-deep schema: {status} in {took * 1000:.0f} ms")
+    assert took < 3.0
 
 
 def test_a_big_enum_schema_is_refused_by_size(env: dict) -> None:
@@ -175,6 +177,7 @@ def test_slow_compiles_hit_their_deadline_and_never_starve_tokenizing(env: dict)
     latency = Normal(port).best()
     for t in threads:
         t.join(60)
+    print(f"8 slow compiles: normal request {latency * 1000:.0f} ms")
     assert latency < 1.0
     assert len(answers) == 8
     for status, body in answers:
@@ -205,6 +208,7 @@ def test_a_15_mib_prompt_is_refused_before_tokenizing(env: dict) -> None:
         assert_4xx(status, body)
         assert "bytes" in json.loads(body)["error"]["message"]
     grown_mb = (_rss_peak_kb(frontend.pid) - before) / 1024
+    print(f"3 x 15 MiB prompts: peak RSS +{grown_mb:.0f} MB, normal request {latency * 1000:.0f} ms")
     assert grown_mb < 400, f"the frontend's peak memory grew {grown_mb:.0f} MB"  # tokenizing: gigabytes
 
 
