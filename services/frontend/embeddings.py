@@ -10,7 +10,7 @@ import struct
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
-from services.frontend.limits import RequestGate
+from services.frontend.limits import PROMPT_BYTES_PER_TOKEN, RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from services.frontend.preprocess import THREAD_TOKENIZE_CHARS, BadRequest
@@ -34,6 +34,9 @@ async def embedding_inputs(tok: Tokenizer, value: str | list[str | int | list[in
     elif all(isinstance(x, list) for x in items):
         inputs = [list(x) for x in items]  # type: ignore[arg-type]
     elif all(isinstance(x, str) for x in items):
+        budget = PROMPT_BYTES_PER_TOKEN * (max_prompt_tokens or context_length)  # checked before tokenizing
+        if (i := next((i for i, x in enumerate(items) if len(x) > budget), None)) is not None:  # type: ignore[arg-type]
+            raise BadRequest(f"input {i} is over {budget} characters", "input", ErrorCode.CONTEXT_LENGTH)
         inputs = await _encode_all(tok, items)  # type: ignore[arg-type]
     else:
         raise BadRequest(f"input must be {INPUT_SHAPES}, not a mix", "input")
