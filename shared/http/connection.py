@@ -19,26 +19,22 @@ import httptools
 from shared.http.request import Request
 from shared.http.response import Response, StreamingResponse, encode_head, error_response
 from shared.http.state import ServerState
+from shared.http.wire import (
+    _CHUNKED,
+    _CLOSE,
+    _CONTINUE,
+    _KEEP_10,
+    _LAST_CHUNK,
+    _METHODS,
+    _aclose,
+    _Reject,
+    _size,
+)
 
 log = logging.getLogger("shoal.http")
 
 MAX_PIPELINED = 8  # queued requests before reading pauses
 LINGER_S = 2.0  # after an error reply, read and drop input this long so the client sees the reply, not a reset
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_KEEP_10 = b"connection: keep-alive\r\n"
-_CLOSE = b"connection: close\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
-
-
-class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class HttpConnection(asyncio.Protocol):
@@ -409,14 +405,3 @@ class HttpConnection(asyncio.Protocol):
         self._timer = None
         if self._task is None and self._transport is not None:
             self._transport.close()
-
-
-def _size(req: Request) -> int:
-    """What a queued request holds in memory, near enough: its body and its head."""
-    return len(req.body) + len(req.path) + len(req.query) + sum(len(k) + len(v) + 4 for k, v in req.headers.items())
-
-
-async def _aclose(chunks: AsyncIterator[bytes]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
