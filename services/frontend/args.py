@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-client-priority", action="store_true",
                    help="honour a request's priority field (default: ignored; any client could jump the queue)")
     g.add_argument("--max-prompt-bytes", type=int, default=None,
-                   help="prompt bytes (as JSON) checked before tokenizing (default: 32 x --max-prompt-tokens, "
+                   help="UTF-8 bytes of prompt text, checked before tokenizing (default: 32 x --max-prompt-tokens, "
                         "or 32 x the model's context length)")
     g.add_argument("--max-grammar-bytes", type=int, default=64 * 1024,
                    help="bytes of response_format / regex / ebnf / choice / forced tools a request may send")

@@ -143,10 +143,21 @@ def json_problem(raw: bytes, max_depth: int) -> str | None:
 
 
 def _prompt_bytes(body: ChatCompletionRequest | CompletionRequest) -> int:
-    """The prompt's size as its JSON (the messages, or the prompt): cheap next to tokenizing it."""
-    if isinstance(body, ChatCompletionRequest):
-        return len(_json.encode(body.messages))
-    return len(_json.encode(body.prompt))
+    """UTF-8 bytes of the prompt's text (message texts and tool calls; images count as their tokens later,
+    not as the bytes of their URLs), or of a completions prompt; cheap next to tokenizing it."""
+    if isinstance(body, CompletionRequest):
+        prompt = body.prompt
+        texts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+        return sum(len(t.encode()) for t in texts) + 8 * (len(prompt) - len(texts) if isinstance(prompt, list) else 0)
+    total = 0
+    for m in body.messages:
+        if isinstance(m.content, str):
+            total += len(m.content.encode())
+        elif m.content:
+            total += sum(len(p.text.encode()) for p in m.content if p.text)
+        if m.tool_calls:
+            total += len(_json.encode(m.tool_calls))
+    return total
 
 
 def _host_name(host: str) -> str:
