@@ -10,7 +10,15 @@ import struct
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
-from services.frontend.http_errors import WORKER_HEADER, decode_body, error_response, failure_response, json_encoder
+from services.frontend.http_errors import (
+    WORKER_HEADER,
+    decode_body,
+    error_response,
+    failure_response,
+    json_encoder,
+    openai_error,
+)
+from services.frontend.limits import PROMPT_BYTES_PER_TOKEN, RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 from services.frontend.preprocess import THREAD_TOKENIZE_CHARS
@@ -34,6 +42,9 @@ async def embedding_inputs(tok: Tokenizer, value: str | list[str | int | list[in
     elif all(isinstance(x, list) for x in items):
         inputs = [list(x) for x in items]  # type: ignore[arg-type]
     elif all(isinstance(x, str) for x in items):
+        budget = PROMPT_BYTES_PER_TOKEN * (max_prompt_tokens or context_length)  # checked before tokenizing
+        if (i := next((i for i, x in enumerate(items) if len(x) > budget), None)) is not None:  # type: ignore[arg-type]
+            raise BadRequest(f"input {i} is over {budget} characters", "input", ErrorCode.CONTEXT_LENGTH)
         inputs = await _encode_all(tok, items)  # type: ignore[arg-type]
     else:
         raise BadRequest(f"input must be {INPUT_SHAPES}, not a mix", "input")
@@ -105,6 +116,8 @@ class EmbeddingsRoute:
             instance = req.headers.get(self.direct_header)
             if not instance:
                 return error_response(400, f"router mode is direct: send the worker in header {self.direct_header}")
+            if (bad := RequestGate.instance(instance, self.direct_header)) is not None:
+                return openai_error(bad)
         try:
             inputs = await embedding_inputs(model.tokenizer, body.input, model.context_length,
                                             self.max_prompt_tokens)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from services.frontend.limits import RequestLimits
 
 
 @dataclass(frozen=True)
@@ -14,6 +16,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    limits: RequestLimits = field(default_factory=RequestLimits)  # services.frontend.limits (issue 22)
 
     @property
     def direct(self) -> bool:

@@ -27,6 +27,7 @@ import msgspec
 from protocol.messages import HTTP_STATUS, EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.agents import AgentPlan, plan_chat
 from services.frontend.dispatch import Dispatcher
+from services.frontend.limits import RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
 from services.frontend.options import FrontendOptions
@@ -96,6 +97,7 @@ def fan_out(request: EngineRequest, n: int) -> list[EngineRequest]:
 class Pipeline:
     def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, opts: FrontendOptions) -> None:
         self.registry, self.dispatcher, self.opts = registry, dispatcher, opts
+        self.gate = RequestGate(opts.limits, opts.api_key)  # services.frontend.limits: what clients may send
 
     # ---- plan + prepare --------------------------------------------------------------------------
     async def prepare(self, body: GenerateRequest, headers: Mapping[str, str], prefix: str) -> Job:
@@ -113,7 +115,12 @@ class Pipeline:
         if self.opts.direct and not instance:
             raise refused(400, f"router mode is direct: send the worker in header {self.opts.direct_header}",
                           "invalid_request")
+        if instance and (bad := self.gate.instance(instance, self.opts.direct_header)) is not None:
+            raise Failed(bad)  # before the id goes near a NATS subject
         try:
+            # token ids in the vocabulary, prompt and grammar bytes, user length, priority: before any work
+            body = self.gate.request(body, model.tokenizer.vocab_size, model.context_length,
+                                     self.opts.max_prompt_tokens)
             plan = await self._plan(body, model)
             prepared = await prepare(model.tokenizer, body, f"{prefix}-{secrets.token_hex(12)}",
                                      model.context_length, self.opts.max_prompt_tokens, model.image_input,

@@ -68,7 +68,7 @@ def app(tiny_model: Path) -> FrontendApp:
 
 
 async def call(app: FrontendApp, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await app(Request("POST", path, "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", path, "", {"content-type": "application/json"}, json.dumps(body).encode(), None))
     return resp.status, json.loads(resp.body)
 
 
