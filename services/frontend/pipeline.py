@@ -7,8 +7,10 @@
         ...
 
 `n` choices are `n` engine requests (`fan_out`); n = 1 is the case of one. The TTFT metric,
-the trace span, the worker header, admission and the early 429/503 happen here, so every
-front door (chat, completions, Responses, Anthropic Messages) and every n get them alike.
+the trace span, the worker header, admission, the early 429/503 and the request gate's checks
+(services.frontend.limits: token ids, prompt and grammar bytes, user, priority, instance ids)
+happen here, so every front door (chat, completions, Responses, Anthropic Messages) and every
+n get them alike.
 Front doors raise `Failed` (an `ErrorStep`) for anything refused before the first token.
 """
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ALLOWED = {200, 400, 401, 404, 405, 408, 413, 415, 422, 429, 431}
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/messages",
+          "/v1/messages/count_tokens")
 _WEIRD: list[Any] = [None, True, -1, 0, 2**63, 2**64 + 1, -(2**70), 1e308, -0.0, "", "x" * 300, [], {}, [[[]]],
                      {"a": {"b": None}}, "\u0000", "\ud7ff", "[[[{", 10**30]
 
@@ -37,13 +38,19 @@ def _valid(model: str, rng: random.Random) -> tuple[str, dict[str, Any]]:
                        "max_output_tokens": 2}
     if route == "/v1/embeddings":
         return route, {"model": model, "input": "hi"}
+    if route.startswith("/v1/messages"):  # Anthropic's Messages API (count_tokens ignores max_tokens' absence)
+        content = rng.choice(["hi", [{"type": "text", "text": "hi"}], [{"type": "image", "source": "x"}],
+                              [{"type": "tool_result", "tool_use_id": "nope"}], [{"type": 5}], ["hi"]])
+        return route, {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 2,
+                       "stream": rng.random() < 0.3}
     return route, {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
                    "stream": rng.random() < 0.3}
 
 
 _FIELDS = ["stop_token_ids", "logit_bias", "min_tokens", "max_tokens", "seed", "user", "priority", "n", "stop",
            "tool_choice", "tools", "response_format", "regex", "ebnf", "choice", "logprobs", "top_logprobs",
-           "temperature", "top_p", "stream_options", "messages", "prompt", "input", "text", "reasoning", "model"]
+           "temperature", "top_p", "stream_options", "messages", "prompt", "input", "text", "reasoning", "model",
+           "system", "metadata", "thinking", "output_config", "stop_sequences", "top_k"]
 
 
 def random_schema(rng: random.Random, depth: int = 0) -> Any:
