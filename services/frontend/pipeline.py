@@ -37,7 +37,7 @@ from services.frontend.output import ChoiceOutput
 from services.frontend.preprocess import Prepared, prepare
 from services.frontend.session import SESSION_HEADER, session_id
 from services.frontend.steps import ErrorStep, Frame, UsageStep
-from shared.errors import ShoalError
+from shared.errors import ShoalError, client_message
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import histogram
@@ -58,9 +58,14 @@ class Failed(Exception):
 
 
 def error_step(e: ShoalError) -> ErrorStep:
+    """The failure as clients may read it: internal and engine errors in generic words (shared.errors
+    .client_message), their details in the log."""
     status = HTTP_STATUS.get(e.code, 500)
     retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
-    return ErrorStep(status, e.code.value, e.message, retry, getattr(e, "param", None))
+    message = client_message(e.code, e.message)
+    if message != e.message:
+        log.warning("request_failed", code=e.code.value, detail=e.message[:2000])
+    return ErrorStep(status, e.code.value, message, retry, getattr(e, "param", None))
 
 
 def refused(status: int, message: str, code: str, param: str | None = None,

@@ -1,7 +1,8 @@
 """Issue 22's request gate on every front door of the pipeline (issue 21): chat, completions, Responses,
 Anthropic Messages and count_tokens (embeddings for the HTTP checks) all refuse what the gate refuses,
 before a worker is asked, each in its own API's error shape; and what the gate rewrites (priority) reaches
-the worker rewritten from every door. Fake registry and worker; real app."""
+the worker rewritten from every door; a worker's internal error reaches every door in generic words.
+Fake registry and worker; real app."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from typing import Any
 import pytest
 
 from protocol.discovery import ModelCard
-from protocol.messages import EngineRequest, OutputChunk, Usage
+from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.dispatch import Dispatcher
 from services.frontend.limits import RequestLimits
 from services.frontend.models import ModelEntry
+from shared.errors import client_message
 from shared.http import Request, StreamingResponse
 from shared.routing.base import RoundRobinRouter
+from shared.runtime.errors import RemoteError
 from shared.tokenizer import Tokenizer
 
 JSON = {"content-type": "application/json"}
@@ -158,3 +161,30 @@ async def test_malformed_nested_shapes_are_400s_in_the_doors_shape(tiny_model: P
     app, worker = _app(tiny_model)
     _shaped(path, *await _post(app, path, body), 400)
     assert worker.seen == []
+
+
+class FailingWorker(Worker):
+    """Fails with exception text from deep inside a worker: before any token, or after the first batch."""
+
+    def __init__(self, after_first: bool) -> None:
+        super().__init__()
+        self.after_first = after_first
+
+    async def generate(self, request: Any, request_id: str, **kw: Any) -> AsyncIterator[list[OutputChunk]]:
+        self.seen.append((request, kw.get("instance_id")))
+        if self.after_first:
+            yield [OutputChunk(token_ids=[104])]
+        raise RemoteError("KeyError: '/srv/secret/weights.bin' in engine step", ErrorCode.INTERNAL)
+
+
+@pytest.mark.parametrize("path", GENERATE)
+@pytest.mark.parametrize("after_first", [False, True])
+async def test_internal_errors_reach_every_door_as_generic_words(tiny_model: Path, path: str,
+                                                                 after_first: bool) -> None:
+    app, _ = _app(tiny_model)
+    app.registry.models["chat"].client = FailingWorker(after_first)  # type: ignore[attr-defined]
+    resp = await app(Request("POST", path, "", JSON, json.dumps({**DOORS[path], "stream": after_first}).encode(),
+                             None))
+    data = b"".join([c async for c in resp.chunks]) if isinstance(resp, StreamingResponse) else resp.body
+    assert b"secret" not in data and b"KeyError" not in data, data
+    assert client_message(ErrorCode.INTERNAL, "x").encode() in data, data
