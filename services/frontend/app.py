@@ -52,7 +52,7 @@ class FrontendApp:
         }
         self._openapi = _json.encode(openapi_document())
         self._embeddings = EmbeddingsRoute(registry, dispatcher, opts.max_prompt_tokens,
-                                           opts.direct_header if opts.direct else None)
+                                           opts.direct_header if opts.direct else None, opts.limits.max_prompt_bytes)
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         # HEAD is GET without the body (the connection sends the head only)

@@ -136,6 +136,9 @@ async def test_embedding_inputs_shapes(tiny_model: Path) -> None:
     with pytest.raises(BadRequest) as err:
         await embedding_inputs(tok, ["abc", "abcd"], 8, max_prompt_tokens=3)
     assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
+    with pytest.raises(BadRequest) as err:  # --max-prompt-bytes, before tokenizing: bytes, not characters
+        await embedding_inputs(tok, ["ab", "日本"], 8, max_prompt_bytes=5)
+    assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
 
 
 def test_base64_is_little_endian_float32() -> None:
