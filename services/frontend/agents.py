@@ -12,7 +12,6 @@ flags, which win.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from services.frontend.openai_types import (
 )
 from shared.errors import BadRequest
 from shared.grammar import GrammarCache, GrammarError
+from shared.grammar.pool import run_compile
 from shared.grammar.schema import fix_schema
 from shared.grammar.tools import forced_tool_grammar
 from shared.parsers import OutputParser, reasoning_format, tool_format
@@ -62,7 +62,7 @@ class AgentPlan:
         if self.grammar is None:
             return
         try:
-            await asyncio.to_thread(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))
+            await run_compile(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))  # own pool, deadline
         except GrammarError as e:
             raise BadRequest(str(e), _PARAM.get(self.grammar.kind, "response_format")) from e
 
@@ -115,7 +115,8 @@ def _tool_choice(choice: str | dict[str, Any] | None, tools: list[dict[str, Any]
         if choice == "required" and not tools:
             raise BadRequest("tool_choice required needs tools", "tool_choice")
         return choice
-    name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+    fn = choice.get("function") if choice.get("type") == "function" else None
+    name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str):
         raise BadRequest("tool_choice must be {'type': 'function', 'function': {'name': ...}}", "tool_choice")
     if name not in {t["function"]["name"] for t in tools}:
@@ -134,7 +135,10 @@ def _response_format(fmt: dict[str, Any] | None) -> Grammar | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs json_schema.schema (an object)", "response_format")
-        return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        try:
+            return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        except ValueError as e:  # a malformed keyword (minLength: "abc"); the message names it
+            raise BadRequest(f"response_format json_schema: {e}", "response_format") from e
     return None
 
 

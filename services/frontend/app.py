@@ -1,9 +1,10 @@
-"""The HTTP surface: the route table, auth (Bearer or x-api-key) and the simple routes; generation goes
-through one pipeline (services.frontend.pipeline) and a renderer per API (services.frontend.doors)."""
+"""The HTTP surface: the route table, the request gate (services.frontend.limits: Host, content type,
+JSON shape, auth by Bearer or x-api-key) and the simple routes; generation goes through one pipeline
+(services.frontend.pipeline) and a renderer per API (services.frontend.doors). Every refusal here is in
+the API's own error shape (Anthropic's on /v1/messages, OpenAI's elsewhere)."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from services.frontend.dispatch import Dispatcher
@@ -28,7 +29,6 @@ from shared.telemetry.metrics import counter, render_metrics
 __all__ = ["FrontendApp", "FrontendOptions"]
 
 REQUESTS = counter("shoal_frontend_requests_total", "HTTP requests by route and status", ["route", "status"])
-API_KEY_HEADER = "x-api-key"  # Anthropic's; the same key as Bearer
 
 
 class FrontendApp:
@@ -38,6 +38,7 @@ class FrontendApp:
         self.opts = opts
         self.pipeline = Pipeline(registry, dispatcher, opts)
         self._lora = LoraRoutes(registry)
+        self._gate = self.pipeline.gate
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             **{("POST", path): self.generate for path in DOORS},
             ("POST", "/v1/messages/count_tokens"): self.count_tokens,
@@ -52,32 +53,28 @@ class FrontendApp:
         }
         self._openapi = _json.encode(openapi_document())
         self._embeddings = EmbeddingsRoute(registry, dispatcher, opts.max_prompt_tokens,
-                                           opts.direct_header if opts.direct else None)
+                                           opts.direct_header if opts.direct else None, opts.limits.max_prompt_bytes)
         self._routes.update(small_routes(registry, dispatcher, opts.max_rerank_documents, self._counted,
                                          opts.direct_header if opts.direct else None))
 
     async def __call__(self, req: Request) -> Response | StreamingResponse:
         # HEAD is GET without the body (the connection sends the head only)
         route = self._routes.get(("GET" if req.method == "HEAD" else req.method, req.path))
-        if route is None:
+        refused = self._gate.http(req) or (await self._gate.body(req.body) if route and req.method == "POST" else None)
+        if refused is not None:
+            resp: Response | StreamingResponse = _refusal(req.path, refused)
+        elif route is None:
             known = any(path == req.path for _, path in self._routes)
-            resp: Response | StreamingResponse = (_error(405, f"method {req.method} not allowed") if known
-                                                  else _error(404, f"no route {req.path}"))
+            resp = _error(405, f"method {req.method} not allowed") if known else _error(404, f"no route {req.path}")
         elif (req.path.startswith("/v1/") or req.path in API_PATHS) and not self._authorized(req):
-            door = COUNT_TOKENS if req.path == "/v1/messages/count_tokens" else DOORS.get(req.path)
-            denied = ErrorStep(401, "invalid_api_key", "missing or invalid API key")
-            resp = door.error(denied) if door else openai_error(denied)
+            resp = _refusal(req.path, ErrorStep(401, "invalid_api_key", "missing or invalid API key"))
         else:
             resp = await route(req)
         REQUESTS.labels(req.path if route else "other", str(resp.status)).inc()
         return resp
 
     def _authorized(self, req: Request) -> bool:
-        if self.opts.api_key is None:
-            return True
-        got = req.headers.get("authorization", "")
-        key = got[7:] if got.startswith("Bearer ") else req.headers.get(API_KEY_HEADER)
-        return key is not None and hmac.compare_digest(key.encode(), self.opts.api_key.encode())
+        return self._gate.authorized(req)
 
     # ---- simple routes ---------------------------------------------------------------
     async def health(self, req: Request) -> Response:
@@ -133,3 +130,9 @@ class FrontendApp:
         except Failed as f:
             return door.error(f.step)
         return await respond(door.renderer(job, own), run, body.stream)
+
+
+def _refusal(path: str, step: ErrorStep) -> Response:
+    """A refusal before any route ran, in the error shape of the API at `path`."""
+    door = COUNT_TOKENS if path == "/v1/messages/count_tokens" else DOORS.get(path)
+    return door.error(step) if door else openai_error(step)

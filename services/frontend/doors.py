@@ -45,6 +45,9 @@ class FrontDoor:
             return self.decode(raw, ignore_unknown)
         except BadRequest as e:
             raise Failed(error_step(e)) from e
+        except (AttributeError, TypeError, KeyError, ValueError) as e:  # a nested value of the wrong shape
+            raise refused(400, "the request body does not have the shapes this API defines (a block, item, "
+                               "part or option of the wrong type)", "invalid_request") from e
 
 
 def openai_body(raw: bytes, kind: type[GenerateRequest], ignore_unknown: bool) -> GenerateRequest:
@@ -69,7 +72,11 @@ def _completions(raw: bytes, ignore_unknown: bool) -> Decoded:
 
 def _responses(raw: bytes, ignore_unknown: bool) -> Decoded:
     req = parse_request(raw, ignore_unknown)
-    chat = to_chat(req)
+    try:
+        chat = to_chat(req)
+    except (AttributeError, TypeError, KeyError, ValueError) as e:  # an item, part or format of the wrong shape
+        raise refused(400, "input items, their content parts, tools, text.format or reasoning do not have the "
+                           "shapes of the Responses API", "invalid_request", "input") from e
     for name, (allowed, why) in REFUSED.items():  # what the chat route refuses (e.g. a reasoning effort)
         if name in chat and not allowed(chat[name]):
             raise BadRequest(f"{name}: {why}", name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from services.frontend.limits import RequestLimits
 
 DEFAULT_MAX_RERANK_DOCUMENTS = 1000  # documents (or score pairs) per /v1/rerank or /v1/score request
 
@@ -17,6 +19,7 @@ class FrontendOptions:
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
     max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
+    limits: RequestLimits = field(default_factory=RequestLimits)  # services.frontend.limits (issue 22)
 
     @property
     def direct(self) -> bool:

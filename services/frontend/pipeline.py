@@ -7,8 +7,10 @@
         ...
 
 `n` choices are `n` engine requests (`fan_out`); n = 1 is the case of one. The TTFT metric,
-the trace span, the worker header, admission and the early 429/503 happen here, so every
-front door (chat, completions, Responses, Anthropic Messages) and every n get them alike.
+the trace span, the worker header, admission, the early 429/503 and the request gate's checks
+(services.frontend.limits: token ids, prompt and grammar bytes, user, priority, instance ids)
+happen here, so every front door (chat, completions, Responses, Anthropic Messages) and every
+n get them alike.
 Front doors raise `Failed` (an `ErrorStep`) for anything refused before the first token.
 """
 
@@ -27,6 +29,7 @@ import msgspec
 from protocol.messages import HTTP_STATUS, EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.agents import AgentPlan, plan_chat
 from services.frontend.dispatch import Dispatcher
+from services.frontend.limits import RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry, resolve
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
 from services.frontend.options import FrontendOptions
@@ -34,7 +37,7 @@ from services.frontend.output import ChoiceOutput
 from services.frontend.preprocess import Prepared, prepare
 from services.frontend.session import SESSION_HEADER, session_id
 from services.frontend.steps import ErrorStep, Frame, UsageStep
-from shared.errors import ShoalError
+from shared.errors import ShoalError, client_message
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import histogram
@@ -55,9 +58,14 @@ class Failed(Exception):
 
 
 def error_step(e: ShoalError) -> ErrorStep:
+    """The failure as clients may read it: internal and engine errors in generic words (shared.errors
+    .client_message), their details in the log."""
     status = HTTP_STATUS.get(e.code, 500)
     retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
-    return ErrorStep(status, e.code.value, e.message, retry, getattr(e, "param", None))
+    message = client_message(e.code, e.message)
+    if message != e.message:
+        log.warning("request_failed", code=e.code.value, detail=e.message[:2000])
+    return ErrorStep(status, e.code.value, message, retry, getattr(e, "param", None))
 
 
 def refused(status: int, message: str, code: str, param: str | None = None,
@@ -96,6 +104,7 @@ def fan_out(request: EngineRequest, n: int) -> list[EngineRequest]:
 class Pipeline:
     def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, opts: FrontendOptions) -> None:
         self.registry, self.dispatcher, self.opts = registry, dispatcher, opts
+        self.gate = RequestGate(opts.limits, opts.api_key)  # services.frontend.limits: what clients may send
 
     # ---- plan + prepare --------------------------------------------------------------------------
     async def prepare(self, body: GenerateRequest, headers: Mapping[str, str], prefix: str) -> Job:
@@ -116,7 +125,12 @@ class Pipeline:
         if self.opts.direct and not instance:
             raise refused(400, f"router mode is direct: send the worker in header {self.opts.direct_header}",
                           "invalid_request")
+        if instance and (bad := self.gate.instance(instance, self.opts.direct_header)) is not None:
+            raise Failed(bad)  # before the id goes near a NATS subject
         try:
+            # token ids in the vocabulary, prompt and grammar bytes, user length, priority: before any work
+            body = self.gate.request(body, model.tokenizer.vocab_size, model.context_length,
+                                     self.opts.max_prompt_tokens)
             plan = await self._plan(body, model)
             prepared = await prepare(model.tokenizer, body, f"{prefix}-{secrets.token_hex(12)}",
                                      model.context_length, self.opts.max_prompt_tokens, model.image_input,

@@ -1,7 +1,7 @@
 """`just bench`: run shoal's CPU benchmarks one after another; each appends its results to docs/BENCHMARKS.md.
 
     just bench                      # frontend, router, router-sim, router-peer, reference, lora, transfer,
-                                    # overload, busy, agents, planner
+                                    # overload, busy, agents, planner, fuzz
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, results and plots in a scratch folder, not docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
@@ -52,9 +52,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # checks needing the `bench` extra (lm-eval; aiperf, best in its own venv: AIPERF=PATH); not in the default set
     "lm-eval": ("tests.bench.check_lm_eval", ["--record", "docs/bench/lm_eval_check.jsonl"], []),
     "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
+    "fuzz": ("tests.bench.bench_fuzz", ["--seconds", "120"], ["--seconds", "10"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner"]
+           "busy", "agents", "planner", "fuzz"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

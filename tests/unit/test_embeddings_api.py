@@ -68,7 +68,7 @@ def app(tiny_model: Path) -> FrontendApp:
 
 
 async def call(app: FrontendApp, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await app(Request("POST", path, "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", path, "", {"content-type": "application/json"}, json.dumps(body).encode(), None))
     return resp.status, json.loads(resp.body)
 
 
@@ -135,6 +135,9 @@ async def test_embedding_inputs_shapes(tiny_model: Path) -> None:
     assert await embedding_inputs(tok, [[5], [6, 7]], 8) == [[5], [6, 7]]
     with pytest.raises(BadRequest) as err:
         await embedding_inputs(tok, ["abc", "abcd"], 8, max_prompt_tokens=3)
+    assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
+    with pytest.raises(BadRequest) as err:  # --max-prompt-bytes, before tokenizing: bytes, not characters
+        await embedding_inputs(tok, ["ab", "日本"], 8, max_prompt_bytes=5)
     assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
 
 

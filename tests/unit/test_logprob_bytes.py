@@ -21,6 +21,7 @@ from shared.routing.base import RoundRobinRouter
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.token_bytes import token_bytes
 
+JSON = {"content-type": "application/json"}  # the request gate answers other POSTs 415
 TEXT = "héllo ✓ 日本 🎉 ok"
 
 
@@ -61,7 +62,7 @@ async def test_joined_logprob_bytes_decode_to_the_response_text(tok: Tokenizer, 
                       FrontendOptions())
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": len(ids),
             "logprobs": True, "top_logprobs": 2, "stream": stream}
-    resp = await app(Request("POST", "/v1/chat/completions", "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", "/v1/chat/completions", "", JSON, json.dumps(body).encode(), None))
     assert resp.status == 200
     if isinstance(resp, StreamingResponse):
         raw = b"".join([c async for c in resp.chunks])

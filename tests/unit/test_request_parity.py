@@ -26,6 +26,7 @@ from shared.telemetry.metrics import render_metrics
 from shared.telemetry.tracing import configure_tracing
 from shared.tokenizer import Tokenizer
 
+JSON = {"content-type": "application/json"}  # the request gate answers other POSTs 415
 
 class FakeWorker:
     """One live instance: three tokens, or OVERLOADED before any when `full`."""
@@ -74,7 +75,7 @@ def _ttft_count() -> float:
 
 
 async def _post(app: FrontendApp, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
-    resp = await app(Request("POST", path, "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", path, "", JSON, json.dumps(body).encode(), None))
     data = b"".join([c async for c in resp.chunks]) if isinstance(resp, StreamingResponse) else resp.body
     return resp.status, dict(resp.headers or []), data
 
@@ -110,7 +111,7 @@ async def test_every_n_gets_ttft_span_worker_header_and_early_429(app: FrontendA
 @pytest.mark.parametrize("n", [1, 2])
 async def test_a_client_leaving_a_stream_counts_the_request_out_at_once(app: FrontendApp, n: int) -> None:
     body = {**BODIES["/v1/chat/completions"], "n": n, "stream": True}
-    resp = await app(Request("POST", "/v1/chat/completions", "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", "/v1/chat/completions", "", JSON, json.dumps(body).encode(), None))
     assert isinstance(resp, StreamingResponse) and app.dispatcher.inflight == 1
     await anext(resp.chunks)
     await resp.chunks.aclose()  # type: ignore[attr-defined]  # what the server does when the client goes

@@ -23,7 +23,15 @@ from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
 from shared.engine.adapters import AdapterSet
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
+from shared.engine.base import (
+    Engine,
+    EngineError,
+    EngineLoad,
+    KvEventSink,
+    KvHandoff,
+    check_embed_inputs,
+    check_token_ids,
+)
 from shared.engine.grammar import EngineGrammars
 from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
@@ -290,6 +298,7 @@ class ReferenceEngine(Engine):
             raise EngineError(ErrorCode.CONTEXT_LENGTH, "request larger than the whole KV cache")
         if len(sched.waiting) >= self.cfg.max_waiting:
             raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
+        check_token_ids(request, int(self._runner().hf_config.vocab_size))
         stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
         seq = Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
                        sampling=self._sampling_spec(request), stop_ids=stop_ids)

@@ -48,9 +48,11 @@ def _suppress(logits: torch.Tensor, banned: list[frozenset[int]]) -> torch.Tenso
     if not any(banned):
         return logits
     logits = logits.clone()
+    vocab = logits.shape[1]
     for i, ids in enumerate(banned):
-        if ids:
-            logits[i, list(ids)] = float("-inf")
+        inside = [t for t in ids if 0 <= t < vocab]  # the engine refuses others; never index past the row
+        if inside:
+            logits[i, inside] = float("-inf")
     return logits
 
 
