@@ -23,11 +23,6 @@ def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> CompletionLo
     return CompletionLogprobs([t.token for t in tokens], [t.logprob for t in tokens], tops, offsets)
 
 
-def ends(frame: Frame) -> bool:
-    """The frame finishes its choice (a running usage count may follow the finish)."""
-    return any(isinstance(step, FinishStep) for step in frame[-2:])
-
-
 class _Choice:
     def __init__(self, echo: str) -> None:
         self.text = echo  # the echo goes ahead of the first output
@@ -73,25 +68,28 @@ class CompletionsRenderer:
         return Response(200, json_encoder.encode(body))
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        choices: dict[int, _Choice] = {}
-        held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
-        async for frame in frames:
-            first = frame[0]
-            if isinstance(first, ErrorStep):
-                yield held + sse_error_step(first)
-                return
-            if isinstance(first, UsageStep) and not first.running:
-                if self.include_usage:
-                    held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
-                continue
-            c = choices.setdefault(first.choice, _Choice(self.echo))
-            out = held + self._chunk(frame, first.choice, c)
-            held = b""
-            if ends(frame):
-                held = out
-            elif out:
-                yield out
-        yield held + SSE_DONE
+        try:
+            choices: dict[int, _Choice] = {}
+            held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
+            async for frame in frames:
+                first = frame[0]
+                if isinstance(first, ErrorStep):
+                    yield held + sse_error_step(first)
+                    return
+                if isinstance(first, UsageStep) and not first.running:
+                    if self.include_usage:
+                        held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
+                    continue
+                c = choices.setdefault(first.choice, _Choice(self.echo))
+                out = held + self._chunk(frame, first.choice, c)
+                held = b""
+                if c.finish is not None:  # the frame finished its choice
+                    held = out
+                elif out:
+                    yield out
+            yield held + SSE_DONE
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
 
     def _chunk(self, frame: Frame, index: int, c: _Choice) -> bytes:
         offset = len(c.text)  # the first new token's text starts after what was sent (and the echo)
@@ -104,7 +102,7 @@ class CompletionsRenderer:
             elif isinstance(step, LogprobsStep):
                 tokens.extend(step.tokens)
             elif isinstance(step, FinishStep):
-                reason = step.reason
+                reason = c.finish = step.reason
             elif isinstance(step, UsageStep):
                 usage = usage_info(step.usage)
         text = c.unsent()
