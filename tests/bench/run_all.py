@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # name -> (module, full-run arguments, quick-run arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "4", "16", "--requests", "200"]),
+    "frontend-ab": ("tests.bench.bench_frontend_ab", [], ["--requests", "200", "--rounds", "1", "--tolerance", "0.5",
+                                                         "--no-report"]),
     "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
     "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
     "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200"]),
@@ -50,8 +52,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
 }
-DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner"]
+DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
+           "overload", "busy", "agents", "planner"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
