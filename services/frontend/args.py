@@ -68,7 +68,6 @@ FRONTEND_FLAGS = FlagGroup(
     flag("max_prompt_tokens", "--max-prompt-tokens"),
     flag("max_rerank_documents", "--max-rerank-documents",
          help="documents (or score pairs) one /v1/rerank or /v1/score request may hold; more: 400"),
-    flag("api_key", "--api-key", help="require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env SHOAL_API_KEY)"),
     flag("api_key", "--api-key", help="require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env SHOAL_API_KEY; "
                                       "prefer it or --api-key-file: a flag shows in ps)"),
     flag("api_key_file", "--api-key-file",

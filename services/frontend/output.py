@@ -82,7 +82,8 @@ class ChoiceOutput:
     def _take_all(self, chunk: OutputChunk) -> str:
         ids = chunk.token_ids
         self.completion_tokens += len(ids)
-        self._logprobs(chunk, 0, len(ids))
+        if self.want_logprobs:
+            self._logprobs(chunk, 0, len(ids))
         return self.detok.add(ids)
 
     def _take_until_stop(self, chunk: OutputChunk) -> str:

@@ -178,7 +178,8 @@ class Pipeline:
             if isinstance(e, StopAsyncIteration):
                 raise refused(502, "the worker ended the stream without output", ErrorCode.WORKER_LOST.value) from e
             raise
-        worker = ",".join(dict.fromkeys(s.get("instance_id", "") for s in served))
+        worker = served[0].get("instance_id", "") if job.n == 1 else \
+            ",".join(dict.fromkeys(s.get("instance_id", "") for s in served))
         return Run(job, streams, firsts, release, worker)
 
 
@@ -226,9 +227,18 @@ class Run:
         """Every choice's frames (interleaved as they come), then [UsageStep]; a failure ends with [ErrorStep]."""
         tasks: list[asyncio.Task[None]] = []
         try:
-            if len(self.outputs) == 1:
-                async for frame in self._choice(0):
-                    yield frame
+            if len(self.outputs) == 1:  # inline: one generator less per frame on the common path
+                out, continuous, stream = self.outputs[0], self.job.prepared.continuous_usage, self.streams[0]
+                items: list[OutputChunk] | None = self.firsts[0]
+                while items is not None:
+                    frame = out.feed(items)
+                    if continuous:
+                        frame.append(UsageStep(self.usage([out]), running=True))
+                    if frame:
+                        yield frame
+                    if out.finish_reason is not None:
+                        break
+                    items = await anext(stream, None)
             else:
                 async for frame in self._merged(tasks):
                     yield frame
@@ -251,7 +261,7 @@ class Run:
                 frame.append(UsageStep(self.usage([out]), running=True, choice=i))
             if frame:
                 yield frame
-            if out.finished:
+            if out.finish_reason is not None:
                 return
             items = await anext(self.streams[i], None)
 

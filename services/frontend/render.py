@@ -30,25 +30,15 @@ class Renderer(Protocol):
 
 
 async def respond(renderer: Renderer, run: Run, stream: bool) -> Response | StreamingResponse:
+    """The answer; a renderer's stream closes its frames (the request counted out, its engine requests
+    cancelled) however the client's stream ends."""
     worker = [(WORKER_HEADER, run.worker)]
     if stream:
-        frames = run.frames()
-        return StreamingResponse(200, _closing(renderer.stream(frames), frames), headers=worker)
+        return StreamingResponse(200, renderer.stream(run.frames()), headers=worker)
     async with contextlib.aclosing(run.frames()) as frames:
         resp = await renderer.whole(frames)
     resp.headers = [*(resp.headers or []), *worker]
     return resp
-
-
-async def _closing(events: AsyncIterator[bytes], frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-    """`events`, then `frames` closed (the request counted out, its engine requests cancelled) at once, however
-    the client's stream ends (a generator does not close the one it reads from)."""
-    try:
-        async for out in events:
-            yield out
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        await frames.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass

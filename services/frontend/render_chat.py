@@ -62,6 +62,7 @@ class ChatRenderer:
         self.rid, self.model, self.created = job.request_id, job.model.name, int(time.time())
         self.include_usage = job.prepared.include_usage
         self.parses = job.plan is not None and job.plan.parses
+        self.ended = False  # the last chunk rendered finished its choice
 
     def error(self, step: ErrorStep) -> Response:
         return openai_error(step)
@@ -94,26 +95,29 @@ class ChatRenderer:
                                                                 usage_info(usage))))
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        role_sent: set[int] = set()
-        calls: set[tuple[int, int]] = set()
-        held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
-        async for frame in frames:
-            first = frame[0]
-            if isinstance(first, ErrorStep):
-                yield held + sse_error_step(first)
-                return
-            if isinstance(first, UsageStep) and not first.running:
-                if self.include_usage:
-                    held += sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [],
-                                                          usage=usage_info(first.usage)))
-                continue
-            out = held + self._chunk(frame, first.choice, role_sent, calls)
-            held = b""
-            if any(isinstance(step, FinishStep) for step in frame[-2:]):  # (a running usage may follow the finish)
-                held = out
-            elif out:
-                yield out
-        yield held + SSE_DONE
+        try:
+            role_sent: set[int] = set()
+            calls: set[tuple[int, int]] = set()
+            held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
+            async for frame in frames:
+                first = frame[0]
+                if isinstance(first, ErrorStep):
+                    yield held + sse_error_step(first)
+                    return
+                if isinstance(first, UsageStep) and not first.running:
+                    if self.include_usage:
+                        held += sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [],
+                                                              usage=usage_info(first.usage)))
+                    continue
+                out = held + self._chunk(frame, first.choice, role_sent, calls)
+                held = b""
+                if self.ended:  # the frame finished its choice
+                    held = out
+                elif out:
+                    yield out
+            yield held + SSE_DONE
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
 
     def _chunk(self, frame: Frame, choice: int, role_sent: set[int], calls: set[tuple[int, int]]) -> bytes:
         content = reasoning = ""
@@ -136,6 +140,7 @@ class ChatRenderer:
                 reason = finish_reason(step, any(c == choice for c, _ in calls))
             elif isinstance(step, UsageStep):
                 usage = usage_info(step.usage)
+        self.ended = reason is not None
         if not (content or reasoning or deltas or tokens or reason):
             return b""
         delta = Delta(content=content or (None if self.parses else ""), reasoning_content=reasoning or None,

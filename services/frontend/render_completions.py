@@ -36,10 +36,6 @@ def _top_dict(top: tuple[TokenLogprob, ...]) -> dict[str, float]:
     return out
 
 
-def ends(frame: Frame) -> bool:
-    """The frame finishes its choice (a running usage count may follow the finish)."""
-    return any(isinstance(step, FinishStep) for step in frame[-2:])
-
 
 class _Choice:
     def __init__(self, echo: str) -> None:
@@ -89,25 +85,28 @@ class CompletionsRenderer:
         return Response(200, json_encoder.encode(body))
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        choices: dict[int, _Choice] = {}
-        held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
-        async for frame in frames:
-            first = frame[0]
-            if isinstance(first, ErrorStep):
-                yield held + sse_error_step(first)
-                return
-            if isinstance(first, UsageStep) and not first.running:
-                if self.include_usage:
-                    held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
-                continue
-            c = choices.setdefault(first.choice, _Choice(self.echo))
-            out = held + self._chunk(frame, first.choice, c)
-            held = b""
-            if ends(frame):
-                held = out
-            elif out:
-                yield out
-        yield held + SSE_DONE
+        try:
+            choices: dict[int, _Choice] = {}
+            held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
+            async for frame in frames:
+                first = frame[0]
+                if isinstance(first, ErrorStep):
+                    yield held + sse_error_step(first)
+                    return
+                if isinstance(first, UsageStep) and not first.running:
+                    if self.include_usage:
+                        held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
+                    continue
+                c = choices.setdefault(first.choice, _Choice(self.echo))
+                out = held + self._chunk(frame, first.choice, c)
+                held = b""
+                if c.finish is not None:  # the frame finished its choice
+                    held = out
+                elif out:
+                    yield out
+            yield held + SSE_DONE
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
 
     def _chunk(self, frame: Frame, index: int, c: _Choice) -> bytes:
         offset = len(c.text)  # the first new token's text starts after what was sent (and the echo)
@@ -122,7 +121,7 @@ class CompletionsRenderer:
                 if step.prompt:
                     offset = c.sent  # the prompt's tokens start where the (unsent) echo does
             elif isinstance(step, FinishStep):
-                reason = step.reason
+                reason = c.finish = step.reason
             elif isinstance(step, UsageStep):
                 usage = usage_info(step.usage)
         text = c.unsent()

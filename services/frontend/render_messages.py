@@ -84,35 +84,38 @@ class MessagesRenderer:
         return Response(200, json_encoder.encode(self._message(content, finish, bool(m.calls), usage)))
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        events = _Events()
-        start = self._message([], None, False, Usage(self.prompt_tokens))
-        yield events.event("message_start", message=start) + events.event("ping")
-        finish: FinishStep | None = None
-        out = b""  # the finishing frame's events go out with the message's end, in one write
-        async for frame in frames:
-            for step in frame:
-                if isinstance(step, ErrorStep):
-                    kind = ANTHROPIC_ERROR_TYPES.get(step.status, "api_error")
-                    yield out + events.raw("error", error_body(kind, step.message))
-                    return
-                if isinstance(step, ReasoningStep):
-                    out += events.delta("thinking", {"type": "thinking_delta", "thinking": step.text})
-                elif isinstance(step, TextStep):
-                    out += events.delta("text", {"type": "text_delta", "text": step.text})
-                elif isinstance(step, ToolCallStep):
-                    out += events.call(step)
-                elif isinstance(step, FinishStep):
-                    finish = step
-                elif isinstance(step, UsageStep) and not step.running:
-                    out += events.close() + events.event(
-                        "message_delta", delta={"stop_reason": stop_reason(finish, events.calls > 0),
-                                                "stop_sequence": finish.stop_sequence if finish else None},
-                        usage=_usage(step.usage)) + events.event("message_stop")
-            if out and finish is None:
+        try:
+            events = _Events()
+            start = self._message([], None, False, Usage(self.prompt_tokens))
+            yield events.event("message_start", message=start) + events.event("ping")
+            finish: FinishStep | None = None
+            out = b""  # the finishing frame's events go out with the message's end, in one write
+            async for frame in frames:
+                for step in frame:
+                    if isinstance(step, ErrorStep):
+                        kind = ANTHROPIC_ERROR_TYPES.get(step.status, "api_error")
+                        yield out + events.raw("error", error_body(kind, step.message))
+                        return
+                    if isinstance(step, ReasoningStep):
+                        out += events.delta("thinking", {"type": "thinking_delta", "thinking": step.text})
+                    elif isinstance(step, TextStep):
+                        out += events.delta("text", {"type": "text_delta", "text": step.text})
+                    elif isinstance(step, ToolCallStep):
+                        out += events.call(step)
+                    elif isinstance(step, FinishStep):
+                        finish = step
+                    elif isinstance(step, UsageStep) and not step.running:
+                        out += events.close() + events.event(
+                            "message_delta", delta={"stop_reason": stop_reason(finish, events.calls > 0),
+                                                    "stop_sequence": finish.stop_sequence if finish else None},
+                            usage=_usage(step.usage)) + events.event("message_stop")
+                if out and finish is None:
+                    yield out
+                    out = b""
+            if out:
                 yield out
-                out = b""
-        if out:
-            yield out
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
 
 
 class _Events:

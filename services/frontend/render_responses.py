@@ -193,15 +193,18 @@ class ResponsesRenderer:
         return Response(200, _json.encode(body))
 
     async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        events = ResponseEvents(self.req)
-        yield events.start()
-        held = b""  # the finishing frame's events go out with the end of the response, in one write
-        async for frame in frames:
-            if frame and isinstance(frame[0], ErrorStep):
-                yield held + events.finish(frame[0])
-                return
-            held += events.feed(frame)
-            if held and not any(isinstance(step, (FinishStep, UsageStep)) for step in frame):
-                yield held
-                held = b""
-        yield held + events.finish()
+        try:
+            events = ResponseEvents(self.req)
+            yield events.start()
+            held = b""  # the finishing frame's events go out with the end of the response, in one write
+            async for frame in frames:
+                if frame and isinstance(frame[0], ErrorStep):
+                    yield held + events.finish(frame[0])
+                    return
+                held += events.feed(frame)
+                if held and not any(isinstance(step, (FinishStep, UsageStep)) for step in frame):
+                    yield held
+                    held = b""
+            yield held + events.finish()
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # name -> (module, full-run arguments, quick-run arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "4", "16", "--requests", "200"]),
+    "frontend-ab": ("tests.bench.bench_frontend_ab", [], ["--requests", "200", "--rounds", "1", "--tolerance", "0.5",
+                                                         "--no-report"]),
     "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
     "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
     "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200"]),
@@ -54,8 +56,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
     "fuzz": ("tests.bench.bench_fuzz", ["--seconds", "120"], ["--seconds", "10"]),
 }
-DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner", "fuzz"]
+DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
+           "overload", "busy", "agents", "planner", "fuzz"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

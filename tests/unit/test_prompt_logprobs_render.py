@@ -66,7 +66,8 @@ def setup(tiny_model: Path) -> tuple[FrontendApp, Worker, Tokenizer]:
 
 
 async def _post(app: FrontendApp, body: dict[str, Any]) -> dict[str, Any]:
-    resp = await app(Request("POST", "/v1/completions", "", {}, json.dumps(body).encode(), None))
+    json_type = {"content-type": "application/json"}
+    resp = await app(Request("POST", "/v1/completions", "", json_type, json.dumps(body).encode(), None))
     assert resp.status == 200, getattr(resp, "body", b"")
     if not isinstance(resp, StreamingResponse):
         return json.loads(resp.body)["choices"][0]

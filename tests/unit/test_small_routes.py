@@ -26,7 +26,8 @@ def app(tiny_model: Path) -> FrontendApp:
 
 async def call(app: FrontendApp, path: str, body: Any, headers: dict[str, str] | None = None
                ) -> tuple[int, dict[str, Any]]:
-    resp = await app(Request("POST", path, "", headers or {}, json.dumps(body).encode(), None))
+    sent = {"content-type": "application/json", **(headers or {})}
+    resp = await app(Request("POST", path, "", sent, json.dumps(body).encode(), None))
     return resp.status, json.loads(resp.body)
 
 
