@@ -46,11 +46,14 @@ def bootstrap_of(rec: InstanceRecord) -> tuple[str, int] | None:
     return (host, int(port)) if host and port and port.isdigit() else None
 
 
+DEFAULT_PAGE_SIZE = 16  # tokens per KV block, where an engine does not say (engines publish theirs)
+
+
 class RuntimeConfig(msgspec.Struct, frozen=True, omit_defaults=True):
     """What the engine can hold and run; the router plans with it."""
 
     total_kv_blocks: int = 0
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     max_running_requests: int = 0
     max_batched_tokens: int = 0
     max_waiting_requests: int = 0
@@ -67,9 +70,9 @@ class ModelCard(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_id: str
     component: str
     endpoint: str = "generate"
-    model_type: str = "chat"  # "chat" (also serves completions) | "completions" | "embedding"
+    model_type: str = "chat"  # "chat" (also serves completions) | "completions" | "embedding" | "score"
     context_length: int = 4096
-    kv_block_size: int = 16
+    kv_block_size: int = DEFAULT_PAGE_SIZE
     tokenizer_artifact: str = ""  # object name in the artifacts store
     engine: str = ""
     runtime: RuntimeConfig = RuntimeConfig()

@@ -80,6 +80,7 @@ class OutputOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: also top-k
     detokenize: bool = False  # the worker sends text deltas (frontend detokenizes otherwise)
     skip_special_tokens: bool = True
+    prompt_logprobs: int | None = None  # None: none; k >= 0: each prompt token's logprob (and top-k), first chunk
 
 
 class RoutingHints(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -150,6 +151,9 @@ class OutputChunk(msgspec.Struct, frozen=True, omit_defaults=True):
     finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
     stop_reason: int | str | None = None  # the stop token id or string that matched
     usage: Usage | None = None  # set on the final chunk
+    # output.prompt_logprobs asked: on the first chunk, one per prompt token (the first is None: nothing precedes it)
+    prompt_logprobs: list[float | None] | None = None
+    prompt_top_logprobs: list[list[TopLogprob]] | None = None  # per prompt token ([] for the first)
 
 
 class StreamFrame(msgspec.Struct, frozen=True, omit_defaults=True, array_like=True):

@@ -29,13 +29,13 @@ def endpoint_subject(ns: str, component: str, endpoint: str) -> str:
 
 
 def instance_subject(ns: str, component: str, endpoint: str, instance_id: str) -> str:
-    """One instance (the router's choice)."""
-    return f"{PREFIX}.{ns}.{component}.{endpoint}.{instance_id}"
+    """One instance (the router's choice); the id is checked (it may come from a client: router mode direct)."""
+    return f"{PREFIX}.{ns}.{component}.{endpoint}.{check_token(instance_id, 'instance id')}"
 
 
 def control_subject(ns: str, component: str, instance_id: str) -> str:
     """Cancel messages for the requests an instance holds."""
-    return f"{PREFIX}.{ns}.{component}._control.{instance_id}"
+    return f"{PREFIX}.{ns}.{component}._control.{check_token(instance_id, 'instance id')}"
 
 
 def kv_events_subject(ns: str, component: str, instance_id: str) -> str:

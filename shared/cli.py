@@ -19,6 +19,11 @@ Run: TypeAlias = Callable[[argparse.Namespace], int]
 def _make_tiny(a: argparse.Namespace) -> int:
     from shared.model.tiny import make_tiny
 
+    if getattr(a, "cross_encoder", False):
+        from shared.model.tiny_cross_encoder import make_tiny_cross_encoder
+
+        print(make_tiny_cross_encoder(a.dir, seed=a.seed))
+        return 0
     if getattr(a, "vision", False):
         from shared.model.tiny_vlm import make_tiny_vlm
 
@@ -47,6 +52,9 @@ def _add_model(verbs: Verbs) -> None:
                            "(serve it with python -m services.diffusion)")
     tiny.add_argument("--vision", action="store_true",
                       help="a tiny vision-language model (Llava: tiny CLIP tower + the tiny Llama, an <image> token)")
+    tiny.add_argument("--cross-encoder", action="store_true",
+                      help="a tiny BERT cross-encoder (BertForSequenceClassification, one label, WordPiece "
+                           "tokenizer): serve it with python -m services.score for /v1/rerank and /v1/score")
     tiny.set_defaults(fn=_make_tiny)
 
 

@@ -43,3 +43,26 @@ class TransferFailed(ShoalError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class BadRequest(ShoalError):
+    """The client's request is wrong (400): `param` names the field when one is to blame."""
+
+    code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str, param: str | None = None, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code)
+        self.param = param
+
+
+# 5xx whose messages may carry exception text from deep inside a worker: clients get these words instead
+_GENERIC: dict[ErrorCode, str] = {
+    ErrorCode.INTERNAL: "internal error while serving the request",
+    ErrorCode.ENGINE_ERROR: "the engine failed while serving the request",
+}
+
+
+def client_message(code: ErrorCode, message: str) -> str:
+    """What a client may read of a failure: generic words for internal and engine errors (the details go
+    to the logs), the message itself for every other code (those are written for clients)."""
+    return _GENERIC.get(code, message)

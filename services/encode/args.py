@@ -21,13 +21,12 @@ class EncodeConfig(msgspec.Struct, frozen=True):
     slots: int = 256
     ttl: float = 30.0
     media: MediaOptions = MediaOptions()
-    drain_grace: float = 10.0
 
 
 def parse(argv: list[str]) -> EncodeConfig:
     p = argparse.ArgumentParser(prog="python -m services.encode",
                                 description="shoal encode worker: images -> embeddings, read over NIXL.")
-    add_common_args(p)
+    add_common_args(p, drains=True)
     add_model_args(p, skip=("served_model_name",))  # a Llava model directory: its vision tower and projector
     g = p.add_argument_group("encode")
     g.add_argument("--component", default="encode")
@@ -38,11 +37,9 @@ def parse(argv: list[str]) -> EncodeConfig:
                    help="images whose embeddings can wait to be read at once")
     g.add_argument("--embedding-ttl", dest="ttl", type=float, default=30.0,
                    help="seconds an unread image's embeddings are kept")
-    g.add_argument("--drain-grace", type=float, default=10.0)
     MEDIA_FLAGS.add_to(p)
     ns = p.parse_args(expand_or_exit(p, argv))
     model = model_options(p, ns, "shoal model make-tiny DIR --vision")
     return EncodeConfig(common=common_from_args(ns), model_path=model.model_path, component=ns.component,
                         endpoint=ns.endpoint, device=ns.device, slots=ns.slots, ttl=ns.ttl,
-                        media=MEDIA_FLAGS.build(ns),
-                        drain_grace=ns.drain_grace)
+                        media=MEDIA_FLAGS.build(ns))

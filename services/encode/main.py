@@ -49,7 +49,7 @@ async def amain(argv: list[str]) -> None:
         try:
             await svc.stopped()
             svc.set_ready(False)
-            await server.drain(cfg.drain_grace)
+            await server.drain(cfg.common.drain_grace)
         finally:
             await store.stop()
             await directory.revoke()

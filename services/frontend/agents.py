@@ -1,8 +1,8 @@
 """Agents on the chat route: structured output, tools and reasoning (the request side and the output side).
 
-    plan = plan_chat(body, model)                # validates; BadRequest (400) says why
+    plan = plan_chat(body, tool_parser, reasoning_parser)   # validates; BadRequest (400) says why
     await plan.check(tokenizer)                  # the grammar compiles (in a thread), or 400
-    request = plan.apply(request)                # EngineRequest with its grammar
+    prepare(..., grammar=plan.grammar)           # the EngineRequest is built once, with its grammar
     parser = plan.new_parser()                   # per choice: content, reasoning_content, tool_calls
 
 Parsing happens here, in the frontend, with the parser names the worker published
@@ -12,17 +12,15 @@ flags, which win.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from protocol.messages import EngineRequest, Grammar
-from services.frontend.models import ModelEntry
 from services.frontend.openai_types import (
     ChatCompletionRequest,
     Delta,
@@ -31,12 +29,12 @@ from services.frontend.openai_types import (
     ToolCall,
     ToolCallDelta,
 )
-from services.frontend.preprocess import BadRequest, Prepared
+from shared.errors import BadRequest
 from shared.grammar import GrammarCache, GrammarError
+from shared.grammar.pool import run_compile
 from shared.grammar.schema import fix_schema
 from shared.grammar.tools import forced_tool_grammar
 from shared.parsers import OutputParser, join_calls, make_parser
-from shared.parsers.detect import resolve_parsers
 from shared.parsers.validate import check_tools
 from shared.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -64,7 +62,7 @@ class AgentPlan:
         if self.grammar is None:
             return
         try:
-            await asyncio.to_thread(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))
+            await run_compile(lambda: GrammarCache.for_tokenizer(tok).compile(self.grammar))  # own pool, deadline
         except GrammarError as e:
             raise BadRequest(str(e), _PARAM.get(self.grammar.kind, "response_format")) from e
 
@@ -114,7 +112,8 @@ def _tool_choice(choice: str | dict[str, Any] | None, tools: list[dict[str, Any]
         if choice == "required" and not tools:
             raise BadRequest("tool_choice required needs tools", "tool_choice")
         return choice
-    name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+    fn = choice.get("function") if choice.get("type") == "function" else None
+    name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str):
         raise BadRequest("tool_choice must be {'type': 'function', 'function': {'name': ...}}", "tool_choice")
     if name not in {t["function"]["name"] for t in tools}:
@@ -133,7 +132,10 @@ def _response_format(fmt: dict[str, Any] | None) -> Grammar | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise BadRequest("response_format json_schema needs json_schema.schema (an object)", "response_format")
-        return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        try:
+            return Grammar("json_schema", json.dumps(fix_schema(schema), ensure_ascii=False))
+        except ValueError as e:  # a malformed keyword (minLength: "abc"); the message names it
+            raise BadRequest(f"response_format json_schema: {e}", "response_format") from e
     return None
 
 
@@ -148,17 +150,6 @@ def _extra_grammar(req: ChatCompletionRequest) -> Grammar | None:
 def _choice_ebnf(choices: list[str]) -> str:
     """Exactly one of the strings (JSON string escapes are EBNF string escapes)."""
     return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
-
-
-async def with_agents(p: Prepared, req: ChatCompletionRequest, model: ModelEntry, tool_parser: str | None,
-                      reasoning_parser: str | None) -> None:
-    """Plan and check `req`'s agent features and put them on `p` (the frontend's parser flags win)."""
-    tool_parser, reasoning_parser = resolve_parsers(tool_parser or model.tool_call_parser,
-                                                    reasoning_parser or model.reasoning_parser, model.tokenizer)
-    plan = replace(plan_chat(req, tool_parser, reasoning_parser), prompt=p.prompt_text)
-    await plan.check(model.tokenizer)
-    p.request = plan.apply(p.request)
-    p.agent = plan
 
 
 class MarkerDetokenizer(IncrementalDetokenizer):

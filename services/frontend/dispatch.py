@@ -1,4 +1,7 @@
-"""Send a prepared request to a worker; migrate it when the worker is lost.
+"""Send a prepared request to a worker; migrate it when the worker is lost; admit it first.
+
+The dispatch policy in one object: admission (requests in flight before a 429), retries
+before a worker took the request, and migration after it did.
 
 Migration re-sends the prompt plus every token already streamed to another
 worker, so the client's stream continues without a duplicated or dropped
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -22,17 +25,42 @@ from services.frontend.request_metrics import observed
 from shared.routing.opaque import image_routing_tokens
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
-from shared.telemetry.metrics import counter
+from shared.telemetry.metrics import counter, gauge
 
 log = get_logger("shoal.frontend.dispatch")
 MIGRATIONS = counter("shoal_frontend_migrations_total", "Requests moved to another worker", ["model"])
 RETRIES = counter("shoal_frontend_retries_total", "Requests re-sent before a worker took them", ["model"])
+INFLIGHT = gauge("shoal_frontend_inflight_requests", "Requests being served now")
+DEFAULT_MAX_INFLIGHT = 4096
 
 
 class Dispatcher:
-    def __init__(self, migration_limit: int = 0, request_timeout: float | None = None) -> None:
+    def __init__(self, migration_limit: int = 0, request_timeout: float | None = None,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         self.migration_limit = migration_limit
         self.request_timeout = request_timeout
+        self.max_inflight = max_inflight
+        self.inflight = 0
+
+    def has_room(self) -> bool:
+        return self.inflight < self.max_inflight
+
+    def admit(self) -> Callable[[], None] | None:
+        """Count a request in flight (None: too many already); the returned release (idempotent) counts it out."""
+        if self.inflight >= self.max_inflight:
+            return None
+        self.inflight += 1
+        INFLIGHT.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.inflight -= 1
+                INFLIGHT.dec()
+
+        return release
 
     def stream(
         self,

@@ -10,10 +10,19 @@ import struct
 from protocol.embeddings import EmbedRequest, EmbedResponse
 from protocol.messages import ErrorCode
 from services.frontend.dispatch import Dispatcher
+from services.frontend.http_errors import (
+    WORKER_HEADER,
+    decode_body,
+    error_response,
+    failure_response,
+    json_encoder,
+    openai_error,
+)
+from services.frontend.limits import PROMPT_BYTES_PER_TOKEN, RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry
 from services.frontend.openai_types import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
-from services.frontend.preprocess import THREAD_TOKENIZE_CHARS, BadRequest
-from services.frontend.responses import WORKER_HEADER, decode_body, error_response, failure_response, json_encoder
+from services.frontend.preprocess import THREAD_TOKENIZE_CHARS
+from shared.errors import BadRequest
 from shared.http import Request, Response
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.tracing import inject_headers, span
@@ -23,7 +32,8 @@ INPUT_SHAPES = "a string, a list of strings, a list of token ids, or a list of l
 
 
 async def embedding_inputs(tok: Tokenizer, value: str | list[str | int | list[int]], context_length: int,
-                           max_prompt_tokens: int | None = None) -> list[list[int]]:
+                           max_prompt_tokens: int | None = None, max_prompt_bytes: int | None = None
+                           ) -> list[list[int]]:
     """OpenAI's `input` as token ids per input; raises BadRequest for an empty, mixed or too long input."""
     items = [value] if isinstance(value, str) else list(value)
     if not items:
@@ -33,6 +43,11 @@ async def embedding_inputs(tok: Tokenizer, value: str | list[str | int | list[in
     elif all(isinstance(x, list) for x in items):
         inputs = [list(x) for x in items]  # type: ignore[arg-type]
     elif all(isinstance(x, str) for x in items):
+        # checked before tokenizing (--max-prompt-bytes, as for generation)
+        budget = max_prompt_bytes or PROMPT_BYTES_PER_TOKEN * (max_prompt_tokens or context_length)
+        over = (i for i, x in enumerate(items) if len(x) > budget or len(x.encode()) > budget)  # type: ignore[union-attr]
+        if (i := next(over, None)) is not None:
+            raise BadRequest(f"input {i} is over {budget} bytes", "input", ErrorCode.CONTEXT_LENGTH)
         inputs = await _encode_all(tok, items)  # type: ignore[arg-type]
     else:
         raise BadRequest(f"input must be {INPUT_SHAPES}, not a mix", "input")
@@ -76,10 +91,11 @@ class EmbeddingsRoute:
     """The route's logic; FrontendApp registers it and counts it in flight."""
 
     def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, max_prompt_tokens: int | None = None,
-                 direct_header: str | None = None) -> None:
+                 direct_header: str | None = None, max_prompt_bytes: int | None = None) -> None:
         self.registry = registry
         self.dispatcher = dispatcher
         self.max_prompt_tokens = max_prompt_tokens
+        self.max_prompt_bytes = max_prompt_bytes  # --max-prompt-bytes (services.frontend.limits)
         self.direct_header = direct_header  # set in router mode "direct": the header naming the worker
         self._dims: dict[str, int] = {}  # each model's dimension, once seen
 
@@ -104,9 +120,11 @@ class EmbeddingsRoute:
             instance = req.headers.get(self.direct_header)
             if not instance:
                 return error_response(400, f"router mode is direct: send the worker in header {self.direct_header}")
+            if (bad := RequestGate.instance(instance, self.direct_header)) is not None:
+                return openai_error(bad)
         try:
             inputs = await embedding_inputs(model.tokenizer, body.input, model.context_length,
-                                            self.max_prompt_tokens)
+                                            self.max_prompt_tokens, self.max_prompt_bytes)
         except BadRequest as e:
             return failure_response(e)
         return await self._run(model, body, inputs, instance)

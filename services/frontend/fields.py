@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
-from services.frontend.preprocess import BadRequest
+from shared.errors import BadRequest
 
 Allowed = Callable[[object], bool]
 

@@ -22,9 +22,9 @@ import time
 import msgspec
 
 from protocol.lora import LORA_ENDPOINT, LoraCommand, LoraReply
+from services.frontend.http_errors import decode_body, error_response, failure_response, json_encoder
 from services.frontend.lora_flags import LoraAdminOptions
 from services.frontend.models import ModelEntry, ModelRegistry
-from services.frontend.responses import decode_body, error_response, failure_response, json_encoder
 from shared.engine.lora_source import LoraSourceError, check_name
 from shared.http import Request, Response
 from shared.runtime.client import EndpointClient

@@ -8,8 +8,10 @@ from protocol.discovery import ModelCard
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
 from services.frontend.dispatch import Dispatcher
+from services.frontend.limits import RequestLimits
 from services.frontend.models import ModelRegistry
 from services.frontend.stats import StatsPublisher
+from shared.grammar import pool as grammar_pool
 from shared.http import Handler, HttpServer
 from shared.http.cors import Cors, CorsPolicy
 from shared.routing.base import Router
@@ -18,29 +20,34 @@ from shared.runtime.service import Service, run
 
 async def amain(argv: list[str]) -> None:
     cfg = parse(argv)
+    grammar_pool.configure(cfg.grammar_compile_timeout)
     async with Service("frontend", cfg.common) as svc:
         registry = ModelRegistry(svc.rt, lambda name, card: _router(cfg, svc, card), cfg.custom_jinja_template,
                                  cfg.worker_silence_timeout)
         await registry.start()
         stats = StatsPublisher(svc.rt)
         await stats.start()
-        app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
-            api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
+        dispatcher = Dispatcher(cfg.migration_limit, cfg.request_timeout, cfg.max_inflight)
+        app = FrontendApp(registry, dispatcher, FrontendOptions(
+            api_key=cfg.api_key, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
-            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser,
-            lora_admin=cfg.lora_admin))
+            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser, limits=RequestLimits(
+                cfg.max_prompt_bytes, cfg.max_grammar_bytes, cfg.max_json_depth, cfg.allow_client_priority,
+                cfg.allowed_hosts, cfg.protect_metrics),
+            max_rerank_documents=cfg.max_rerank_documents, lora_admin=cfg.lora_admin))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,
                                            cfg.cors_allowed_headers))
         http = HttpServer(handler, cfg.http_host, cfg.http_port, max_body_bytes=cfg.max_body_bytes,
-                          header_timeout=cfg.header_timeout, max_connections=cfg.max_connections)
+                          header_timeout=cfg.header_timeout, max_connections=cfg.max_connections,
+                          body_timeout=cfg.body_timeout)
         port = await http.start()
         svc.set_ready()
         svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)
         await svc.stopped()
         svc.set_ready(False)
-        await http.stop(cfg.drain_grace)
+        await http.stop(cfg.common.drain_grace)
         await stats.stop()
         await registry.stop()
 

@@ -18,6 +18,7 @@ from protocol import codec, subjects
 from protocol.discovery import ModelCard
 from protocol.embeddings import EmbedResponse
 from protocol.messages import OutputChunk
+from protocol.scoring import ScoreResponse
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
 from shared.runtime.discovery import KeyUpdate
@@ -47,6 +48,11 @@ class ModelEntry:
     @property
     def is_embedding(self) -> bool:
         return self.model_type == "embedding"
+
+    @property
+    def is_scorer(self) -> bool:
+        """A cross-encoder: serves /v1/rerank and /v1/score (protocol.scoring), not generation."""
+        return self.model_type == "score"
 
     @property
     def image_input(self) -> tuple[str, int] | None:
@@ -161,7 +167,7 @@ class ModelRegistry:
             files = await fetch_tokenizer(self.rt, card.tokenizer_artifact)
             tok = Tokenizer.from_files(files, custom_chat_template=self.custom_template)
             self._tokenizers[card.tokenizer_artifact] = tok
-        response = EmbedResponse if _kind(card.model_type) == "embedding" else OutputChunk
+        response = {"embedding": EmbedResponse, "score": ScoreResponse}.get(_kind(card.model_type), OutputChunk)
         client: EndpointClient[Any] = EndpointClient(
             self.rt, card.component, card.endpoint, response, keepalive_timeout=self.silence_timeout)
         await client.start()
@@ -185,5 +191,5 @@ def resolve(models: dict[str, ModelEntry], name: str) -> tuple[ModelEntry | None
 
 
 def _kind(model_type: str) -> str:
-    """Which client a model needs: "embedding", or "chat" for generating models (chat and completions)."""
-    return "embedding" if model_type == "embedding" else "chat"
+    """Which client a model needs: "embedding", "score", or "chat" for generating models (chat, completions)."""
+    return model_type if model_type in ("embedding", "score") else "chat"

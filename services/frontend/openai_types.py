@@ -74,9 +74,11 @@ class ChatCompletionRequest(_Common, frozen=True, kw_only=True):
 
 
 class CompletionRequest(_Common, frozen=True, kw_only=True):
-    prompt: str | Annotated[list[str | int], Meta(min_length=1)]  # text, [text] or token ids
+    # text, [text], token ids, or [token ids] (a batch of one, as lm-evaluation-harness sends)
+    prompt: str | Annotated[list[str | int | list[int]], Meta(min_length=1)]
+    max_tokens: NonNegInt | None = None  # 0 with echo: score the prompt only (as vLLM)
     logprobs: TopLogprobs | None = None
-    echo: bool = False
+    echo: bool = False  # with logprobs: the prompt's logprobs too (services.frontend.prompt_logprobs)
     suffix: str | None = None
 
 
@@ -123,8 +125,8 @@ class ChatLogprobs(msgspec.Struct, frozen=True):
 
 class CompletionLogprobs(msgspec.Struct, frozen=True):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]] | None
+    token_logprobs: list[float | None]  # an echoed prompt's first token: null
+    top_logprobs: list[dict[str, float] | None] | None
     text_offset: list[int]
 
 

@@ -8,6 +8,7 @@ import msgspec
 
 from services.frontend import openai_types as t
 from services.frontend.responses_api import ResponsesRequest
+from services.frontend.small_routes import openapi_parts
 
 _REF = "#/components/schemas/{name}"
 
@@ -50,6 +51,9 @@ def openapi_document() -> dict[str, Any]:
                                                  "text/event-stream": {"schema": {"type": "string"}}}}
     paths["/v1/responses"] = {"post": {"requestBody": _body("ResponsesRequest"),
                                        "responses": {"200": response, **_errors()}}}
+    small_paths, small_schemas = openapi_parts(_REF)  # tokenize, detokenize, rerank, score
+    paths.update(small_paths)
+    components.update(small_schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "shoal OpenAI-compatible API", "version": "1"},

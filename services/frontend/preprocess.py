@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from protocol.messages import (
     EngineRequest,
     ErrorCode,
+    Grammar,
     OutputOptions,
+    RoutingHints,
     SamplingOptions,
     StopConditions,
 )
 from protocol.multimodal import ImageItem
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest, _Common
-from shared.runtime.errors import RuntimeFailure
+from shared.errors import BadRequest
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.fim import fim_prompt, fim_sentinels
-
-if TYPE_CHECKING:
-    from services.frontend.agents import AgentPlan
 
 # longer prompts are tokenized in a thread, which releases the GIL (about 0.5 ms of work inline at most)
 THREAD_TOKENIZE_CHARS = 2_000
 DEFAULT_COMPLETION_MAX_TOKENS = StopConditions().max_tokens  # 16, as OpenAI's completions API
-
-
-class BadRequest(RuntimeFailure):
-    code = ErrorCode.BAD_REQUEST
-
-    def __init__(self, message: str, param: str | None = None, code: ErrorCode | None = None) -> None:
-        super().__init__(message, code)
-        self.param = param
 
 
 @dataclass
@@ -47,7 +37,6 @@ class Prepared:
     prompt_tokens: int = 0  # what usage reports: each image counts as the tokens it becomes
     echo: str = ""  # completions with echo: the prompt text, sent before the completion
     continuous_usage: bool = False  # stream_options.continuous_usage_stats
-    agent: AgentPlan | None = None  # tools, reasoning, structured output (services.frontend.agents)
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -128,8 +117,13 @@ async def prepare(
     context_length: int,
     max_prompt_tokens: int | None = None,
     image_input: tuple[str, int] | None = None,
+    *,
+    grammar: Grammar | None = None,
+    lora: str = "",
+    session: str = "",
 ) -> Prepared:
-    """`image_input`: (image token, tokens per image) of a model that takes images."""
+    """The prompt tokenized once and the one EngineRequest built from it. `image_input`: (image token,
+    tokens per image) of a model that takes images; `grammar`: the agent plan's; `session`: the client's."""
     urls: list[str] = []
     if isinstance(req, ChatCompletionRequest):
         text, urls = _chat_text(tok, req, image_input[0] if image_input else None)
@@ -138,6 +132,8 @@ async def prepare(
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
     else:
         prompt = req.prompt
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], list):
+            prompt = prompt[0]  # a batch of one token list
         if isinstance(prompt, list) and all(isinstance(x, int) for x in prompt):
             text, ids = None, list(prompt)  # type: ignore[arg-type]
             if any(i < 0 or i >= tok.vocab_size for i in ids):
@@ -148,8 +144,11 @@ async def prepare(
             text = prompt if isinstance(prompt, str) else prompt[0]
             ids = await _encode(tok, text if req.suffix is None else _fill_in_the_middle(tok, text, req.suffix))
         else:
-            raise BadRequest("prompt must be a string, a list of one string, or a list of token ids", "prompt")
-        max_tokens = req.max_tokens or DEFAULT_COMPLETION_MAX_TOKENS
+            raise BadRequest("prompt must be a string, a list of one string, a list of token ids, or a list of one "
+                             "list of token ids", "prompt")
+        max_tokens = DEFAULT_COMPLETION_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+        if max_tokens == 0 and not req.echo:
+            raise BadRequest("max_tokens 0 needs echo: true (it scores the prompt, generating nothing)", "max_tokens")
         logprobs = req.logprobs
     if not ids:
         raise BadRequest("the prompt is empty", "prompt")
@@ -178,7 +177,9 @@ async def prepare(
     )
     engine_req = EngineRequest(
         request_id=request_id, token_ids=ids, model=req.model, sampling=_sampling(req, tok.vocab_size), stop=stop,
-        output=OutputOptions(logprobs=logprobs), multimodal=[ImageItem(url=u) for u in urls], priority=req.priority,
+        output=OutputOptions(logprobs=logprobs, prompt_logprobs=_prompt_logprobs(req)),
+        multimodal=[ImageItem(url=u) for u in urls], priority=req.priority,
+        grammar=grammar, lora=lora, routing=RoutingHints(session_id=session),
     )
     opts = req.stream_options
     include_usage = bool(opts and opts.include_usage)
@@ -194,9 +195,12 @@ def _fill_in_the_middle(tok: Tokenizer, prefix: str, suffix: str) -> str:
     return fim_prompt(sentinels, prefix, suffix)
 
 
+def _prompt_logprobs(req: ChatCompletionRequest | CompletionRequest) -> int | None:
+    """Completions' echo with logprobs asks the engine for the prompt's (services.frontend.prompt_logprobs)."""
+    return req.logprobs if isinstance(req, CompletionRequest) and req.echo else None
+
+
 def _echo(tok: Tokenizer, req: ChatCompletionRequest | CompletionRequest, text: str | None, ids: list[int]) -> str:
     if not isinstance(req, CompletionRequest) or not req.echo:
         return ""
-    if req.logprobs is not None:
-        raise BadRequest("echo with logprobs needs prompt logprobs, which shoal does not compute", "echo")
     return text if text is not None else tok.decode(ids)

@@ -1,26 +1,24 @@
-"""/v1/responses as a translation layer over the chat path.
+"""/v1/responses requests, and the shapes of its output items.
 
-A responses request becomes a chat request (instructions and input items become
-messages, function tools and `text.format` their chat forms); the chat result or
-chunks become response output items (reasoning, message, function_call) or the
-typed events of a response stream. Whatever the chat path learns (tool calls,
-reasoning, structured output) shows up here without code of its own. Stateless:
-`previous_response_id`, `store: true`, `background` and `conversation` are a 400.
+A responses request becomes the pipeline's chat request (instructions and input items
+become messages, function tools and `text.format` their chat forms); the step stream
+becomes output items (services.frontend.render_responses). Whatever the pipeline learns
+(tool calls, reasoning, structured output) shows up here without code of its own.
+Stateless: `previous_response_id`, `store: true`, `background` and `conversation` are a 400.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
+from protocol.messages import Usage
 from services.frontend.fields import Allowed, null, screen
 from services.frontend.openai_types import Temperature, TopP
-from services.frontend.preprocess import BadRequest
+from shared.errors import BadRequest
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 
@@ -189,28 +187,11 @@ def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str
             "status": status}
 
 
-def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat choice's message as response output items: reasoning, then text, then function calls."""
-    items = []
-    if message.get("reasoning_content"):
-        items.append(reasoning_item(new_id("rs"), message["reasoning_content"]))
-    if message.get("content"):
-        items.append(message_item(new_id("msg"), message["content"]))
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function", {})
-        items.append(call_item(new_id("fc"), call.get("id") or new_id("call"), fn.get("name", ""),
-                               fn.get("arguments", "")))
-    return items
-
-
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]],
-                    finish_reason: str | None, usage: dict[str, Any] | None, status: str = "completed"
-                    ) -> dict[str, Any]:
+                    finish_reason: str | None, usage: Usage | None, status: str = "completed") -> dict[str, Any]:
     if status == "completed" and finish_reason == "length":
         status = "incomplete"
-    u = usage or {}
-    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    reasoning_tokens = (u.get("completion_tokens_details") or {}).get("reasoning_tokens", 0)
+    u = usage or Usage()
     return {
         "id": rid, "object": "response", "created_at": created, "status": status, "model": req.model,
         "output": output, "error": None,
@@ -222,28 +203,8 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
         "tool_choice": req.tool_choice or "auto", "tools": req.tools or [], "truncation": "disabled",
         "user": req.user,
         "usage": None if usage is None else {
-            "input_tokens": u.get("prompt_tokens", 0), "output_tokens": u.get("completion_tokens", 0),
-            "total_tokens": u.get("total_tokens", 0), "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens_details": {"reasoning_tokens": reasoning_tokens}},
+            "input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "input_tokens_details": {"cached_tokens": u.cached_tokens},
+            "output_tokens_details": {"reasoning_tokens": 0}},
     }
-
-
-def from_chat(req: ResponsesRequest, chat: dict[str, Any]) -> dict[str, Any]:
-    """The whole response for a whole chat completion."""
-    choice = chat["choices"][0]
-    return response_object(req, new_id("resp"), int(time.time()), output_items(choice["message"]),
-                           choice.get("finish_reason"), chat.get("usage"))
-
-
-def sse_chunks(raw: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON events of a chat SSE stream (any framing of the bytes), without [DONE]."""
-    async def events() -> AsyncIterator[dict[str, Any]]:
-        buf = b""
-        async for data in raw:
-            buf += data
-            *frames, buf = buf.split(b"\n\n")
-            for frame in frames:
-                for line in frame.split(b"\n"):
-                    if line.startswith(b"data: ") and line != b"data: [DONE]":
-                        yield msgspec.json.decode(line[6:])
-    return events()

@@ -57,7 +57,7 @@ async def amain(argv: list[str]) -> None:
             await svc.stopped()
             svc.set_ready(False)
             await lease.revoke()
-            await server.drain(cfg.drain_grace)
+            await server.drain(cfg.common.drain_grace)
         finally:
             await worker.stop()
             await encode.stop()

@@ -6,6 +6,7 @@ import argparse
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.args import CommonConfig, add_common_args, common_from_args
 from shared.config.yaml_config import expand_or_exit
 from shared.routing.options import ROUTER_FLAGS, RouterOptions
@@ -16,7 +17,7 @@ class RouterConfig(msgspec.Struct, frozen=True):
     worker_component: str = "backend"
     worker_endpoint: str = "generate"
     component: str = "router"
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     router: RouterOptions = RouterOptions(mode="kv")
 
 
@@ -28,7 +29,7 @@ def parse(argv: list[str]) -> RouterConfig:
     g.add_argument("--worker-component", default="backend", help="the pool routed to (e.g. prefill)")
     g.add_argument("--worker-endpoint", default="generate")
     g.add_argument("--component", default="router", help="this service's own component name")
-    g.add_argument("--page-size", type=int, default=16, help="block size of the workers' KV events")
+    g.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, help="block size of the workers' KV events")
     ROUTER_FLAGS.add_to(p, skip=("mode",))
     ns = p.parse_args(expand_or_exit(p, argv))
     return RouterConfig(common=common_from_args(ns), worker_component=ns.worker_component,

@@ -26,13 +26,13 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     component: str = "backend"
     endpoint: str = "generate"
     disaggregation_mode: str = "null"
-    drain_grace: float = 30.0
     stream_interval: float = 0.005
     prefill_component: str = "prefill"
     prefill_router: str = ""
     transfer_timeout: float = 10.0
     disagg_fallback_local: bool = False
     embedding: bool = False  # serve `embed` (an embedding model) instead of `generate`
+    score: bool = False  # serve `score` (a cross-encoder: /v1/rerank, /v1/score) instead of `generate`
     internal: bool = False  # publish no model card: clients reach this worker through a processor
     image_slots: int = 64  # vision-language models: image embeddings being read at once (NIXL slots)
     canary: CanaryConfig = CanaryConfig()
@@ -45,7 +45,7 @@ class WorkerConfig(msgspec.Struct, frozen=True):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m services.worker",
                                 description="shoal worker: serves `generate` with an engine.")
-    add_common_args(p)
+    add_common_args(p, drains=True)
     add_model_args(p)
     g = p.add_argument_group("worker")
     g.add_argument("--component", default=None, help="default: backend (prefill with --disaggregation-mode prefill)")
@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--embedding", action="store_true",
                    help=f"serve embeddings (endpoint embed) instead of generation; with --engine sglang "
                         f"this is SGLang's {EMBEDDING_FLAG}, which implies it")
+    g.add_argument("--score", action="store_true",
+                   help="serve pair scores (endpoint score) with a cross-encoder (*ForSequenceClassification); "
+                        f"with --engine sglang this passes SGLang's {EMBEDDING_FLAG}")
     g.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null")
     d = p.add_argument_group("disaggregation")
     d.add_argument("--prefill-component", default="prefill", help="decode: where prefill workers serve `generate`")
@@ -68,7 +71,6 @@ def parser() -> argparse.ArgumentParser:
                         "which registers the model (multimodal E/PD and E/P/D)")
     g.add_argument("--image-slots", type=int, default=64,
                    help="vision-language models: image embeddings read over NIXL at once")
-    g.add_argument("--drain-grace", type=float, default=30.0, help="seconds to finish requests on SIGTERM")
     g.add_argument("--stream-interval-ms", type=float, default=5.0,
                    help="least time between a request's frames; tokens made meanwhile share one frame (0: off)")
     add_canary_args(p)
@@ -85,16 +87,21 @@ def parse(argv: list[str]) -> WorkerConfig:
     ns, extra = p.parse_known_args(argv)
     model = model_options(p, ns, "shoal model make-tiny DIR")
     try:
-        opts, embedding = engine_options(ns, model.model_path, extra, argv, ns.embedding, ns.disaggregation_mode)
+        opts, embedding = engine_options(ns, model.model_path, extra, argv, ns.embedding or ns.score,
+                                         ns.disaggregation_mode)
     except (ValueError, SglangArgsError) as e:
         p.error(str(e))
+    embedding = embedding and not ns.score  # a cross-encoder runs as an SGLang embedding model, serving `score`
+    if ns.score and (ns.embedding or ns.disaggregation_mode != "null"):
+        p.error("--score serves a cross-encoder alone: drop --embedding / --disaggregation-mode")
     if embedding and ns.disaggregation_mode != "null":
         p.error("an embedding worker has no prefill/decode halves: drop --disaggregation-mode")
     component = ns.component or ("prefill" if ns.disaggregation_mode == "prefill" else "backend")
     return WorkerConfig(common=common_from_args(ns), engine=opts, model_path=model.model_path,
                         served_model_name=model.served_model_name, component=component,
-                        endpoint=ns.endpoint or ("embed" if embedding else "generate"), embedding=embedding,
-                        disaggregation_mode=ns.disaggregation_mode, drain_grace=ns.drain_grace,
+                        endpoint=ns.endpoint or ("score" if ns.score else "embed" if embedding else "generate"),
+                        embedding=embedding, score=ns.score,
+                        disaggregation_mode=ns.disaggregation_mode,
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,

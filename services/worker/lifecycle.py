@@ -63,7 +63,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
             svc.log.warning("parsers_unknown_template", message=detected.warning)
     card = ModelCard(
         name=cfg.served_model_name, instance_id=rt.instance_id, component=cfg.component,
-        endpoint=cfg.endpoint, model_type="embedding" if cfg.embedding else "chat",
+        endpoint=cfg.endpoint, model_type=model_type(cfg),
         context_length=engine.context_length(),
         kv_block_size=engine.runtime_config().page_size, tokenizer_artifact=artifact,
         engine=cfg.engine.engine, created=int(time.time()),
@@ -96,7 +96,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
         svc.set_ready(False)
         if card_lease is not None:
             await card_lease.revoke()
-        await server.drain(cfg.drain_grace)
+        await server.drain(cfg.common.drain_grace)
         if lora_server is not None:
             await lora_server.stop()
     finally:
@@ -110,7 +110,7 @@ async def serve_worker(svc: Service, cfg: WorkerConfig, tokenizer: Tokenizer | N
 def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer, engine: Engine) -> dict[str, Any]:
     """Model-card fields of a vision-language model (Llava family); none for a text model or an engine
     that takes no images."""
-    if not engine.accepts_images or cfg.embedding:
+    if not engine.accepts_images or cfg.embedding or cfg.score:
         return {}
     from shared.multimodal.vision import image_token_id, read_llava_config, tokens_per_image
 
@@ -119,6 +119,11 @@ def image_card_fields(cfg: WorkerConfig, tokenizer: Tokenizer, engine: Engine) -
         return {}
     return {"input_modalities": ["text", "image"], "image_token": tokenizer.id_to_token(image_token_id(vcfg)) or "",
             "image_tokens": tokens_per_image(vcfg)}
+
+
+def model_type(cfg: WorkerConfig) -> str:
+    """The model card's model_type: what the frontend routes to this worker."""
+    return "score" if cfg.score else "embedding" if cfg.embedding else "chat"
 
 
 def _load(worker_id: str, engine: Engine) -> WorkerLoad:

@@ -74,8 +74,9 @@ class ServiceProc:
 
 
 def spawn(name: str, module: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          detach: bool = False) -> ServiceProc:
-    """`python -m services.MODULE ARGS --system-port P`, output to log_dir/NAME.log."""
+          detach: bool = False, cwd: Path | None = None) -> ServiceProc:
+    """`python -m services.MODULE ARGS --system-port P`, output to log_dir/NAME.log (`cwd`: another checkout's
+    code, for before/after benchmarks)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = log_dir / f"{name}.log"
@@ -83,5 +84,5 @@ def spawn(name: str, module: str, args: list[str], log_dir: Path, env: dict[str,
     cmd = [sys.executable, "-m", f"services.{module}", *args, "--system-port", str(port)]
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                 start_new_session=detach, stdin=subprocess.DEVNULL)
+                                 start_new_session=detach, stdin=subprocess.DEVNULL, cwd=cwd)
     return ServiceProc(name, popen, port, log_path)

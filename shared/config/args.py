@@ -17,6 +17,7 @@ import os
 import msgspec
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DRAIN_GRACE_S = 30.0  # --drain-grace: seconds to finish requests in flight on SIGTERM
 _TRUTHY = ("1", "true", "yes", "on")
 
 
@@ -66,10 +67,12 @@ class CommonConfig(msgspec.Struct, frozen=True):
     log_level: str = "info"
     log_json: bool = False
     otlp_endpoint: str | None = None
+    drain_grace: float = DRAIN_GRACE_S  # services that drain (add_common_args(drains=True))
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Add the flags every service accepts (namespace, NATS, system port, logs, traces, config file)."""
+def add_common_args(parser: argparse.ArgumentParser, *, drains: bool = False) -> None:
+    """Add the flags every service accepts (namespace, NATS, system port, logs, traces, config file);
+    `drains`: the service finishes requests in flight on SIGTERM (--drain-grace)."""
     env = os.environ.get
     g = parser.add_argument_group("common")
     g.add_argument("--namespace", default=env("SHOAL_NAMESPACE", "shoal"),
@@ -84,6 +87,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                    help="JSON lines instead of console logs (env SHOAL_LOG_JSON)")
     g.add_argument("--otlp-endpoint", default=None,
                    help="OTLP/HTTP trace collector, e.g. http://127.0.0.1:4318 (env OTEL_EXPORTER_OTLP_ENDPOINT)")
+    if drains:
+        g.add_argument("--drain-grace", type=float, default=DRAIN_GRACE_S, metavar="SECONDS",
+                       help="on SIGTERM: seconds to finish requests in flight before stopping")
     _add_nats_args(parser)
 
 
@@ -121,7 +127,7 @@ def common_from_args(ns: argparse.Namespace) -> CommonConfig:
     return CommonConfig(
         namespace=ns.namespace, nats=nats_from_args(ns), system_host=ns.system_host,
         system_port=ns.system_port, log_level=ns.log_level, log_json=ns.log_json,
-        otlp_endpoint=ns.otlp_endpoint or None,
+        otlp_endpoint=ns.otlp_endpoint or None, drain_grace=getattr(ns, "drain_grace", DRAIN_GRACE_S),
     )
 
 

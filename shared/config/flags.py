@@ -65,7 +65,7 @@ class FlagGroup(Generic[S]):
             base = _scalar(info.type)
             if base is bool:
                 kw["action"] = "store_false" if default else "store_true"
-            elif base is not str and "action" not in kw:
+            elif base is not str and "action" not in kw and "type" not in kw:  # a flag may bring its own parser
                 kw["type"] = base
             group.add_argument(*f.names, **kw)
 

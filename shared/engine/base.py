@@ -66,6 +66,18 @@ def check_embed_inputs(inputs: list[list[int]], context_length: int) -> None:
                               f"maximum context length is {context_length} tokens")
 
 
+def check_token_ids(request: EngineRequest, vocab_size: int) -> None:
+    """Refuse token ids outside the vocabulary before a request joins a batch: one bad id would otherwise
+    fail every request of the step it runs in (an index past the logits row)."""
+    bad = next((t for t in request.stop.stop_token_ids if not 0 <= t < vocab_size), None)
+    if bad is None:
+        bad = next((t for t in request.sampling.logit_bias if not 0 <= t < vocab_size), None)
+    if bad is None and any(t < 0 for t in request.token_ids):
+        bad = min(request.token_ids)
+    if bad is not None:
+        raise EngineError(ErrorCode.BAD_REQUEST, f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
+
+
 class Engine(abc.ABC):
     name: str = "engine"
     accepts_images: bool = False  # prompts may carry images (the model card lists the image modality)
@@ -96,3 +108,10 @@ class Engine(abc.ABC):
 
     def context_length(self) -> int:
         return 4096
+
+
+def refuse_prompt_logprobs(request: EngineRequest, engine: str) -> None:
+    """Engines that cannot score a prompt (mock, diffusion) answer a request asking for it with a clear 400."""
+    if request.output.prompt_logprobs is not None:
+        raise EngineError(ErrorCode.BAD_REQUEST, f"the {engine} engine does not compute prompt logprobs "
+                          "(echo with logprobs); serve this model with the reference or sglang engine")

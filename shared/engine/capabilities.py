@@ -6,6 +6,7 @@ uses; an engine has it by implementing them (`Engine` itself declares none).
 | capability   | engines                 | used by                                                  |
 |--------------|-------------------------|----------------------------------------------------------|
 | Embedder     | reference, mock, sglang | the embedding role                                       |
+| Scorer       | reference, sglang       | the score role (cross-encoders: /v1/rerank, /v1/score)   |
 | KvExport     | reference               | the prefill role (writes KV over shoal's NIXL agent)     |
 | KvImport     | reference               | the decode role (reserves blocks, reads KV)              |
 | BootstrapKv  | sglang                  | prefill and decode: the engine moves KV itself (room)    |
@@ -29,6 +30,16 @@ from shared.engine.base import KvHandoff
 class Embedder(Protocol):
     async def embed(self, inputs: list[list[int]], normalize: bool = True) -> list[list[float]]:
         """One embedding per input (token ids), L2-normalised when `normalize`; in the inputs' order."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    async def score(self, inputs: list[list[int]], token_type_ids: list[list[int]],
+                    texts: list[list[str]] | None = None) -> list[float]:
+        """One relevance score per (query, document) pair, in order. `inputs` are the pairs' token ids as the
+        tokenizer joins a pair, `token_type_ids` their segment ids ([] where the model has none); `texts`
+        the pairs as text, for engines that tokenize pairs themselves (SGLang)."""
         ...
 
 

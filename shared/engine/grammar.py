@@ -7,13 +7,13 @@ crashes on one).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
 from protocol.messages import EngineRequest, ErrorCode
 from shared.engine.base import EngineError
 from shared.grammar import GrammarCache, GrammarError, TokenMask
+from shared.grammar.pool import run_compile
 from shared.tokenizer import Tokenizer
 
 
@@ -41,7 +41,7 @@ class EngineGrammars:
             return TokenMask(cache.compile(grammar), cache.vocab_size)
 
         try:
-            return await asyncio.to_thread(build)
+            return await run_compile(build)  # the grammar pool, with its deadline
         except GrammarError as e:
             raise EngineError(ErrorCode.BAD_REQUEST, str(e)) from e
         except FileNotFoundError as e:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from protocol.discovery import RuntimeConfig
+from protocol.discovery import DEFAULT_PAGE_SIZE, RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from shared.config.flags import FlagGroup, flag
 from shared.engine.adapters import AdapterSet
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs
+from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, check_embed_inputs, refuse_prompt_logprobs
 from shared.engine.grammar import EngineGrammars
 from shared.engine.priority import enqueue
 from shared.engine.stream import RequestStream
@@ -40,7 +40,7 @@ HANG_FILE_ENV = "SHOAL_TEST_MOCK_HANG_FILE"
 
 class MockConfig(msgspec.Struct, frozen=True):
     num_blocks: int = 16384
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     max_running: int = 256
     max_waiting: int = 1024
     max_batched_tokens: int = 8192
@@ -174,6 +174,7 @@ class MockEngine(Engine):
     # ---- scheduling ------------------------------------------------------------------
     def _admit_check(self, request: EngineRequest) -> _Seq:
         n = len(request.token_ids)
+        refuse_prompt_logprobs(request, self.name)
         if n == 0:
             raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if n + request.stop.max_tokens > self.cfg.context_length:

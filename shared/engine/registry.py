@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.flags import FlagGroup, flag
 from shared.engine.base import Engine
 from shared.engine.diffusion.args import DLLM_FLAGS, DllmOptions, dllm_options
@@ -25,7 +26,7 @@ class EngineOptions(msgspec.Struct, frozen=True):
 
     engine: str = "reference"
     model_path: str = ""
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     num_blocks: int = 0  # 0: the engine decides (from memory for reference)
     max_running: int = 64
     max_batched_tokens: int = 2048
@@ -94,9 +95,12 @@ def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_t
         ))
     if opts.engine == "reference":
         from shared.engine.reference import ReferenceConfig, ReferenceEngine
+        from shared.engine.reference.cross_encoder import CrossEncoderEngine, is_cross_encoder
         from shared.engine.reference.encoder import EncoderEngine, is_encoder
 
-        return (EncoderEngine if is_encoder(opts.model_path) else ReferenceEngine)(ReferenceConfig(
+        kind = (CrossEncoderEngine if is_cross_encoder(opts.model_path) else EncoderEngine
+                ) if is_encoder(opts.model_path) else ReferenceEngine
+        return kind(ReferenceConfig(
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
             num_blocks=opts.num_blocks, max_running=opts.max_running,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,

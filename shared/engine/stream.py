@@ -22,8 +22,8 @@ QUEUE_WAIT = histogram("shoal_worker_queue_wait_seconds", "From a request reachi
 
 
 class RequestStream:
-    __slots__ = ("_arrived", "_error", "_event", "_finish", "_logprobs", "_stop_reason", "_tokens", "_top",
-                 "_usage")
+    __slots__ = ("_arrived", "_error", "_event", "_finish", "_logprobs", "_prompt", "_stop_reason", "_tokens",
+                 "_top", "_usage")
 
     def __init__(self) -> None:
         self._tokens: list[int] = []
@@ -35,6 +35,12 @@ class RequestStream:
         self._error: EngineError | None = None
         self._event = asyncio.Event()
         self._arrived: float | None = time.monotonic()
+        self._prompt: tuple[list[float | None], list[list[TopLogprob]] | None] | None = None
+
+    def prompt(self, logprobs: list[float | None], top: list[list[TopLogprob]] | None) -> None:
+        """The prompt's logprobs (asked with OutputOptions.prompt_logprobs): sent on the next chunk."""
+        self._prompt = (logprobs, top)
+        self._event.set()
 
     def scheduled(self) -> None:
         """The engine took the request off its queue: record the wait (the first time only)."""
@@ -76,8 +82,10 @@ class RequestStream:
             finish_reason=self._finish,
             stop_reason=self._stop_reason,
             usage=self._usage,
+            prompt_logprobs=self._prompt[0] if self._prompt else None,
+            prompt_top_logprobs=self._prompt[1] if self._prompt else None,
         )
-        self._tokens, self._logprobs, self._top = [], None, None
+        self._tokens, self._logprobs, self._top, self._prompt = [], None, None, None
         self._event.clear()
         return chunk
 

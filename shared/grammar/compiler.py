@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # imported where used: xgrammar takes seconds to import (torc
     import xgrammar as xgr
 
 KINDS = ("json_schema", "json_object", "regex", "ebnf", "structural_tag")
-CACHE_SIZE = 256  # compiled grammars kept per tokenizer
+CACHE_SIZE = 256  # compiled grammars kept per tokenizer, at most
+CACHE_BYTES = 256 * 2**20  # and at most this much memory of them (xgrammar's own estimate)
 _compiles = 0  # grammars compiled by this process (benchmarks and tests read it)
 
 
@@ -31,18 +32,21 @@ def compile_count() -> int:
 
 
 class GrammarCache:
-    """Compiles grammars for one tokenizer and keeps the most recent `size` of them (thread-safe)."""
+    """Compiles grammars for one tokenizer and keeps the most recent of them, at most `size` grammars and
+    `max_bytes` of memory (thread-safe). One grammar bigger than `max_bytes` is compiled but not kept."""
 
     _by_tokenizer: weakref.WeakKeyDictionary[Tokenizer, dict[int, GrammarCache]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, info: xgr.TokenizerInfo, size: int = CACHE_SIZE) -> None:
+    def __init__(self, info: xgr.TokenizerInfo, size: int = CACHE_SIZE, max_bytes: int = CACHE_BYTES) -> None:
         import xgrammar as xgr
 
         self.info = info
         self.vocab_size = info.vocab_size
         self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
-        self._lru: OrderedDict[Grammar, xgr.CompiledGrammar] = OrderedDict()
+        self._lru: OrderedDict[Grammar, tuple[xgr.CompiledGrammar, int]] = OrderedDict()
         self._size = size
+        self._max_bytes = max_bytes
+        self.bytes = 0  # memory held by the cached grammars
         self._lock = threading.Lock()
 
     @classmethod
@@ -61,12 +65,19 @@ class GrammarCache:
             hit = self._lru.get(grammar)
             if hit is not None:
                 self._lru.move_to_end(grammar)
-                return hit
+                return hit[0]
         compiled = self._compile(grammar)  # outside the lock: compiles of different grammars run side by side
+        size = _memory(compiled) + len(grammar.spec or "")
+        if size > self._max_bytes:
+            return compiled
         with self._lock:
-            self._lru[grammar] = compiled
-            while len(self._lru) > self._size:
-                self._lru.popitem(last=False)
+            old = self._lru.pop(grammar, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._lru[grammar] = (compiled, size)
+            self.bytes += size
+            while len(self._lru) > self._size or self.bytes > self._max_bytes:
+                self.bytes -= self._lru.popitem(last=False)[1][1]
         return compiled
 
     def _compile(self, g: Grammar) -> xgr.CompiledGrammar:
@@ -90,6 +101,13 @@ class GrammarCache:
             raise GrammarError(f"{g.kind} does not compile: {_reason(e)}") from e
         _compiles += 1
         return out
+
+
+def _memory(compiled: xgr.CompiledGrammar) -> int:
+    try:
+        return int(compiled.memory_size_bytes)
+    except Exception:  # an xgrammar without the estimate: count a generous flat size
+        return 2**20
 
 
 _SOURCE_PREFIX = re.compile(r"^\[[^\]]*\] \S+:\d+: ")  # "[05:13:09] /project/cpp/x.cc:123: "

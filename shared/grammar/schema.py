@@ -42,6 +42,10 @@ def fix_schema(schema: Any) -> Any:
         if key in out:
             out[key] = fix_schema(out[key])
     bounded = "minLength" in out or "maxLength" in out
+    for key in ("minLength", "maxLength"):
+        value = out.get(key)
+        if key in out and (type(value) is not int or not 0 <= value < 2**31):
+            raise ValueError(f"{key} must be a non-negative integer, not {value!r}"[:200])
     if out.get("type") == "string" and bounded and not {"pattern", "format", "enum", "const"} & out.keys():
         lo, hi = int(out.pop("minLength", 0)), out.pop("maxLength", None)
         out["pattern"] = f"^{_PLAIN_CHAR}{{{lo},{'' if hi is None else int(hi)}}}$"

@@ -19,31 +19,28 @@ import httptools
 from shared.http.request import Request
 from shared.http.response import Response, StreamingResponse, encode_head, error_response
 from shared.http.state import ServerState
+from shared.http.wire import (
+    _CHUNKED,
+    _CLOSE,
+    _CONTINUE,
+    _KEEP_10,
+    _LAST_CHUNK,
+    _METHODS,
+    _aclose,
+    _Reject,
+    _size,
+)
 
 log = logging.getLogger("shoal.http")
 
 MAX_PIPELINED = 8  # queued requests before reading pauses
 LINGER_S = 2.0  # after an error reply, read and drop input this long so the client sees the reply, not a reset
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_KEEP_10 = b"connection: keep-alive\r\n"
-_CLOSE = b"connection: close\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
-_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
-
-
-class _Reject(Exception):
-    """Raised inside a parser callback to stop parsing with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class HttpConnection(asyncio.Protocol):
     __slots__ = ("_body", "_client", "_closed", "_continue", "_current", "_failed", "_head_sent", "_head_timer",
-                 "_header_bytes", "_headers", "_lingering", "_loop", "_method", "_parser", "_pending", "_read_paused",
+                 "_header_bytes", "_header_count", "_headers", "_lingering", "_loop", "_method", "_parser", "_pending",
+                 "_pending_bytes", "_read_paused",
                  "_state", "_task", "_timer", "_transport", "_url", "_writable", "_write_paused")
 
     def __init__(self, state: ServerState) -> None:
@@ -55,13 +52,14 @@ class HttpConnection(asyncio.Protocol):
         self._url = b""
         self._method = "GET"
         self._headers: dict[str, str] = {}
-        self._header_bytes = 0
+        self._header_bytes = self._header_count = 0
         self._body: bytes | bytearray = b""
         self._pending: deque[Request | Response] = deque()
+        self._pending_bytes = 0  # bytes of the requests queued in _pending
         self._current: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._head_timer: asyncio.TimerHandle | None = None  # a head still arriving; data does not reset it
+        self._head_timer: asyncio.TimerHandle | None = None  # a head, then its body: data does not reset it
         self._writable: asyncio.Future[None] | None = None
         self._closed = self._failed = self._lingering = self._continue = self._head_sent = False
         self._read_paused = self._write_paused = False
@@ -87,6 +85,7 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         self._cancel_head_timer()
         self._pending.clear()
+        self._pending_bytes = 0
         if self._current is not None:
             self._current.mark_lost()
         if self._task is not None:
@@ -131,7 +130,7 @@ class HttpConnection(asyncio.Protocol):
         self._head_timer = self._loop.call_later(self._state.header_timeout, self._on_head_timeout)
         self._url = b""
         self._headers = {}
-        self._header_bytes = 0
+        self._header_bytes = self._header_count = 0
         self._body = b""
 
     def on_url(self, url: bytes) -> None:
@@ -139,14 +138,18 @@ class HttpConnection(asyncio.Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF: empty headers are not free
+        self._header_count += 1
+        if self._header_count > self._state.max_headers:
+            raise _Reject(431, f"request head has over {self._state.max_headers} header lines")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = self._headers.get(key)
         self._headers[key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self._cancel_head_timer()  # the body now has body_timeout, however slowly its bytes come
+        self._head_timer = self._loop.call_later(self._state.body_timeout, self._on_body_timeout)
         method = self._parser.get_method()
         self._method = _METHODS.get(method) or method.decode("latin-1")
         length = self._headers.get("content-length")
@@ -171,11 +174,15 @@ class HttpConnection(asyncio.Protocol):
             raise _Reject(413, f"request body over {self._state.max_body_bytes} bytes")
 
     def on_message_complete(self) -> None:
+        self._cancel_head_timer()
         self._continue = False
-        self._pending.append(self._build_request())
+        req = self._build_request()
+        self._pending.append(req)
+        self._pending_bytes += _size(req)
         if self._task is None:
             self._next()
-        elif len(self._pending) >= MAX_PIPELINED and not self._read_paused:
+        elif ((len(self._pending) >= MAX_PIPELINED or self._pending_bytes >= self._state.max_pipelined_bytes)
+              and not self._read_paused):
             self._read_paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
 
@@ -212,6 +219,7 @@ class HttpConnection(asyncio.Protocol):
             if isinstance(item, Response):
                 self._send_error(item)
                 return
+            self._pending_bytes = max(0, self._pending_bytes - _size(item))
             self._current = item
             self._head_sent = False
             self._state.request_started()
@@ -258,6 +266,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         self._pending.clear()
+        self._pending_bytes = 0
         self._lingering = True
         framing = b"content-length: %d\r\n%b" % (len(resp.body), _CLOSE)
         transport.write(encode_head(resp.status, resp.content_type, None, framing, self._state.date) + resp.body)
@@ -385,13 +394,14 @@ class HttpConnection(asyncio.Protocol):
             log.info("http_header_timeout client=%s", self._client)
             self._transport.close()
 
+    def _on_body_timeout(self) -> None:
+        """A body still incomplete body_timeout after its head: a trickling client; close."""
+        self._head_timer = None
+        if not self._read_paused and self._transport is not None:
+            log.info("http_body_timeout client=%s", self._client)
+            self._transport.close()
+
     def _on_timer(self) -> None:
         self._timer = None
         if self._task is None and self._transport is not None:
             self._transport.close()
-
-
-async def _aclose(chunks: AsyncIterator[bytes]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -27,7 +27,8 @@ class HttpServer:
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 8000, *,
                  max_body_bytes: int = 16 * 2**20, max_header_bytes: int = 64 * 1024,
                  keepalive_timeout: float = 75.0, header_timeout: float = 10.0,
-                 max_connections: int | None = None, backlog: int = 2048) -> None:
+                 max_connections: int | None = None, backlog: int = 2048, body_timeout: float = 60.0,
+                 max_headers: int = 100, max_pipelined_bytes: int = 2**20) -> None:
         self.handler = handler
         self.host = host
         self.port = port
@@ -37,6 +38,9 @@ class HttpServer:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self.backlog = backlog
+        self.body_timeout = body_timeout
+        self.max_headers = max_headers
+        self.max_pipelined_bytes = max_pipelined_bytes
         self._server: asyncio.Server | None = None
         self._state: ServerState | None = None
 
@@ -49,7 +53,8 @@ class HttpServer:
         """Listen; returns the bound port (a free one when port is 0)."""
         loop = asyncio.get_running_loop()
         state = ServerState(self.handler, loop, self.max_body_bytes, self.max_header_bytes, self.keepalive_timeout,
-                            self.header_timeout, self.max_connections)
+                            self.header_timeout, self.max_connections, body_timeout=self.body_timeout,
+                            max_headers=self.max_headers, max_pipelined_bytes=self.max_pipelined_bytes)
         self._state = state
         self._server = await loop.create_server(lambda: HttpConnection(state), self.host, self.port,
                                                 backlog=self.backlog, reuse_address=True)

@@ -5,21 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from shared.http.response import Handler
 
-if TYPE_CHECKING:
-    from shared.http.connection import HttpConnection
+
+class Connection(Protocol):
+    """What the server asks of a connection it drains (shared.http.connection.HttpConnection)."""
+
+    def shutdown(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class ServerState:
-    __slots__ = ("_date_timer", "connections", "date", "draining", "handler", "header_timeout", "idle", "in_flight",
-                 "keepalive_timeout", "loop", "max_body_bytes", "max_connections", "max_header_bytes")
+    __slots__ = ("_date_timer", "body_timeout", "connections", "date", "draining", "handler", "header_timeout", "idle",
+                 "in_flight", "keepalive_timeout", "loop", "max_body_bytes", "max_connections", "max_header_bytes",
+                 "max_headers", "max_pipelined_bytes")
 
     def __init__(self, handler: Handler, loop: asyncio.AbstractEventLoop, max_body_bytes: int,
                  max_header_bytes: int, keepalive_timeout: float, header_timeout: float = 10.0,
-                 max_connections: int | None = None) -> None:
+                 max_connections: int | None = None, *, body_timeout: float = 60.0, max_headers: int = 100,
+                 max_pipelined_bytes: int = 2**20) -> None:
         self.handler = handler
         self.loop = loop
         self.max_body_bytes = max_body_bytes
@@ -27,7 +34,10 @@ class ServerState:
         self.keepalive_timeout = keepalive_timeout
         self.header_timeout = header_timeout  # a request head must be complete this long after it began
         self.max_connections = max_connections
-        self.connections: set[HttpConnection] = set()
+        self.body_timeout = body_timeout  # a body must be complete this long after its head
+        self.max_headers = max_headers  # header lines per request head (431 past it)
+        self.max_pipelined_bytes = max_pipelined_bytes  # queued requests' bytes before reading pauses
+        self.connections: set[Connection] = set()
         self.in_flight = 0
         self.draining = False
         self.idle = asyncio.Event()

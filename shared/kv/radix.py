@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
 
 WorkerKey = tuple[str, int]  # (instance id, data-parallel rank)
@@ -25,7 +26,7 @@ class KvIndex:
     """hash -> the workers holding it, as a bit mask over worker slots (one int per block: narrowing the
     set of matching workers along a prompt is one `&` per block, and a million blocks stay small)."""
 
-    def __init__(self, page_size: int = 16) -> None:
+    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.page_size = page_size
         self._holders: dict[int, int] = {}  # block hash -> mask of the slots of the workers holding it
         self._held: dict[WorkerKey, set[int]] = {}

@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from protocol import codec, subjects
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import KvEventBatch, WorkerLoad
 from shared.routing.kv_router import KvRouter
 from shared.runtime.publishers import ensure_kv_stream
@@ -89,7 +90,7 @@ class LiveKvRouter(KvRouter):
             self.apply_load(codec.decode(msg.data, WorkerLoad))
 
 
-def make_kv_router(runtime: Runtime | None = None, component: str = "backend", page_size: int = 16,
+def make_kv_router(runtime: Runtime | None = None, component: str = "backend", page_size: int = DEFAULT_PAGE_SIZE,
                    overlap_weight: float = 1.0, temperature: float = 0.0, approximate: bool = False) -> KvRouter:
     kw = {"page_size": page_size, "overlap_weight": overlap_weight, "temperature": temperature,
           "approximate": approximate}

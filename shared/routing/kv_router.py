@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
 from shared.kv.hashing import has_negative, lora_root, pack_tokens, packed_block_hashes
 from shared.kv.radix import KvIndex
@@ -46,7 +47,7 @@ class _Routed:
 class KvRouter(Router):
     mode = "kv"
 
-    def __init__(self, page_size: int = 16, overlap_weight: float = 1.0, temperature: float = 0.0,
+    def __init__(self, page_size: int = DEFAULT_PAGE_SIZE, overlap_weight: float = 1.0, temperature: float = 0.0,
                  approximate: bool = False, approximate_ttl: float = 120.0, seed: int | None = None) -> None:
         self.page_size = page_size
         self.overlap_weight = overlap_weight

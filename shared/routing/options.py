@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.flags import FlagGroup, flag
 from shared.routing.base import Router
 
@@ -40,7 +41,7 @@ class RouterOptions(msgspec.Struct, frozen=True):
         from shared.routing.busy import BusyFilter
         from shared.routing.busy_router import BusyRouter
 
-        busy = BusyFilter(where.get("page_size", 16), self.active_decode_blocks_threshold,
+        busy = BusyFilter(where.get("page_size", DEFAULT_PAGE_SIZE), self.active_decode_blocks_threshold,
                           self.active_prefill_tokens_threshold)
         return BusyRouter(router, busy, where.get("runtime"), where.get("component", "backend"))
 

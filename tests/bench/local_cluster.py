@@ -23,11 +23,12 @@ class BenchCluster:
 
 @contextlib.contextmanager
 def bench_cluster(work: Path, model: Path, worker_args: list[str], frontend_args: list[str] | None = None,
-                  workers: int = 1, namespace: str = "bench") -> Iterator[BenchCluster]:
+                  workers: int = 1, namespace: str = "bench", service: str = "decode") -> Iterator[BenchCluster]:
+    """`service`: the workers' service (e.g. `score` for a cross-encoder)."""
     nats = NatsServer(work / f"nats-{namespace}").start()
     common = ["--nats-url", nats.url, "--namespace", namespace, "--log-level", "warning"]
     port = free_port()
-    ws = [spawn(f"{namespace}-w{i}", "decode", [*common, "--model-path", str(model), *worker_args], work)
+    ws = [spawn(f"{namespace}-w{i}", service, [*common, "--model-path", str(model), *worker_args], work)
           for i in range(workers)]
     fe = spawn(f"{namespace}-frontend", "frontend", [*common, "--http-port", str(port), *(frontend_args or [])],
                work)

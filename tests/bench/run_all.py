@@ -1,7 +1,7 @@
 """`just bench`: run shoal's CPU benchmarks one after another; each appends its results to docs/BENCHMARKS.md.
 
     just bench                      # frontend, router, router-sim, router-peer, reference, lora, transfer,
-                                    # overload, busy, agents, planner
+                                    # overload, busy, agents, planner, fuzz
     just bench --only router        # one or more by name
     just bench --quick              # small sizes, results and plots in a scratch folder, not docs/ (a smoke run)
     just bench --with soak          # add the 10-minute soak (--with diffusion: the diffusion engine's steps sweep)
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # name -> (module, full-run arguments, quick-run arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "frontend": ("tests.bench.bench_frontend", [], ["--concurrency", "4", "16", "--requests", "200"]),
+    "frontend-ab": ("tests.bench.bench_frontend_ab", [], ["--requests", "200", "--rounds", "1", "--tolerance", "0.5",
+                                                         "--no-report"]),
     "router": ("tests.bench.bench_router", [], ["--skip-cluster", "--no-report"]),
     "router-sim": ("tests.bench.bench_router_sim", [], ["--requests", "400"]),
     "router-peer": ("tests.bench.bench_router_peer", [], ["--requests", "200"]),
@@ -52,9 +54,13 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
     "fleet": ("tests.bench.bench_fleet", [], ["--sizes", "10", "--cluster-sizes", "--steady-s", "5", "--requests-s",
                                               "4", "--churn-s", "6", "--no-report"]),
+    # checks needing the `bench` extra (lm-eval; aiperf, best in its own venv: AIPERF=PATH); not in the default set
+    "lm-eval": ("tests.bench.check_lm_eval", ["--record", "docs/bench/lm_eval_check.jsonl"], []),
+    "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
+    "fuzz": ("tests.bench.bench_fuzz", ["--seconds", "120"], ["--seconds", "10"]),
 }
-DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner"]
+DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
+           "overload", "busy", "agents", "planner", "fuzz"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from services.frontend.responses import WORKER_HEADER
+from services.frontend.http_errors import WORKER_HEADER
 from shared.cluster.procs import ServiceProc, spawn
 from shared.engine.mock import HANG_FILE_ENV
 

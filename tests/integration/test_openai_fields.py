@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 from shared.tokenizer import Tokenizer
+from tests.prompt_logprobs import check_prompt_logprobs
 
 
 def post(url: str, path: str, body: dict) -> tuple[int, bytes]:
@@ -46,6 +47,9 @@ def test_fields(cluster, tiny_model) -> None:
     status, raw = post(url, "/v1/completions", {**base, "echo": True, "stream": True, "logit_bias": {str(z): 100}})
     assert "".join(e["choices"][0]["text"] for e in events(raw) if e["choices"]) == "Hello" + plain
 
+    # echo with logprobs: the prompt's logprobs (first null) equal transformers' log-softmax; max_tokens 0 scores
+    check_prompt_logprobs(url, model, tiny_model)
+
     # stream_options.continuous_usage_stats: every chunk carries the usage so far
     status, raw = post(url, "/v1/completions", {**base, "stream": True, "stream_options": {
         "include_usage": True, "continuous_usage_stats": True}})
@@ -59,7 +63,7 @@ def test_fields(cluster, tiny_model) -> None:
 
     # refused and unknown fields: 400 with param
     for extra, param in [({"suffix": "x"}, "suffix"), ({"best_of": 2}, "best_of"), ({"frobnicate": 1}, "frobnicate"),
-                         ({"logit_bias": {"999999": 5}}, "logit_bias"), ({"echo": True, "logprobs": 1}, "echo")]:
+                         ({"logit_bias": {"999999": 5}}, "logit_bias"), ({"max_tokens": 0}, "max_tokens")]:
         status, raw = post(url, "/v1/completions", {**base, **extra})
         assert status == 400 and json.loads(raw)["error"]["param"] == param, (extra, raw)
     status, raw = post(url, "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}],
@@ -74,3 +78,6 @@ def test_ignore_unknown_fields_drops_them(cluster) -> None:
     status, _ = post(cluster.url, "/v1/completions", {"model": cluster.model_name, "prompt": "hi", "max_tokens": 2,
                                                       "frobnicate": 1})
     assert status == 200
+    status, raw = post(cluster.url, "/v1/completions", {"model": cluster.model_name, "prompt": "hi", "echo": True,
+                                                        "logprobs": 1})  # the mock engine cannot score a prompt
+    assert status == 400 and "does not compute prompt logprobs" in json.loads(raw)["error"]["message"], raw

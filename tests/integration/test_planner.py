@@ -9,7 +9,7 @@ import time
 
 import aiohttp
 
-from services.frontend.responses import WORKER_HEADER
+from services.frontend.http_errors import WORKER_HEADER
 from services.planner.capacity import DECODE_TPS
 from shared.cluster.procs import spawn
 from tests.integration.test_faults import health

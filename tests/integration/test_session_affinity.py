@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from services.frontend.responses import WORKER_HEADER
+from services.frontend.http_errors import WORKER_HEADER
 from services.frontend.session import SESSION_HEADER
 from tests.integration.test_canary import instance_id
 

@@ -12,8 +12,8 @@ from protocol.messages import Grammar
 from services.frontend.agents import MarkerDetokenizer, StreamedCalls, message_of, plan_chat
 from services.frontend.args import parse as frontend_args
 from services.frontend.openai_types import ChatCompletionRequest, Delta
-from services.frontend.preprocess import BadRequest
 from services.worker.args import parse as worker_args
+from shared.errors import BadRequest
 from shared.tokenizer import Tokenizer
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

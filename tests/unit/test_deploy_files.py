@@ -187,7 +187,7 @@ def test_k8s_service_flags_parse(c: K8sContainer, tmp_path: Path, monkeypatch: p
     ann = c.workload["spec"]["template"]["metadata"].get("annotations") or {}
     assert ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(SYSTEM_PORT), \
         f"{c.id}: Prometheus annotations missing or not on {SYSTEM_PORT}"
-    drain = getattr(cfg, "drain_grace", ROUTER_DRAIN_S)
+    drain = ROUTER_DRAIN_S if module == "services.router" else cfg.common.drain_grace
     grace = c.pod.get("terminationGracePeriodSeconds", 30)
     assert grace > drain, f"{c.id}: terminationGracePeriodSeconds {grace} must exceed the drain grace {drain}"
 
@@ -291,9 +291,9 @@ def test_compose_service_flags_parse(name: str, svc: dict[str, Any], monkeypatch
             f"compose {name}: model-path {cfg.model_path} is not the one make-tiny makes"
         for kind, needed in _needs(module, cfg).items():
             assert getattr(made[0], kind) == needed, f"compose {name}: make-tiny --{kind} should be {needed}"
-    if "stop_grace_period" in svc and hasattr(cfg, "drain_grace"):
+    if "stop_grace_period" in svc and hasattr(cfg, "common"):
         grace = float(str(svc["stop_grace_period"]).removesuffix("s"))
-        assert grace > cfg.drain_grace, f"compose {name}: stop_grace_period {grace} <= drain grace"
+        assert grace > cfg.common.drain_grace, f"compose {name}: stop_grace_period {grace} <= drain grace"
 
 
 def test_compose_depends_on_known_services() -> None:

@@ -185,17 +185,19 @@ def test_stop_matcher_equals_cutting_the_whole_text(text: str, stops: list[str],
        cuts=st.lists(st.integers(1, 7), max_size=10), stop=st.sampled_from([None, "a", "\ufffd", "ab", "\ufffdb"]))
 def test_frontend_text_streamed_under_any_split_equals_decode_of_all_ids(tok: Tokenizer, ids: list[int],
                                                                         cuts: list[int], stop: str | None) -> None:
-    """What the API sends (services.frontend.postprocess), streamed in chunks of any size, is the
+    """What the API sends (services.frontend.output), streamed in chunks of any size, is the
     tokenizer's decode of every generated id, cut before the first stop string."""
     from protocol.messages import OutputChunk
-    from services.frontend.postprocess import OutputState
+    from services.frontend.output import ChoiceOutput
+    from services.frontend.steps import TextStep
 
-    state = OutputState(tok, 3, [stop] if stop else [], want_logprobs=False)
+    state = ChoiceOutput(tok, 0, [stop] if stop else [], want_logprobs=False)
     text, i, k = "", 0, 0
     while i < len(ids) and state.finish_reason is None:
         n = cuts[k % len(cuts)] if cuts else 1
         last = i + n >= len(ids)
-        text += state.feed([OutputChunk(token_ids=ids[i : i + n], finish_reason="length" if last else None)]).text
+        frame = state.feed([OutputChunk(token_ids=ids[i : i + n], finish_reason="length" if last else None)])
+        text += "".join(s.text for s in frame if isinstance(s, TextStep))
         i, k = i + n, k + 1
     full = tok.decode(ids)
     assert text == (full[: full.find(stop)] if stop and stop in full else full)

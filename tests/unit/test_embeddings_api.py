@@ -19,8 +19,8 @@ from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import embedding_inputs, encode_vector
 from services.frontend.models import ModelEntry
 from services.frontend.openapi import openapi_document
-from services.frontend.preprocess import BadRequest
 from services.worker.args import parse as parse_worker
+from shared.errors import BadRequest
 from shared.http import Request
 from shared.routing.base import RoundRobinRouter
 from shared.tokenizer import Tokenizer
@@ -68,7 +68,7 @@ def app(tiny_model: Path) -> FrontendApp:
 
 
 async def call(app: FrontendApp, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await app(Request("POST", path, "", {}, json.dumps(body).encode(), None))
+    resp = await app(Request("POST", path, "", {"content-type": "application/json"}, json.dumps(body).encode(), None))
     return resp.status, json.loads(resp.body)
 
 
@@ -111,7 +111,7 @@ async def test_embeddings_route_refuses_bad_requests(app: FrontendApp, body: dic
     got, err = await call(app, "/v1/embeddings", body)
     assert (got, err["error"]["code"]) == (status, code), err
     assert err["error"]["type"] == "invalid_request_error"
-    assert app.inflight == 0
+    assert app.dispatcher.inflight == 0
 
 
 async def test_generation_routes_refuse_embedding_models(app: FrontendApp) -> None:
@@ -135,6 +135,9 @@ async def test_embedding_inputs_shapes(tiny_model: Path) -> None:
     assert await embedding_inputs(tok, [[5], [6, 7]], 8) == [[5], [6, 7]]
     with pytest.raises(BadRequest) as err:
         await embedding_inputs(tok, ["abc", "abcd"], 8, max_prompt_tokens=3)
+    assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
+    with pytest.raises(BadRequest) as err:  # --max-prompt-bytes, before tokenizing: bytes, not characters
+        await embedding_inputs(tok, ["ab", "日本"], 8, max_prompt_bytes=5)
     assert "input 1" in err.value.message and err.value.code == "context_length_exceeded"
 
 

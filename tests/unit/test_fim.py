@@ -8,7 +8,8 @@ import pytest
 from tokenizers import Tokenizer as FastTokenizer
 
 from services.frontend.openai_types import CompletionRequest
-from services.frontend.preprocess import BadRequest, prepare
+from services.frontend.preprocess import prepare
+from shared.errors import BadRequest
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.fim import fim_sentinels
 

@@ -48,22 +48,12 @@ def tree(name: str) -> ast.Module:
     return ast.parse(modules()[name].read_text(encoding="utf-8"))
 
 
-def _runtime_nodes(node: ast.AST) -> Iterator[ast.AST]:
-    """Every node below `node`, but not the bodies of `if TYPE_CHECKING:` (imports for annotations only)."""
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-            yield from (n for stmt in child.orelse for n in [stmt, *_runtime_nodes(stmt)])
-            continue
-        yield child
-        yield from _runtime_nodes(child)
-
-
 def imports(name: str) -> set[str]:
-    """The project modules `name` imports when it runs, at module level or inside functions (lazy imports
-    count; `if TYPE_CHECKING:` ones do not)."""
+    """The project modules `name` imports, at module level, inside functions (lazy imports) or under
+    `if TYPE_CHECKING:` (an import for an annotation still ties the two modules together)."""
     mods = modules()
     out: set[str] = set()
-    for node in _runtime_nodes(tree(name)):
+    for node in ast.walk(tree(name)):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

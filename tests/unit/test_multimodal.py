@@ -172,7 +172,8 @@ def test_frontend_turns_image_parts_into_placeholders_and_items(vlm: Path) -> No
     import msgspec
 
     from services.frontend.openai_types import ChatCompletionRequest
-    from services.frontend.preprocess import BadRequest, prepare
+    from services.frontend.preprocess import prepare
+    from shared.errors import BadRequest
     from shared.tokenizer import Tokenizer
 
     tok = Tokenizer.from_dir(vlm)

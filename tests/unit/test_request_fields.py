@@ -11,7 +11,8 @@ from openai.types.chat import completion_create_params as chat_create_params
 
 from services.frontend.fields import KNOWN, REFUSED, check_fields
 from services.frontend.openai_types import ChatCompletionRequest, CompletionRequest
-from services.frontend.preprocess import BadRequest, _logit_bias
+from services.frontend.preprocess import _logit_bias
+from shared.errors import BadRequest
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETION = {"model": "m", "prompt": "hi"}

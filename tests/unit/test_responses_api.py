@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from services.frontend.preprocess import BadRequest
-from services.frontend.responses_api import from_chat, parse_request, to_chat
-from services.frontend.responses_stream import ResponseEvents
+from protocol.messages import Usage
+from services.frontend.render_responses import ResponseEvents
+from services.frontend.responses_api import parse_request, to_chat
+from services.frontend.steps import ErrorStep, FinishStep, ReasoningStep, TextStep, ToolCallStep, UsageStep
+from shared.errors import BadRequest
 
 TOOL = {"type": "function", "name": "get_weather", "description": "weather", "parameters": {"type": "object"}}
 
@@ -54,24 +56,6 @@ def test_non_function_tools_are_refused() -> None:
     assert e.value.param == "tools"
 
 
-CHAT = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-    "role": "assistant", "content": "Let me check.", "reasoning_content": "The user wants weather.",
-    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather",
-                                                                     "arguments": "{\"city\":\"Paris\"}"}}]}}],
-    "usage": {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}}
-
-
-def test_chat_message_becomes_reasoning_message_and_function_call_items() -> None:
-    resp = from_chat(req(), CHAT)
-    kinds = [(i["type"], i.get("call_id"), i.get("name"), i.get("arguments")) for i in resp["output"]]
-    assert kinds == [("reasoning", None, None, None), ("message", None, None, None),
-                     ("function_call", "call_1", "get_weather", "{\"city\":\"Paris\"}")]
-    assert resp["output"][0]["content"][0]["text"] == "The user wants weather."
-    assert resp["output"][1]["content"][0]["text"] == "Let me check."
-    assert resp["usage"]["input_tokens"] == 7 and resp["usage"]["output_tokens"] == 9
-    assert resp["status"] == "completed"
-
-
 def _events(raw: bytes) -> list[dict]:
     return [json.loads(f.split(b"data: ", 1)[1]) for f in raw.split(b"\n\n") if f]
 
@@ -79,14 +63,12 @@ def _events(raw: bytes) -> list[dict]:
 def test_chat_chunks_become_typed_events() -> None:
     ev = ResponseEvents(req())
     raw = ev.start()
-    for delta in [{"reasoning_content": "Think"}, {"reasoning_content": "ing."}, {"content": "Hel"}, {"content": "lo"},
-                  {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": ""}}]},
-                  {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":"}}]},
-                  {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]},
-                  {"tool_calls": [{"index": 1, "id": "call_2", "function": {"name": "g", "arguments": "{}"}}]}]:
-        raw += ev.feed({"choices": [{"index": 0, "delta": delta}]})
-    raw += ev.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
-    raw += ev.feed({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    for step in [ReasoningStep("Think"), ReasoningStep("ing."), TextStep("Hel"), TextStep("lo"),
+                 ToolCallStep(0, "call_1", "f", ""), ToolCallStep(0, None, None, "{\"a\":"),
+                 ToolCallStep(0, None, None, "1}"), ToolCallStep(1, "call_2", "g", "{}")]:
+        raw += ev.feed([step])
+    raw += ev.feed([FinishStep("stop")])
+    raw += ev.feed([UsageStep(Usage(3, 4))])
     raw += ev.finish()
     events = _events(raw)
     types = [e["type"] for e in events]
@@ -106,7 +88,7 @@ def test_chat_chunks_become_typed_events() -> None:
 
 def test_a_failed_chat_stream_ends_in_response_failed() -> None:
     ev = ResponseEvents(req())
-    raw = ev.start() + ev.feed({"choices": [{"index": 0, "delta": {"content": "x"}}]})
-    raw += ev.finish({"message": "worker lost", "code": "worker_lost"})
+    raw = ev.start() + ev.feed([TextStep("x")])
+    raw += ev.finish(ErrorStep(502, "worker_lost", "worker lost"))
     types = [e["type"] for e in _events(raw)]
     assert types[-2:] == ["error", "response.failed"]

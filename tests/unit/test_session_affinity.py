@@ -9,11 +9,11 @@ import pytest
 
 from protocol.kv_events import WorkerLoad
 from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteResponse, RoutingHints
-from services.frontend.preprocess import BadRequest
 from services.frontend.session import MAX_SESSION_ID, with_session
 from services.processor.handler import ProcessorHandler
 from services.router.handler import RouteHandler
 from services.worker.roles.prefill_pick import PrefillPicker
+from shared.errors import BadRequest
 from shared.routing import RoundRobinRouter
 from shared.routing.affinity import SessionAffinity
 from shared.routing.kv_router import KvRouter

@@ -13,6 +13,10 @@ from shared.engine.capabilities import BootstrapKv
 
 def role_factory(cfg: WorkerConfig, engine: Engine) -> RoleFactory:
     """Disaggregation is shoal's (NIXL) unless the engine moves its KV itself (BootstrapKv: SGLang)."""
+    if cfg.score:
+        from services.worker.roles.score import score_role
+
+        return score_role
     if cfg.embedding:
         from services.worker.roles.embedding import embedding_role
 

@@ -34,7 +34,7 @@ import torch
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
-from shared.engine.base import Engine, EngineError, EngineLoad
+from shared.engine.base import Engine, EngineError, EngineLoad, refuse_prompt_logprobs
 from shared.engine.diffusion.config import DiffusionConfig, DllmSettings, resolve_settings
 from shared.engine.diffusion.model import BidirectionalLM
 from shared.engine.diffusion.runner import StepItem, denoise
@@ -125,6 +125,7 @@ class DiffusionEngine(Engine):
 
     def _new_request(self, request: EngineRequest) -> DiffusionRequest:
         model, n, stop = self._model(), len(request.token_ids), request.stop
+        refuse_prompt_logprobs(request, self.name)
         if n == 0:
             raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
         if n + stop.max_tokens > self._context_length:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
+
 
 class ReferenceConfig(msgspec.Struct, frozen=True):
     model_path: str
     device: str = "cpu"
     dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 (or float16) on CUDA
-    page_size: int = 16
+    page_size: int = DEFAULT_PAGE_SIZE
     num_blocks: int = 0  # 0: as many as kv_cache_memory holds
     kv_cache_memory: int = 256 << 20  # bytes, used when num_blocks is 0
     max_running: int = 64

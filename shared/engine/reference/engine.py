@@ -23,13 +23,22 @@ from protocol.discovery import RuntimeConfig
 from protocol.kv_events import KvEvent
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, TopLogprob, Usage
 from shared.engine.adapters import AdapterSet
-from shared.engine.base import Engine, EngineError, EngineLoad, KvEventSink, KvHandoff, check_embed_inputs
+from shared.engine.base import (
+    Engine,
+    EngineError,
+    EngineLoad,
+    KvEventSink,
+    KvHandoff,
+    check_embed_inputs,
+    check_token_ids,
+)
 from shared.engine.grammar import EngineGrammars
 from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.lora import LoraError
 from shared.engine.reference.model_runner import ModelRunner, StepItem
+from shared.engine.reference.prompt_logprobs import PromptLogprobs, prompt_targets
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
 from shared.engine.reference.sequence import SamplingSpec, Sequence
@@ -291,9 +300,12 @@ class ReferenceEngine(Engine):
             raise EngineError(ErrorCode.CONTEXT_LENGTH, "request larger than the whole KV cache")
         if len(sched.waiting) >= self.cfg.max_waiting:
             raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
+        check_token_ids(request, int(self._runner().hf_config.vocab_size))
         stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
         seq = Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
                        sampling=self._sampling_spec(request), stop_ids=stop_ids)
+        if request.output.prompt_logprobs is not None:
+            seq.prompt = PromptLogprobs(n, request.output.prompt_logprobs)
         if request.lora:
             self.adapters.use(request.lora, seq)
         return seq
@@ -308,6 +320,9 @@ class ReferenceEngine(Engine):
 
     def _seq_from_import(self, request: EngineRequest, imp: ImportedKv, mask: TokenMask | None) -> Sequence:
         try:  # the prompt's KV is computed already; the grammar takes the prefilled first token in _emit
+            if request.output.prompt_logprobs is not None:
+                raise EngineError(ErrorCode.BAD_REQUEST, "prompt logprobs are computed by an aggregated worker, "
+                                  "not from KV prefilled elsewhere")
             seq = self._new_seq(request, images_required=False, mask=mask)
             if not self._pool().grow(imp.table, seq.prompt_len + 1):  # the first token's KV slot
                 raise EngineError(ErrorCode.OVERLOADED, "no free KV block for the imported request's first token")
@@ -378,15 +393,18 @@ class ReferenceEngine(Engine):
         samples = s.samples
         end = s.start + s.num_tokens
         history = (seq.tokens[:end], seq.prompt_len) if samples and seq.sampling.adjusts else None
+        prompt = seq.prompt is not None and s.start < seq.prompt_len
         return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
                         seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
                         history, chunk_embeds(seq, s.start, end), seq.mask if samples else None,
-                        seq.request.lora)
+                        seq.request.lora,
+                        prompt_targets(seq.tokens, seq.prompt_len, s.start, s.num_tokens) if prompt else None,
+                        seq.prompt.top_k if seq.prompt is not None else 0)
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0
         pool, ps = self._pool(), self.cfg.page_size
-        for s in batch:
+        for j, s in enumerate(batch):
             samples, seq = s.samples, s.seq
             i = row
             row += samples
@@ -395,11 +413,24 @@ class ReferenceEngine(Engine):
             seq.num_computed = s.start + s.num_tokens
             if seq.num_computed // ps > len(seq.table.hashes):
                 pool.commit(seq.table, seq.tokens[: seq.num_computed])
-            if samples and out is not None:
+            if seq.prompt is not None and out is not None and j in out.prompt:
+                seq.prompt.store(s.start, out.prompt[j])
+            if samples and seq.request.stop.max_tokens == 0 and not seq.hold:
+                self._prompt_only(seq)
+            elif samples and out is not None:
                 lp = out.logprobs[i] if out.logprobs is not None and seq.sampling.logprobs is not None else None
                 self._emit(seq, out.tokens[i], lp, out.top[i])
 
+    def _prompt_only(self, seq: Sequence) -> None:
+        """max_tokens 0 (scoring a prompt): the prompt's logprobs, no token."""
+        if seq.prompt is not None:
+            seq.stream.prompt(seq.prompt.logprobs, seq.prompt.top)
+        seq.stream.finish("length", Usage(seq.prompt_len, 0, seq.cached_tokens))
+        self._release(seq)
+
     def _emit(self, seq: Sequence, token: int, logprob: float | None, top: list[TopLogprob] | None) -> None:
+        if seq.prompt is not None and seq.generated == 0:
+            seq.stream.prompt(seq.prompt.logprobs, seq.prompt.top)
         seq.tokens.append(token)
         seq.generated += 1
         seq.stream.push(token, logprob, top)

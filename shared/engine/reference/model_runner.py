@@ -18,6 +18,7 @@ from shared.engine.reference.kv_cache import KvCache
 from shared.engine.reference.logits import History
 from shared.engine.reference.lora import LoraManager
 from shared.engine.reference.pooling import PoolingSpec, embed_batches, padded_batch, pool, read_pooling
+from shared.engine.reference.prompt_logprobs import score_rows
 from shared.engine.reference.sampler import SampleOutput, sample
 from shared.engine.reference.sequence import SamplingSpec
 from shared.grammar import TokenMask
@@ -43,6 +44,8 @@ class StepItem:
     embeds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (row in token_ids, image rows)
     mask: TokenMask | None = None  # the request's grammar (structured output), when `sample` is set
     lora: str = ""  # the LoRA adapter these rows run with ("": the base model)
+    prompt_targets: list[int] | None = None  # prompt logprobs asked: the prompt tokens these rows predict
+    prompt_top: int = 0  # and how many alternatives per row
 
 
 @dataclass
@@ -126,14 +129,18 @@ class ModelRunner:
         for i, layer in enumerate(self.layers):
             x = x + self._attention(i, layer.self_attn, layer.input_layernorm(x), rope, plan)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
+        prompt = score_rows(self.model, x, _prompt_jobs(items)) if any(
+            it.prompt_targets is not None for it in items) else {}
         specs = [it.sample for it in items if it.sample is not None]
         if not specs:
-            return None
+            return SampleOutput([], None, [], prompt) if prompt else None
         last = self.model.model.norm(x[plan.sample_rows])
         logits = self.model.lm_head(last).float()
         drawn = [it for it in items if it.sample is not None]
-        return sample(logits, specs, [it.banned for it in drawn], [it.history for it in drawn],
-                      [it.mask for it in drawn])
+        out = sample(logits, specs, [it.banned for it in drawn], [it.history for it in drawn],
+                     [it.mask for it in drawn])
+        out.prompt = prompt
+        return out
 
     def _embed(self, items: list[StepItem], ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings; image positions (pad ids beyond the vocabulary) take the image's embeddings."""
@@ -247,6 +254,16 @@ class ModelRunner:
                                            v.transpose(0, 1)[None], attn_mask=mask, is_causal=start == 0,
                                            scale=scale, enable_gqa=True)
         return o[0].transpose(0, 1)
+
+
+def _prompt_jobs(items: list[StepItem]) -> list[tuple[int, int, list[int], int]]:
+    """(item index, its first row, its prompt targets, top-k) of the items asking for prompt logprobs."""
+    jobs, row = [], 0
+    for i, it in enumerate(items):
+        if it.prompt_targets is not None:
+            jobs.append((i, row, it.prompt_targets, it.prompt_top))
+        row += len(it.token_ids)
+    return jobs
 
 
 class _TextModel:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from protocol.messages import TopLogprob
 from shared.engine.reference.logits import History, adjust_logits
+from shared.engine.reference.prompt_logprobs import PromptScores
 from shared.engine.reference.sequence import SamplingSpec
 from shared.grammar.mask import TokenMask, apply_masks
 
@@ -17,6 +18,7 @@ class SampleOutput:
     tokens: list[int]
     logprobs: list[float] | None  # the chosen tokens' (None when no row asked)
     top: list[list[TopLogprob] | None]  # per row, when that row asked for top-k
+    prompt: dict[int, PromptScores] = field(default_factory=dict)  # per step item asking: its prompt logprobs
 
 
 def sample(logits: torch.Tensor, specs: list[SamplingSpec], banned: list[frozenset[int]],
@@ -46,9 +48,11 @@ def _suppress(logits: torch.Tensor, banned: list[frozenset[int]]) -> torch.Tenso
     if not any(banned):
         return logits
     logits = logits.clone()
+    vocab = logits.shape[1]
     for i, ids in enumerate(banned):
-        if ids:
-            logits[i, list(ids)] = float("-inf")
+        inside = [t for t in ids if 0 <= t < vocab]  # the engine refuses others; never index past the row
+        if inside:
+            logits[i, inside] = float("-inf")
     return logits
 
 

@@ -86,9 +86,9 @@ class Scheduler:
         if table is None:
             return False
         seq.table = table
-        seq.num_computed = table.num_cached_tokens
+        seq.num_computed = 0 if seq.prompt is not None else table.num_cached_tokens  # prompt logprobs: recompute
         if not seq.admitted:
-            seq.cached_tokens = table.num_cached_tokens
+            seq.cached_tokens = seq.num_computed
             seq.admitted = True
             seq.stream.scheduled()
         return True

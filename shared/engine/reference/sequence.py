@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from protocol.messages import EngineRequest
+from shared.engine.reference.prompt_logprobs import PromptLogprobs
 from shared.engine.stream import RequestStream
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockTable
@@ -55,6 +56,7 @@ class Sequence:
     finished: bool = False
     mm: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (prompt offset, image embeddings)
     mask: TokenMask | None = None  # structured output: the grammar's matcher
+    prompt: PromptLogprobs | None = None  # asked for prompt logprobs (computed in prefill, never from cache)
 
     @property
     def request_id(self) -> str:

@@ -24,9 +24,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.engine.sglang.argv import SglangArgsError, conflicts, occurrences
 
-DEFAULT_PAGE_SIZE = 16
 ALIASES: dict[str, tuple[str, ...]] = {  # settings shoal reads, under every spelling SGLang accepts
     "model_path": ("--model-path", "--model"),
     "page_size": ("--page-size",),

@@ -37,6 +37,7 @@ from shared.engine.sglang.events import KvEventSubscriber
 from shared.engine.sglang.info import load_from_snapshots, runtime_config
 from shared.engine.sglang.lora import adapters_of
 from shared.engine.sglang.mapping import OutputCursor, error_from_exception, generate_kwargs
+from shared.engine.sglang.scoring import cross_encode
 from shared.engine.sglang.translate import BlockHashTranslator
 from shared.engine.sglang.warmup import warmup_plan
 from shared.engine.sglang.wire import WireBatch
@@ -131,7 +132,7 @@ class SglangEngine(Engine):
         self._check(request)
         if request.lora:
             self.adapters.use(request.lora, request.request_id)
-        cursor = OutputCursor(self.cfg.incremental_output)
+        cursor = OutputCursor(self.cfg.incremental_output, prompt_logprobs=request.output.prompt_logprobs)
         stream: Any = None
         finished = False
         self._inflight += 1
@@ -141,7 +142,7 @@ class SglangEngine(Engine):
                 async for item in stream:
                     chunk = cursor.chunk(item)
                     finished = chunk.finish_reason is not None
-                    if chunk.token_ids or finished:
+                    if chunk.token_ids or finished or chunk.prompt_logprobs is not None:
                         yield chunk
                     if finished:
                         break
@@ -177,6 +178,31 @@ class SglangEngine(Engine):
             raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(vectors)} embeddings "
                               f"for {len(inputs)} inputs")
         return [l2_normalize(v) for v in vectors] if normalize else vectors
+
+    async def score(self, inputs: list[list[int]], token_type_ids: list[list[int]],
+                    texts: list[list[str]] | None = None) -> list[float]:
+        """Cross-encoder scores by SGLang's own rerank path (shared.engine.sglang.scoring): the pairs' texts."""
+        if not self.embedding:
+            raise EngineError(ErrorCode.BAD_REQUEST, "this SGLang engine does not score pairs (start a "
+                              "sequence-classification model with SGLang's --is-embedding)")
+        if not texts or len(texts) != len(inputs):
+            raise EngineError(ErrorCode.BAD_REQUEST, "SGLang scores pairs from their texts; the request has none")
+        self._check_running()
+        rids = [f"shoal-score-{secrets.token_hex(8)}" for _ in texts]
+        done = False
+        self._inflight += 1
+        try:
+            with self._mapped_errors():
+                scores = await cross_encode(self.sgl, texts, rids)
+                done = True
+        finally:
+            self._inflight -= 1
+            if not done:
+                for rid in rids:
+                    self._abort(rid)
+        if len(scores) != len(texts):
+            raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(scores)} scores for {len(texts)} pairs")
+        return scores
 
     async def prefill(self, request: EngineRequest) -> KvHandoff:
         """Disaggregated prefill: run the prompt, hand its KV to the decode side over SGLang's bootstrap.

@@ -20,6 +20,7 @@ from typing import Any
 from protocol.messages import EngineRequest, ErrorCode, Grammar, OutputChunk, TopLogprob, Usage
 from shared.engine.base import EngineError
 from shared.engine.sglang.multimodal import image_data_of
+from shared.engine.sglang.prompt_logprobs import prompt_logprob_kwargs, prompt_logprobs_of
 
 
 def sampling_params(req: EngineRequest) -> dict[str, Any]:
@@ -72,6 +73,7 @@ def generate_kwargs(req: EngineRequest) -> dict[str, Any]:
         kw["return_logprob"] = True
         if req.output.logprobs > 0:
             kw["top_logprobs_num"] = req.output.logprobs
+    kw.update(prompt_logprob_kwargs(req))
     if req.bootstrap is not None:
         kw["bootstrap_host"] = req.bootstrap.host
         kw["bootstrap_port"] = req.bootstrap.port
@@ -94,6 +96,7 @@ class OutputCursor:
 
     incremental: bool
     seen: int = 0
+    prompt_logprobs: int | None = None  # asked (top-k): the first chunk carries the prompt's logprobs
 
     def chunk(self, item: dict[str, Any]) -> OutputChunk:
         """The chunk for one stream item; raises EngineError when SGLang ended the request with an error."""
@@ -103,6 +106,10 @@ class OutputCursor:
         new = ids[start:]
         self.seen += len(new)
         finish, stop_reason = finish_of(meta.get("finish_reason"))
+        prompt: tuple[list[float | None] | None, list[list[TopLogprob]] | None] = (None, None)
+        if self.prompt_logprobs is not None and "input_token_logprobs" in meta:
+            prompt = prompt_logprobs_of(meta, self.prompt_logprobs)
+            self.prompt_logprobs = None  # once
         return OutputChunk(
             token_ids=new,
             logprobs=_logprobs(meta.get("output_token_logprobs"), start, len(new)),
@@ -110,6 +117,8 @@ class OutputCursor:
             finish_reason=finish,
             stop_reason=stop_reason,
             usage=usage_of(meta) if finish is not None else None,
+            prompt_logprobs=prompt[0],
+            prompt_top_logprobs=prompt[1],
         )
 
 

@@ -1,9 +1,9 @@
-"""Chat completion chunks -> the typed events of a /v1/responses stream.
+"""Steps -> /v1/responses: a whole `response` object, or the typed events of a response stream.
 
-One output item is open at a time: reasoning deltas open a reasoning item, content deltas a
+One output item is open at a time: reasoning steps open a reasoning item, text steps a
 message (with one output_text part), each new tool call index a function_call item. Opening
 an item closes the one before it with its *.done events; the end of the stream closes the
-last and sends response.completed (or response.failed when the chat stream failed).
+last and sends response.completed (or response.failed when the request failed).
 """
 
 from __future__ import annotations
@@ -14,18 +14,29 @@ from typing import Any
 
 import msgspec
 
+from protocol.messages import Usage
+from services.frontend.http_errors import openai_error
+from services.frontend.pipeline import Job
+from services.frontend.render import Message
 from services.frontend.responses_api import (
     ResponsesRequest,
     call_item,
-    from_chat,
     message_item,
     new_id,
     reasoning_item,
     response_object,
-    sse_chunks,
     text_part,
 )
-from shared.http import Response, StreamingResponse
+from services.frontend.steps import (
+    ErrorStep,
+    FinishStep,
+    Frame,
+    ReasoningStep,
+    TextStep,
+    ToolCallStep,
+    UsageStep,
+)
+from shared.http import Response
 
 _json = msgspec.json.Encoder()
 
@@ -49,36 +60,37 @@ class ResponseEvents:
         self.open: _Open | None = None
         self.call_index: int | None = None
         self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
+        self.usage: Usage | None = None
 
     def start(self) -> bytes:
         snapshot = response_object(self.req, self.rid, self.created, [], None, None, "in_progress")
         return self._event("response.created", response=snapshot) + \
             self._event("response.in_progress", response=snapshot)
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
+    def feed(self, frame: Frame) -> bytes:
         out = b""
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("reasoning_content"):
-                out += self._delta("reasoning", delta["reasoning_content"])
-            if delta.get("content"):
-                out += self._delta("message", delta["content"])
-            for call in delta.get("tool_calls") or []:
-                out += self._call_delta(call)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+        for step in frame:
+            if step.choice != 0:
+                continue
+            if isinstance(step, ReasoningStep):
+                out += self._delta("reasoning", step.text)
+            elif isinstance(step, TextStep):
+                out += self._delta("message", step.text)
+            elif isinstance(step, ToolCallStep):
+                out += self._call_delta(step)
+            elif isinstance(step, FinishStep):
+                self.finish_reason = step.reason
+            elif isinstance(step, UsageStep) and not step.running:
+                self.usage = step.usage
         return out
 
-    def finish(self, error: dict[str, Any] | None = None) -> bytes:
+    def finish(self, error: ErrorStep | None = None) -> bytes:
         out = self._close()
         status = "failed" if error else "completed"
         final = response_object(self.req, self.rid, self.created, self.output, self.finish_reason, self.usage,
                                 status)
         if error:
-            final["error"] = {"code": error.get("code") or "server_error", "message": error.get("message", "")}
+            final["error"] = {"code": error.code or "server_error", "message": error.message}
             return out + self._event("error", code=final["error"]["code"], message=final["error"]["message"],
                                      param=None) + self._event("response.failed", response=final)
         # also when the status is "incomplete": the openai client's stream helpers wait for response.completed
@@ -97,20 +109,18 @@ class ResponseEvents:
         return out + self._event(name, item_id=self.open.id, output_index=self.open.index, content_index=0,
                                  delta=text, **extra)
 
-    def _call_delta(self, call: dict[str, Any]) -> bytes:
+    def _call_delta(self, step: ToolCallStep) -> bytes:
         out = b""
-        fn = call.get("function") or {}
-        index = call.get("index", 0)
-        if self.open is None or self.open.kind != "function_call" or index != self.call_index:
-            self.call_index = index
+        if self.open is None or self.open.kind != "function_call" or step.index != self.call_index:
+            self.call_index = step.index
             out += self._close() + self._begin(_Open("function_call", new_id("fc"), len(self.output),
-                                                     call.get("id") or new_id("call"), fn.get("name") or ""))
+                                                     step.id or new_id("call"), step.name or ""))
         assert self.open is not None
-        if not fn.get("arguments"):
+        if not step.arguments_fragment:
             return out
-        self.open.text += fn["arguments"]
+        self.open.text += step.arguments_fragment
         return out + self._event("response.function_call_arguments.delta", item_id=self.open.id,
-                                 output_index=self.open.index, delta=fn["arguments"])
+                                 output_index=self.open.index, delta=step.arguments_fragment)
 
     def _begin(self, item: _Open) -> bytes:
         self.open = item
@@ -151,33 +161,50 @@ class ResponseEvents:
         return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
 
 
-async def translate(req: ResponsesRequest, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
-    """The response stream for a chat stream's chunks."""
-    events = ResponseEvents(req)
-    yield events.start()
-    async for chunk in chunks:
-        if "error" in chunk:
-            yield events.finish(chunk["error"])
-            return
-        if out := events.feed(chunk):
-            yield out
-    yield events.finish()
+class ResponsesRenderer:
+    """One choice (Responses has no `n`) as a response object or its event stream."""
 
+    def __init__(self, job: Job, req: ResponsesRequest) -> None:
+        self.req = req
 
-def answer(req: ResponsesRequest, chat: Response | StreamingResponse) -> Response | StreamingResponse:
-    """The /v1/responses answer for the chat path's answer to `to_chat(req)` (errors pass through)."""
-    if isinstance(chat, StreamingResponse):
-        return StreamingResponse(chat.status, _stream(req, chat.chunks), headers=chat.headers)
-    if chat.status != 200:
-        return chat
-    return Response(200, _json.encode(from_chat(req, msgspec.json.decode(chat.body))), headers=chat.headers)
+    def error(self, step: ErrorStep) -> Response:
+        return openai_error(step)
 
+    async def whole(self, frames: AsyncIterator[Frame]) -> Response:
+        m, reason, usage = Message(), None, None
+        async for frame in frames:
+            for step in frame:
+                if isinstance(step, ErrorStep):
+                    return openai_error(step)
+                if isinstance(step, FinishStep):
+                    reason = step.reason
+                elif isinstance(step, UsageStep):
+                    usage = usage if step.running else step.usage
+                else:
+                    m.add(step)
+        output = []
+        if m.reasoning:
+            output.append(reasoning_item(new_id("rs"), m.reasoning))
+        if m.text:
+            output.append(message_item(new_id("msg"), m.text))
+        output += [call_item(new_id("fc"), c.id or new_id("call"), c.name, c.arguments)
+                   for _, c in sorted(m.calls.items())]
+        body = response_object(self.req, new_id("resp"), int(time.time()), output, reason, usage)
+        return Response(200, _json.encode(body))
 
-async def _stream(req: ResponsesRequest, raw: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    try:
-        async for out in translate(req, sse_chunks(raw)):
-            yield out
-    finally:
-        aclose = getattr(raw, "aclose", None)
-        if aclose is not None:
-            await aclose()  # the chat stream counts the request out and cancels the engine request
+    async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+        try:
+            events = ResponseEvents(self.req)
+            yield events.start()
+            held = b""  # the finishing frame's events go out with the end of the response, in one write
+            async for frame in frames:
+                if frame and isinstance(frame[0], ErrorStep):
+                    yield held + events.finish(frame[0])
+                    return
+                held += events.feed(frame)
+                if held and not any(isinstance(step, (FinishStep, UsageStep)) for step in frame):
+                    yield held
+                    held = b""
+            yield held + events.finish()
+        finally:
+            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream

@@ -1,4 +1,4 @@
-"""OpenAI-style error responses, shared by every route."""
+"""OpenAI-style error responses and SSE framing, shared by every OpenAI route (Anthropic's are in render_messages)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import msgspec
 
 from protocol.messages import HTTP_STATUS
 from services.frontend.openai_types import ErrorBody, ErrorResponse
+from services.frontend.steps import ErrorStep
+from shared.errors import client_message
 from shared.http import Response
 from shared.runtime.errors import RuntimeFailure
+from shared.telemetry.logging import get_logger
 
+log = get_logger("shoal.frontend")
 json_encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 WORKER_HEADER = "x-shoal-worker"  # which instance served the request
@@ -25,7 +29,16 @@ def sse_error(e: RuntimeFailure) -> bytes:
     """A stream's last event when it fails after the 200 went out (OpenAI's error shape), then [DONE]."""
     status = HTTP_STATUS.get(e.code, 500)
     kind = "server_error" if status >= 500 else "invalid_request_error"
-    return sse_event(ErrorResponse(ErrorBody(e.message, kind, None, e.code.value))) + SSE_DONE
+    return sse_event(ErrorResponse(ErrorBody(_public(e), kind, None, e.code.value))) + SSE_DONE
+
+
+def sse_error_step(step: ErrorStep) -> bytes:
+    kind = "server_error" if step.status >= 500 else "invalid_request_error"
+    return sse_event(ErrorResponse(ErrorBody(step.message, kind, step.param, step.code))) + SSE_DONE
+
+
+def openai_error(step: ErrorStep) -> Response:
+    return error_response(step.status, step.message, step.code, step.param, step.retry_after)
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None,
@@ -40,7 +53,14 @@ def error_response(status: int, message: str, code: str | None = None, param: st
 def failure_response(e: RuntimeFailure) -> Response:
     status = HTTP_STATUS.get(e.code, 500)
     retry = e.retry_after if e.retry_after is not None else (1.0 if status in (429, 503) else None)
-    return error_response(status, e.message, e.code.value, getattr(e, "param", None), retry)
+    return error_response(status, _public(e), e.code.value, getattr(e, "param", None), retry)
+
+
+def _public(e: RuntimeFailure) -> str:
+    text = client_message(e.code, e.message)
+    if text != e.message:
+        log.warning("request_failed", code=e.code.value, detail=e.message[:2000])
+    return text
 
 
 def decode_body(raw: bytes, kind: type[T]) -> T | Response:

@@ -1,0 +1,1 @@
+"""The score worker: a worker serving `score` with a cross-encoder (see services/worker/roles/score.py)."""

@@ -1,0 +1,3 @@
+from services.score.main import main
+
+main()

@@ -1,0 +1,86 @@
+"""AIPerf's `cohere-rankings` endpoint type against shoal's /v2/rerank on a tiny BERT cross-encoder.
+
+    python -m tests.bench.bench_aiperf_rerank [--aiperf PATH] [--requests 20] [--concurrency 4]
+                                              [--record docs/bench/aiperf_rerank.jsonl]
+
+Makes the tiny cross-encoder offline, starts nats-server, a score worker (reference engine) and the
+frontend, runs `aiperf profile --endpoint-type cohere-rankings` (queries of 10 tokens with 5 passages of
+20 tokens each: the tiny model's context is 128), and exits 1 unless AIPerf completes every request with
+no error. AIPerf (`pip install aiperf`, 0.13 here) is best kept in its own virtual environment (it pins
+its own transformers/pydantic); `--aiperf` names its executable (default: `aiperf` on PATH or env AIPERF).
+AIPerf 0.13 cannot load a tokenizer from a local folder with HF_HUB_OFFLINE=1 set (it then resolves the
+name as a hub cache snapshot), so this script clears that variable for AIPerf; nothing is downloaded: the
+tokenizer is the local folder and the server is on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def aiperf_command(aiperf: str, url: str, model: str, tokenizer: Path, out: Path, requests: int,
+                   concurrency: int) -> list[str]:
+    return [aiperf, "profile", "--model", model, "--url", url, "--endpoint-type", "cohere-rankings",
+            "--tokenizer", str(tokenizer), "--request-count", str(requests), "--concurrency", str(concurrency),
+            "--rankings-passages-mean", "5", "--rankings-passages-stddev", "0",
+            "--rankings-passages-prompt-token-mean", "20", "--rankings-passages-prompt-token-stddev", "0",
+            "--rankings-query-prompt-token-mean", "10", "--rankings-query-prompt-token-stddev", "0",
+            "--artifact-dir", str(out), "--ui-type", "none"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--aiperf", default=os.environ.get("AIPERF") or shutil.which("aiperf"))
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--record", type=Path, default=None, help="append the raw result (JSON line) to this file")
+    a = ap.parse_args(argv)
+    if not a.aiperf:
+        print("aiperf not found: pip install aiperf (a virtual environment of its own), then --aiperf PATH",
+              file=sys.stderr)
+        return 1
+    from shared.model.tiny_cross_encoder import make_tiny_cross_encoder
+    from tests.bench.local_cluster import bench_cluster
+
+    with tempfile.TemporaryDirectory(prefix="shoal-aiperf-") as tmp:
+        root = Path(tmp)
+        model = make_tiny_cross_encoder(root / "tiny-cross-encoder")
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        with bench_cluster(root, model, ["--engine", "reference"], namespace="aiperf", service="score") as cluster:
+            cmd = aiperf_command(a.aiperf, cluster.url, model.name, model, root / "out", a.requests, a.concurrency)
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        export = root / "out" / "profile_export_aiperf.json"
+        result = json.loads(export.read_text()) if export.is_file() else {}
+    completed = int(result.get("completed_request_count", {}).get("avg", 0))
+    error_rate = float(result.get("request_error_rate", {}).get("avg", 100.0))
+    errors = result.get("error_summary", ["no export"])
+    ok = run.returncode == 0 and completed == a.requests and error_rate == 0.0 and not errors
+    latency = result.get("request_latency", {})
+    print(run.stdout[-3000:] if not ok else "", run.stderr[-2000:] if not ok else "", sep="")
+    print(f"{'PASS' if ok else 'FAIL'}: aiperf rc {run.returncode}, {completed}/{a.requests} requests, error rate "
+          f"{error_rate}%, errors {errors}, latency avg {latency.get('avg', 0):.1f} ms p99 {latency.get('p99', 0):.1f}")
+    if a.record is not None:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        row = {"check": "aiperf_cohere_rankings", "passed": ok, "aiperf": result.get("aiperf_version"),
+               "completed": completed, "requests": a.requests, "concurrency": a.concurrency,
+               "error_rate_pct": error_rate, "errors": errors, "latency_ms": latency,
+               "throughput_rps": result.get("request_throughput", {}).get("avg"), "commit": commit,
+               "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+               "command": " ".join(["python -m tests.bench.bench_aiperf_rerank", *(argv or sys.argv[1:])]),
+               "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+        with a.record.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
