@@ -47,7 +47,7 @@ def test_forced_grammar_on_either_xgrammar_api(monkeypatch: pytest.MonkeyPatch, 
     fmt = tag["format"]
     assert fmt["type"] == "tags_with_separator" and fmt["at_least_one"] is True
     assert fmt["stop_after_first"] is (not parallel)
-    if "max_whitespace_cnt" not in forced.builtin_tag_options():  # no whitespace bound in its structural tags' json_schema: the schema travels as an EBNF grammar
+    if "max_whitespace_cnt" not in forced.builtin_tag_options():  # the schema travels as an EBNF grammar
         assert not _schemas(tag) and "root ::=" in json.dumps(tag)
     else:
         assert [s.get("max_whitespace_cnt") for s in _schemas(tag)] == [1]
