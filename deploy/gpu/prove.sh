@@ -135,7 +135,8 @@ feature() {  # $1 stage, $2 script [args...]: runs it into /tmp/prove/$1, stamps
   stamp "$name" "/tmp/prove/$name.log"
   grep '^{' "/tmp/prove/$name.log" | sed "s/^/[$name] /"
   [ $rc -ne 0 ] && tail -60 "/tmp/prove/$name.log" | sed "s/^/[$name] /"
-  tar czf "$OUT/logs_$name.tgz" -C /tmp/prove "$name.log" $(cd /tmp/prove && find "$name" -name '*.log' -o -name '*items.jsonl' -o -name '*_ref.json' | head -20) 2>/dev/null
+  [ -n "${PROVE_NO_LOG_TGZ:-}" ] || tar czf "$OUT/logs_$name.tgz" -C /tmp/prove "$name.log" \
+    $(cd /tmp/prove && find "$name" -name '*.log' -o -name '*items.jsonl' -o -name '*_ref.json' | head -20) 2>/dev/null
   echo "[$name] exit $rc"
   return $rc
 }
@@ -170,6 +171,13 @@ case "${1:-}" in
   features) prepare || exit 1
     together "struct tests/gpu/prove_struct.py" "lora tests/gpu/prove_lora.py" "spec tests/gpu/prove_spec.py"
     rc=$?; save_jit_cache; exit $rc ;;
+  all) prepare || exit 1  # every stage of issue 25 side by side; $OUT keeps 8 files: the lines, logs.tgz, cache
+    export PROVE_NO_LOG_TGZ=1
+    STAGE_TIMEOUT=${STAGE_TIMEOUT:-430} together "struct tests/gpu/prove_struct.py" "lora tests/gpu/prove_lora.py" \
+      "spec tests/gpu/prove_spec.py" "hicache tests/gpu/prove_hicache.py --both" "embed tests/gpu/prove_embed.py"
+    rc=$?
+    (cd /tmp/prove && tar czf "$OUT/logs.tgz" $(find . -name '*.log' -o -name '*items.jsonl' -o -name '*_ref.json'))
+    save_jit_cache; exit $rc ;;
   reprove) prepare || exit 1
     STAGE_TIMEOUT=580 together "hicache tests/gpu/prove_hicache.py --both" "embed tests/gpu/prove_embed.py"
     exit $? ;;
