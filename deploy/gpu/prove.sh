@@ -22,6 +22,13 @@
 #           concurrency (issue 15; tests/gpu/prove_compare.py; COMPARE_ARGS passes its flags; compare.jsonl)
 #   embed   install, make the model, embeddings: shoal's embedding worker on SGLang (--is-embedding) behind the
 #           frontend vs transformers, then the same load against SGLang's own server (tests/gpu/prove_embed.py)
+#   struct  structured output (20 JSON schemas) and tool_choice required (20) over HTTP (tests/gpu/prove_struct.py)
+#   lora    two random peft adapters: shoal vs sglang.Engine greedy, load/unload under load, KV events name the
+#           adapter (tests/gpu/prove_lora.py)
+#   spec    n-gram speculative decoding through shoal vs SGLang without it; KV events (tests/gpu/prove_spec.py)
+#   features  struct, lora and spec side by side on the one GPU;  reprove  hicache and embed side by side
+# The stages from struct on write $OUT/gpu_prove_<stage>_<PROVE_COMMIT>.jsonl (each line stamped with the commit,
+# the GPU, the stage and the sglang version: docs/bench/, tests/bench/gpu_tables.py) and $OUT/logs_<stage>.tgz.
 set -uo pipefail
 ACC=/tmp/acc
 SITE=/tmp/shoal-gpu
@@ -100,6 +107,47 @@ save_jit_cache() {
 
 prepare() { install_bundle && setup_env && machine && model; }
 
+stamp() {  # $1 stage, $2 log: its JSON lines, each stamped, -> $OUT/gpu_prove_$1_$PROVE_COMMIT.jsonl
+  python3 - "$1" "$2" "$OUT/gpu_prove_$1_${PROVE_COMMIT:-unknown}.jsonl" <<'PY'
+import json, shutil, subprocess, sys
+from importlib.metadata import PackageNotFoundError, version
+stage, log, out = sys.argv[1:4]
+smi = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+gpu = subprocess.run(smi, capture_output=True, text=True).stdout.strip() if shutil.which("nvidia-smi") else ""
+try:
+    sglang = version("sglang")
+except PackageNotFoundError:
+    sglang = None
+meta = {"commit": out.rsplit("_", 1)[1].removesuffix(".jsonl"), "machine": (gpu or "no GPU").splitlines()[0],
+        "stage": f"prove.sh {stage}", "sglang": sglang}
+lines = [json.loads(x) for x in open(log, errors="replace") if x.startswith("{")]
+with open(out, "w") as f:
+    for line in lines:
+        f.write(json.dumps({**line, **meta}) + "\n")
+PY
+}
+
+feature() {  # $1 stage, $2 script [args...]: runs it into /tmp/prove/$1, stamps its lines, packs its logs
+  local name=$1 script=$2 rc=0
+  shift 2
+  mkdir -p "/tmp/prove/$name"
+  timeout "${STAGE_TIMEOUT:-540}" python3 "$script" "$MODEL" "/tmp/prove/$name" "$@" > "/tmp/prove/$name.log" 2>&1 || rc=$?
+  stamp "$name" "/tmp/prove/$name.log"
+  grep '^{' "/tmp/prove/$name.log" | sed "s/^/[$name] /"
+  [ $rc -ne 0 ] && tail -60 "/tmp/prove/$name.log" | sed "s/^/[$name] /"
+  [ -n "${PROVE_NO_LOG_TGZ:-}" ] || tar czf "$OUT/logs_$name.tgz" -C /tmp/prove "$name.log" \
+    $(cd /tmp/prove && find "$name" -name '*.log' -o -name '*items.jsonl' -o -name '*_ref.json' | head -20) 2>/dev/null
+  echo "[$name] exit $rc"
+  return $rc
+}
+
+together() {  # stages side by side ("name script" pairs); non-zero when any failed
+  local pids=() rc=0
+  for spec in "$@"; do feature $spec & pids+=($!); done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  return $rc
+}
+
 # every stage exits non-zero when a check failed (the Python scripts' exit status; see prove.py exit_status)
 case "${1:-}" in
   carry) cp ".whl/c$2"/* "$ACC"/ && ls -la "$ACC"; shift 2; if [ $# -gt 0 ]; then exec "$0" "$@"; fi ;;
@@ -117,5 +165,21 @@ case "${1:-}" in
     timeout 570 python3 tests/gpu/prove_compare.py "$MODEL" "$OUT" ${COMPARE_ARGS:-} 2>&1 | tee "$OUT/compare.log" | grep '^{'
     exit "${PIPESTATUS[0]}" ;;
   full) prepare || exit 1; full; rc=$?; save_jit_cache; exit $rc ;;
+  struct) prepare || exit 1; feature struct tests/gpu/prove_struct.py; exit $? ;;
+  lora) prepare || exit 1; feature lora tests/gpu/prove_lora.py; exit $? ;;
+  spec) prepare || exit 1; feature spec tests/gpu/prove_spec.py; exit $? ;;
+  features) prepare || exit 1
+    together "struct tests/gpu/prove_struct.py" "lora tests/gpu/prove_lora.py" "spec tests/gpu/prove_spec.py"
+    rc=$?; save_jit_cache; exit $rc ;;
+  all) prepare || exit 1  # every stage of issue 25 side by side; $OUT keeps 8 files: the lines, logs.tgz, cache
+    export PROVE_NO_LOG_TGZ=1
+    STAGE_TIMEOUT=${STAGE_TIMEOUT:-430} together "struct tests/gpu/prove_struct.py" "lora tests/gpu/prove_lora.py" \
+      "spec tests/gpu/prove_spec.py" "hicache tests/gpu/prove_hicache.py --both" "embed tests/gpu/prove_embed.py"
+    rc=$?
+    (cd /tmp/prove && tar czf "$OUT/logs.tgz" $(find . -name '*.log' -o -name '*items.jsonl' -o -name '*_ref.json'))
+    save_jit_cache; exit $rc ;;
+  reprove) prepare || exit 1
+    STAGE_TIMEOUT=580 together "hicache tests/gpu/prove_hicache.py --both" "embed tests/gpu/prove_embed.py"
+    exit $? ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
 esac

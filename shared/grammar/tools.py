@@ -7,6 +7,7 @@ so even random weights produce a call that parses and validates.
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -31,21 +32,71 @@ def forced_tool_grammar(parser: str, tools: list[dict[str, Any]], name: str | No
     ValueError for a parser with no such grammar (see FORCEABLE)."""
     fixed = _fixed(tools)
     if parser == "mistral":
-        return Grammar("structural_tag", json.dumps(_mistral(fixed, name, parallel), ensure_ascii=False))
+        tag = _mistral(fixed, name, parallel)
+        _bound_whitespace(tag)
+        return Grammar("structural_tag", json.dumps(tag, ensure_ascii=False))
     if parser not in _BUILTIN:
         raise ValueError(f"tool_choice required or named is not supported with the {parser!r} tool-call parser "
                          f"(supported: {', '.join(FORCEABLE)})")
     choice: Any = {"type": "function", "function": {"name": name}} if name else "required"
-    import xgrammar as xgr  # here: it takes seconds to import
-
-    tag = json.loads(xgr.get_builtin_structural_tag(
-        _BUILTIN[parser], tools=fixed, tool_choice=choice, reasoning=False, parallel_tool_calls=parallel,
-        max_whitespace_cnt=1).model_dump_json())
+    tag = _builtin_tag(_BUILTIN[parser], fixed, choice, parallel)
     fmt = tag["format"]
-    if fmt["type"] == "triggered_tags":  # free text may follow the calls: forced, only calls may
+    if fmt["type"] in ("triggered_tags", "tags_with_separator"):  # forced: only calls, at least one
         tag["format"] = {"type": "tags_with_separator", "tags": fmt["tags"], "at_least_one": True,
                          "stop_after_first": not parallel, "separator": "; " if parser == "llama3" else "\n"}
+    _bound_whitespace(tag)
     return Grammar("structural_tag", json.dumps(tag, ensure_ascii=False))
+
+
+def builtin_tag_options() -> frozenset[str]:
+    """The keyword arguments the installed xgrammar's `get_builtin_structural_tag` takes (0.2.1, which
+    SGLang 0.5.17 pins, has no `parallel_tool_calls` or `max_whitespace_cnt`; 0.2.9 has both)."""
+    import xgrammar as xgr  # here: it takes seconds to import
+
+    return frozenset(inspect.signature(xgr.get_builtin_structural_tag).parameters)
+
+
+def _builtin_tag(fmt: str, tools: list[dict[str, Any]], choice: Any, parallel: bool) -> dict[str, Any]:
+    """xgrammar's structural tag for `fmt`, asking only for the options this xgrammar has: the rest
+    (one call or several, bounded whitespace) `forced_tool_grammar` sets on the tag itself."""
+    import xgrammar as xgr
+
+    optional = {"parallel_tool_calls": parallel, "max_whitespace_cnt": 1}
+    known = builtin_tag_options()
+    extra = {k: v for k, v in optional.items() if k in known}
+    tag = xgr.get_builtin_structural_tag(fmt, tools=tools, tool_choice=choice, reasoning=False, **extra)
+    return json.loads(tag.model_dump_json())
+
+
+def _bound_whitespace(node: Any, counted: bool | None = None) -> None:
+    """At most one whitespace character between JSON tokens in every json_schema of the tag, as the
+    reference engine's response_format grammars. An xgrammar whose structural tags take no
+    `max_whitespace_cnt` (0.2.1 accepts the key and ignores it) gets the schema as an EBNF grammar
+    compiled without free whitespace instead."""
+    if counted is None:
+        counted = "max_whitespace_cnt" in builtin_tag_options()
+    if isinstance(node, dict):
+        if node.get("type") == "json_schema" and "json_schema" in node and node.get("style", "json") == "json":
+            if counted:
+                if node.get("max_whitespace_cnt") is None:
+                    node["max_whitespace_cnt"] = 1
+            else:
+                schema = node.pop("json_schema")
+                node.clear()
+                node.update(type="grammar", grammar=_schema_ebnf(schema))
+            return
+        for v in node.values():
+            _bound_whitespace(v, counted)
+    elif isinstance(node, list):
+        for v in node:
+            _bound_whitespace(v, counted)
+
+
+def _schema_ebnf(schema: Any) -> str:
+    import xgrammar as xgr
+
+    return str(xgr.Grammar.from_json_schema(json.dumps(schema, ensure_ascii=False), any_whitespace=False,
+                                            strict_mode=True))
 
 
 def _mistral(tools: list[dict[str, Any]], name: str | None, parallel: bool) -> dict[str, Any]:

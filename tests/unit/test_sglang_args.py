@@ -150,3 +150,14 @@ def test_the_worker_hands_shared_flags_and_roles_to_sglang() -> None:
     assert pre.engine.extra_args.count("--disaggregation-mode") == 1
     with pytest.raises(SystemExit):  # the reference engine takes no SGLang flags
         parse(["--model-path", "/m", "--tp", "2"])
+
+
+def test_json_whitespace_bounded_unless_the_flags_say_otherwise(raw: None) -> None:
+    """As the reference engine (xgrammar any_whitespace=False): SGLang's default let a JSON object fill with
+    whitespace up to max_tokens (3 of 8 schemas on an H100)."""
+    assert sgl_args.JSON_WHITESPACE_FLAG in build_sglang_config([], model_path="/m").argv
+    pattern = ["--constrained-json-whitespace-pattern", "[ ]?"]
+    cfg = build_sglang_config(pattern, model_path="/m")
+    assert sgl_args.JSON_WHITESPACE_FLAG not in cfg.argv and list(cfg.argv[2:4]) == pattern
+    cfg = build_sglang_config([sgl_args.JSON_WHITESPACE_FLAG], model_path="/m")
+    assert cfg.argv.count(sgl_args.JSON_WHITESPACE_FLAG) == 1

@@ -113,7 +113,7 @@ def test_host_tier_partial_pages_and_orphans_are_not_forwarded() -> None:
     assert tr.translate([WireStored([1], None, TOKENS[:4], PAGE, "CPU_PINNED")]) == []  # HiCache L2
     assert tr.translate([WireStored([2], None, TOKENS[:3], 3, "GPU")]) == []  # partial page
     assert tr.translate([WireStored([3], 999, TOKENS[:4], PAGE, "GPU")]) == []  # parent never seen
-    assert tr.translate([WireStored([4], None, [(1, 2)] * 4, PAGE, "GPU")]) == []  # EAGLE bigram key
+    assert tr.translate([WireStored([4], None, [(1, 2, 3)] * 4, PAGE, "GPU")]) == []  # not a token nor a pair
     assert tr.dropped == 3
 
 
@@ -247,3 +247,44 @@ async def test_ipv6_loopback() -> None:
     finally:
         await sub.stop()
         ctx.destroy(linger=0)
+
+
+def _lora_stored(h: int, parent: int | None, tokens: list[Any], lora_id: Any) -> BlockStoredMsg:
+    return BlockStoredMsg([h], parent, tokens, len(tokens), lora_id, "GPU")
+
+
+def test_decode_carries_lora_id_and_eagle_pairs() -> None:
+    batch = decode_batch(_payload(_lora_stored(5, None, [[1, 2], [2, 3], [3, 4], [4, 5]], "ab12")))
+    assert batch.events == [WireStored([5], None, [[1, 2], [2, 3], [3, 4], [4, 5]], 4, "GPU", "ab12")]
+
+
+def test_eagle_bigram_blocks_are_hashed_by_their_tokens() -> None:
+    """EAGLE's radix keys are (token, next token) pairs: the router still sees the blocks of the tokens."""
+    tr = BlockHashTranslator(PAGE)
+    pairs = [[t, t + 1] for t in TOKENS]
+    events = [WireStored([801], None, pairs[:4], PAGE, "GPU"), WireStored([802], 801, pairs[4:8], PAGE, "GPU")]
+    assert tr.translate(events) == [BlockStored(block_hashes=block_hashes(TOKENS[:8], PAGE), token_ids=TOKENS[:8],
+                                                block_size=PAGE)]
+    assert tr.dropped == 0
+
+
+def test_an_adapters_blocks_count_for_that_adapter_only() -> None:
+    """SGLang's events name the adapter (lora_id); the KV router then finds them for that adapter's requests
+    and never for the base model's or another adapter's, and an id no loaded adapter has is not published."""
+    from protocol.kv_events import KvEventBatch
+    from shared.routing.kv_router import KvRouter
+
+    names = {"1f2e": "alpha"}
+    tr = BlockHashTranslator(PAGE, names.get)
+    payload = _payload(_lora_stored(11, None, TOKENS[:4], "1f2e"), _lora_stored(12, 11, TOKENS[4:8], None),
+                       _lora_stored(13, None, TOKENS[:4], "dead"))
+    events = tr.translate(decode_batch(payload).events)
+    assert tr.dropped == 1  # the unknown adapter's block
+    router = KvRouter(page_size=PAGE)
+    for w in ("w1", "w2"):
+        router.add_instance(w)
+    assert router.apply_batch(KvEventBatch(worker_id="w1", seq=1, events=events))
+    prompt = TOKENS[:8]
+    assert router.choose("r1", prompt, ["w1", "w2"], lora="alpha").overlap_blocks == 2
+    assert router.choose("r2", prompt, ["w1", "w2"]).overlap_blocks == 0
+    assert router.choose("r3", prompt, ["w1", "w2"], lora="beta").overlap_blocks == 0

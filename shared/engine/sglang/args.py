@@ -86,7 +86,7 @@ def build_sglang_config(sglang_argv: list[str], *, model_path: str) -> SglangCon
     if problems:
         raise SglangArgsError("conflicting SGLang flags: " + "; ".join(problems))
     given = {dest for dest, _, _ in found}
-    argv = _with_defaults(argv, given, model_path)
+    argv = _with_defaults(argv, given, model_path, dest_of if parser is not None else None)
     ns = _parse(parser, argv) if parser is not None else None
     try:
         return _config(model_path, argv, ns)
@@ -155,8 +155,18 @@ def _model_path_conflicts(found: list[tuple[str, str, tuple[str, ...]]], model_p
             for dest, flag, values in found if dest == "model_path" and values != (model_path,)]
 
 
-def _with_defaults(argv: list[str], given: set[str], model_path: str) -> list[str]:
+JSON_WHITESPACE_FLAG = "--constrained-json-disable-any-whitespace"
+_JSON_WHITESPACE = ("constrained_json_disable_any_whitespace", "constrained_json_whitespace_pattern",
+                    JSON_WHITESPACE_FLAG, "--constrained-json-whitespace-pattern")
+
+
+def _with_defaults(argv: list[str], given: set[str], model_path: str,
+                   dest_of: dict[str, str] | None = None) -> list[str]:
     out = list(argv) if "model_path" in given else ["--model-path", model_path, *argv]
+    # JSON whitespace bounded as the reference engine bounds it (xgrammar any_whitespace=False): with SGLang's
+    # default a random or weak model can fill a JSON object with whitespace up to max_tokens
+    if not given & set(_JSON_WHITESPACE) and (dest_of is None or JSON_WHITESPACE_FLAG in dest_of):
+        out.append(JSON_WHITESPACE_FLAG)
     if "page_size" not in given:
         out += ["--page-size", str(DEFAULT_PAGE_SIZE)]
     if "kv_events_config" not in given:

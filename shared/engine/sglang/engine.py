@@ -35,7 +35,7 @@ from shared.engine.sglang.args import SglangConfig, to_server_args
 from shared.engine.sglang.embedding import encode, is_embedding, l2_normalize
 from shared.engine.sglang.events import KvEventSubscriber
 from shared.engine.sglang.info import load_from_snapshots, runtime_config
-from shared.engine.sglang.lora import adapters_of
+from shared.engine.sglang.lora import adapter_name_of, adapters_of
 from shared.engine.sglang.mapping import OutputCursor, error_from_exception, generate_kwargs
 from shared.engine.sglang.scoring import cross_encode
 from shared.engine.sglang.translate import BlockHashTranslator
@@ -299,7 +299,8 @@ class SglangEngine(Engine):
             log.warning("sglang_kv_events_off", reason="no zmq --kv-events-config; the router sees no cache")
             return
         for rank in range(self._runtime.dp_size):
-            self._translators[rank] = BlockHashTranslator(self._runtime.page_size)
+            self._translators[rank] = BlockHashTranslator(
+                self._runtime.page_size, lambda lora_id: adapter_name_of(self.sgl.tokenizer_manager, lora_id))
             sub = KvEventSubscriber(self.cfg.kv_events, self._on_batch_of(rank), dp_rank=rank)
             await sub.start()
             self._subscribers.append(sub)

@@ -64,3 +64,22 @@ async def unload(tokenizer_manager: Any, adapters: AdapterSet, name: str) -> Non
 def _check(result: Any) -> None:
     if not getattr(result, "success", False):
         raise EngineError(ErrorCode.BAD_REQUEST, f"SGLang: {getattr(result, 'error_message', result)}")
+
+
+def adapter_name_of(tokenizer_manager: Any, lora_id: Any) -> str | None:
+    """The name of the adapter SGLang knows by `lora_id` (its registry's uuid hex, or that id's first 64 bits as a
+    signed int, the form SGLang gives block hashes in events); None when no loaded adapter has it."""
+    registry = getattr(getattr(tokenizer_manager, "lora_registry", None), "_registry", None) or {}
+    for name, ref in list(registry.items()):
+        ref_id = str(getattr(ref, "lora_id", ""))
+        if str(lora_id) == ref_id or (isinstance(lora_id, int) and _as_int64(ref_id) == lora_id):
+            return str(name)
+    return None
+
+
+def _as_int64(hex_id: str) -> int | None:
+    try:
+        value = int(hex_id[:16], 16)
+    except ValueError:
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value

@@ -9,22 +9,33 @@ Only blocks in GPU memory count (HiCache's host and storage tiers send the
 same events with another `medium`). A partial page is not a block for the
 router; a block whose parent was never seen cannot be hashed and is
 dropped, with its descendants.
+
+A LoRA adapter's blocks (an event's `lora_id`) chain on the adapter's root
+(`shared.kv.hashing.lora_root`), as the router hashes a request for that
+adapter, so they count for that adapter only; an id `adapter_of` cannot name
+is dropped rather than counted for the base model. EAGLE's bigram keys
+([token, next token] per position) are read as their first tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
 from shared.engine.sglang.wire import WireCleared, WireEvent, WireRemoved, WireStored
-from shared.kv.hashing import block_hash
+from shared.kv.hashing import block_hash, lora_root
 
 DEVICE_MEDIA = (None, "GPU")
 
 
+AdapterOf = Callable[[Any], "str | None"]  # SGLang's lora_id -> the adapter's name (None: unknown)
+
+
 class BlockHashTranslator:
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, adapter_of: AdapterOf | None = None) -> None:
         self.page_size = page_size
+        self.adapter_of = adapter_of
         self._ours: dict[int, int] = {}  # SGLang hash -> shoal hash
         self._refs: dict[int, int] = {}  # shoal hash -> SGLang hashes naming it
         self.dropped = 0  # blocks not forwarded (unknown parent, partial page, bigram key)
@@ -54,6 +65,12 @@ class BlockHashTranslator:
             self.dropped += len(ev.block_hashes)
             return
         first_parent = parent
+        if ev.parent_hash is None and ev.lora_id is not None:  # an adapter's first block: its own root
+            name = self.adapter_of(ev.lora_id) if self.adapter_of is not None else None
+            if not name:
+                self.dropped += len(ev.block_hashes)
+                return
+            parent = lora_root(name)
         hashes: list[int] = []
         tokens: list[int] = []
         for sg_hash, block in zip(ev.block_hashes, _blocks(ev), strict=False):
@@ -95,11 +112,12 @@ class BlockHashTranslator:
 
 
 def _blocks(ev: WireStored) -> list[list[int]]:
-    """The token lists of the event's blocks (one per hash)."""
+    """The token lists of the event's blocks (one per hash); an EAGLE bigram key's pairs give their first."""
+    ids = [t[0] if isinstance(t, (list, tuple)) and len(t) == 2 else t for t in ev.token_ids]
     if len(ev.block_hashes) == 1:
-        return [list(ev.token_ids)]
+        return [ids]
     size = ev.block_size
-    return [list(ev.token_ids[i * size : (i + 1) * size]) for i in range(len(ev.block_hashes))]
+    return [ids[i * size : (i + 1) * size] for i in range(len(ev.block_hashes))]
 
 
 def _append_stored(out: list[KvEvent], hashes: list[int], tokens: list[int], parent: int | None,

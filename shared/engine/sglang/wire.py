@@ -12,7 +12,11 @@ whose events are tagged arrays:
     ["AllBlocksCleared"]
 
 `medium` ("GPU", "CPU_PINNED", "DISK", "EXTERNAL") is absent in older
-versions; trailing fields a newer version adds are ignored. The replay
+versions; trailing fields a newer version adds are ignored. `lora_id` names the
+adapter whose KV the blocks hold (None: the base model; SGLang 0.5.17 always
+sends None). With EAGLE the radix keys are bigrams: `token_ids` holds a
+[token, next token] pair per position, kept as sent (translate.py reads the
+first of each pair). The replay
 socket answers a DEALER's [b"", start_seq] with [b"", seq, payload] frames
 and ends with seq -1 and an empty payload.
 """
@@ -29,9 +33,10 @@ END_OF_REPLAY = -1
 class WireStored(msgspec.Struct, frozen=True):
     block_hashes: list[int]
     parent_hash: int | None
-    token_ids: list[Any]  # ints; pairs for EAGLE's bigram keys (not routable, skipped)
+    token_ids: list[Any]  # ints; [token, next token] pairs for EAGLE's bigram keys
     block_size: int
     medium: str | None = None
+    lora_id: int | str | None = None  # the adapter's id in SGLang; None for the base model
 
 
 class WireRemoved(msgspec.Struct, frozen=True):
@@ -87,7 +92,8 @@ def _event(raw: Any) -> WireEvent:
     tag, fields = raw[0], raw[1:]
     try:
         if tag == "BlockStored":
-            return WireStored(list(fields[0]), fields[1], list(fields[2]), int(fields[3]), _at(fields, 5))
+            return WireStored(list(fields[0]), fields[1], list(fields[2]), int(fields[3]), _at(fields, 5),
+                              _at(fields, 4))
         if tag == "BlockRemoved":
             return WireRemoved(list(fields[0]), _at(fields, 1))
         if tag == "AllBlocksCleared":
