@@ -49,9 +49,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "agents": ("tests.bench.bench_agents", ["--append", "docs/BENCHMARKS.md"],
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
+    "load-feed": ("tests.bench.bench_load_feed", [], ["--reports", "2000", "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner"]
+           "busy", "agents", "planner", "load-feed"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
