@@ -37,6 +37,7 @@ from services.frontend.responses_stream import answer
 from services.frontend.session import SESSION_HEADER, with_session
 from services.frontend.shapes import ChoiceChunks, new_state, usage_event, whole_response
 from shared.http import Request, Response, StreamingResponse
+from shared.routing.session_key import prefix_session
 from shared.runtime.errors import RuntimeFailure
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter, gauge, histogram, render_metrics
@@ -62,6 +63,7 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    session_from: str = "header"  # --router-session-affinity-from (shared.routing.session_key)
 
 
 class FrontendApp:
@@ -181,7 +183,8 @@ class FrontendApp:
                                      self.opts.max_prompt_tokens, model.image_input)
             if isinstance(body, ChatCompletionRequest):
                 await with_agents(prepared, body, model, self.opts.tool_call_parser, self.opts.reasoning_parser)
-            prepared.request = with_session(prepared.request, req.headers.get(SESSION_HEADER))
+            prepared.request = with_session(prepared.request, req.headers.get(SESSION_HEADER) or prefix_session(
+                getattr(body, "messages", None), self.opts.session_from))
         except BadRequest as e:
             return _failure(e)
         if lora:

@@ -27,7 +27,8 @@ async def amain(argv: list[str]) -> None:
         app = FrontendApp(registry, Dispatcher(cfg.migration_limit, cfg.request_timeout), FrontendOptions(
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
-            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser))
+            tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser,
+            session_from=cfg.router.session_from))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,

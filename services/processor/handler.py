@@ -43,8 +43,8 @@ class ProcessorHandler:
                 request = expand_request(request, self.image_token_id, [r.image_hash for r in results],
                                          [r.num_tokens for r in results], [r.embedding for r in results])
             candidates = self.worker.instance_ids()
-            target = self.router.choose(request.request_id, request.token_ids, candidates,
-                                        session_id=request.routing.session_id).instance_id \
+            target = (await self.router.admit(request.request_id, request.token_ids, candidates,
+                                              session_id=request.routing.session_id)).instance_id \
                 if candidates else None  # none: the client says so (no instances)
             try:
                 async with contextlib.aclosing(self.worker.generate(

@@ -68,6 +68,10 @@ class SessionAffinity(Router):
         self._stick(session_id, decision.instance_id, now)
         return decision
 
+    async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str = "",
+                    session_id: str = "") -> RouteDecision:
+        return self.choose(request_id, token_ids, candidates, lora, session_id)
+
     def finished(self, request_id: str) -> None:
         self.inner.finished(request_id)
 

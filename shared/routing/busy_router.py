@@ -77,6 +77,17 @@ class BusyRouter(Router):
                               "threshold); retry later", retry_after=RETRY_AFTER_S)
         return self._send(request_id, token_ids, free, lora, session_id)
 
+    async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                    lora: str = "", session_id: str = "") -> RouteDecision:
+        free = self.busy.free(candidates)
+        if not free:
+            REJECTED.inc()
+            raise WorkersBusy(f"all {len(candidates)} workers are busy (KV cache or prefill queue past its "
+                              "threshold); retry later", retry_after=RETRY_AFTER_S)
+        d = await self.inner.admit(request_id, token_ids, free, lora, session_id)
+        self.busy.sent(request_id, d.instance_id, len(token_ids))
+        return d
+
     def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
                          lora: str = "", session_id: str = "") -> RouteDecision:
         """A migration goes to a free worker if there is one, else to a busy one: it is never refused."""

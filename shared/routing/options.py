@@ -20,6 +20,8 @@ class RouterOptions(msgspec.Struct, frozen=True):
     active_decode_blocks_threshold: float | None = None  # busy past this fraction of its KV blocks
     active_prefill_tokens_threshold: int | None = None  # busy past this many queued prompt tokens
     session_ttl: float = 0.0
+    session_store: str = "shared"  # shared: JetStream KV, every router; local: this process only
+    session_from: str = "header"  # header: x-session-id only; prefix: also the hash of the first messages
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
@@ -33,7 +35,14 @@ class RouterOptions(msgspec.Struct, frozen=True):
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
               "approximate": not self.kv_events} if mode == "kv" else {}
         router = make_router(mode, **kv, **where)
-        if self.session_ttl > 0:
+        shared = self.session_store == "shared" and where.get("runtime") is not None
+        if self.session_ttl > 0 and shared:  # one session -> worker map for every router (JetStream KV)
+            from shared.routing.session_book import SessionBook
+            from shared.routing.shared_affinity import SharedSessionAffinity
+
+            book = SessionBook(where["runtime"], where.get("component", "backend"), self.session_ttl)
+            router = SharedSessionAffinity(router, book)
+        elif self.session_ttl > 0:
             router = SessionAffinity(router, self.session_ttl)
         if self.active_decode_blocks_threshold is None and self.active_prefill_tokens_threshold is None:
             return router
@@ -64,4 +73,10 @@ ROUTER_FLAGS = FlagGroup(
     flag("session_ttl", "--router-session-affinity-ttl-secs", metavar="SECS",
          help="> 0: requests naming a session (header x-session-id) stay on the worker the session last used "
               "while it is live and the session was used within SECS; 0: off"),
+    flag("session_store", "--router-session-affinity-store", choices=("shared", "local"),
+         help="shared: the session -> worker map lives in JetStream KV (bucket shoal-sessions), the same for "
+              "every frontend, processor and router service; local: each process keeps its own"),
+    flag("session_from", "--router-session-affinity-from", choices=("header", "prefix"),
+         help="header: only requests with x-session-id have a session; prefix: a chat request without the "
+              "header gets one from a hash of its first messages (system prompt and first user turn)"),
 )
