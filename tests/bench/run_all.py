@@ -50,9 +50,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                ["--requests", "4", "--concurrency", "4", "--max-tokens", "8", "--rounds", "1"]),
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
     "load-feed": ("tests.bench.bench_load_feed", [], ["--reports", "2000", "--no-report"]),
+    "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner", "load-feed"]
+           "busy", "agents", "planner", "load-feed", "sessions"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
