@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import msgspec
 
 from protocol.messages import ErrorCode, OutputChunk
+from services.frontend.admission_hook import with_admission
 from services.frontend.agents import with_agents
 from services.frontend.choices import Choices
 from services.frontend.dispatch import Dispatcher
@@ -64,6 +65,7 @@ class FrontendOptions:
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
     session_from: str = "header"  # --router-session-affinity-from (shared.routing.session_key)
+    tenant_header: str = ""  # --tenant-header (services.frontend.admission_hook)
 
 
 class FrontendApp:
@@ -185,6 +187,7 @@ class FrontendApp:
                 await with_agents(prepared, body, model, self.opts.tool_call_parser, self.opts.reasoning_parser)
             prepared.request = with_session(prepared.request, req.headers.get(SESSION_HEADER) or prefix_session(
                 getattr(body, "messages", None), self.opts.session_from))
+            prepared.request = with_admission(prepared.request, req.headers, self.opts.tenant_header)
         except BadRequest as e:
             return _failure(e)
         if lora:

@@ -19,6 +19,7 @@ import msgspec
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.models import ModelEntry
 from services.frontend.request_metrics import observed
+from shared.routing.admission import ticket_of
 from shared.routing.opaque import image_routing_tokens
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
@@ -179,7 +180,8 @@ class Dispatcher:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
         args = (request.request_id, _routing_tokens(model, request), candidates, request.lora,
                 request.routing.session_id)  # admit may wait: a shared session's record, the admission queue
-        d = model.router.choose_under_way(*args) if under_way else await model.router.admit(*args)
+        d = model.router.choose_under_way(*args) if under_way else \
+            await model.router.admit(*args, ticket=ticket_of(request))
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)

@@ -28,7 +28,7 @@ async def amain(argv: list[str]) -> None:
             api_key=cfg.api_key, max_inflight=cfg.max_inflight, max_prompt_tokens=cfg.max_prompt_tokens,
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
             tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser,
-            session_from=cfg.router.session_from))
+            session_from=cfg.router.session_from, tenant_header=cfg.router.tenant_header))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,

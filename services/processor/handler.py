@@ -12,6 +12,7 @@ from protocol.discovery import InstanceRecord
 from protocol.messages import EngineRequest, OutputChunk
 from protocol.multimodal import EncodeRequest, EncodeResult
 from shared.multimodal.expand import expand_request, is_expanded
+from shared.routing.admission import ticket_of
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import WorkerLost
@@ -44,7 +45,8 @@ class ProcessorHandler:
                                          [r.num_tokens for r in results], [r.embedding for r in results])
             candidates = self.worker.instance_ids()
             target = (await self.router.admit(request.request_id, request.token_ids, candidates,
-                                              session_id=request.routing.session_id)).instance_id \
+                                              session_id=request.routing.session_id,
+                                              ticket=ticket_of(request))).instance_id \
                 if candidates else None  # none: the client says so (no instances)
             try:
                 async with contextlib.aclosing(self.worker.generate(

@@ -10,6 +10,7 @@ that migrates (`choose_under_way`) is admitted anyway: shedding it would lose wo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from protocol.kv_events import WorkerLoad
 from shared.routing.base import RouteDecision, Router
@@ -78,7 +79,7 @@ class BusyRouter(Router):
         return self._send(request_id, token_ids, free, lora, session_id)
 
     async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
-                    lora: str = "", session_id: str = "") -> RouteDecision:
+                    lora: str = "", session_id: str = "", ticket: Any = None) -> RouteDecision:
         free = self.busy.free(candidates)
         if not free:
             REJECTED.inc()

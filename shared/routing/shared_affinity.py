@@ -14,6 +14,7 @@ migration) uses the mirror and writes in the background.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from shared.routing.affinity import STICKS
 from shared.routing.base import RouteDecision, Router
@@ -54,7 +55,7 @@ class SharedSessionAffinity(Router):
         self.inner.finished(request_id)
 
     async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str = "",
-                    session_id: str = "") -> RouteDecision:
+                    session_id: str = "", ticket: Any = None) -> RouteDecision:
         if not session_id:
             return await self.inner.admit(request_id, token_ids, candidates, lora)
         key = self.book.key(session_id)
