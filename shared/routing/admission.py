@@ -10,8 +10,12 @@ busy), the request waits here until a worker frees, its deadline passes, or a be
                 starts waiting joins at the least count of those waiting, so idling earns no credit
     rate limit  `--router-tenant-rate R`: at most R requests a second per tenant (bursts of R): 429
     full        the queue holds `--router-queue-size` requests; a newcomer that ranks above the worst
-                one waiting takes its place (that one gets 503), else the newcomer gets 503; both
-                with Retry-After
+                one waiting (lower priority first, then the tenant most over its share counting what it
+                has waiting, then the latest deadline, the newest) takes its place (that one gets 503),
+                else the newcomer gets 503; both with Retry-After
+    reserve     `--router-priority-reserve F`: requests of priority <= 0 are admitted only while a worker's KV
+                use is under (1 - F) x its busy threshold; the rest is kept for higher classes, so they
+                rarely wait for a slot
     deadline    a deadline already past: 400; one passing while queued: 503 (`shoal_router_queue_shed_total`
                 by reason)
 
@@ -106,10 +110,13 @@ class _Bucket:
 
 class AdmissionQueue(Router):
     def __init__(self, inner: BusyRouter, size: int, weights: dict[str, float] | None = None,
-                 tenant_rate: float = 0.0, retry_after: float = 1.0,
+                 tenant_rate: float = 0.0, reserve: float = 0.0, retry_after: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         if size < 0:
             raise ValueError(f"--router-queue-size must be >= 0, not {size}")
+        if not 0 <= reserve < 1:
+            raise ValueError(f"--router-priority-reserve is a fraction in [0, 1), not {reserve}")
+        self.reserve = reserve
         self.inner = inner
         self.mode = inner.mode
         self.size = size
@@ -173,7 +180,7 @@ class AdmissionQueue(Router):
             SHED.labels("deadline_past").inc()
             raise DeadlinePassed(f"the request's deadline passed {now - t.deadline:.3f} s before it arrived")
         self._rate_limit(t.tenant, now)
-        if not self._waiting and self._granted is None:  # nobody ahead: straight through if a worker is free
+        if not self._waiting and self._granted is None and self._room(t, candidates):  # nobody ahead
             try:
                 d = await self.inner.admit(request_id, token_ids, candidates, lora, session_id)
             except WorkersBusy:
@@ -188,7 +195,7 @@ class AdmissionQueue(Router):
             while True:
                 await self._wait(w)
                 try:
-                    d = await self.inner.admit(request_id, token_ids, candidates, lora, session_id)
+                    d = await self.inner.admit(request_id, token_ids, self._roomy(t, candidates), lora, session_id)
                 except WorkersBusy:  # another router took the slot first: back to the head of its class
                     self._release(w)
                     w.go = asyncio.get_running_loop().create_future()
@@ -200,6 +207,18 @@ class AdmissionQueue(Router):
                 return d
         finally:
             self._release(w)
+
+    def _roomy(self, t: Ticket, candidates: Sequence[str]) -> Sequence[str]:
+        """The candidates with room for this request's class: past the reserve, only priority > 0 goes."""
+        if t.priority > 0 or self.reserve <= 0 or self.inner.busy.kv_fraction is None:
+            return candidates
+        busy = self.inner.busy
+        limit = (1 - self.reserve) * busy.kv_fraction
+        roomy = [c for c in candidates if busy.kv_blocks(c) < limit * busy.capacity(c)]
+        return roomy or ()
+
+    def _room(self, t: Ticket, candidates: Sequence[str]) -> bool:
+        return bool(self.inner.busy.free(self._roomy(t, candidates)))
 
     def _rate_limit(self, tenant: str, now: float) -> None:
         if self.tenant_rate <= 0:
@@ -221,9 +240,15 @@ class AdmissionQueue(Router):
             floor = min((self._served.get(x.ticket.tenant, 0.0) for x in self._waiting), default=None)
             if floor is not None:
                 self._served[tenant] = max(self._served.get(tenant, 0.0), floor)
+        if self.size == 0:
+            SHED.labels("queue_full").inc()
+            raise WorkersBusy("every worker is busy; retry later", retry_after=self.retry_after)
         if len(self._waiting) >= self.size:
-            worst = max(self._waiting, key=self._shed_rank)
-            if self._shed_rank(worst) <= self._shed_rank(w):
+            counts: dict[str, int] = {}
+            for x in self._waiting:
+                counts[x.ticket.tenant] = counts.get(x.ticket.tenant, 0) + 1
+            worst = max(self._waiting, key=lambda x: self._shed_rank(x, counts))
+            if self._shed_rank(worst, counts) <= self._shed_rank(w, counts, joining=True):
                 SHED.labels("queue_full").inc()
                 WAIT.labels(str(w.ticket.priority), "shed").observe(0)
                 raise WorkersBusy(f"every worker is busy and the admission queue is full ({self.size}); "
@@ -232,18 +257,22 @@ class AdmissionQueue(Router):
             SHED.labels("displaced").inc()
             WAIT.labels(str(worst.ticket.priority), "shed").observe(self._clock() - worst.since)
             if not worst.go.done():
-                worst.go.set_exception(WorkersBusy("every worker is busy and a request of a higher class took "
-                                                   "this one's place in the queue; retry later",
-                                                   retry_after=self.retry_after))
+                worst.go.set_exception(WorkersBusy("every worker is busy and a request of a higher class (or of a "
+                                                   "tenant below its fair share) took this one's place in the "
+                                                   "queue; retry later", retry_after=self.retry_after))
         self._waiting.append(w)
         DEPTH.set(len(self._waiting))
         self._ensure_ticker()
         self._pump()
 
-    @staticmethod
-    def _shed_rank(w: _Waiter) -> tuple[float, float, int]:
-        """Larger: shed first (lowest priority, then latest deadline, then newest)."""
-        return (-w.ticket.priority, w.deadline(), w.seq)
+    def _shed_rank(self, w: _Waiter, counts: dict[str, int], joining: bool = False
+                   ) -> tuple[float, float, float, int]:
+        """Larger: shed first. The lowest priority, then the tenant furthest over its fair share (admitted
+        plus waiting, over its weight; `joining`: counting `w` itself), then the latest deadline, the newest."""
+        t = w.ticket.tenant
+        waiting = counts.get(t, 0) + joining
+        usage = self._served.get(t, 0.0) + waiting / self.weights.get(t, 1.0)
+        return (-w.ticket.priority, usage, w.deadline(), w.seq)
 
     async def _wait(self, w: _Waiter) -> None:
         left = w.ticket.deadline - self._clock() if w.ticket.deadline else None
@@ -280,9 +309,9 @@ class AdmissionQueue(Router):
         """Let the next waiter try, when none is trying and some worker is free."""
         if self._granted is not None or not self._waiting:
             return
-        if not self.inner.busy.free(list(self.inner._live)):
-            return
         w = self._next()
+        if not self._room(w.ticket, list(self.inner._live)):
+            return
         self._waiting.remove(w)
         DEPTH.set(len(self._waiting))
         if w.go.done():

@@ -26,6 +26,7 @@ class RouterOptions(msgspec.Struct, frozen=True):
     tenant_header: str = ""  # the header naming the tenant (else the API key's hash)
     tenant_weights: str = ""  # name=weight,...: fair shares in the queue (others: 1)
     tenant_rate: float = 0.0  # requests/s per tenant (429 past it); 0: no limit
+    priority_reserve: float = 0.0  # fraction of the busy budget kept for priority > 0
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
@@ -56,11 +57,12 @@ class RouterOptions(msgspec.Struct, frozen=True):
         busy = BusyFilter(where.get("page_size", 16), self.active_decode_blocks_threshold,
                           self.active_prefill_tokens_threshold)
         router = BusyRouter(router, busy, where.get("runtime"), where.get("component", "backend"))
-        if self.queue_size <= 0 and self.tenant_rate <= 0:
+        if self.queue_size <= 0 and self.tenant_rate <= 0 and self.priority_reserve <= 0:
             return router
         from shared.routing.admission import AdmissionQueue, parse_weights
 
-        return AdmissionQueue(router, self.queue_size, parse_weights(self.tenant_weights), self.tenant_rate)
+        return AdmissionQueue(router, self.queue_size, parse_weights(self.tenant_weights), self.tenant_rate,
+                              self.priority_reserve)
 
 
 ROUTER_FLAGS = FlagGroup(
@@ -97,4 +99,7 @@ ROUTER_FLAGS = FlagGroup(
          help="fair-share weights of named tenants in the admission queue; any other tenant has weight 1"),
     flag("tenant_rate", "--router-tenant-rate", metavar="PER_S",
          help="each tenant's request rate limit (429 with Retry-After past it); 0: none"),
+    flag("priority_reserve", "--router-priority-reserve", metavar="FRACTION",
+         help="with --active-decode-blocks-threshold: this fraction of each worker's KV budget admits only "
+              "requests with priority > 0 (the others queue), so high-priority requests rarely wait; 0: off"),
 )

@@ -51,9 +51,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "planner": ("tests.bench.bench_planner", [], ["--warm-s", "8", "--no-report"]),
     "load-feed": ("tests.bench.bench_load_feed", [], ["--reports", "2000", "--no-report"]),
     "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
+    "admission": ("tests.bench.bench_admission", [], ["--seconds", "3", "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner", "load-feed", "sessions"]
+           "busy", "agents", "planner", "load-feed", "sessions", "admission"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -135,3 +135,41 @@ def test_the_frontend_hook_sets_tenant_and_deadline_and_refuses_a_past_deadline(
     assert parse_weights("a=4, b=0.5") == {"a": 4.0, "b": 0.5}
     with pytest.raises(ValueError):
         parse_weights("a=0")
+
+
+def test_a_full_queue_makes_room_for_a_tenant_below_its_share():
+    async def run() -> None:
+        q = queue(size=3)
+        await q.admit("first", PROMPT, [A])
+        flood = [asyncio.create_task(q.admit(f"big{i}", PROMPT, [A], ticket=Ticket(tenant="big"))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        small = asyncio.create_task(q.admit("small", PROMPT, [A], ticket=Ticket(tenant="small")))
+        await asyncio.sleep(0.01)
+        with pytest.raises(WorkersBusy):
+            await flood[2]  # the over-share tenant's newest gave its place up
+        with pytest.raises(WorkersBusy):  # the flooding tenant cannot push back in
+            await q.admit("big3", PROMPT, [A], ticket=Ticket(tenant="big"))
+        q.finished("first")  # equal shares so far: the earlier arrival goes
+        assert (await flood[0]).instance_id == A
+        q.finished("big0")  # now "big" is ahead of its share: "small" goes before big1, which came earlier
+        assert (await small).instance_id == A and not flood[1].done()
+        flood[1].cancel()
+    asyncio.run(run())
+
+
+def test_the_priority_reserve_holds_the_last_of_the_budget_for_higher_classes():
+    async def run() -> None:
+        busy = BusyRouter(RoundRobinRouter(), BusyFilter(16, kv_fraction=0.5))
+        q = AdmissionQueue(busy, 8, reserve=0.5)
+        q.add_instance(A)
+        q.set_capacity(A, 40)  # busy past 20 blocks; priority 0 only under 10
+        await q.admit("low1", PROMPT, [A])  # 0 -> 5 blocks
+        await q.admit("low2", PROMPT, [A])  # 5 -> 10
+        low3 = asyncio.create_task(q.admit("low3", PROMPT, [A]))
+        await asyncio.sleep(0.01)
+        assert not low3.done() and q.waiting == 1  # 10 blocks: no room left for priority 0
+        assert (await q.admit("high", PROMPT, [A], ticket=Ticket(priority=1))).instance_id == A
+        q.finished("low1")
+        q.finished("high")
+        assert (await low3).instance_id == A
+    asyncio.run(run())
