@@ -30,6 +30,7 @@ INSTANCES_BUCKET = "shoal-instances"
 MODELS_BUCKET = "shoal-models"
 ARTIFACTS_STORE = "shoal-artifacts"
 NIXL_BUCKET = "shoal-nixl"
+SESSIONS_BUCKET = "shoal-sessions"  # session affinity shared by the routers (shared/routing/session_book.py)
 
 # Replies to requests a worker received: any number of frames, for up to an hour per request.
 RESPONSES = {"max": -1, "expires": "1h"}
@@ -75,6 +76,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
     artifacts = _stream_api(f"OBJ_{ARTIFACTS_STORE}", get=True)
     kv_events = _stream_api(f"{PREFIX}-kv-{namespace}")
     nixl = [*_stream_api(f"KV_{NIXL_BUCKET}", consume=False, get=True), f"$KV.{NIXL_BUCKET}.{namespace}.>"]
+    sessions = [*_stream_api(f"KV_{SESSIONS_BUCKET}", get=True), f"$KV.{SESSIONS_BUCKET}.{namespace}.>"]
 
     def inbox(service: str) -> str:
         """A service's replies: JetStream API answers, consumer deliveries and EndpointClient
@@ -99,7 +101,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
 
     return {
         "frontend": Role(
-            publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events],
+            publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events, *sessions],
             publish_deny=[f"{ns}.kv.>", f"{ns}.load.>"],
             subscribe=[inbox("frontend"), f"{ns}.load.>"],
             comment="calls any component's endpoint (any instance or one) and cancels on its control subject;\n"
@@ -130,7 +132,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             "pull the embeddings over NIXL (not NATS)."),
         "processor": worker(
             processor, "processor", [*calls(encode, "encode"), *calls(backend, "generate"), *calls(vlm, "generate")],
-            [], f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
+            sessions, f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
             f"a client of {encode!r} and of the LLM workers ({backend!r} or {vlm!r}); with --router-mode kv it\n"
             "replays their KV events and follows their load.",
             extra_sub=(f"{ns}.load.{backend}.*", f"{ns}.load.{vlm}.*")),
@@ -139,7 +141,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             f"LLM worker behind a processor (component {backend!r} or {vlm!r}, --internal): like worker, and\n"
             "reads image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
         "router": Role(
-            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events],
+            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", *base, *discovery, *kv_events, *sessions],
             subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router")],
             responses=True,
             comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"

@@ -68,7 +68,11 @@ class SessionBook:
         return subjects.session_key(self.rt.namespace, self.component, session_id)
 
     async def start(self) -> None:
-        self._kv = await self.rt.discovery.bucket(subjects.SESSIONS_BUCKET)
+        try:
+            self._kv = await asyncio.wait_for(self.rt.discovery.bucket(subjects.SESSIONS_BUCKET), 10.0)
+        except Exception as e:  # no permission or no JetStream: sessions stay per process rather than none
+            log.warning("sessions_bucket_unavailable", error=str(e)[:200], fallback="this process only")
+            return
         ready = asyncio.Event()
         self._watch = asyncio.create_task(self._follow(ready), name=f"sessions:{self.component}")
         with contextlib.suppress(TimeoutError):
@@ -88,6 +92,8 @@ class SessionBook:
 
     async def fetch(self, key: str) -> Held | None:
         """The bucket's record (a mirror miss: this router never saw the session, or forgot it)."""
+        if self._kv is None:
+            return None
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
@@ -103,6 +109,10 @@ class SessionBook:
         """Set the session's worker if the key is still at `last`'s revision (None: absent). The new record,
         or None when another router changed it first (then `fetch` has its choice)."""
         moves = 0 if last is None else last.moves + (last.worker != worker)
+        if self._kv is None:  # the bucket could not be opened: remember it here only
+            held = Held(worker, (last.revision if last else 0) + 1, moves, self._clock())
+            self._remember(key, held)
+            return held
         data = codec.encode(SessionRecord(worker, moves))
         headers = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(last.revision if last else 0)}
         try:
@@ -152,6 +162,8 @@ class SessionBook:
 
     async def _deleted_at(self, key: str) -> Held | None:
         """The revision of the key's delete marker (a create after expiry must name it)."""
+        if self._kv is None:
+            return None
         try:
             await self._kv.get(key)
         except KeyNotFoundError as e:
