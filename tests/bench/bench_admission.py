@@ -1,6 +1,6 @@
 """Admission queue under 3x overload (real nats-server, two mock workers, real HTTP, streaming).
 
-python -m tests.bench.bench_admission [--seconds 10] [--no-report]
+python -m tests.bench.bench_admission [--seconds 20] [--no-report]
 
 Two mock workers (20 ms decode steps, 640-token prompts) behind a frontend with a busy threshold and
 `--router-queue-size`. First the unloaded TTFT of a high-priority request. Then, for `--seconds`,
@@ -38,7 +38,7 @@ QUEUE = 32
 FRONTEND = ["--router-mode", "kv", "--active-decode-blocks-threshold", "0.5", "--router-queue-size", str(QUEUE),
             "--router-priority-reserve", "0.4",
             "--tenant-header", "x-tenant"]
-PROMPT_TOKENS, MAX_TOKENS = 640, 8  # 41 blocks: 6 requests per worker under 256 of 512 (4 of priority 0)
+PROMPT_TOKENS, MAX_TOKENS = 640, 32  # 41 blocks: 6 requests per worker under 256 of 512 (4 of priority 0)
 HIGH_SHARE, OVERLOAD = 0.05, 3.0
 
 
@@ -146,7 +146,7 @@ def p(xs: list[float] | None, q: float) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="shoal-adm-") as tmp:
