@@ -89,6 +89,8 @@ class RoutingHints(msgspec.Struct, frozen=True, omit_defaults=True):
     prefill_instance_id: str | None = None
     overlap_blocks: int = 0  # what the router expects the worker to have cached
     session_id: str = ""  # the client's session (x-session-id): routers keep it on one worker
+    tenant: str = ""  # who sent it (--tenant-header or the API key's hash): the admission queue's fair share
+    deadline: float = 0.0  # unix seconds the client stops waiting at (x-request-deadline); 0: none
 
 
 class BootstrapInfo(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -5,6 +5,7 @@ Naming ladder: namespace -> component -> endpoint -> instance.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 PREFIX = "shoal"
@@ -12,6 +13,7 @@ INSTANCES_BUCKET = "shoal-instances"
 MODELS_BUCKET = "shoal-models"
 ARTIFACTS_STORE = "shoal-artifacts"
 NIXL_BUCKET = "shoal-nixl"  # NIXL agent records of decode workers (protocol.transfer.AgentRecord)
+SESSIONS_BUCKET = "shoal-sessions"  # session -> worker (protocol.sessions.SessionRecord), per-key TTL
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -107,3 +109,12 @@ def frontend_stats_subject(ns: str, instance_id: str) -> str:
 
 def frontend_stats_filter(ns: str) -> str:
     return f"{PREFIX}.{ns}.stats.frontend.*"
+
+
+def session_key(ns: str, component: str, session_id: str) -> str:
+    """Key of a session's record in SESSIONS_BUCKET: a hash, so any session id makes a valid key."""
+    return f"{ns}.{component}.{hashlib.blake2b(session_id.encode(), digest_size=16).hexdigest()}"
+
+
+def session_key_filter(ns: str, component: str) -> str:
+    return f"{ns}.{component}.*"

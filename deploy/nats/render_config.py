@@ -32,6 +32,7 @@ INSTANCES_BUCKET = "shoal-instances"
 MODELS_BUCKET = "shoal-models"
 ARTIFACTS_STORE = "shoal-artifacts"
 NIXL_BUCKET = "shoal-nixl"
+SESSIONS_BUCKET = "shoal-sessions"  # session affinity shared by the routers (shared/routing/session_book.py)
 
 # Replies to requests a worker received: any number of frames, for up to an hour per request.
 RESPONSES = {"max": -1, "expires": "1h"}
@@ -77,6 +78,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
     kv_events = _stream_api(f"{PREFIX}-kv-{namespace}")
     nixl = [*_stream_api(f"KV_{NIXL_BUCKET}", consume=False, get=True), f"$KV.{NIXL_BUCKET}.{namespace}.>"]
     hb = f"{ns}.hb"  # lease heartbeats (shared.runtime.heartbeat): every discovery watcher hears them
+    sessions = [*_stream_api(f"KV_{SESSIONS_BUCKET}", get=True), f"$KV.{SESSIONS_BUCKET}.{namespace}.>"]
 
     def inbox(service: str) -> str:
         """A service's replies: JetStream API answers, consumer deliveries and EndpointClient
@@ -105,7 +107,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             comment="provisioning (python -m shared.cli setup, once per namespace, before the services): the one\n"
                     "role that creates, updates, purges and deletes streams and buckets; publishes no traffic."),
         "frontend": Role(
-            publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events],
+            publish=[f"{ns}.*.*", f"{ns}.*.*.*", *base, *discovery, *artifacts, *kv_events, *sessions],
             publish_deny=[f"{ns}.kv.>", f"{ns}.load.>"],
             subscribe=[inbox("frontend"), f"{ns}.load.>", hb],
             comment="calls any component's endpoint (any instance or one) and cancels on its control subject;\n"
@@ -136,7 +138,7 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             "pull the embeddings over NIXL (not NATS)."),
         "processor": worker(
             processor, "processor", [*calls(encode, "encode"), *calls(backend, "generate"), *calls(vlm, "generate")],
-            [], f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
+            sessions, f"multimodal processor (component {processor!r}): serves generate and publishes the model card;\n"
             f"a client of {encode!r} and of the LLM workers ({backend!r} or {vlm!r}); with --router-mode kv it\n"
             "replays their KV events and follows their load.",
             extra_sub=(f"{ns}.load.{backend}.*", f"{ns}.load.{vlm}.*")),
@@ -145,7 +147,8 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             f"LLM worker behind a processor (component {backend!r} or {vlm!r}, --internal): like worker, and\n"
             "reads image embeddings over NIXL (the encode workers' records in the NIXL bucket)."),
         "router": Role(
-            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", hb, *base, *discovery, *kv_events],
+            publish=[f"$KV.{INSTANCES_BUCKET}.{namespace}.{router}.>", hb, *base, *discovery, *kv_events,
+                     *sessions],
             subscribe=[f"{ns}.{router}.>", f"{ns}.load.>", inbox("router"), hb],
             responses=True,
             comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"

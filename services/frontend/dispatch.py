@@ -22,6 +22,7 @@ import msgspec
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.models import ModelEntry
 from services.frontend.request_metrics import observed
+from shared.routing.admission import ticket_of
 from shared.routing.opaque import image_routing_tokens
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
@@ -94,7 +95,7 @@ class Dispatcher:
         deadline = time.time() + self.request_timeout if self.request_timeout else None
         while True:
             if instance_id is None:
-                target, request = self._choose(model, request, excluded, under_way=migrations > 0)
+                target, request = await self._choose(model, request, excluded, under_way=migrations > 0)
             else:
                 target = instance_id
             if served is not None:
@@ -198,16 +199,17 @@ class Dispatcher:
         return model.router.choose(request_id, tokens, candidates).instance_id
 
     @staticmethod
-    def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str],
-                under_way: bool = False) -> tuple[str, EngineRequest]:
+    async def _choose(model: ModelEntry, request: EngineRequest, excluded: set[str],
+                      under_way: bool = False) -> tuple[str, EngineRequest]:
         """The worker to send to, and the request with the DP rank the router chose, if any.
         `under_way`: a migration, which no busy threshold refuses."""
         candidates = [i for i in model.candidates(request.lora) if i not in excluded]
         if not candidates:
             raise NoInstances(f"no worker is serving model {model.name!r} right now", retry_after=1.0)
-        choose = model.router.choose_under_way if under_way else model.router.choose
-        d = choose(request.request_id, _routing_tokens(model, request), candidates, lora=request.lora,
-                   session_id=request.routing.session_id)
+        args = (request.request_id, _routing_tokens(model, request), candidates, request.lora,
+                request.routing.session_id)  # admit may wait: a shared session's record, the admission queue
+        d = model.router.choose_under_way(*args) if under_way else \
+            await model.router.admit(*args, ticket=ticket_of(request))
         if d.dp_rank is not None and d.dp_rank != request.routing.dp_rank:
             routing = msgspec.structs.replace(request.routing, dp_rank=d.dp_rank)
             request = msgspec.structs.replace(request, routing=routing)

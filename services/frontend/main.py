@@ -34,7 +34,8 @@ async def amain(argv: list[str]) -> None:
             tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser, limits=RequestLimits(
                 cfg.max_prompt_bytes, cfg.max_grammar_bytes, cfg.max_json_depth, cfg.allow_client_priority,
                 cfg.allowed_hosts, cfg.protect_metrics),
-            max_rerank_documents=cfg.max_rerank_documents, lora_admin=cfg.lora_admin))
+            max_rerank_documents=cfg.max_rerank_documents, lora_admin=cfg.lora_admin,
+            session_from=cfg.router.session_from, tenant_header=cfg.router.tenant_header))
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,

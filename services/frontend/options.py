@@ -19,6 +19,8 @@ class FrontendOptions:
     ignore_unknown_fields: bool = False
     tool_call_parser: str | None = None  # override the model card's
     reasoning_parser: str | None = None
+    session_from: str = "header"  # --router-session-affinity-from (shared.routing.session_key)
+    tenant_header: str = ""  # --tenant-header (services.frontend.admission_hook)
     max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
     limits: RequestLimits = field(default_factory=RequestLimits)  # services.frontend.limits (issue 22)
     lora_admin: LoraAdminOptions = field(default_factory=LoraAdminOptions)  # run-time adapter loads (issue 22)

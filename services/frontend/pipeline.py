@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from protocol.messages import HTTP_STATUS, EngineRequest, ErrorCode, OutputChunk, Usage
+from services.frontend.admission_hook import with_admission
 from services.frontend.agents import AgentPlan, plan_chat
 from services.frontend.dispatch import Dispatcher
 from services.frontend.limits import RequestGate
@@ -39,6 +40,7 @@ from services.frontend.session import SESSION_HEADER, session_id
 from services.frontend.steps import ErrorStep, Frame, UsageStep
 from shared.errors import ShoalError, client_message
 from shared.parsers.detect import resolve_parsers
+from shared.routing.session_key import prefix_session
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import histogram
@@ -136,7 +138,9 @@ class Pipeline:
             prepared = await prepare(model.tokenizer, body, f"{prefix}-{secrets.token_hex(12)}",
                                      model.context_length, self.opts.max_prompt_tokens, model.image_input,
                                      grammar=plan.grammar if plan else None, lora=lora,
-                                     session=session_id(headers.get(SESSION_HEADER)))
+                                     session=session_id(headers.get(SESSION_HEADER)) or prefix_session(
+                                         getattr(body, "messages", None), self.opts.session_from) or "")
+            prepared.request = with_admission(prepared.request, headers, self.opts.tenant_header)
         except ShoalError as e:
             raise Failed(error_step(e)) from e
         if plan is not None:  # the parser starts inside a reasoning block the rendered prompt opened

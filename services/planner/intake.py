@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -15,6 +16,7 @@ from protocol.discovery import ModelCard
 from protocol.kv_events import WorkerLoad
 from protocol.stats import FrontendStats
 from services.planner.observe import Pool, PoolLoad, Snapshot, TrafficWindow, pool_of
+from shared.routing.load_feed import LoadFeed
 from shared.runtime.discovery import KeyUpdate
 from shared.runtime.runtime import Runtime
 from shared.runtime.tasks import cancel_and_wait
@@ -32,11 +34,12 @@ class Intake:
         self._since = time.monotonic()
         self._subs: list[Any] = []
         self._watch: asyncio.Task[None] | None = None
+        self._unsubscribe_load: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         ns = self.rt.namespace
-        self._subs = [await self.rt.nc.subscribe(subjects.frontend_stats_filter(ns), cb=self._on_stats),
-                      await self.rt.nc.subscribe(subjects.load_filter(ns), cb=self._on_load)]
+        self._subs = [await self.rt.nc.subscribe(subjects.frontend_stats_filter(ns), cb=self._on_stats)]
+        self._unsubscribe_load = await LoadFeed.of(self.rt).add("*", self.apply_load)
         flt = subjects.model_key_filter(ns)
         for key, value in (await self.rt.discovery.snapshot(subjects.MODELS_BUCKET, flt)).items():
             self._apply(key, value)  # the first decision sees every live worker
@@ -48,6 +51,8 @@ class Intake:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._unsubscribe_load is not None:
+            await self._unsubscribe_load()
 
     def take(self) -> Snapshot:
         """What happened since the last take, and the fleet as it is now."""
@@ -77,10 +82,9 @@ class Intake:
         for m in stats.models:
             self._windows.setdefault(m.model, TrafficWindow()).add(m)
 
-    async def _on_load(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            w = codec.decode(msg.data, WorkerLoad)
-            self.loads[(w.worker_id, w.dp_rank)] = w
+    def apply_load(self, w: WorkerLoad) -> None:
+        """One worker's report (from the process's LoadFeed, which counts the undecodable ones)."""
+        self.loads[(w.worker_id, w.dp_rank)] = w
 
     def _apply(self, key: str, value: bytes | None) -> None:
         iid = key.rpartition(".")[2]

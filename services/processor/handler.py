@@ -13,6 +13,7 @@ from protocol.messages import EngineRequest, ErrorCode, OutputChunk
 from protocol.multimodal import EncodeRequest, EncodeResult
 from shared.errors import EngineError
 from shared.multimodal.expand import expand_request, is_expanded
+from shared.routing.admission import ticket_of
 from shared.routing.base import Router
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import WorkerLost
@@ -48,8 +49,9 @@ class ProcessorHandler:
                 request = expand_request(request, self.image_token_id, [r.image_hash for r in results],
                                          [r.num_tokens for r in results], [r.embedding for r in results])
             candidates = self.worker.instance_ids()
-            target = self.router.choose(request.request_id, request.token_ids, candidates,
-                                        session_id=request.routing.session_id).instance_id \
+            target = (await self.router.admit(request.request_id, request.token_ids, candidates,
+                                              session_id=request.routing.session_id,
+                                              ticket=ticket_of(request))).instance_id \
                 if candidates else None  # none: the client says so (no instances)
             try:
                 async with contextlib.aclosing(self.worker.generate(

@@ -23,5 +23,6 @@ class RouteHandler:
         candidates = sorted(self.live - set(req.exclude))
         if not candidates:
             raise NoInstances("no worker of the routed component is live", retry_after=1.0)
-        d = self.router.choose(req.request_id, req.token_ids, candidates, lora=req.lora, session_id=req.session_id)
+        d = await self.router.admit(req.request_id, req.token_ids, candidates, lora=req.lora,
+                                    session_id=req.session_id)
         yield RouteResponse(instance_id=d.instance_id, overlap_blocks=d.overlap_blocks, dp_rank=d.dp_rank)

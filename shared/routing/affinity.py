@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from shared.routing.base import RouteDecision, Router
 from shared.telemetry.metrics import counter
@@ -67,6 +68,10 @@ class SessionAffinity(Router):
         decision = self.inner.choose(request_id, token_ids, candidates, lora)
         self._stick(session_id, decision.instance_id, now)
         return decision
+
+    async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str], lora: str = "",
+                    session_id: str = "", ticket: Any = None) -> RouteDecision:
+        return self.choose(request_id, token_ids, candidates, lora, session_id)
 
     def finished(self, request_id: str) -> None:
         self.inner.finished(request_id)

@@ -17,6 +17,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class Router(abc.ABC):
                lora: str = "", session_id: str = "") -> RouteDecision:
         """Pick one of `candidates` (non-empty) for this request (run with LoRA adapter `lora`, if named).
         `session_id` names the caller's session: shared.routing.affinity keeps a session on its worker."""
+
+    async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                    lora: str = "", session_id: str = "", ticket: Any = None) -> RouteDecision:
+        """`choose` for a new request, which may wait: a shared session's record is read or written in
+        JetStream KV (shared.routing.shared_affinity), a full cluster queues it (shared.routing.admission).
+        Callers that can await (the frontend, the processor, the router service) call this; `ticket`
+        (shared.routing.admission.Ticket: priority, deadline, tenant) orders a queued request."""
+        return self.choose(request_id, token_ids, candidates, lora, session_id)
 
     def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
                          lora: str = "", session_id: str = "") -> RouteDecision:

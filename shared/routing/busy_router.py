@@ -9,16 +9,13 @@ that migrates (`choose_under_way`) is admitted anyway: shedding it would lose wo
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from nats.aio.msg import Msg
-
-from protocol import codec, subjects
 from protocol.kv_events import WorkerLoad
 from shared.routing.base import RouteDecision, Router
 from shared.routing.busy import BusyFilter
+from shared.routing.load_feed import LoadFeed
 from shared.runtime.errors import WorkersBusy
 from shared.runtime.runtime import Runtime
 from shared.telemetry.metrics import counter
@@ -37,26 +34,27 @@ class BusyRouter(Router):
         self.mode = inner.mode
         self.rt = runtime
         self.component = component
-        self._sub: Any = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
+        self.on_load: Callable[[], None] | None = None  # told after each report applied (the admission queue)
         self._live: set[str] = set()  # reports of other workers (other models on the component) are ignored
 
     async def start(self) -> None:
         await self.inner.start()
         if self.rt is not None:
-            self._sub = await self.rt.nc.subscribe(subjects.load_filter(self.rt.namespace, self.component),
-                                                   cb=self._on_load)
+            self._unsubscribe = await LoadFeed.of(self.rt).add(self.component, self.apply_load)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
         await self.inner.stop()
 
-    async def _on_load(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            load = codec.decode(msg.data, WorkerLoad)
-            if load.worker_id in self._live:
-                self.busy.apply_load(load)
+    def apply_load(self, load: WorkerLoad) -> None:
+        """One worker's report (from the process's LoadFeed); other models' workers are ignored."""
+        if load.worker_id in self._live:
+            self.busy.apply_load(load)
+            if self.on_load is not None:
+                self.on_load()
 
     def add_instance(self, instance_id: str) -> None:
         self._live.add(instance_id)
@@ -79,6 +77,17 @@ class BusyRouter(Router):
             raise WorkersBusy(f"all {len(candidates)} workers are busy (KV cache or prefill queue past its "
                               "threshold); retry later", retry_after=RETRY_AFTER_S)
         return self._send(request_id, token_ids, free, lora, session_id)
+
+    async def admit(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
+                    lora: str = "", session_id: str = "", ticket: Any = None) -> RouteDecision:
+        free = self.busy.free(candidates)
+        if not free:
+            REJECTED.inc()
+            raise WorkersBusy(f"all {len(candidates)} workers are busy (KV cache or prefill queue past its "
+                              "threshold); retry later", retry_after=RETRY_AFTER_S)
+        d = await self.inner.admit(request_id, token_ids, free, lora, session_id)
+        self.busy.sent(request_id, d.instance_id, len(token_ids))
+        return d
 
     def choose_under_way(self, request_id: str, token_ids: Sequence[int], candidates: Sequence[str],
                          lora: str = "", session_id: str = "") -> RouteDecision:

@@ -12,8 +12,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from protocol import codec, subjects
 from protocol.discovery import DEFAULT_PAGE_SIZE
-from protocol.kv_events import KvEventBatch, WorkerLoad
+from protocol.kv_events import KvEventBatch
 from shared.routing.kv_router import KvRouter
+from shared.routing.load_feed import LoadFeed
 from shared.runtime.publishers import ensure_kv_stream
 from shared.runtime.replicas import while_electing
 from shared.runtime.runtime import Runtime
@@ -43,6 +44,7 @@ class LiveKvRouter(KvRouter):
         self._received = 0  # messages handled by _on_events
         self._caught_up = asyncio.Event()
         self._subs: list[Any] = []
+        self._unsubscribe_load: Any = None
 
     async def start(self) -> None:
         """Subscribe, then wait (up to `replay_timeout`) until the stream's backlog is applied."""
@@ -53,8 +55,8 @@ class LiveKvRouter(KvRouter):
         events = await while_electing(lambda: self.rt.js.subscribe(  # a NATS node just lost: wait for a leader
             subjects.kv_events_filter(ns, self.component), cb=self._on_events, ordered_consumer=True, config=cfg,
             idle_heartbeat=HEARTBEAT_S))
-        self._subs = [events, await self.rt.nc.subscribe(subjects.load_filter(ns, self.component),
-                                                         cb=self._on_load)]
+        self._subs = [events]
+        self._unsubscribe_load = await LoadFeed.of(self.rt).add(self.component, self.apply_load)
         with contextlib.suppress(Exception):
             info = await events.consumer_info()
             if info.num_pending == 0 and self._received >= info.delivered.consumer_seq:
@@ -70,6 +72,9 @@ class LiveKvRouter(KvRouter):
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._unsubscribe_load is not None:
+            await self._unsubscribe_load()
+            self._unsubscribe_load = None
 
     async def _on_events(self, msg: Msg) -> None:
         self._received += 1
@@ -84,10 +89,6 @@ class LiveKvRouter(KvRouter):
         with contextlib.suppress(Exception):
             if msg.metadata.num_pending == 0:
                 self._caught_up.set()
-
-    async def _on_load(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            self.apply_load(codec.decode(msg.data, WorkerLoad))
 
 
 def make_kv_router(runtime: Runtime | None = None, component: str = "backend", page_size: int = DEFAULT_PAGE_SIZE,

@@ -21,6 +21,13 @@ class RouterOptions(msgspec.Struct, frozen=True):
     active_decode_blocks_threshold: float | None = None  # busy past this fraction of its KV blocks
     active_prefill_tokens_threshold: int | None = None  # busy past this many queued prompt tokens
     session_ttl: float = 0.0
+    session_store: str = "shared"  # shared: JetStream KV, every router; local: this process only
+    session_from: str = "header"  # header: x-session-id only; prefix: also the hash of the first messages
+    queue_size: int = 0  # all workers busy: up to this many requests wait (shared.routing.admission); 0: 503
+    tenant_header: str = ""  # the header naming the tenant (else the API key's hash)
+    tenant_weights: str = ""  # name=weight,...: fair shares in the queue (others: 1)
+    tenant_rate: float = 0.0  # requests/s per tenant (429 past it); 0: no limit
+    priority_reserve: float = 0.0  # fraction of the busy budget kept for priority > 0
 
     def make(self, **where: Any) -> Router:
         """A router of this mode (`where`: runtime, component, page_size). In direct mode the caller names
@@ -34,16 +41,29 @@ class RouterOptions(msgspec.Struct, frozen=True):
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
               "approximate": not self.kv_events} if mode == "kv" else {}
         router = make_router(mode, **kv, **where)
-        if self.session_ttl > 0:
+        shared = self.session_store == "shared" and where.get("runtime") is not None
+        if self.session_ttl > 0 and shared:  # one session -> worker map for every router (JetStream KV)
+            from shared.routing.session_book import SessionBook
+            from shared.routing.shared_affinity import SharedSessionAffinity
+
+            book = SessionBook(where["runtime"], where.get("component", "backend"), self.session_ttl)
+            router = SharedSessionAffinity(router, book)
+        elif self.session_ttl > 0:
             router = SessionAffinity(router, self.session_ttl)
         if self.active_decode_blocks_threshold is None and self.active_prefill_tokens_threshold is None:
-            return router
+            return router  # nothing is ever busy: no queue either
         from shared.routing.busy import BusyFilter
         from shared.routing.busy_router import BusyRouter
 
         busy = BusyFilter(where.get("page_size", DEFAULT_PAGE_SIZE), self.active_decode_blocks_threshold,
                           self.active_prefill_tokens_threshold)
-        return BusyRouter(router, busy, where.get("runtime"), where.get("component", "backend"))
+        router = BusyRouter(router, busy, where.get("runtime"), where.get("component", "backend"))
+        if self.queue_size <= 0 and self.tenant_rate <= 0 and self.priority_reserve <= 0:
+            return router
+        from shared.routing.admission import AdmissionQueue, parse_weights
+
+        return AdmissionQueue(router, self.queue_size, parse_weights(self.tenant_weights), self.tenant_rate,
+                              self.priority_reserve)
 
 
 ROUTER_FLAGS = FlagGroup(
@@ -65,4 +85,22 @@ ROUTER_FLAGS = FlagGroup(
     flag("session_ttl", "--router-session-affinity-ttl-secs", metavar="SECS",
          help="> 0: requests naming a session (header x-session-id) stay on the worker the session last used "
               "while it is live and the session was used within SECS; 0: off"),
+    flag("session_store", "--router-session-affinity-store", choices=("shared", "local"),
+         help="shared: the session -> worker map lives in JetStream KV (bucket shoal-sessions), the same for "
+              "every frontend, processor and router service; local: each process keeps its own"),
+    flag("session_from", "--router-session-affinity-from", choices=("header", "prefix"),
+         help="header: only requests with x-session-id have a session; prefix: a chat request without the "
+              "header gets one from a hash of its first messages (system prompt and first user turn)"),
+    flag("queue_size", "--router-queue-size", metavar="N",
+         help="with a busy threshold: when every worker is busy, up to N requests wait (by priority, tenant "
+              "fair share, deadline, arrival) instead of a 503 at once; 0: off"),
+    flag("tenant_header", "--tenant-header", metavar="NAME",
+         help="the request header naming the tenant for fair share and rate limits (default: the API key)"),
+    flag("tenant_weights", "--router-tenant-weights", metavar="T=W,...",
+         help="fair-share weights of named tenants in the admission queue; any other tenant has weight 1"),
+    flag("tenant_rate", "--router-tenant-rate", metavar="PER_S",
+         help="each tenant's request rate limit (429 with Retry-After past it); 0: none"),
+    flag("priority_reserve", "--router-priority-reserve", metavar="FRACTION",
+         help="with --active-decode-blocks-threshold: this fraction of each worker's KV budget admits only "
+              "requests with priority > 0 (the others queue), so high-priority requests rarely wait; 0: off"),
 )

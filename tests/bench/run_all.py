@@ -58,9 +58,14 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "lm-eval": ("tests.bench.check_lm_eval", ["--record", "docs/bench/lm_eval_check.jsonl"], []),
     "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
     "fuzz": ("tests.bench.bench_fuzz", ["--seconds", "120"], ["--seconds", "10"]),
+    "load-feed": ("tests.bench.bench_load_feed", [], ["--reports", "2000", "--no-report"]),
+    "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
+    "admission": ("tests.bench.bench_admission", [], ["--seconds", "3", "--no-report"]),
+    "router-scale": ("tests.bench.bench_router_scale", [], ["--sizes", "64:100000", "--no-report"]),
 }
 DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
-           "overload", "busy", "agents", "planner", "fuzz"]
+           "overload", "busy", "agents", "planner", "fuzz", "load-feed", "sessions", "admission",
+           "router-scale"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -47,6 +47,7 @@ def test_sample_config_is_rendered_from_the_template() -> None:
                                                subjects.ARTIFACTS_STORE)
     assert f"{subjects.PREFIX}-kv-{NS}" == subjects.kv_events_stream(NS)
     assert render_config.NIXL_BUCKET == subjects.NIXL_BUCKET
+    assert render_config.SESSIONS_BUCKET == subjects.SESSIONS_BUCKET
 
 
 @pytest.fixture

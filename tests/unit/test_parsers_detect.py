@@ -12,7 +12,7 @@ import pytest
 
 from services.frontend.agents import plan_chat
 from services.frontend.openai_types import ChatCompletionRequest
-from services.frontend.preprocess import BadRequest
+from shared.errors import BadRequest
 from shared.parsers.detect import detect, model_parsers, resolve_parsers
 from shared.parsers.validate import check_tools
 from shared.tokenizer import Tokenizer

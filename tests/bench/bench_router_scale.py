@@ -1,0 +1,163 @@
+"""Router decision time with admission on, at 64 workers / 1M blocks and 512 workers / 8M blocks.
+
+python -m tests.bench.bench_router_scale [--sizes 64:1000000 512:8000000] [--no-report]
+
+Each size: a KV index holding the workload's shared prefixes on every worker plus unique blocks up to
+the size (random hashes: the index does not care where a hash comes from), then 2000 decisions for
+prompts of 72 blocks through `RouterOptions.make`'s whole stack as a frontend builds it on a real
+nats-server: the KV router, session affinity shared in JetStream KV (half the requests name one of
+10,000 sessions), the busy thresholds (1 worker in 16 busy) and the admission queue (empty: nobody
+waits, the path measured is the admission check). A first pass creates the sessions (a KV write each:
+its round trip is reported apart); the measured pass finds them in the local mirror. Reports decision
+p50/p99 (wall and CPU), the KV choice alone on the same index at the same moment (what the machine
+allows), the index memory per block (RSS growth while filling / blocks) and the load average. Exits 1 when
+the CPU p99 is 150 us or more at 64 workers or 500 us or more at 512. KV-tier weights are not in this
+path yet (issue 23 item 5 is not done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from protocol.kv_events import BlockStored, KvEventBatch, WorkerLoad
+from shared.cluster.natsd import NatsServer
+from shared.config.args import NatsOptions
+from shared.kv.hashing import block_hashes
+from shared.routing.admission import AdmissionQueue, Ticket
+from shared.routing.kv_router import KvRouter
+from shared.routing.options import RouterOptions
+from shared.runtime import Runtime
+from tests.bench.loadgen import percentile
+from tests.bench.routing_results import save
+from tests.bench.workload import Workload, WorkloadSpec
+
+PS = 16
+BARS = {64: 150.0, 512: 500.0}
+
+
+def _spec(suffix_blocks: int) -> WorkloadSpec:
+    return WorkloadSpec(users=10_000, prefixes=200, prefix_tokens=PS * 64, history_tokens=0,
+                        suffix_tokens=PS * suffix_blocks)
+
+
+def fill(kv: KvRouter, ids: list[str], total_blocks: int) -> float:
+    """Bytes of RSS per indexed block."""
+    gc.collect()
+    rss0 = psutil.Process().memory_info().rss
+    seqs = dict.fromkeys(ids, 0)
+    prefixes = Workload(_spec(0))
+    seen = set()
+    for _ in range(2000):
+        req = prefixes.next()
+        hashes = block_hashes(req.token_ids, PS)
+        if hashes[-1] in seen:
+            continue
+        seen.add(hashes[-1])
+        for iid in ids[:: max(1, len(ids) // 32)]:  # every prefix on a few workers
+            seqs[iid] += 1
+            kv.apply_batch(KvEventBatch(worker_id=iid, seq=seqs[iid], events=[
+                BlockStored(block_hashes=hashes, token_ids=[], block_size=PS)]))
+    rng = random.Random(0)
+    per_worker = max(0, (total_blocks - kv.index.num_blocks)) // len(ids)
+    for iid in ids:
+        for start in range(0, per_worker, 4096):
+            seqs[iid] += 1
+            hashes = [rng.getrandbits(63) for _ in range(min(4096, per_worker - start))]
+            kv.apply_batch(KvEventBatch(worker_id=iid, seq=seqs[iid], events=[
+                BlockStored(block_hashes=hashes, token_ids=[], block_size=PS)]))
+    gc.collect()
+    return (psutil.Process().memory_info().rss - rss0) / max(1, kv.index.num_blocks)
+
+
+async def one_size(url: str, workers: int, total_blocks: int) -> dict:
+    rt = await Runtime.connect(NatsOptions(url=url), f"scale{workers}", "bench")
+    opts = RouterOptions(mode="kv", session_ttl=600, active_decode_blocks_threshold=0.9,
+                         active_prefill_tokens_threshold=100_000, queue_size=256)
+    router = opts.make(runtime=rt, component="backend", page_size=PS)
+    assert isinstance(router, AdmissionQueue)
+    ids = [f"{i:016x}" for i in range(workers)]
+    await router.start()
+    kv = router.inner.inner.inner  # AdmissionQueue -> BusyRouter -> SharedSessionAffinity -> KvRouter
+    assert isinstance(kv, KvRouter)
+    for iid in ids:
+        router.add_instance(iid)
+        router.set_capacity(iid, 1_000_000)
+        router.inner.apply_load(WorkerLoad(worker_id=iid, kv_used_blocks=950_000 if iid in ids[::16] else 1000,
+                                           kv_total_blocks=1_000_000))
+    t0 = time.monotonic()
+    per_block = fill(kv, ids, total_blocks)
+    fill_s = time.monotonic() - t0
+    ask = list(Workload(_spec(8)).requests(2000))
+    free = [i for i in ids if i not in ids[::16]]
+
+    async def run(tag: str) -> tuple[list[float], list[float]]:
+        wall, cpu = [], []
+        for i, req in enumerate(ask):
+            session = f"u{req.user}" if i % 2 else ""
+            t, c = time.perf_counter(), time.thread_time()
+            await router.admit(f"{tag}{i}", req.token_ids, ids, session_id=session, ticket=Ticket(priority=i % 3))
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
+            router.finished(f"{tag}{i}")
+        return wall, cpu
+
+    first_wall, _ = await run("a")  # creates the sessions in the bucket
+    await asyncio.sleep(1.0)  # the watch has delivered the first pass's writes
+    wall, cpu = await run("b")
+    base_cpu = []  # the KV choice alone, same index, same moment: what the machine allows
+    for i, req in enumerate(ask):
+        c = time.thread_time()
+        kv.choose(f"c{i}", req.token_ids, ids)
+        base_cpu.append(time.thread_time() - c)
+        kv.finished(f"c{i}")
+    await router.stop()
+    await rt.close()
+    us = lambda xs, q: round(percentile(xs, q) * 1e6, 1)  # noqa: E731
+    return {"workers": workers, "indexed_blocks": kv.index.num_blocks, "fill_s": round(fill_s, 1),
+            "index_bytes_per_block": round(per_block, 1), "free_workers": len(free),
+            "decision_p50_us": us(wall, 50), "decision_p99_us": us(wall, 99),
+            "decision_cpu_p50_us": us(cpu, 50), "decision_cpu_p99_us": us(cpu, 99),
+            "kv_choice_alone_cpu_p50_us": us(base_cpu, 50), "kv_choice_alone_cpu_p99_us": us(base_cpu, 99),
+            "first_pass_p50_us": us(first_wall, 50), "first_pass_p99_us": us(first_wall, 99),
+            "load_average": round(__import__("os").getloadavg()[0], 1),
+            "bar_cpu_p99_us": BARS.get(workers)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="+", default=["64:1000000", "512:8000000"])
+    ap.add_argument("--no-report", action="store_true")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="shoal-scale-") as tmp:
+        nats = NatsServer(Path(tmp) / "nats").start()
+        try:
+            for size in a.sizes:
+                w, b = (int(x) for x in size.split(":"))
+                rows.append(asyncio.run(one_size(nats.url, w, b)))
+                print(rows[-1], flush=True)
+                gc.collect()
+        finally:
+            nats.stop()
+    checks = {f"{r['workers']} workers: CPU p99 < {r['bar_cpu_p99_us']} us":
+              r["decision_cpu_p99_us"] < r["bar_cpu_p99_us"] for r in rows if r["bar_cpu_p99_us"]}
+    print(checks)
+    save("7_router_scale", "7. Router decision with session affinity (shared), busy thresholds and the queue",
+         {"rows": rows, "path": "AdmissionQueue > BusyRouter > SharedSessionAffinity > KvRouter; tiers: not yet"},
+         checks, scratch=a.no_report)
+    if not all(checks.values()):
+        print("FAIL:", [k for k, ok in checks.items() if not ok], file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
