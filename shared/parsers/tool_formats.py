@@ -4,6 +4,7 @@ chat template."""
 from __future__ import annotations
 
 import ast
+import json
 from typing import Any
 
 from shared.parsers.gemma import FunctionGemma
@@ -114,8 +115,9 @@ class Pythonic(ToolFormat):
 
 def _pythonic(text: str) -> list[Call] | None:
     """`[f(a=1), g()]` -> calls; None when it is not (yet) a list of calls with literal keyword arguments."""
+    text = text.strip()
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if not isinstance(tree.body, ast.List):
@@ -125,11 +127,20 @@ def _pythonic(text: str) -> list[Call] | None:
         if not isinstance(node, ast.Call) or node.args:
             return None
         try:
-            items = [arg_item(kw.arg, ast.literal_eval(kw.value)) for kw in node.keywords if kw.arg is not None]
+            items = [arg_item(kw.arg, _literal(text, kw.value)) for kw in node.keywords if kw.arg is not None]
         except (ValueError, TypeError, SyntaxError, RecursionError):
             return None
         calls.append(Call(ast.unparse(node.func), "{" + ", ".join(items) + "}"))
     return calls or None
+
+
+def _literal(text: str, node: ast.expr) -> Any:
+    """A keyword argument's value: JSON where its text is JSON (true / false / null, JSON string escapes, as
+    forced-call grammars and some models write), else a Python literal."""
+    try:
+        return json.loads(ast.get_source_segment(text, node) or "")
+    except ValueError:
+        return ast.literal_eval(node)
 
 
 class Llama(Either):
