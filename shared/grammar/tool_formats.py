@@ -109,8 +109,13 @@ def _is_text(s: dict[str, Any]) -> bool:
     return s.get("type") == "string"
 
 
-def _text(s: dict[str, Any], stop: str = "<") -> Fmt:
-    """A string value written raw: enum members, or text without `stop` within the length bounds (a pattern,
+# a raw string's characters: printable, no `<` (no closing tag inside), named by positive ranges (xgrammar 0.2.1
+# reads a negated class byte by byte, and its strings could then cut a UTF-8 character)
+_RAW_CHAR = "[ -;=-~\u00a0-\ud7ff\ue000-\uffff\U00010000-\U0010ffff]"
+
+
+def _text(s: dict[str, Any]) -> Fmt:
+    """A string value written raw: enum members, or text without `<` the length bounds (a pattern,
     when the schema has one and no bounds)."""
     values = s.get("enum", [s["const"]] if "const" in s else None)
     if values is not None:
@@ -120,7 +125,7 @@ def _text(s: dict[str, Any], stop: str = "<") -> Fmt:
         return {"type": "regex", "pattern": s["pattern"].removeprefix("^").removesuffix("$")}
     if "pattern" in s or "format" in s:
         raise ValueError("forced calls in this format support string patterns or lengths, not both, and no format")
-    return {"type": "regex", "pattern": f"[^{stop}]{{{lo},{'' if hi is None else hi}}}"}
+    return {"type": "regex", "pattern": f"{_RAW_CHAR}{{{lo},{'' if hi is None else hi}}}"}
 
 
 def harmony(tools: list[dict[str, Any]], parallel: bool) -> Fmt:
