@@ -1,18 +1,25 @@
 """Forced tool calls (`tool_choice` required / named) in the formats whose grammar shoal builds itself
 (shared/grammar/tool_formats.py: DSML, MiniMax, harmony, pythonic, FunctionGemma): output drawn at random
 among the tokens the grammar allows (as the mock engine does) parses, with that format's parser, into calls
-of the offered tools whose arguments validate against their schemas."""
+of the offered tools whose arguments validate against their schemas; and the same through the chat route's
+agent plan on the reference and mock engines (in process: cheap)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 
-from protocol.messages import Grammar
+from protocol.messages import EngineRequest, Grammar, SamplingOptions, StopConditions
+from services.frontend.agents import plan_chat
+from services.frontend.openai_types import ChatCompletionRequest
+from shared.engine.mock import MockConfig, MockEngine
+from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.grammar import GrammarCache, TokenMask
 from shared.grammar.tools import forced_tool_grammar
 from shared.parsers import OutputParser, join_calls
@@ -24,7 +31,8 @@ PARAMS = [
     {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6},
                                       "days": {"type": "integer", "minimum": 1, "maximum": 9},
                                       "metric": {"type": "boolean"}}, "required": ["city"]},
-    {"type": "object", "properties": {"unit": {"enum": ["c", "f"]}, "n": {"type": "integer", "minimum": -5, "maximum": 5},
+    {"type": "object", "properties": {"unit": {"enum": ["c", "f"]},
+                                      "n": {"type": "integer", "minimum": -5, "maximum": 5},
                                       "tags": {"type": "array", "items": {"type": "string", "maxLength": 3},
                                                "maxItems": 2},
                                       "where": {"type": "object", "properties": {"x": {"type": "integer"}},
@@ -65,3 +73,47 @@ def test_forced_calls_parse_and_validate(tiny_model: Path, fmt: str) -> None:
                 assert name is None or c.name == name, text
                 schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == c.name)
                 jsonschema.validate(json.loads(c.arguments), schema)
+
+
+async def test_engines_obey_and_the_frontend_plan_parses(tiny_model: Path) -> None:
+    """Through the chat route's own agent plan (services/frontend/agents.py): its grammar on the reference engine
+    (the tiny model's weights, greedy) and the mock engine (random allowed tokens), its parser over the
+    output fed in small deltas: one call of an offered tool (the named one when named), arguments valid."""
+    tok = Tokenizer.from_dir(tiny_model)
+    engines = [ReferenceEngine(ReferenceConfig(model_path=str(tiny_model), num_blocks=512)),
+               MockEngine(MockConfig(model_path=str(tiny_model), speedup=100.0))]
+    for eng in engines:
+        await eng.start()
+    try:
+        jobs, keys = [], []
+        named = {"type": "function", "function": {"name": "f1"}}
+        for n, fmt in enumerate(FORMATS):  # the reference engine is slower: one request a format
+            for eng, choices in ((engines[0], ("required" if n % 2 else named,)), (engines[1], ("required", named))):
+                for choice in choices:
+                    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS,
+                            "tool_choice": choice, "parallel_tool_calls": False}
+                    plan = plan_chat(msgspec.convert(body, ChatCompletionRequest), fmt, None)
+                    req = plan.apply(EngineRequest(request_id=f"{fmt}-{len(jobs)}", token_ids=list(b"call"),
+                                                   sampling=SamplingOptions(temperature=0.0, seed=len(jobs)),
+                                                   stop=StopConditions(max_tokens=1500)))
+                    keys.append((fmt, choice, plan))
+                    jobs.append(_generate(eng, req, tok))
+        for (fmt, choice, plan), text in zip(keys, await asyncio.gather(*jobs), strict=True):
+            parser = plan.new_parser()
+            assert parser is not None
+            deltas = [parser.feed(text[i : i + 3]) for i in range(0, len(text), 3)] + [parser.finish()]
+            calls = join_calls([c for d in deltas for c in d.calls])
+            assert len(calls) == 1 and not "".join(d.content for d in deltas).strip(), (fmt, text)
+            assert choice == "required" or calls[0].name == "f1", (fmt, text)
+            schema = next(t["function"]["parameters"] for t in TOOLS if t["function"]["name"] == calls[0].name)
+            jsonschema.validate(json.loads(calls[0].arguments), schema)
+    finally:
+        for eng in engines:
+            await eng.stop()
+
+
+async def _generate(engine: object, req: EngineRequest, tok: Tokenizer) -> str:
+    ids: list[int] = []
+    async for chunk in engine.generate(req):  # type: ignore[attr-defined]
+        ids += chunk.token_ids
+    return tok.decode(ids)
