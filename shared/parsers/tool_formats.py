@@ -11,7 +11,7 @@ from shared.parsers.gemma import FunctionGemma
 from shared.parsers.json_calls import DeepSeek, HermesJson, KimiK2, Llama3, Mistral, ds
 from shared.parsers.output import Call, Malformed, Scan, ToolFormat
 from shared.parsers.typed import arg_item
-from shared.parsers.xml_calls import DeepSeekDsml, Glm, MiniMax, QwenXml
+from shared.parsers.xml_calls import DeepSeekDsml, DeepSeekDsmlAscii, Glm, MiniMax, QwenXml
 
 __all__ = ["TOOL_PARSERS", "ds", "tool_format"]
 
@@ -81,7 +81,13 @@ class Either(ToolFormat):
 class DeepSeekAll(Either):
     """Every DeepSeek form: V3 / V3.1 markers and V3.2+ DSML."""
 
-    forms_of = (DeepSeek, DeepSeekDsml)
+    forms_of = (DeepSeek, DeepSeekDsml, DeepSeekDsmlAscii)
+
+
+class Dsml(Either):
+    """DSML with fullwidth or ASCII bars."""
+
+    forms_of = (DeepSeekDsml, DeepSeekDsmlAscii)
 
 
 class Pythonic(ToolFormat):
@@ -162,7 +168,7 @@ TOOL_PARSERS: dict[str, type[ToolFormat]] = {
     "mistral": Mistral,
     "pythonic": Pythonic, "llama4": Llama,
     "deepseekv3": DeepSeek, "deepseekv31": DeepSeek,
-    "deepseekv32": DeepSeekAll, "dsml": DeepSeekDsml, "deepseek": DeepSeekAll,
+    "deepseekv32": DeepSeekAll, "dsml": Dsml, "deepseek": DeepSeekAll,
     "kimi_k2": KimiK2, "kimi": KimiK2,
     "glm45": Glm, "glm47": Glm, "glm": Glm,
     "gpt-oss": GptOss, "harmony": GptOss,
