@@ -24,7 +24,10 @@ CALLS = [("get_weather", {"city": "Paris", "days": 2, "metric": True}), ("get_we
 # template -> (tool parser auto picks, the end-of-turn text the detokenizer drops (an end-of-sequence token))
 CASES = {"qwen3coder.jinja": ("qwen3_coder", "<|im_end|>\n"), "hermes.jinja": ("qwen25", "<|im_end|>\n"),
          "qwen3.jinja": ("qwen25", "<|im_end|>\n"), "llama3.1_json.jinja": ("llama3", "<|eot_id|>"),
-         "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>")}
+         "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+         "gpt-oss.jinja": ("gpt-oss", "<|end|>"),
+         "deepseekv3.jinja": ("deepseekv3", "<\uff5cend\u2581of\u2581sentence\uff5c>")}
+ONE_CALL = ("llama3", "gpt-oss")  # templates that render one call a turn
 
 
 def conversation(content: str | None, calls: list[tuple[str, dict]]) -> list[dict]:
@@ -60,7 +63,7 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     tool_parser, end_of_turn = CASES[name]
     found = detect(source)
     assert found.tool_parser == tool_parser
-    calls = CALLS[:1] if name.startswith("llama3") else CALLS  # Llama 3.1's template: one call a turn
+    calls = CALLS[:1] if name.startswith(ONE_CALL) else CALLS
     messages = conversation(content, calls)
     whole = render_chat(source, messages, add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
     assert all(f"sunny {i}" in whole for i in range(len(calls)))  # the tool results are in the next prompt
