@@ -26,7 +26,11 @@ CASES = {"qwen3coder.jinja": ("qwen3_coder", "<|im_end|>\n"), "hermes.jinja": ("
          "qwen3.jinja": ("qwen25", "<|im_end|>\n"), "llama3.1_json.jinja": ("llama3", "<|eot_id|>"),
          "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
          "gpt-oss.jinja": ("gpt-oss", "<|end|>"),
-         "deepseekv3.jinja": ("deepseekv3", "<\uff5cend\u2581of\u2581sentence\uff5c>")}
+         "deepseekv3.jinja": ("deepseekv3", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+         "mistral_parallel.jinja": ("mistral", "</s>")}
+# templates that write the prompt's last user turn differently once a reply follows (Mistral puts the system
+# message in the last user turn): the reply is what follows this marker in the rendered turn
+REPLY_AFTER = {"mistral_parallel.jinja": "[/INST]"}
 ONE_CALL = ("llama3", "gpt-oss")  # templates that render one call a turn
 
 
@@ -34,10 +38,10 @@ def conversation(content: str | None, calls: list[tuple[str, dict]]) -> list[dic
     return [
         {"role": "user", "content": "Weather in Paris and Tokyo?"},
         {"role": "assistant", "content": content, "reasoning_content": "Two cities: two calls.",
-         "tool_calls": [{"id": f"call_{i}", "type": "function",
+         "tool_calls": [{"id": f"call{i:06d}", "type": "function",
                          "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=False)}}
                         for i, (n, a) in enumerate(calls)]},
-        *({"role": "tool", "tool_call_id": f"call_{i}", "name": n, "content": f"sunny {i}"}
+        *({"role": "tool", "tool_call_id": f"call{i:06d}", "name": n, "content": f"sunny {i}"}
           for i, (n, _) in enumerate(calls)),
     ]
 
@@ -72,7 +76,8 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     # the text both share (a template's prompt and its rendering of the turn may differ in whitespace)
     n = min(len(prompt), len(turn))
     common = next((i for i in range(n) if prompt[i] != turn[i]), n)
-    output = after(turn[common:], prompt[common:]).rstrip("\n").removesuffix(end_of_turn.rstrip("\n"))
+    reply = turn.rsplit(REPLY_AFTER[name], 1)[1] if name in REPLY_AFTER else after(turn[common:], prompt[common:])
+    output = reply.rstrip("\n").removesuffix(end_of_turn.rstrip("\n"))
     parser = make_parser(found.tool_parser, found.reasoning_parser, TOOLS, prompt)
     assert parser is not None
     got = parser.parse(output)
