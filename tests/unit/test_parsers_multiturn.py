@@ -27,21 +27,24 @@ CASES = {"qwen3coder.jinja": ("qwen3_coder", "<|im_end|>\n"), "hermes.jinja": ("
          "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
          "gpt-oss.jinja": ("gpt-oss", "<|end|>"),
          "deepseekv3.jinja": ("deepseekv3", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
-         "mistral_parallel.jinja": ("mistral", "</s>")}
+         "mistral_parallel.jinja": ("mistral", "</s>"), "glm4.5.jinja": ("glm45", ""),
+         "kimi-k2-thinking.jinja": ("kimi_k2", "<|im_end|>")}
+# the call ids a client sends back: Kimi's template writes the id as the call's header, in Kimi's own form
+CALL_ID = {"kimi-k2-thinking.jinja": "functions.{name}:{i}"}
 # templates that write the prompt's last user turn differently once a reply follows (Mistral puts the system
 # message in the last user turn): the reply is what follows this marker in the rendered turn
 REPLY_AFTER = {"mistral_parallel.jinja": "[/INST]"}
 ONE_CALL = ("llama3", "gpt-oss")  # templates that render one call a turn
 
 
-def conversation(content: str | None, calls: list[tuple[str, dict]]) -> list[dict]:
+def conversation(content: str | None, calls: list[tuple[str, dict]], ids: str = "call{i:06d}") -> list[dict]:
     return [
         {"role": "user", "content": "Weather in Paris and Tokyo?"},
         {"role": "assistant", "content": content, "reasoning_content": "Two cities: two calls.",
-         "tool_calls": [{"id": f"call{i:06d}", "type": "function",
+         "tool_calls": [{"id": ids.format(name=n, i=i), "type": "function",
                          "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=False)}}
                         for i, (n, a) in enumerate(calls)]},
-        *({"role": "tool", "tool_call_id": f"call{i:06d}", "name": n, "content": f"sunny {i}"}
+        *({"role": "tool", "tool_call_id": ids.format(name=n, i=i), "name": n, "content": f"sunny {i}"}
           for i, (n, _) in enumerate(calls)),
     ]
 
@@ -68,7 +71,7 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     found = detect(source)
     assert found.tool_parser == tool_parser
     calls = CALLS[:1] if name.startswith(ONE_CALL) else CALLS
-    messages = conversation(content, calls)
+    messages = conversation(content, calls, *([CALL_ID[name]] if name in CALL_ID else []))
     whole = render_chat(source, messages, add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
     assert all(f"sunny {i}" in whole for i in range(len(calls)))  # the tool results are in the next prompt
     prompt = render_chat(source, messages[:1], add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
