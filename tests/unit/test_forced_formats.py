@@ -117,3 +117,19 @@ async def _generate(engine: object, req: EngineRequest, tok: Tokenizer) -> str:
     async for chunk in engine.generate(req):  # type: ignore[attr-defined]
         ids += chunk.token_ids
     return tok.decode(ids)
+
+
+def test_what_a_format_cannot_express_is_refused_with_the_reason() -> None:
+    def tool(name: str, props: dict) -> list[dict]:
+        return [{"type": "function", "function": {"name": name, "parameters": {"type": "object",
+                                                                                 "properties": props}}}]
+
+    for fmt, tools, words in [
+        ("llama4", tool("get-weather", {}), "not a Python name"),
+        ("llama4", tool("f", {"not ok": {"type": "string"}}), "Python keyword"),
+        ("functiongemma", tool("f", {"s": {"type": "string", "pattern": "a+", "maxLength": 3}}), "patterns or"),
+        ("functiongemma", tool("f", {"c": {"const": {"a": 1}}}), "constants"),
+        ("minimax", tool("f", {"s": {"type": "string", "format": "date"}}), "no format"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            forced_tool_grammar(fmt, tools, None, False)
