@@ -56,7 +56,24 @@ def _has_optional() -> bool:
 
 
 def schema(s: dict[str, Any]) -> Fmt:
-    return {"type": "json_schema", "json_schema": s, "max_whitespace_cnt": 1}
+    """JSON valid under `s`, with at most one whitespace character between tokens; where xgrammar's
+    json_schema format cannot bound whitespace (0.2.1: a greedy model then writes newlines forever), the
+    schema's compact-JSON grammar instead."""
+    if _bounds_whitespace():
+        return {"type": "json_schema", "json_schema": s, "max_whitespace_cnt": 1}
+    import xgrammar as xgr
+
+    return {"type": "grammar", "grammar": str(xgr.Grammar.from_json_schema(json.dumps(s), any_whitespace=False,
+                                                                            strict_mode=True))}
+
+
+@functools.cache
+def _bounds_whitespace() -> bool:
+    try:
+        from xgrammar.structural_tag import JSONSchemaFormat
+    except ImportError:  # pragma: no cover
+        return False
+    return "max_whitespace_cnt" in JSONSchemaFormat.model_fields
 
 
 def calls(tags: list[Fmt], separator: str, parallel: bool) -> Fmt:

@@ -35,7 +35,8 @@ PARAMS = [
                                       "n": {"type": "integer", "minimum": -5, "maximum": 5},
                                       "tags": {"type": "array", "items": {"type": "string", "maxLength": 3},
                                                "maxItems": 2},
-                                      "where": {"type": "object", "properties": {"x": {"type": "integer"}},
+                                      "where": {"type": "object",
+                                                "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 99}},
                                                 "required": ["x"]}}, "required": ["unit", "where"]},
     {"type": "object", "properties": {}},
 ]
