@@ -226,13 +226,15 @@ class Llama3(JsonCalls):
 
 class Mistral(JsonCalls):
     """Mistral: `[TOOL_CALLS]NAME[ARGS]{...}`, `[TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{...}` (v11+), or
-    `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` (v0.3)."""
+    `[TOOL_CALLS][{"name": ..., "arguments": {...}[, "id": ...]}, ...]` (v0.3)."""
 
     starts = ("[TOOL_CALLS]",)
     open_re = rx(r"\[TOOL_CALLS\]\s*(?:\[\s*(?=\{)|(?=[^\s\[]))")
     head_re = rx(r'(?:(?P<name>[A-Za-z0-9_.\-]+)(?:\[CALL_ID\][A-Za-z0-9_\-]*)?\[ARGS\]\s*'
                  r'|\{\s*"name"\s*:\s*"(?P<name>[^"\\]+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*)')
-    _obj_tail, _list_sep, _list_close = rx(r"\s*\}"), rx(r"\s*,\s*"), rx(r"\s*\]")
+    # an object may carry the call's id after its arguments (vLLM's parallel Mistral template writes it)
+    _obj_tail = rx(r'\s*(?:,\s*"id"\s*:\s*"[^"\\]*"\s*)?\}')
+    _list_sep, _list_close = rx(r"\s*,\s*"), rx(r"\s*\]")
 
     def reset(self) -> None:
         super().reset()

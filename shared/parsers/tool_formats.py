@@ -4,13 +4,14 @@ chat template."""
 from __future__ import annotations
 
 import ast
+import json
 from typing import Any
 
 from shared.parsers.gemma import FunctionGemma
 from shared.parsers.json_calls import DeepSeek, HermesJson, KimiK2, Llama3, Mistral, ds
 from shared.parsers.output import Call, Malformed, Scan, ToolFormat
 from shared.parsers.typed import arg_item
-from shared.parsers.xml_calls import DeepSeekDsml, Glm, MiniMax, QwenXml
+from shared.parsers.xml_calls import DeepSeekDsml, DeepSeekDsmlAscii, Glm, MiniMax, QwenXml
 
 __all__ = ["TOOL_PARSERS", "ds", "tool_format"]
 
@@ -80,7 +81,13 @@ class Either(ToolFormat):
 class DeepSeekAll(Either):
     """Every DeepSeek form: V3 / V3.1 markers and V3.2+ DSML."""
 
-    forms_of = (DeepSeek, DeepSeekDsml)
+    forms_of = (DeepSeek, DeepSeekDsml, DeepSeekDsmlAscii)
+
+
+class Dsml(Either):
+    """DSML with fullwidth or ASCII bars."""
+
+    forms_of = (DeepSeekDsml, DeepSeekDsmlAscii)
 
 
 class Pythonic(ToolFormat):
@@ -114,8 +121,9 @@ class Pythonic(ToolFormat):
 
 def _pythonic(text: str) -> list[Call] | None:
     """`[f(a=1), g()]` -> calls; None when it is not (yet) a list of calls with literal keyword arguments."""
+    text = text.strip()
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if not isinstance(tree.body, ast.List):
@@ -125,11 +133,20 @@ def _pythonic(text: str) -> list[Call] | None:
         if not isinstance(node, ast.Call) or node.args:
             return None
         try:
-            items = [arg_item(kw.arg, ast.literal_eval(kw.value)) for kw in node.keywords if kw.arg is not None]
+            items = [arg_item(kw.arg, _literal(text, kw.value)) for kw in node.keywords if kw.arg is not None]
         except (ValueError, TypeError, SyntaxError, RecursionError):
             return None
         calls.append(Call(ast.unparse(node.func), "{" + ", ".join(items) + "}"))
     return calls or None
+
+
+def _literal(text: str, node: ast.expr) -> Any:
+    """A keyword argument's value: JSON where its text is JSON (true / false / null, JSON string escapes, as
+    forced-call grammars and some models write), else a Python literal."""
+    try:
+        return json.loads(ast.get_source_segment(text, node) or "")
+    except ValueError:
+        return ast.literal_eval(node)
 
 
 class Llama(Either):
@@ -151,7 +168,7 @@ TOOL_PARSERS: dict[str, type[ToolFormat]] = {
     "mistral": Mistral,
     "pythonic": Pythonic, "llama4": Llama,
     "deepseekv3": DeepSeek, "deepseekv31": DeepSeek,
-    "deepseekv32": DeepSeekAll, "dsml": DeepSeekDsml, "deepseek": DeepSeekAll,
+    "deepseekv32": DeepSeekAll, "dsml": Dsml, "deepseek": DeepSeekAll,
     "kimi_k2": KimiK2, "kimi": KimiK2,
     "glm45": Glm, "glm47": Glm, "glm": Glm,
     "gpt-oss": GptOss, "harmony": GptOss,

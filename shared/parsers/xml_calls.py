@@ -8,6 +8,7 @@ is missing ends where the next parameter begins.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from shared.parsers.json_calls import Pattern, rx
@@ -210,22 +211,40 @@ class Glm(XmlCalls):
     closes = ("<tool_call>",)
 
 
-_D = "\uff5cDSML\uff5c"
+def _dsml(bar: str) -> dict[str, Any]:
+    """DSML's markup with `bar` around DSML (the fullwidth bar the template writes, or an ASCII one)."""
+    d, e = f"{bar}DSML{bar}", re.escape(f"{bar}DSML{bar}")
+    return {"starts": (f"<{d}function_calls>", f"<{d}tool_calls>"),
+            "open_re": rx(f"<{e}(?:function_calls|tool_calls)>"),
+            "call_re": rx(f'\\s*<{e}invoke\\s+name="(?P<name>[^"]+)"\\s*>'),
+            "param_re": rx(f'\\s*<{e}parameter\\s+name="(?P<key>[^"]+)"(?:\\s+string="(?P<str>true|false)")?\\s*>'),
+            "param_start": f"<{d}parameter", "param_close": f"</{d}parameter>",
+            "call_close_re": rx(f"\\s*</{e}invoke>"), "call_close": f"</{d}invoke>",
+            "close_re": rx(f"\\s*</{e}(?:function_calls|tool_calls)>"),
+            "closes": (f"</{d}function_calls>", f"</{d}tool_calls>"), "call_start": f"<{d}invoke"}
 
 
-class DeepSeekDsml(XmlCalls):
+class _Dsml(XmlCalls):
+    bar = "\uff5c"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for key, value in _dsml(cls.bar).items():
+            setattr(cls, key, value)
+
+
+class DeepSeekDsml(_Dsml):
     """DeepSeek V3.2 and later (DSML): `<|DSML|function_calls>` (or `tool_calls`) `<|DSML|invoke name="NAME">
     <|DSML|parameter name="K" string="true|false">V</|DSML|parameter></|DSML|invoke>` ... (fullwidth bars)."""
 
-    starts = (f"<{_D}function_calls>", f"<{_D}tool_calls>")
-    open_re = rx(f"<{_D}(?:function_calls|tool_calls)>")
-    call_re = rx(f'\\s*<{_D}invoke\\s+name="(?P<name>[^"]+)"\\s*>')
-    param_re = rx(f'\\s*<{_D}parameter\\s+name="(?P<key>[^"]+)"(?:\\s+string="(?P<str>true|false)")?\\s*>')
-    param_start, param_close = f"<{_D}parameter", f"</{_D}parameter>"
-    call_close_re, call_close = rx(f"\\s*</{_D}invoke>"), f"</{_D}invoke>"
-    close_re = rx(f"\\s*</{_D}(?:function_calls|tool_calls)>")
-    closes = (f"</{_D}function_calls>", f"</{_D}tool_calls>")
-    call_start = f"<{_D}invoke"
+    bar = "\uff5c"
+
+
+class DeepSeekDsmlAscii(_Dsml):
+    """DSML written with ASCII bars (`<|DSML|invoke ...>`), as models sometimes do (seen in DeepSeek V3.2
+    outputs quoted in public issues)."""
+
+    bar = "|"
 
 
 class MiniMax(XmlCalls):

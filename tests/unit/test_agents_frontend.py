@@ -53,7 +53,9 @@ def test_plan_builds_one_grammar_and_picks_parsers() -> None:
     ({"tools": TOOLS, "tool_choice": "sometimes"}, "qwen25", "tool_choice must be"),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}}, "qwen25", "not in tools"),
     ({"tools": TOOLS, "tool_choice": "required"}, None, "--tool-call-parser"),
-    ({"tools": TOOLS, "tool_choice": "required"}, "pythonic", "not supported"),
+    ({"tools": [{"type": "function", "function": {"name": "get-weather", "parameters": TOOLS[0]["function"][
+        "parameters"]}}], "tool_choice": "required"}, "pythonic", "cannot be called in the pythonic format"),
+    ({"tools": TOOLS, "tool_choice": "required"}, "nope", "not supported"),
     ({"tools": [{"type": "function"}]}, "qwen25", "tools\\[0\\]"),
     ({"regex": "a", "ebnf": 'root ::= "a"'}, None, "only one of"),
     ({"regex": "a", "response_format": {"type": "json_object"}}, None, "only one of"),

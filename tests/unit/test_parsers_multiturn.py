@@ -24,17 +24,27 @@ CALLS = [("get_weather", {"city": "Paris", "days": 2, "metric": True}), ("get_we
 # template -> (tool parser auto picks, the end-of-turn text the detokenizer drops (an end-of-sequence token))
 CASES = {"qwen3coder.jinja": ("qwen3_coder", "<|im_end|>\n"), "hermes.jinja": ("qwen25", "<|im_end|>\n"),
          "qwen3.jinja": ("qwen25", "<|im_end|>\n"), "llama3.1_json.jinja": ("llama3", "<|eot_id|>"),
-         "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>")}
+         "deepseekv32.jinja": ("deepseekv31", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+         "gpt-oss.jinja": ("gpt-oss", "<|end|>"),
+         "deepseekv3.jinja": ("deepseekv3", "<\uff5cend\u2581of\u2581sentence\uff5c>"),
+         "mistral_parallel.jinja": ("mistral", "</s>"), "glm4.5.jinja": ("glm45", ""),
+         "kimi-k2-thinking.jinja": ("kimi_k2", "<|im_end|>")}
+# the call ids a client sends back: Kimi's template writes the id as the call's header, in Kimi's own form
+CALL_ID = {"kimi-k2-thinking.jinja": "functions.{name}:{i}"}
+# templates that write the prompt's last user turn differently once a reply follows (Mistral puts the system
+# message in the last user turn): the reply is what follows this marker in the rendered turn
+REPLY_AFTER = {"mistral_parallel.jinja": "[/INST]"}
+ONE_CALL = ("llama3", "gpt-oss")  # templates that render one call a turn
 
 
-def conversation(content: str | None, calls: list[tuple[str, dict]]) -> list[dict]:
+def conversation(content: str | None, calls: list[tuple[str, dict]], ids: str = "call{i:06d}") -> list[dict]:
     return [
         {"role": "user", "content": "Weather in Paris and Tokyo?"},
         {"role": "assistant", "content": content, "reasoning_content": "Two cities: two calls.",
-         "tool_calls": [{"id": f"call_{i}", "type": "function",
+         "tool_calls": [{"id": ids.format(name=n, i=i), "type": "function",
                          "function": {"name": n, "arguments": json.dumps(a, ensure_ascii=False)}}
                         for i, (n, a) in enumerate(calls)]},
-        *({"role": "tool", "tool_call_id": f"call_{i}", "name": n, "content": f"sunny {i}"}
+        *({"role": "tool", "tool_call_id": ids.format(name=n, i=i), "name": n, "content": f"sunny {i}"}
           for i, (n, _) in enumerate(calls)),
     ]
 
@@ -60,8 +70,8 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     tool_parser, end_of_turn = CASES[name]
     found = detect(source)
     assert found.tool_parser == tool_parser
-    calls = CALLS[:1] if name.startswith("llama3") else CALLS  # Llama 3.1's template: one call a turn
-    messages = conversation(content, calls)
+    calls = CALLS[:1] if name.startswith(ONE_CALL) else CALLS
+    messages = conversation(content, calls, *([CALL_ID[name]] if name in CALL_ID else []))
     whole = render_chat(source, messages, add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
     assert all(f"sunny {i}" in whole for i in range(len(calls)))  # the tool results are in the next prompt
     prompt = render_chat(source, messages[:1], add_generation_prompt=True, tools=TOOLS, specials=SPECIALS)
@@ -69,7 +79,8 @@ def test_history_renders_and_the_assistant_turn_parses_back(name: str, content: 
     # the text both share (a template's prompt and its rendering of the turn may differ in whitespace)
     n = min(len(prompt), len(turn))
     common = next((i for i in range(n) if prompt[i] != turn[i]), n)
-    output = after(turn[common:], prompt[common:]).rstrip("\n").removesuffix(end_of_turn.rstrip("\n"))
+    reply = turn.rsplit(REPLY_AFTER[name], 1)[1] if name in REPLY_AFTER else after(turn[common:], prompt[common:])
+    output = reply.rstrip("\n").removesuffix(end_of_turn.rstrip("\n"))
     parser = make_parser(found.tool_parser, found.reasoning_parser, TOOLS, prompt)
     assert parser is not None
     got = parser.parse(output)
