@@ -18,6 +18,7 @@ from shared.cluster.procs import spawn
 from shared.config.args import NatsOptions
 from shared.runtime import EndpointClient, Runtime
 from shared.runtime.errors import WorkersBusy
+from shared.runtime.publishers import IDLE_REPORT_S
 
 BLOCKS, PAGE, THRESHOLD = 64, 16, 0.5
 PROMPT_TOKENS, MAX_TOKENS = 170, 16
@@ -111,7 +112,8 @@ def test_the_router_service_answers_all_busy_with_a_typed_error(cluster):
         prompt = list(range(3, 103))  # 7 blocks, past 0.1 x 64 as soon as the router knows the worker's size
         admitted: list[str] = []
         try:
-            for i in range(50):  # the worker's size comes with its next load report (within 2 s)
+            # the worker's size comes with its next load report: an idle worker re-sends it every IDLE_REPORT_S
+            for i in range(int((IDLE_REPORT_S + 3) / 0.1)):
                 await ask(RouteRequest(f"r{i}", prompt))
                 admitted.append(f"r{i}")
                 await asyncio.sleep(0.1)
