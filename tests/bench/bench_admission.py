@@ -33,7 +33,8 @@ from tests.bench.local_cluster import bench_cluster
 from tests.bench.routing_results import save
 
 WORKER = ["--engine", "mock", "--num-blocks", "512", "--page-size", "16", "--speedup-ratio", "0.25",
-          "--max-num-batched-tokens", "640"]  # one prompt's prefill per step: the engine's queue order holds
+          "--max-num-batched-tokens", "640", "--chunked-prefill-size", "128"]  # 640-token prompts in 5 chunks: a
+# priority-10 arrival waits for one chunk or one decode step (SGLang: prefill and decode steps apart), not a prompt
 QUEUE = 32
 FRONTEND = ["--router-mode", "kv", "--active-decode-blocks-threshold", "0.5", "--router-queue-size", str(QUEUE),
             "--router-priority-reserve", "0.4",
