@@ -14,6 +14,7 @@ from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.admission_hook import with_admission
 from services.frontend.agents import with_agents
 from services.frontend.choices import Choices
+from services.frontend.cold_start import ColdStart
 from services.frontend.dispatch import Dispatcher
 from services.frontend.embeddings import EmbeddingsRoute
 from services.frontend.fields import check_fields
@@ -74,6 +75,7 @@ class FrontendApp:
         self.dispatcher = dispatcher
         self.opts = opts
         self.inflight = 0
+        self.cold_start: ColdStart | None = None  # scale from zero: main.py sets it (cold_start.py)
         self._lora = LoraRoutes(registry)
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | StreamingResponse]]] = {
             ("POST", "/v1/chat/completions"): self.chat,
@@ -172,6 +174,10 @@ class FrontendApp:
         if model is not None and model.is_embedding:
             return _error(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")
+        if model is not None and not model.candidates(lora) and self.cold_start is not None:
+            refused = await self.cold_start.wait(model, lora)  # a parked model: a worker starts, or 503
+            if refused is not None:
+                return refused
         if model is None or not model.candidates(lora):
             if model is None:
                 return _error(404, f"The model `{body.model}` does not exist.", "model_not_found", "model")

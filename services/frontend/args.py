@@ -8,9 +8,22 @@ import os
 import msgspec
 
 from shared.config.args import CommonConfig, add_common_args, common_from_args
+from shared.config.flags import FlagGroup, flag
 from shared.config.yaml_config import expand_or_exit
 from shared.parsers.flags import add_parser_args
 from shared.routing.options import ROUTER_FLAGS, RouterOptions
+
+
+class ColdStartOptions(msgspec.Struct, frozen=True):
+    wait_s: float = 30.0
+
+
+COLD_START_FLAGS = FlagGroup(
+    "scale from zero", ColdStartOptions,
+    flag("wait_s", "--cold-start-wait", metavar="S",
+         help="a request for a parked model (no worker live; the planner can start one) waits up to S seconds "
+              "for the worker, then gets 503 with Retry-After = the start time still expected (0: at once)"),
+)
 
 
 class FrontendConfig(msgspec.Struct, frozen=True):
@@ -35,6 +48,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     max_connections: int | None = None
     tool_call_parser: str | None = None  # override what the model cards say
     reasoning_parser: str | None = None
+    cold_start: ColdStartOptions = ColdStartOptions()  # scale from zero (cold_start.py)
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
@@ -72,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds without a frame (workers send keep-alives every second) before a worker is lost")
     add_parser_args(g, where="overrides what the workers publish in their model cards")
     ROUTER_FLAGS.add_to(p)
+    COLD_START_FLAGS.add_to(p)
     return p
 
 
@@ -95,6 +110,7 @@ def parse(argv: list[str]) -> FrontendConfig:
         cors_allowed_methods=ns.cors_allowed_methods, cors_allowed_headers=ns.cors_allowed_headers,
         header_timeout=ns.header_timeout, max_connections=ns.max_connections,
         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
+        cold_start=COLD_START_FLAGS.build(ns),
     )
 
 

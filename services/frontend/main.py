@@ -7,6 +7,7 @@ import sys
 from protocol.discovery import ModelCard
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
+from services.frontend.cold_start import ColdStart
 from services.frontend.dispatch import Dispatcher
 from services.frontend.models import ModelRegistry
 from services.frontend.stats import StatsPublisher
@@ -29,6 +30,8 @@ async def amain(argv: list[str]) -> None:
             router_mode=cfg.router.mode, ignore_unknown_fields=cfg.ignore_unknown_fields,
             tool_call_parser=cfg.tool_call_parser, reasoning_parser=cfg.reasoning_parser,
             session_from=cfg.router.session_from, tenant_header=cfg.router.tenant_header))
+        cold = app.cold_start = ColdStart(svc.rt, registry, cfg.cold_start)  # scale from zero
+        await cold.start()
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,
@@ -42,6 +45,7 @@ async def amain(argv: list[str]) -> None:
         svc.set_ready(False)
         await http.stop(cfg.drain_grace)
         await stats.stop()
+        await cold.stop()
         await registry.stop()
 
 
