@@ -54,10 +54,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "admission": ("tests.bench.bench_admission", [], ["--seconds", "3", "--no-report"]),
     "router-scale": ("tests.bench.bench_router_scale", [], ["--sizes", "64:100000", "--no-report"]),
     "disagg-local": ("tests.bench.bench_disagg_local", [], ["--requests", "20", "--no-report"]),
+    "scale-zero": ("tests.bench.bench_scale_zero", [], ["--idle", "1", "--burst", "4", "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
            "busy", "agents", "planner", "load-feed", "sessions", "admission", "router-scale",
-           "disagg-local"]
+           "disagg-local", "scale-zero"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
