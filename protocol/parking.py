@@ -13,6 +13,7 @@ import hashlib
 import msgspec
 
 from protocol.discovery import ModelCard
+from protocol.subjects import PREFIX
 
 DEFAULT_START_S = 30.0  # expected start time before the planner has measured one
 
@@ -43,4 +44,4 @@ def parked_filter(ns: str) -> str:
 
 
 def cold_start_subject(ns: str) -> str:
-    return f"{ns}.planner.cold_start"
+    return f"{PREFIX}.{ns}.planner.cold_start"

@@ -50,7 +50,10 @@ class PlanLoop:
                                 desired=d.desired, reached=reached, handled=self.connector.handles(d.pool))
                     self.planner.retarget(d.pool, reached)
         if self.parking is not None:
-            await self.parking.sync()
+            try:
+                await self.parking.sync()
+            except Exception as e:  # parked records are best effort: the sizing goes on
+                log.warning("parking_sync_failed", error=repr(e)[:300])
         return self.last
 
     async def _report(self, d: Decision, snap: Snapshot) -> None:

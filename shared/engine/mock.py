@@ -321,6 +321,7 @@ class MockEngine(Engine):
     def _emit(self, seq: _Seq) -> None:
         token = self._next_token(seq)
         seq.tokens.append(token)
+        seq.prefilled = len(seq.tokens)  # decoding from here: the next steps are decode steps, not prefill
         seq.generated += 1
         seq.stream.push(token, 0.0 if seq.request.output.logprobs is not None else None)  # certain: its only pick
         assert seq.table is not None

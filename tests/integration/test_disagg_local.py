@@ -38,4 +38,7 @@ def test_short_or_cached_prompts_prefill_locally_with_the_aggregated_tokens(clus
     remote = metric(decode, "shoal_disagg_prefill_path_total", path="remote", reason="uncached")
     local = metric(decode, "shoal_disagg_prefill_path_total", path="local", reason="short")
     assert (remote, local) == (len(long), len(short) + 1)
+    # the short and cached prompts never reached the prefill worker: it served the long ones only
+    assert metric(prefill, "shoal_endpoint_requests_total", component="prefill", endpoint="generate",
+                  outcome="ok") == len(long)
     assert wait_idle(prefill, decode, agg) == [0, 0, 0]

@@ -92,5 +92,7 @@ async def test_cached_prefix_is_not_prefilled_again_in_chunks():
             cold_prefill_steps = len(costs) - 2  # two decode steps after the first token
     await eng.stop()
     assert cold_prefill_steps == 4
+    decode = CFG.decode_base_ms + CFG.decode_ms_per_seq + CFG.decode_ms_per_ktoken * 202 / 1000
+    assert costs[-1] == decode  # after the first token, decode steps (not one-token prefills)
     assert outs[0][0] == outs[1][0]  # same tokens, chunked or not
     assert outs[1][1].cached_tokens == 192 and len(costs) == 1 + 2  # the 8 uncached tokens: one step
