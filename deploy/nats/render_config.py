@@ -154,10 +154,12 @@ def roles(namespace: str = "shoal", backend: str = "backend", prefill: str = "pr
             comment=f"KV router service (component {router!r}, endpoint route): replays every worker's KV\n"
                     "events, follows load, watches instances; reads no one's request traffic."),
         "planner": Role(
-            publish=[*base, *discovery],
-            subscribe=[f"{ns}.stats.frontend.*", f"{ns}.load.>", inbox("planner"), hb],
+            publish=[f"$KV.{MODELS_BUCKET}.parked.{namespace}.*", *base, *discovery],
+            subscribe=[f"{ns}.stats.frontend.*", f"{ns}.load.>", f"{ns}.planner.cold_start", inbox("planner"), hb],
+            responses=True,
             comment="planner (python -m services.planner): reads the frontends' stats, the workers' load and\n"
-                    "discovery; publishes nothing of its own (its connector starts and stops workers)."),
+                    "discovery; writes the parked-model records (scale from zero) and answers the frontends'\n"
+                    "cold-start requests (its connector starts and stops workers)."),
     }
 
 

@@ -21,6 +21,18 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+class ColdStartOptions(msgspec.Struct, frozen=True):
+    wait_s: float = 30.0
+
+
+COLD_START_FLAGS = FlagGroup(
+    "scale from zero", ColdStartOptions,
+    flag("wait_s", "--cold-start-wait", metavar="S",
+         help="a request for a parked model (no worker live; the planner can start one) waits up to S seconds "
+              "for the worker, then gets 503 with Retry-After = the start time still expected (0: at once)"),
+)
+
+
 class FrontendConfig(msgspec.Struct, frozen=True):
     common: CommonConfig = CommonConfig()
     http_host: str = "127.0.0.1"
@@ -53,6 +65,7 @@ class FrontendConfig(msgspec.Struct, frozen=True):
     reasoning_parser: str | None = None
     lora_admin: LoraAdminOptions = LoraAdminOptions()
     max_rerank_documents: int = DEFAULT_MAX_RERANK_DOCUMENTS
+    cold_start: ColdStartOptions = ColdStartOptions()  # scale from zero (cold_start.py)
 
     def __repr__(self) -> str:  # never print the API key
         return f"FrontendConfig(http={self.http_host}:{self.http_port}, router={self.router.mode})"
@@ -118,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
                                                                     "model cards")
     ROUTER_FLAGS.add_to(p)
     add_lora_admin_args(p)
+    COLD_START_FLAGS.add_to(p)
     return p
 
 
@@ -146,4 +160,5 @@ def parse(argv: list[str]) -> FrontendConfig:
                                 custom_jinja_template=template, api_key=api_key,
                                 max_connections=getattr(ns, FRONTEND_FLAGS.dest("max_connections")) or None,
                                 tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
-                                lora_admin=lora_admin_options(p, ns, api_key))
+                                lora_admin=lora_admin_options(p, ns, api_key),
+                                cold_start=COLD_START_FLAGS.build(ns))

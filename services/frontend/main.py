@@ -7,6 +7,7 @@ import sys
 from protocol.discovery import ModelCard
 from services.frontend.app import FrontendApp, FrontendOptions
 from services.frontend.args import FrontendConfig, parse
+from services.frontend.cold_start import ColdStart
 from services.frontend.dispatch import Dispatcher
 from services.frontend.limits import RequestLimits
 from services.frontend.models import ModelRegistry
@@ -36,6 +37,8 @@ async def amain(argv: list[str]) -> None:
                 cfg.allowed_hosts, cfg.protect_metrics),
             max_rerank_documents=cfg.max_rerank_documents, lora_admin=cfg.lora_admin,
             session_from=cfg.router.session_from, tenant_header=cfg.router.tenant_header))
+        cold = app.pipeline.cold_start = ColdStart(svc.rt, registry, cfg.cold_start)  # scale from zero
+        await cold.start()
         handler: Handler = app
         if cfg.cors_allowed_origins:
             handler = Cors(app, CorsPolicy(cfg.cors_allowed_origins, cfg.cors_allowed_methods,
@@ -50,6 +53,7 @@ async def amain(argv: list[str]) -> None:
         svc.set_ready(False)
         await http.stop(cfg.common.drain_grace)
         await stats.stop()
+        await cold.stop()
         await registry.stop()
 
 

@@ -99,6 +99,7 @@ class ModelRegistry:
         self._refused: dict[str, float] = {}  # tampered artifact -> when to look again
         self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
+        self.parked: set[str] = set()  # models the planner can start with no worker live (cold_start.py)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="model-watch")
@@ -118,7 +119,13 @@ class ModelRegistry:
         return self.models.get(name)
 
     def serving(self) -> list[ModelEntry]:
-        return [m for m in self.models.values() if m.candidates()]
+        return [m for m in self.models.values() if m.candidates() or m.name in self.parked]
+
+    async def park(self, card: ModelCard) -> None:
+        """A model the planner can start: listed, its entry ready for the first worker (scale from zero)."""
+        self.parked.add(card.name)
+        if card.name not in self.models:
+            self.models[card.name] = await self._new_entry(card)
 
     async def _watch(self) -> None:
         async def apply(upd: KeyUpdate) -> None:

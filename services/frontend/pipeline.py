@@ -29,6 +29,7 @@ import msgspec
 from protocol.messages import HTTP_STATUS, EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.admission_hook import with_admission
 from services.frontend.agents import AgentPlan, plan_chat
+from services.frontend.cold_start import ColdStart
 from services.frontend.dispatch import Dispatcher
 from services.frontend.limits import RequestGate
 from services.frontend.models import ModelEntry, ModelRegistry, resolve
@@ -108,6 +109,7 @@ class Pipeline:
     def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, opts: FrontendOptions) -> None:
         self.registry, self.dispatcher, self.opts = registry, dispatcher, opts
         self.gate = RequestGate(opts.limits, opts.api_key)  # services.frontend.limits: what clients may send
+        self.cold_start: ColdStart | None = None  # scale from zero: main.py sets it (services.frontend.cold_start)
 
     # ---- plan + prepare --------------------------------------------------------------------------
     async def prepare(self, body: GenerateRequest, headers: Mapping[str, str], prefix: str) -> Job:
@@ -120,6 +122,9 @@ class Pipeline:
         if model.is_embedding:
             raise refused(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")
+        if not model.candidates(lora) and self.cold_start is not None:  # a parked model: a worker starts, or 503
+            if (waited := await self.cold_start.wait(model, lora)) is not None:
+                raise Failed(waited)
         if not model.candidates(lora):
             raise refused(503, f"no worker is serving model {body.model!r} right now", "no_workers", retry_after=1.0)
         if not self.dispatcher.has_room():

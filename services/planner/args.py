@@ -26,6 +26,7 @@ class PlannerOptions(msgspec.Struct, frozen=True):
     scale_down_intervals: int = 3
     min_requests: int = 5  # fewer requests in an interval teach the capacity model nothing
     settle_s: float = 120.0  # a scale-up not seen in discovery after this long is given up on
+    scale_to_zero_idle_s: float = 0.0  # with --min-workers 0: drain the last worker after this long idle (0: off)
     profile: str | None = None
 
 
@@ -54,6 +55,9 @@ PLANNER_FLAGS = FlagGroup(
          help="intervals with fewer requests do not teach the capacity model"),
     flag("settle_s", "--settle-s", metavar="S",
          help="seconds a scale-up may take to show in discovery before the next"),
+    flag("scale_to_zero_idle_s", "--scale-to-zero-idle", metavar="S",
+         help="with --min-workers 0: drain a pool's last worker once it saw no request for S seconds (its model "
+              "stays listed, parked; a request starts a worker again); 0: off"),
     flag("profile", "--profile", metavar="FILE",
          help="per-worker capacity (JSON: prefill/decode tokens per second at the targets); "
               "default: measured online"),
@@ -88,6 +92,8 @@ def parse(argv: list[str]) -> PlannerConfig:
     CONNECTOR_FLAGS.add_to(p)
     ns = p.parse_args(expand_or_exit(p, argv))
     conn = CONNECTOR_FLAGS.build(ns)
+    if min(ns.__dict__[PLANNER_FLAGS.dest("min_workers")], ns.__dict__[PLANNER_FLAGS.dest("prefill_min_workers")]) < 0:
+        p.error("--min-workers and --prefill-min-workers must be >= 0")
     if conn.kind == "local" and not conn.dry_run and not conn.worker_args:
         p.error("--connector local needs --worker-args (the flags of the workers it starts)")
     return PlannerConfig(common=common_from_args(ns), planner=PLANNER_FLAGS.build(ns),

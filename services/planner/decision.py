@@ -45,6 +45,7 @@ class _PoolState:
     settled_at: float = -math.inf  # when discovery first showed the target after the last change
     below: list[int] = field(default_factory=list)  # recent wants below the live count
     waiting: int = 0  # requests queued in the pool's workers at the last decision
+    active_at: float | None = None  # last decision that saw a request or a request in a worker (scale to zero)
 
 
 class Planner:
@@ -57,6 +58,11 @@ class Planner:
     def track(self, pool: Pool) -> None:
         """Size `pool` from now on, even while none of its workers is live."""
         self.pools.setdefault(pool, _PoolState())
+
+    def woken(self, pool: Pool, now: float) -> None:
+        """A cold start asked for one worker of `pool` (which had none): it settles, and counts as active."""
+        st = self.pools.setdefault(pool, _PoolState())
+        st.target, st.changed_at, st.below, st.active_at = 1, now, [], now
 
     def retarget(self, pool: Pool, count: int) -> None:
         """The connector could move `pool` only to `count` (e.g. it stops only workers it started)."""
@@ -76,8 +82,12 @@ class Planner:
         settling = st.target is not None and actual != st.target and now - st.changed_at < self.opts.settle_s
         if not settling and st.settled_at < st.changed_at:
             st.settled_at = now
-        waiting_before, waiting = st.waiting, snap.load.get(pool, PoolLoad()).waiting
+        load = snap.load.get(pool, PoolLoad())
+        waiting_before, waiting = st.waiting, load.waiting
         st.waiting = waiting
+        if st.active_at is None or traffic.requests or load.running or load.waiting:
+            st.active_at = now
+        idle_s = now - st.active_at
         if not settling and now - snap.seconds >= st.settled_at and actual > 0:
             # a queue that did not grow is a backlog being worked off: a missed target says nothing of this load
             self._learn(pool, traffic, demand, actual, backlog=0 < waiting <= waiting_before)
@@ -93,6 +103,11 @@ class Planner:
 
         if settling:
             return result(st.target or actual, HOLD, "settling")
+        if self.zero_allowed(pool):
+            if actual == 0:
+                return result(0, HOLD, "parked: a request starts a worker (cold start)")
+            if idle_s >= self.opts.scale_to_zero_idle_s:
+                return result(0, DOWN, f"idle {idle_s:.0f}s: scale to zero (parked)")
         if want_up > actual:
             return result(max(want, want_up), UP, why)
         if want_down >= actual:
@@ -138,7 +153,12 @@ class Planner:
         return min(max(want, lo), hi), why
 
     def _lo(self, pool: Pool) -> int:
-        return self.opts.prefill_min_workers if pool.role == PREFILL else self.opts.min_workers
+        lo = self.opts.prefill_min_workers if pool.role == PREFILL else self.opts.min_workers
+        return 1 if lo == 0 and self.zero_allowed(pool) else lo  # the last one goes only by the idle rule
+
+    def zero_allowed(self, pool: Pool) -> bool:
+        lo = self.opts.prefill_min_workers if pool.role == PREFILL else self.opts.min_workers
+        return lo == 0 and self.opts.scale_to_zero_idle_s > 0
 
     def _hi(self, pool: Pool) -> int:
         return self.opts.prefill_max_workers if pool.role == PREFILL else self.opts.max_workers

@@ -29,6 +29,7 @@ class Intake:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.cards: dict[str, ModelCard] = {}  # instance id -> its card (one card per instance)
+        self.last_cards: dict[Pool, ModelCard] = {}  # each pool's last card seen: what a parked model lists
         self.loads: dict[tuple[str, int], WorkerLoad] = {}  # (instance id, dp rank) -> its last load
         self._windows: dict[str, TrafficWindow] = {}
         self._since = time.monotonic()
@@ -93,7 +94,12 @@ class Intake:
             self.loads = {k: v for k, v in self.loads.items() if k[0] != iid}
             return
         with contextlib.suppress(Exception):
-            self.cards[iid] = codec.decode(value, ModelCard)
+            card = self.cards[iid] = codec.decode(value, ModelCard)
+            self.last_cards[pool_of(card)] = card
+
+    def live(self, pool: Pool) -> int:
+        """Workers of `pool` in discovery now."""
+        return sum(1 for c in self.cards.values() if pool_of(c) == pool)
 
     async def _watch_cards(self) -> None:
         async def apply(upd: KeyUpdate) -> None:

@@ -9,6 +9,7 @@ from services.planner.connectors import Connector
 from services.planner.decision import HOLD, Decision, Planner
 from services.planner.intake import Intake
 from services.planner.observe import Snapshot
+from services.planner.parking import Parking
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter, gauge
 
@@ -22,8 +23,10 @@ CAPACITY = gauge("shoal_planner_capacity_per_worker", "Tokens/s one worker takes
 
 
 class PlanLoop:
-    def __init__(self, intake: Intake, planner: Planner, connector: Connector | None, interval_s: float) -> None:
+    def __init__(self, intake: Intake, planner: Planner, connector: Connector | None, interval_s: float,
+                 parking: Parking | None = None) -> None:
         self.intake = intake
+        self.parking = parking  # scale from zero (parking.py); None: dry run
         self.planner = planner
         self.connector = connector  # None: dry run
         self.interval_s = interval_s
@@ -46,6 +49,11 @@ class PlanLoop:
                     log.warning("pool_not_fully_scaled", model=d.pool.model, component=d.pool.component,
                                 desired=d.desired, reached=reached, handled=self.connector.handles(d.pool))
                     self.planner.retarget(d.pool, reached)
+        if self.parking is not None:
+            try:
+                await self.parking.sync()
+            except Exception as e:  # parked records are best effort: the sizing goes on
+                log.warning("parking_sync_failed", error=repr(e)[:300])
         return self.last
 
     async def _report(self, d: Decision, snap: Snapshot) -> None:

@@ -12,6 +12,7 @@ from services.planner.connectors import Connector
 from services.planner.decision import Planner
 from services.planner.intake import Intake
 from services.planner.loop import PlanLoop
+from services.planner.parking import Parking
 from shared.runtime.service import Service, run
 from shared.runtime.tasks import cancel_and_wait
 
@@ -39,7 +40,10 @@ async def amain(argv: list[str]) -> None:
         planner = Planner(cfg.planner, Capacity(profile), act=connector is not None)
         for pool in connector.pools() if connector is not None else []:
             planner.track(pool)
-        loop = PlanLoop(intake, planner, connector, cfg.planner.interval_s)
+        parking = Parking(svc.rt, intake, planner, connector) if connector is not None else None
+        if parking is not None:
+            await parking.start()
+        loop = PlanLoop(intake, planner, connector, cfg.planner.interval_s, parking)
         svc.set_health(lambda: {"decisions": [f"{d.pool.model}/{d.pool.component}: {d.actual}->{d.desired}"
                                               for d in loop.last]})
         task = asyncio.create_task(loop.run(), name="plan")
@@ -50,6 +54,8 @@ async def amain(argv: list[str]) -> None:
         await svc.stopped()
         svc.set_ready(False)
         await cancel_and_wait(task)
+        if parking is not None:
+            await parking.stop()
         if connector is not None:
             await connector.close()
         await intake.stop()

@@ -15,6 +15,7 @@ from shared.engine.sglang.argv import SglangArgsError
 from shared.engine.sglang.embedding import EMBEDDING_FLAG
 from shared.multimodal.fetch import MEDIA_FLAGS, MediaOptions
 from shared.parsers.flags import add_parser_args
+from shared.routing.options import ROUTER_FLAGS, RouterOptions
 from shared.runtime.canary import CanaryConfig, add_canary_args, canary_from_args
 
 
@@ -31,6 +32,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     prefill_router: str = ""
     transfer_timeout: float = 10.0
     disagg_fallback_local: bool = False
+    disagg_local_prefill_tokens: int = 0  # decode: prefill locally under this many uncached tokens (0: off)
+    prefill_busy: RouterOptions = RouterOptions()  # decode: its busy thresholds judge the prefill workers
     embedding: bool = False  # serve `embed` (an embedding model) instead of `generate`
     score: bool = False  # serve `score` (a cross-encoder: /v1/rerank, /v1/score) instead of `generate`
     internal: bool = False  # publish no model card: clients reach this worker through a processor
@@ -40,6 +43,10 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     reasoning_parser: str | None = None
     fleet: FleetConfig = FleetConfig()  # --simulate N: N simulated workers in this process
     media: MediaOptions = MediaOptions()  # images by URL (EPD: this worker fetches them)
+
+
+_BUSY = ("active_decode_blocks_threshold", "active_prefill_tokens_threshold")
+_NOT_BUSY = tuple(f.field for f in ROUTER_FLAGS.flags if f.field not in _BUSY)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +73,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--transfer-timeout", type=float, default=10.0, help="seconds a KV transfer may take")
     d.add_argument("--disagg-fallback-local", action="store_true",
                    help="decode: prefill locally when the remote prefill or its transfer fails")
+    d.add_argument("--disagg-local-prefill-tokens", type=int, default=0, metavar="N",
+                   help="decode: prefill locally when the prompt has fewer than N tokens not in this worker's "
+                        "prefix cache (0: off); with a busy threshold below, also when every prefill worker is busy")
+    ROUTER_FLAGS.add_to(p, skip=_NOT_BUSY)  # decode: the busy thresholds, applied to the prefill workers
     g.add_argument("--internal", action="store_true",
                    help="publish no model card: the worker serves a processor (python -m services.processor), "
                         "which registers the model (multimodal E/PD and E/P/D)")
@@ -105,6 +116,8 @@ def parse(argv: list[str]) -> WorkerConfig:
                         stream_interval=ns.stream_interval_ms / 1000, prefill_component=ns.prefill_component,
                         prefill_router=ns.prefill_router,
                         transfer_timeout=ns.transfer_timeout, disagg_fallback_local=ns.disagg_fallback_local,
+                        disagg_local_prefill_tokens=ns.disagg_local_prefill_tokens,
+                        prefill_busy=ROUTER_FLAGS.build(ns),
                         internal=ns.internal, image_slots=ns.image_slots, canary=canary_from_args(ns),
                         tool_call_parser=ns.tool_call_parser, reasoning_parser=ns.reasoning_parser,
                         fleet=fleet_from_args(ns), media=MEDIA_FLAGS.build(ns))

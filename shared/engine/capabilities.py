@@ -71,6 +71,13 @@ class KvImport(KvTensors, Protocol):
 
 
 @runtime_checkable
+class PrefixCache(Protocol):
+    def cached_prompt_tokens(self, token_ids: list[int], lora: str = "") -> int:
+        """Prompt tokens whose KV this engine's prefix cache holds now (what a prefill here would skip)."""
+        ...
+
+
+@runtime_checkable
 class BootstrapKv(Protocol):
     def bootstrap_address(self) -> tuple[str, int]:
         """Host and port of the engine's own bootstrap server (SGLang's), published in the instance record."""

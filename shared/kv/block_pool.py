@@ -62,6 +62,13 @@ class BlockPool:
             n += 1
         return n
 
+    def cached_tokens(self, tokens: Sequence[int], root: int | None = None) -> int:
+        """Tokens of a prompt that `allocate` would find cached (never its last token: it is recomputed)."""
+        if len(tokens) < 2:
+            return 0
+        n = (len(tokens) - 1) // self.page_size
+        return self.cached_prefix(self._hash_prefix(tokens, n, root)) * self.page_size
+
     def ref_count(self, block_id: int) -> int:
         return self._ref[block_id]
 

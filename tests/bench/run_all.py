@@ -62,10 +62,12 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
     "admission": ("tests.bench.bench_admission", [], ["--seconds", "3", "--no-report"]),
     "router-scale": ("tests.bench.bench_router_scale", [], ["--sizes", "64:100000", "--no-report"]),
+    "disagg-local": ("tests.bench.bench_disagg_local", [], ["--requests", "20", "--no-report"]),
+    "scale-zero": ("tests.bench.bench_scale_zero", [], ["--idle", "1", "--burst", "4", "--no-report"]),
 }
 DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
            "overload", "busy", "agents", "planner", "fuzz", "load-feed", "sessions", "admission",
-           "router-scale"]
+           "router-scale", "disagg-local", "scale-zero"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -4,7 +4,8 @@ Per request: reserve blocks (`import_kv`), ask a prefill worker to compute the
 prompt and write its KV into them over NIXL, wait for the write's notification,
 then decode from the imported KV. A failed or timed-out transfer is tried once
 more on another prefill worker, then ends the request with `transfer_failed`
-(or prefills locally with `--disagg-fallback-local`). Blocks are freed on every
+(or prefills locally with `--disagg-fallback-local`). A short or mostly cached prompt,
+or any prompt while every prefill worker is busy, is prefilled here instead (prefill_path.py). Blocks are freed on every
 path; when a prefill worker might still be writing into them (the call was
 cancelled or the worker lost), only after its `done`/`abort` notification or
 the transfer timeout.
@@ -25,15 +26,17 @@ from protocol.messages import BootstrapInfo, EngineRequest, ErrorCode, OutputChu
 from services.worker.args import WorkerConfig
 from services.worker.role import Role
 from services.worker.roles.aggregated import GenerateHandler
+from services.worker.roles.prefill_path import LOCAL, REMOTE, PathChoice, PrefillPath
 from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine, EngineError
 from shared.engine.capabilities import KvImport
 from shared.runtime.client import EndpointClient
-from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
+from shared.runtime.errors import NoInstances, RemoteError, WorkerLost, WorkersBusy
 from shared.runtime.server import RequestContext
 from shared.runtime.service import Service
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter
+from shared.telemetry.tracing import extract_context, span
 from shared.transfer import AgentDirectory, KvAgent, NotificationInbox, PrefillRequest, PrefillResult, TransferFailed
 
 log = get_logger("shoal.disagg")
@@ -62,10 +65,11 @@ class _Attempt:
 class DisaggDecodeHandler:
     def __init__(self, engine: Any, prefill: EndpointClient[PrefillResult], inbox: NotificationInbox,
                  boot: BootstrapInfo, opts: DisaggOptions, stream_interval: float = 0.0,
-                 picker: PrefillPicker | None = None) -> None:
+                 picker: PrefillPicker | None = None, path: PrefillPath | None = None) -> None:
         self.engine = engine  # an Engine with KvImport
         self.prefill = prefill
         self.picker = picker or PrefillPicker(prefill)
+        self.path = path or PrefillPath()
         self.inbox = inbox
         self.boot = boot  # this worker's host and NIXL agent name; the room is set per request
         self.opts = opts
@@ -74,12 +78,22 @@ class DisaggDecodeHandler:
 
     async def __call__(self, request: EngineRequest, ctx: RequestContext) -> AsyncIterator[OutputChunk]:
         key: str | None = None
-        try:
-            key = await self._remote_prefill(request, ctx)
-        except TransferFailed as e:
-            if not self.opts.fallback_local:
-                raise
-            log.warning("disagg_fallback_local", request_id=request.request_id, error=e.message)
+        with span("worker.disagg_prefill", context=extract_context(ctx.headers),
+                  attributes={"request_id": request.request_id}) as sp:
+            choice = self.path.choose(self.engine, request.token_ids, request.lora)
+            try:
+                if choice.path == REMOTE:
+                    key = await self._remote_prefill(request, ctx)
+            except WorkersBusy:
+                if not self.path.enabled:
+                    raise
+                choice = PathChoice(LOCAL, "busy", choice.uncached_tokens)  # the prefill router: all busy
+            except TransferFailed as e:
+                if not self.opts.fallback_local:
+                    raise
+                log.warning("disagg_fallback_local", request_id=request.request_id, error=e.message)
+                choice = PathChoice(LOCAL, "fallback", choice.uncached_tokens)
+            self.path.record(choice, sp)
         local = request if key is None else msgspec.structs.replace(request, request_id=key)
         try:
             async with contextlib.aclosing(self._generate(local, ctx)) as chunks:
@@ -105,6 +119,7 @@ class DisaggDecodeHandler:
             if instance is None:
                 break
             tried.append(instance)
+            self.path.sent(key, instance, len(request.token_ids))
             try:
                 return await self._attempt(request, ctx, instance, key)
             except (TransferFailed, WorkerLost, NoInstances) as e:
@@ -115,6 +130,7 @@ class DisaggDecodeHandler:
                 why = f"{e.code}: {e.message}"
             finally:
                 self.picker.finished(key)
+                self.path.finished(key)
             PREFILL_FAILURES.inc()
             log.warning("remote_prefill_failed", request_id=request.request_id, prefill=instance, error=why)
         raise TransferFailed(f"remote prefill failed ({', '.join(tried) or 'none available'}): {why}")
@@ -189,12 +205,16 @@ async def decode_role(svc: Service, cfg: WorkerConfig, engine: Engine) -> Role:
     prefill: EndpointClient[PrefillResult] = EndpointClient(rt, cfg.prefill_component, "generate", PrefillResult)
     await prefill.start()
     picker = await PrefillPicker.start(rt, prefill, cfg.prefill_router)
+    path = await PrefillPath.start(rt, cfg.disagg_local_prefill_tokens, cfg.prefill_component,
+                                   engine.runtime_config().page_size, cfg.prefill_busy.active_decode_blocks_threshold,
+                                   cfg.prefill_busy.active_prefill_tokens_threshold, lambda: prefill.instances)
     opts = DisaggOptions(cfg.transfer_timeout, cfg.disagg_fallback_local)
     handler = DisaggDecodeHandler(engine, prefill, inbox, BootstrapInfo(rt.host, 0, 0, rt.instance_id), opts,
-                                  cfg.stream_interval, picker)
+                                  cfg.stream_interval, picker, path)
 
     async def stop() -> None:
         await handler.stop()
+        await path.stop()
         await picker.stop()
         await prefill.stop()
         await inbox.stop()

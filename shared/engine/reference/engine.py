@@ -256,6 +256,9 @@ class ReferenceEngine(Engine):
         self._imported[request_id] = imported
         return imported
 
+    def cached_prompt_tokens(self, token_ids: list[int], lora: str = "") -> int:
+        return 0 if self.pool is None else self.pool.cached_tokens(token_ids, lora_root(lora))
+
     def kv_tensors(self) -> list[torch.Tensor]:
         """One contiguous tensor per layer, `[num_blocks, 2, page_size, kv_heads, head_dim]`."""
         return self._runner().kv.tensors
