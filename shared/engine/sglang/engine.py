@@ -24,8 +24,8 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from protocol.discovery import RuntimeConfig
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, StopConditions
@@ -43,6 +43,7 @@ from shared.engine.sglang.warmup import warmup_plan
 from shared.engine.sglang.wire import WireBatch
 from shared.telemetry.logging import get_logger
 
+T = TypeVar("T")
 log = get_logger("shoal.sglang")
 
 PROMETHEUS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -162,22 +163,28 @@ class SglangEngine(Engine):
                               "(start it with SGLang's --is-embedding)")
         self._check_running()
         check_embed_inputs(inputs, self._context_length)
-        rids = [f"shoal-embed-{secrets.token_hex(8)}" for _ in inputs]
+        vectors = await self._batch("embed", len(inputs), lambda rids: encode(self.sgl, inputs, rids))
+        if len(vectors) != len(inputs):
+            raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(vectors)} embeddings "
+                              f"for {len(inputs)} inputs")
+        return [l2_normalize(v) for v in vectors] if normalize else vectors
+
+    async def _batch(self, kind: str, n: int, call: Callable[[list[str]], Awaitable[list[T]]]) -> list[T]:
+        """One SGLang call for `n` inputs under request ids of their own, counted in flight; the ids are
+        aborted when the call does not finish (a client left, an error)."""
+        rids = [f"shoal-{kind}-{secrets.token_hex(8)}" for _ in range(n)]
         done = False
         self._inflight += 1
         try:
             with self._mapped_errors():
-                vectors = await encode(self.sgl, inputs, rids)
+                out = await call(rids)
                 done = True
         finally:
             self._inflight -= 1
             if not done:
                 for rid in rids:
                     self._abort(rid)
-        if len(vectors) != len(inputs):
-            raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(vectors)} embeddings "
-                              f"for {len(inputs)} inputs")
-        return [l2_normalize(v) for v in vectors] if normalize else vectors
+        return out
 
     async def score(self, inputs: list[list[int]], token_type_ids: list[list[int]],
                     texts: list[list[str]] | None = None) -> list[float]:
@@ -188,18 +195,7 @@ class SglangEngine(Engine):
         if not texts or len(texts) != len(inputs):
             raise EngineError(ErrorCode.BAD_REQUEST, "SGLang scores pairs from their texts; the request has none")
         self._check_running()
-        rids = [f"shoal-score-{secrets.token_hex(8)}" for _ in texts]
-        done = False
-        self._inflight += 1
-        try:
-            with self._mapped_errors():
-                scores = await cross_encode(self.sgl, texts, rids)
-                done = True
-        finally:
-            self._inflight -= 1
-            if not done:
-                for rid in rids:
-                    self._abort(rid)
+        scores = await self._batch("score", len(texts), lambda rids: cross_encode(self.sgl, texts, rids))
         if len(scores) != len(texts):
             raise EngineError(ErrorCode.ENGINE_ERROR, f"SGLang returned {len(scores)} scores for {len(texts)} pairs")
         return scores
