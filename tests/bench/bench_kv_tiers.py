@@ -57,8 +57,8 @@ async def _ttft(eng: ReferenceEngine, rid: str, prompt: list[int]) -> float:
 
 async def reload_ratio(model: Path, repeats: int, blocks: int = 32, device: str = "cpu") -> dict[str, Any]:
     """TTFT of a `blocks`-block prompt: recomputed, cached on GPU, reloaded from host (medians)."""
-    eng = ReferenceEngine(ReferenceConfig(model_path=str(model), page_size=PS, num_blocks=blocks + 2, device=device,
-                                          host_kv_blocks=4 * (blocks + 2), max_batched_tokens=4096))
+    eng = ReferenceEngine(ReferenceConfig(model_path=str(model), page_size=PS, num_blocks=blocks + 2,
+                                          device=device, host_kv_blocks=4 * (blocks + 2), max_batched_tokens=4096))
     await eng.start()
     rng = random.Random(5)
     times: dict[str, list[float]] = {"recompute": [], "gpu": [], "host": []}
@@ -75,7 +75,8 @@ async def reload_ratio(model: Path, repeats: int, blocks: int = 32, device: str 
         await eng.stop()
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     w_host = (med["recompute"] - med["host"]) / max(1e-9, med["recompute"] - med["gpu"])
-    return {"device": device, "prompt_blocks": blocks, "repeats": repeats, "ttft_ms": {k: round(v, 2) for k, v in med.items()},
+    return {"device": device, "prompt_blocks": blocks, "repeats": repeats,
+            "ttft_ms": {k: round(v, 2) for k, v in med.items()},
             "host_blocks_reloaded": loaded, "host_weight": round(min(1.0, max(0.0, w_host)), 2)}
 
 
