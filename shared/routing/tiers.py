@@ -3,15 +3,17 @@
 A GPU hit saves the whole prefill of the block (weight 1); a host hit saves it less the reload
 (copy host -> GPU), a storage hit less a slower read. The defaults come from the reference engine:
 tests/bench/bench_kv_tiers.py measures a prefix's TTFT recomputed, reloaded from host and on GPU, and
-weight = 1 - reload / recompute (docs/ROUTING_BENCH.md, section 5). The reference engine has no storage
-tier; its default weight is half the host's.
+weight = (recompute - reload) / (recompute - GPU hit): 0.97-0.98 measured on the reference engine on CPU
+(docs/ROUTING_BENCH.md, section 5), hence host=0.95. The reference engine has no storage tier: storage=0.3
+is the issue's guess, not a measurement. On a GPU engine (SGLang's HiCache: a PCIe copy against GPU
+prefill) the ratio should be measured there and set with --kv-tier-weights.
 """
 
 from __future__ import annotations
 
 from protocol.kv_events import TIERS
 
-DEFAULT_TIER_WEIGHTS = "gpu=1,host=0.6,storage=0.3"
+DEFAULT_TIER_WEIGHTS = "gpu=1,host=0.95,storage=0.3"
 GPU_ONLY = (1.0, 0.0, 0.0)
 
 TierWeights = tuple[float, float, float]  # gpu, host, storage

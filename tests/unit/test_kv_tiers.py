@@ -99,7 +99,8 @@ def test_tier_depths_match_a_naive_model():
 
 
 def test_weights_parse_and_score():
-    assert parse_tier_weights(DEFAULT_TIER_WEIGHTS) == (1.0, 0.6, 0.3)
+    assert parse_tier_weights(DEFAULT_TIER_WEIGHTS) == (1.0, 0.95, 0.3)
+    assert parse_tier_weights("gpu=1,host=0.6,storage=0.3") == (1.0, 0.6, 0.3)
     assert parse_tier_weights("gpu=1") == GPU_ONLY
     for bad in ("gpu", "disk=1", "host=x", "host=2"):
         with pytest.raises(ValueError):
