@@ -53,9 +53,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
     "admission": ("tests.bench.bench_admission", [], ["--seconds", "3", "--no-report"]),
     "router-scale": ("tests.bench.bench_router_scale", [], ["--sizes", "64:100000", "--no-report"]),
+    "kv-tiers": ("tests.bench.bench_kv_tiers", [], ["--runs", "1", "--requests", "16", "--ratio-repeats", "2",
+                                                   "--no-report"]),
 }
 DEFAULT = ["frontend", "router", "router-sim", "router-peer", "reference", "lora", "transfer", "overload",
-           "busy", "agents", "planner", "load-feed", "sessions", "admission", "router-scale"]
+           "busy", "agents", "planner", "load-feed", "sessions", "admission", "router-scale", "kv-tiers"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:
