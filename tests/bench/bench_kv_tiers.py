@@ -147,7 +147,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3, help="runs of each arm, alternating")
     ap.add_argument("--requests", type=int, default=96)
-    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="clients; 1: a TTFT is its own prefill, not a wait behind another request")
     ap.add_argument("--ratio-repeats", type=int, default=5)
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--ratio-only", metavar="DEVICE", help="only the reload/recompute ratio, on this device "
