@@ -27,7 +27,7 @@ from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLo
 from shared.kv.hashing import has_negative, lora_root, pack_tokens, packed_block_hashes
 from shared.kv.radix import KvIndex
 from shared.routing.base import RouteDecision, Router
-from shared.routing.tiers import GPU_ONLY, TierWeights, cached_score
+from shared.routing.tiers import GPU_ONLY, TierWeights
 from shared.telemetry.metrics import counter, histogram
 
 DECISIONS = counter("shoal_router_decisions_total", "Routing decisions", ["mode"])
@@ -141,11 +141,7 @@ class KvRouter(Router):
             overlaps = self.index.overlaps(hashes)
             w = weights[0]
             return overlaps, {k: n * w for k, n in overlaps.items()} if w != 1 else dict(overlaps)
-        depths = self.index.tier_depths(hashes)
-        scores = {k: cached_score(d, weights) for k, d in depths.items()}
-        if weights[2] == 0:  # storage blocks are worth nothing: they are not cached for this router
-            return {k: d[1] for k, d in depths.items() if d[1]}, {k: s for k, s in scores.items() if s}
-        return {k: d[2] for k, d in depths.items()}, scores
+        return self.index.weighted(hashes, weights)
 
     def _remember(self, index: KvIndex, expiry: deque[tuple[float, str, list[int]]], instance_id: str,
                   hashes: list[int]) -> None:

@@ -94,8 +94,16 @@ def test_tier_depths_match_a_naive_model():
                 idx.apply(w, BlockRemoved(block_hashes=hs, medium=tier))
                 for h in hs:
                     held.get(w, {}).get(h, set()).discard(tier)
-        assert idx.tier_depths(HASHES) == _naive(held, HASHES)
-        assert idx.overlaps(HASHES) == {w: d[0] for w, d in _naive(held, HASHES).items() if d[0]}
+        naive = _naive(held, HASHES)
+        assert idx.tier_depths(HASHES) == naive
+        assert idx.overlaps(HASHES) == {w: d[0] for w, d in naive.items() if d[0]}
+        for weights in ((1.0, 0.6, 0.3), (1.0, 0.5, 0.0), (0.9, 0.9, 0.9)):
+            overlap, score = idx.weighted(HASHES, weights)
+            top = 2 if weights[2] and idx.blocks_of(W1, "storage") + idx.blocks_of(W2, "storage") \
+                + idx.blocks_of(("c", 1), "storage") else 1
+            assert overlap == {w: d[top] for w, d in naive.items() if d[top]}
+            assert {w: round(v, 9) for w, v in score.items() if w in overlap} == \
+                {w: round(cached_score(d, weights), 9) for w, d in naive.items() if d[top]}
 
 
 def test_weights_parse_and_score():
