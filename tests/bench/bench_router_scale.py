@@ -14,7 +14,7 @@ allows), the index memory per block (RSS growth while filling / blocks) and the 
 the CPU p99 is 150 us or more at 64 workers or 500 us or more at 512. Tiers on (the default weights,
 shared/routing/tiers.py): on every second worker holding a shared prefix its last 16 blocks moved from
 GPU to host (stored host, removed gpu, as the reference engine's host tier sends them), and a quarter of
-the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.tier_depths); tiers
+the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.KvIndex.weighted); tiers
 off: every block on GPU (the one-mask walk, as before tiers).
 """
 
