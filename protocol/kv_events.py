@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+# Where a cached block lives: the engine's GPU memory, host (CPU) memory, or storage (SGLang's HiCache tiers).
+# Events without a medium (older workers) are GPU events.
+TIERS = ("gpu", "host", "storage")
+
 
 class BlockStored(msgspec.Struct, frozen=True, tag="stored", omit_defaults=True):
     """Full blocks now cached, in order; each block's hash chains on its parent's."""
@@ -12,10 +16,12 @@ class BlockStored(msgspec.Struct, frozen=True, tag="stored", omit_defaults=True)
     token_ids: list[int]  # block_size tokens per block, concatenated
     parent_hash: int | None = None
     block_size: int = 16
+    medium: str = "gpu"  # one of TIERS
 
 
-class BlockRemoved(msgspec.Struct, frozen=True, tag="removed"):
+class BlockRemoved(msgspec.Struct, frozen=True, tag="removed", omit_defaults=True):
     block_hashes: list[int]
+    medium: str = "gpu"  # the tier the blocks left (a copy in another tier stays)
 
 
 class AllBlocksCleared(msgspec.Struct, frozen=True, tag="cleared"):

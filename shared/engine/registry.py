@@ -28,6 +28,7 @@ class EngineOptions(msgspec.Struct, frozen=True):
     model_path: str = ""
     page_size: int = DEFAULT_PAGE_SIZE
     num_blocks: int = 0  # 0: the engine decides (from memory for reference)
+    host_kv_blocks: int = 0  # reference: a host-memory KV tier of this many blocks; 0: off
     max_running: int = 64
     max_batched_tokens: int = 2048
     max_waiting: int = 1024
@@ -44,6 +45,9 @@ ENGINE_FLAGS = FlagGroup(
     flag("engine", "--engine", choices=ENGINES),
     flag("page_size", "--page-size"),
     flag("num_blocks", "--num-blocks", "--num-gpu-blocks-override"),
+    flag("host_kv_blocks", "--host-kv-blocks", metavar="N",
+         help="reference: GPU KV blocks evicted are copied to host memory, up to N (LRU), and copied back on a "
+              "prefix hit instead of recomputed (KV events with medium host); 0: off"),
     flag("max_running", "--max-num-seqs"),
     flag("max_batched_tokens", "--max-num-batched-tokens"),
     flag("max_waiting", "--max-waiting"),
@@ -102,7 +106,7 @@ def make_engine(opts: EngineOptions, output_token_ids: Sequence[int] = (), eos_t
                 ) if is_encoder(opts.model_path) else ReferenceEngine
         return kind(ReferenceConfig(
             model_path=opts.model_path, device=opts.device, page_size=opts.page_size,
-            num_blocks=opts.num_blocks, max_running=opts.max_running,
+            num_blocks=opts.num_blocks, max_running=opts.max_running, host_kv_blocks=opts.host_kv_blocks,
             max_batched_tokens=opts.max_batched_tokens, context_length=opts.context_length,
             max_waiting=opts.max_waiting, enable_lora=opts.lora.enable_lora, lora_paths=opts.lora.adapters,
             max_loras_per_batch=opts.lora.max_loras_per_batch, max_lora_rank=opts.lora.max_lora_rank,

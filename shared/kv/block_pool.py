@@ -2,7 +2,9 @@
 
 Logical bookkeeping only: block ids index whatever storage an engine keeps
 (the reference engine's per-layer tensors; nothing for the mock engine).
-Every change to the set of cached blocks is reported as KV events.
+Every change to the set of cached blocks is reported as KV events. With a host tier
+(shared.kv.host_tier), evicted blocks are copied to host memory and a prompt's prefix
+found there is copied back instead of recomputed (it counts as cached).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
 from shared.kv.hashing import block_hash
+from shared.kv.host_tier import HostTier
 
 EventSink = Callable[[list[KvEvent]], None]
 
@@ -28,9 +31,11 @@ class BlockTable:
 
 
 class BlockPool:
-    def __init__(self, num_blocks: int, page_size: int, sink: EventSink | None = None) -> None:
+    def __init__(self, num_blocks: int, page_size: int, sink: EventSink | None = None,
+                 host: HostTier | None = None) -> None:
         if num_blocks <= 0 or page_size <= 0:
             raise ValueError("num_blocks and page_size must be positive")
+        self.host = host
         self.num_blocks = num_blocks
         self.page_size = page_size
         self._sink = sink
@@ -81,22 +86,59 @@ class BlockPool:
         prompt never counts as cached beyond the last full block before it.
         """
         ps = self.page_size
+        limit = (len(tokens) - 1) // ps
         if hashes is None:
-            hashes = self._hash_prefix(tokens, (len(tokens) - 1) // ps, root)
-        reusable = min(self.cached_prefix(hashes), (len(tokens) - 1) // ps)
+            hashes = self._hash_prefix(tokens, limit, root)
+        reusable = min(self.cached_prefix(hashes), limit)
+        on_host = self._host_run(hashes, reusable, limit)
         need = self.blocks_needed(len(tokens)) - reusable
         fresh_free = sum(1 for h in hashes[:reusable] if self._ref[self._by_hash[h]] == 0)
         if need > self.num_free - fresh_free:
             return None
-        table = BlockTable(num_cached_tokens=reusable * ps, root=root)
+        table = BlockTable(root=root)
         for h in hashes[:reusable]:
             bid = self._by_hash[h]
             self._take(bid)
             table.block_ids.append(bid)
             table.hashes.append(h)
-        for _ in range(need):
+        reloaded = self._reload(table, on_host)
+        table.num_cached_tokens = (reusable + reloaded) * ps
+        for _ in range(need - (len(table.block_ids) - reusable)):
             table.block_ids.append(self._pop_free())
+        if reloaded:
+            self._send([self._stored_event(table, tokens, list(range(reusable, reusable + reloaded)), ps)])
         return table
+
+    def _host_run(self, hashes: Sequence[int], start: int, limit: int) -> list[int]:
+        """The blocks after the GPU-cached prefix that the host tier holds (to reload, not recompute)."""
+        host = self.host
+        if host is None:
+            return []
+        end = start
+        while end < min(len(hashes), limit) and hashes[end] in host and hashes[end] not in self._by_hash:
+            end += 1
+        return list(hashes[start:end])
+
+    def _reload(self, table: BlockTable, hashes: list[int]) -> int:
+        """Copy host blocks into fresh GPU blocks of `table`, in order; how many made it (taking a GPU block
+        may evict another one to host, which could displace a later block of the run)."""
+        host = self.host
+        if host is None or not hashes:
+            return 0
+        host.touch(hashes)
+        n = 0
+        for h in hashes:
+            bid = self._pop_free()
+            if h not in host:  # displaced by the block that made room: compute it (bid stays in the table)
+                table.block_ids.append(bid)
+                break
+            host.load(h, bid)
+            self._by_hash[h] = bid
+            self._hash_of[bid] = h
+            table.block_ids.append(bid)
+            table.hashes.append(h)
+            n += 1
+        return n
 
     def grow(self, table: BlockTable, num_tokens: int) -> bool:
         """Make room for `num_tokens` tokens in total; False if the pool is full."""
@@ -147,6 +189,8 @@ class BlockPool:
             self._uncache(bid)
             self._free.append(bid)
         self._evictable.clear()
+        if self.host is not None:
+            self.host.clear()
         self._send([AllBlocksCleared()])
 
     # ---- internals -----------------------------------------------------------------
@@ -155,7 +199,7 @@ class BlockPool:
         ps = self.page_size
         for i in range(n_blocks):
             parent = block_hash(parent, tokens[i * ps : (i + 1) * ps])
-            if parent not in self._by_hash:
+            if parent not in self._by_hash and (self.host is None or parent not in self.host):
                 break
             out.append(parent)
         return out
@@ -171,7 +215,8 @@ class BlockPool:
         else:
             bid, _ = self._evictable.popitem(last=False)
             h = self._uncache(bid)
-            self._send([BlockRemoved(block_hashes=[h])])
+            saved = self.host.save(h, bid) if self.host is not None else []  # host copy first, then GPU gone
+            self._send([*saved, BlockRemoved(block_hashes=[h])])
         self._ref[bid] = 1
         return bid
 

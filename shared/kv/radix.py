@@ -10,6 +10,14 @@ workers holding nothing of the prompt cost nothing.
 Every worker publishes shoal's own block hashes (`shared.kv.hashing`): an
 engine that names blocks otherwise (SGLang) is translated once, on its worker
 (shared/engine/sglang/translate.py), so the index sees one kind of worker.
+
+Tiers: a worker may hold a block in GPU memory, host memory or storage (the
+event's `medium`); each tier has its own map hash -> mask. A block held in
+several tiers counts at the best one. `tier_depths` walks the three nested
+unions (gpu; gpu or host; any tier) at once: eviction moves a prefix's tail
+down first, so a worker's matching run is GPU blocks, then host blocks, then
+storage blocks, and three depths describe it. While no worker reports a
+lower tier, `overlaps` (one mask per block) is all a decision costs.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from protocol.discovery import DEFAULT_PAGE_SIZE
-from protocol.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
+from protocol.kv_events import TIERS, AllBlocksCleared, BlockRemoved, BlockStored, KvEvent
 
 WorkerKey = tuple[str, int]  # (instance id, data-parallel rank)
+TIER_INDEX = {name: i for i, name in enumerate(TIERS)}  # gpu 0, host 1, storage 2
 
 
 class KvIndex:
@@ -28,20 +37,26 @@ class KvIndex:
 
     def __init__(self, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         self.page_size = page_size
-        self._holders: dict[int, int] = {}  # block hash -> mask of the slots of the workers holding it
-        self._held: dict[WorkerKey, set[int]] = {}
+        self._masks: list[dict[int, int]] = [{} for _ in TIERS]  # per tier: block hash -> mask of slots
+        self._holders = self._masks[0]  # GPU
+        self._held: list[dict[WorkerKey, set[int]]] = [{} for _ in TIERS]  # per tier: worker -> its hashes
         self._slot: dict[WorkerKey, int] = {}
         self._keys: list[WorkerKey | None] = []  # slot -> worker
         self._free: list[int] = []
+        self.unknown_media = 0  # events naming no known tier (ignored)
 
     # ---- updates ------------------------------------------------------------------------
     def apply(self, worker: WorkerKey, event: KvEvent) -> None:
-        if isinstance(event, BlockStored):
-            self._stored(worker, event.block_hashes)
-        elif isinstance(event, BlockRemoved):
-            self._removed(worker, event.block_hashes)
-        elif isinstance(event, AllBlocksCleared):
+        if isinstance(event, AllBlocksCleared):
             self.remove_worker(worker)
+            return
+        tier = TIER_INDEX.get(event.medium)
+        if tier is None:
+            self.unknown_media += 1
+        elif isinstance(event, BlockStored):
+            self._stored(worker, event.block_hashes, tier)
+        elif isinstance(event, BlockRemoved):
+            self._removed(worker, event.block_hashes, tier)
 
     def _bit(self, worker: WorkerKey) -> int:
         slot = self._slot.get(worker)
@@ -55,48 +70,55 @@ class KvIndex:
             self._slot[worker] = slot
         return 1 << slot
 
-    def _stored(self, worker: WorkerKey, hashes: Sequence[int]) -> None:
+    def _stored(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
         bit = self._bit(worker)
-        held = self._held.setdefault(worker, set())
-        holders = self._holders
+        held = self._held[tier].setdefault(worker, set())
+        holders = self._masks[tier]
         for h in hashes:
             holders[h] = holders.get(h, 0) | bit
         held.update(hashes)
 
-    def _removed(self, worker: WorkerKey, hashes: Sequence[int]) -> None:
-        held = self._held.get(worker)
+    def _removed(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
+        held = self._held[tier].get(worker)
         if held is None:
             return
+        bit = 1 << self._slot[worker]
         for h in hashes:
             if h in held:
                 held.discard(h)
-                self._unset(h, 1 << self._slot[worker])
+                self._unset(self._masks[tier], h, bit)
 
-    def _unset(self, h: int, bit: int) -> None:
-        left = self._holders[h] & ~bit
+    @staticmethod
+    def _unset(holders: dict[int, int], h: int, bit: int) -> None:
+        left = holders[h] & ~bit
         if left:
-            self._holders[h] = left
+            holders[h] = left
         else:
-            del self._holders[h]
+            del holders[h]
 
     def remove_worker(self, worker: WorkerKey) -> None:
-        """Forget everything a worker holds (cleared cache, lease expired, events lost)."""
-        held = self._held.pop(worker, None)
+        """Forget everything a worker holds, in every tier (cleared cache, lease expired, events lost)."""
         slot = self._slot.pop(worker, None)
         if slot is None:
             return
-        for h in held or ():
-            self._unset(h, 1 << slot)
+        for holders, held in zip(self._masks, self._held, strict=True):
+            for h in held.pop(worker, None) or ():
+                self._unset(holders, h, 1 << slot)
         self._keys[slot] = None
         self._free.append(slot)
 
     def remove_instance(self, instance_id: str) -> None:
-        for w in [w for w in self._held if w[0] == instance_id]:
+        for w in [w for w in self._slot if w[0] == instance_id]:
             self.remove_worker(w)
 
     # ---- queries ------------------------------------------------------------------------
+    @property
+    def tiered(self) -> bool:
+        """Whether any worker holds a block outside GPU memory now."""
+        return bool(self._masks[1] or self._masks[2])
+
     def overlaps(self, hashes: Sequence[int]) -> dict[WorkerKey, int]:
-        """Leading blocks of `hashes` each worker holds (workers holding none are absent)."""
+        """Leading blocks of `hashes` each worker holds on GPU (workers holding none are absent)."""
         holders = self._holders
         active = holders.get(hashes[0], 0) if hashes else 0
         depth: dict[WorkerKey, int] = {}
@@ -110,6 +132,80 @@ class KvIndex:
         self._settle(active, len(hashes), depth)
         return depth
 
+    def tier_depths(self, hashes: Sequence[int]) -> dict[WorkerKey, tuple[int, int, int]]:
+        """Per worker holding the first block in some tier: the leading blocks of `hashes` it holds on GPU,
+        on GPU or host, and in any tier."""
+        gpu, host, storage = self._masks
+        if not hashes:
+            return {}
+        h = hashes[0]
+        a_g = gpu.get(h, 0)
+        a_gh = a_g | host.get(h, 0)
+        a_all = a_gh | storage.get(h, 0)
+        d_g: dict[WorkerKey, int] = {}
+        d_gh: dict[WorkerKey, int] = {}
+        d_all: dict[WorkerKey, int] = {}
+        settle = self._settle
+        for i in range(1, len(hashes)):
+            if not a_all:
+                break
+            h = hashes[i]
+            g = gpu.get(h, 0)
+            gh = g | host.get(h, 0)
+            still = a_all & (gh | storage.get(h, 0))
+            if still != a_all:
+                settle(a_all & ~still, i, d_all)
+                a_all = still
+            if a_gh and a_gh & gh != a_gh:
+                settle(a_gh & ~gh, i, d_gh)
+                a_gh &= gh
+            if a_g and a_g & g != a_g:
+                settle(a_g & ~g, i, d_g)
+                a_g &= g
+        else:
+            n = len(hashes)
+            settle(a_all, n, d_all)
+            settle(a_gh, n, d_gh)
+            settle(a_g, n, d_g)
+        return {w: (d_g.get(w, 0), d_gh.get(w, 0), n) for w, n in d_all.items()}
+
+    def weighted(self, hashes: Sequence[int], weights: tuple[float, float, float]
+                 ) -> tuple[dict[WorkerKey, int], dict[WorkerKey, float]]:
+        """Per worker: the leading blocks of `hashes` it holds in a tier weighing > 0, and their worth
+        w_gpu * d_gpu + w_host * (d_gpu_or_host - d_gpu) + w_storage * (d_any - d_gpu_or_host). Without
+        storage blocks (or weight) two walks at once (gpu; gpu or host), not three."""
+        gpu, host, storage = self._masks
+        wg, wh, ws = weights
+        if storage and ws > 0:
+            depths = self.tier_depths(hashes)
+            return ({w: d[2] for w, d in depths.items()},
+                    {w: wg * g + wh * (gh - g) + ws * (a - gh) for w, (g, gh, a) in depths.items()})
+        d_g: dict[WorkerKey, int] = {}
+        d_gh: dict[WorkerKey, int] = {}
+        if not hashes:
+            return d_gh, {}
+        settle = self._settle
+        h = hashes[0]
+        a_g = gpu.get(h, 0)
+        a_gh = a_g | host.get(h, 0)
+        for i in range(1, len(hashes)):
+            if not a_gh:
+                break
+            h = hashes[i]
+            g = gpu.get(h, 0)
+            gh = a_gh & (g | host.get(h, 0))
+            if gh != a_gh:
+                settle(a_gh & ~gh, i, d_gh)
+                a_gh = gh
+            if a_g and a_g & g != a_g:
+                settle(a_g & ~g, i, d_g)
+                a_g &= g
+        else:
+            settle(a_gh, len(hashes), d_gh)
+            settle(a_g, len(hashes), d_g)
+        c_g = wg - wh
+        return d_gh, {w: c_g * d_g.get(w, 0) + wh * n for w, n in d_gh.items()}
+
     def _settle(self, mask: int, n: int, depth: dict[WorkerKey, int]) -> None:
         """Record a match of `n` blocks for every worker in `mask`."""
         keys = self._keys
@@ -120,10 +216,11 @@ class KvIndex:
 
     @property
     def num_blocks(self) -> int:
+        """Distinct blocks on some worker's GPU."""
         return len(self._holders)
 
-    def blocks_of(self, worker: WorkerKey) -> int:
-        return len(self._held.get(worker, ()))
+    def blocks_of(self, worker: WorkerKey, tier: str = "gpu") -> int:
+        return len(self._held[TIER_INDEX[tier]].get(worker, ()))
 
     def workers(self) -> list[WorkerKey]:
-        return list(self._held)
+        return list(self._slot)

@@ -15,6 +15,7 @@ from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import KvEventBatch
 from shared.routing.kv_router import KvRouter
 from shared.routing.load_feed import LoadFeed
+from shared.routing.tiers import GPU_ONLY, TierWeights
 from shared.runtime.publishers import ensure_kv_stream
 from shared.runtime.replicas import while_electing
 from shared.runtime.runtime import Runtime
@@ -92,9 +93,10 @@ class LiveKvRouter(KvRouter):
 
 
 def make_kv_router(runtime: Runtime | None = None, component: str = "backend", page_size: int = DEFAULT_PAGE_SIZE,
-                   overlap_weight: float = 1.0, temperature: float = 0.0, approximate: bool = False) -> KvRouter:
+                   overlap_weight: float = 1.0, temperature: float = 0.0, approximate: bool = False,
+                   tier_weights: TierWeights = GPU_ONLY) -> KvRouter:
     kw = {"page_size": page_size, "overlap_weight": overlap_weight, "temperature": temperature,
-          "approximate": approximate}
+          "approximate": approximate, "tier_weights": tier_weights}
     if runtime is None:
         return KvRouter(**kw)
     return LiveKvRouter(runtime, component, **kw)

@@ -1,9 +1,10 @@
 """KV-aware routing: send a request where its prefix is cached, balanced against load.
 
-cost(worker) = overlap_weight * (prompt blocks not cached there)
+cost(worker) = overlap_weight * (prompt blocks - weighted blocks cached there)
              + active blocks on the worker (requests it is serving, from its own
                reports and from what this router sent it since)
-The cheapest worker wins (ties broken at random); with a temperature > 0 the
+A cached block weighs by the tier holding it (`tier_weights`: GPU, host memory,
+storage; shared.routing.tiers). The cheapest worker wins (ties broken at random); with a temperature > 0 the
 choice is a softmax over -cost / temperature instead.
 
 Negative token ids stand for prompt parts whose KV the workers' events cannot show
@@ -27,6 +28,7 @@ from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLo
 from shared.kv.hashing import has_negative, lora_root, pack_tokens, packed_block_hashes
 from shared.kv.radix import KvIndex
 from shared.routing.base import RouteDecision, Router
+from shared.routing.tiers import GPU_ONLY, TierWeights
 from shared.telemetry.metrics import counter, histogram
 
 DECISIONS = counter("shoal_router_decisions_total", "Routing decisions", ["mode"])
@@ -48,8 +50,10 @@ class KvRouter(Router):
     mode = "kv"
 
     def __init__(self, page_size: int = DEFAULT_PAGE_SIZE, overlap_weight: float = 1.0, temperature: float = 0.0,
-                 approximate: bool = False, approximate_ttl: float = 120.0, seed: int | None = None) -> None:
+                 approximate: bool = False, approximate_ttl: float = 120.0, seed: int | None = None,
+                 tier_weights: TierWeights = GPU_ONLY) -> None:
         self.page_size = page_size
+        self.tier_weights = tier_weights
         self.overlap_weight = overlap_weight
         self.temperature = temperature
         self.approximate = approximate
@@ -104,14 +108,15 @@ class KvRouter(Router):
         t0 = time.perf_counter()
         packed = pack_tokens(token_ids)
         hashes = packed_block_hashes(packed, self.page_size, lora_root(lora))  # adapters' caches never match
-        overlaps = self.index.overlaps(hashes)
+        overlaps, scores = self._cached(hashes)
         opaque = not self.approximate and has_negative(packed)
         if opaque:
             for key, n in self._guessed.overlaps(hashes).items():
                 overlaps[key] = max(n, overlaps.get(key, 0))
-        best = self._pick(len(hashes), overlaps, candidates)
-        by_rank = {rank: n for (iid, rank), n in overlaps.items() if iid == best}
-        overlap = max(by_rank.values(), default=0)
+                scores[key] = max(n * self.tier_weights[0], scores.get(key, 0))
+        best = self._pick(len(hashes), scores, candidates)
+        by_rank = {rank: scores.get((iid, rank), 0.0) for (iid, rank) in overlaps if iid == best}
+        overlap = max((n for (iid, _), n in overlaps.items() if iid == best), default=0)
         # a worker with several DP ranks: send the request to the rank that holds the prefix
         ranks = len(self._last_seq.get(best, ()))
         dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if ranks > 1 and overlap else None
@@ -129,6 +134,16 @@ class KvRouter(Router):
         DECISION_TIME.observe(time.perf_counter() - t0)
         return RouteDecision(best, overlap, dp_rank)
 
+    def _cached(self, hashes: list[int]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
+        """Per worker: leading prompt blocks cached in any tier, and their weighted worth. While no worker
+        reports a block outside GPU memory this is one walk over GPU holders, as without tiers."""
+        weights = self.tier_weights
+        if not self.index.tiered or weights[1] == weights[2] == 0:
+            overlaps = self.index.overlaps(hashes)
+            w = weights[0]
+            return overlaps, {k: n * w for k, n in overlaps.items()} if w != 1 else dict(overlaps)
+        return self.index.weighted(hashes, weights)
+
     def _remember(self, index: KvIndex, expiry: deque[tuple[float, str, list[int]]], instance_id: str,
                   hashes: list[int]) -> None:
         """Assume the worker now caches this prompt, for `approximate_ttl` seconds."""
@@ -139,9 +154,9 @@ class KvRouter(Router):
         index.apply((instance_id, 0), BlockStored(block_hashes=hashes, token_ids=[], block_size=self.page_size))
         expiry.append((now + self.approximate_ttl, instance_id, hashes))
 
-    def _pick(self, n_blocks: int, overlaps: dict[tuple[str, int], int], candidates: Sequence[str]) -> str:
-        best_overlap: dict[str, int] = {}
-        for (iid, _), n in overlaps.items():
+    def _pick(self, n_blocks: int, scores: dict[tuple[str, int], float], candidates: Sequence[str]) -> str:
+        best_overlap: dict[str, float] = {}
+        for (iid, _), n in scores.items():
             if n > best_overlap.get(iid, 0):
                 best_overlap[iid] = n
         weight, cached, loads = self.overlap_weight, best_overlap.get, self._loads.get

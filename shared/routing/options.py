@@ -9,6 +9,7 @@ import msgspec
 from protocol.discovery import DEFAULT_PAGE_SIZE
 from shared.config.flags import FlagGroup, flag
 from shared.routing.base import Router
+from shared.routing.tiers import DEFAULT_TIER_WEIGHTS, parse_tier_weights, tier_weights_flag
 
 ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 
@@ -16,6 +17,7 @@ ROUTER_MODES = ("round-robin", "random", "kv", "direct")
 class RouterOptions(msgspec.Struct, frozen=True):
     mode: str = "round-robin"
     overlap_weight: float = 4.0
+    tier_weights: str = DEFAULT_TIER_WEIGHTS  # a cached block's worth by tier (shared.routing.tiers)
     temperature: float = 0.0
     kv_events: bool = True
     active_decode_blocks_threshold: float | None = None  # busy past this fraction of its KV blocks
@@ -39,7 +41,8 @@ class RouterOptions(msgspec.Struct, frozen=True):
 
         mode = "round-robin" if self.mode == "direct" else self.mode
         kv = {"overlap_weight": self.overlap_weight, "temperature": self.temperature,
-              "approximate": not self.kv_events} if mode == "kv" else {}
+              "approximate": not self.kv_events,
+              "tier_weights": parse_tier_weights(self.tier_weights)} if mode == "kv" else {}
         router = make_router(mode, **kv, **where)
         shared = self.session_store == "shared" and where.get("runtime") is not None
         if self.session_ttl > 0 and shared:  # one session -> worker map for every router (JetStream KV)
@@ -73,6 +76,9 @@ ROUTER_FLAGS = FlagGroup(
               "direct: the one a request header names"),
     flag("overlap_weight", "--kv-overlap-score-weight",
          help="kv mode: cost of one uncached prompt block relative to one active block of load"),
+    flag("tier_weights", "--kv-tier-weights", metavar="gpu=W,host=W,storage=W", type=tier_weights_flag,
+         help="kv mode: what a prompt block cached on a worker's GPU, host memory or storage is worth against "
+              "recomputing it (a tier left out: 0; gpu=1,host=0,storage=0 counts GPU blocks only)"),
     flag("temperature", "--router-temperature",
          help="kv mode: 0 picks the cheapest worker; > 0 samples softmax(-cost / temperature)"),
     flag("kv_events", "--no-kv-events",

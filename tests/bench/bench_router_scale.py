@@ -1,6 +1,6 @@
 """Router decision time with admission on, at 64 workers / 1M blocks and 512 workers / 8M blocks.
 
-python -m tests.bench.bench_router_scale [--sizes 64:1000000 512:8000000] [--no-report]
+python -m tests.bench.bench_router_scale [--sizes 64:1000000 512:8000000] [--tiers on off] [--no-report]
 
 Each size: a KV index holding the workload's shared prefixes on every worker plus unique blocks up to
 the size (random hashes: the index does not care where a hash comes from), then 2000 decisions for
@@ -11,8 +11,11 @@ waits, the path measured is the admission check). A first pass creates the sessi
 its round trip is reported apart); the measured pass finds them in the local mirror. Reports decision
 p50/p99 (wall and CPU), the KV choice alone on the same index at the same moment (what the machine
 allows), the index memory per block (RSS growth while filling / blocks) and the load average. Exits 1 when
-the CPU p99 is 150 us or more at 64 workers or 500 us or more at 512. KV-tier weights are not in this
-path yet (issue 23 item 5 is not done).
+the CPU p99 is 150 us or more at 64 workers or 500 us or more at 512. Tiers on (the default weights,
+shared/routing/tiers.py): on every second worker holding a shared prefix its last 16 blocks moved from
+GPU to host (stored host, removed gpu, as the reference engine's host tier sends them), and a quarter of
+the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.KvIndex.weighted); tiers
+off: every block on GPU (the one-mask walk, as before tiers).
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ from pathlib import Path
 
 import psutil
 
-from protocol.kv_events import BlockStored, KvEventBatch, WorkerLoad
+from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
 from shared.cluster.natsd import NatsServer
 from shared.config.args import NatsOptions
 from shared.kv.hashing import block_hashes
 from shared.routing.admission import AdmissionQueue, Ticket
 from shared.routing.kv_router import KvRouter
 from shared.routing.options import RouterOptions
+from shared.routing.tiers import DEFAULT_TIER_WEIGHTS, parse_tier_weights
 from shared.runtime import Runtime
 from tests.bench.loadgen import percentile
 from tests.bench.routing_results import save
@@ -49,7 +53,7 @@ def _spec(suffix_blocks: int) -> WorkloadSpec:
                         suffix_tokens=PS * suffix_blocks)
 
 
-def fill(kv: KvRouter, ids: list[str], total_blocks: int) -> float:
+def fill(kv: KvRouter, ids: list[str], total_blocks: int, tiers: bool) -> float:
     """Bytes of RSS per indexed block."""
     gc.collect()
     rss0 = psutil.Process().memory_info().rss
@@ -62,23 +66,27 @@ def fill(kv: KvRouter, ids: list[str], total_blocks: int) -> float:
         if hashes[-1] in seen:
             continue
         seen.add(hashes[-1])
-        for iid in ids[:: max(1, len(ids) // 32)]:  # every prefix on a few workers
+        for n, iid in enumerate(ids[:: max(1, len(ids) // 32)]):  # every prefix on a few workers
             seqs[iid] += 1
-            kv.apply_batch(KvEventBatch(worker_id=iid, seq=seqs[iid], events=[
-                BlockStored(block_hashes=hashes, token_ids=[], block_size=PS)]))
+            events = [BlockStored(block_hashes=hashes, token_ids=[], block_size=PS)]
+            if tiers and n % 2:  # the tail went to host
+                events += [BlockStored(block_hashes=hashes[-16:], token_ids=[], block_size=PS, medium="host"),
+                           BlockRemoved(block_hashes=hashes[-16:])]
+            kv.apply_batch(KvEventBatch(worker_id=iid, seq=seqs[iid], events=events))
     rng = random.Random(0)
     per_worker = max(0, (total_blocks - kv.index.num_blocks)) // len(ids)
     for iid in ids:
         for start in range(0, per_worker, 4096):
             seqs[iid] += 1
             hashes = [rng.getrandbits(63) for _ in range(min(4096, per_worker - start))]
+            medium = "host" if tiers and start % (4 * 4096) == 0 else "gpu"
             kv.apply_batch(KvEventBatch(worker_id=iid, seq=seqs[iid], events=[
-                BlockStored(block_hashes=hashes, token_ids=[], block_size=PS)]))
+                BlockStored(block_hashes=hashes, token_ids=[], block_size=PS, medium=medium)]))
     gc.collect()
     return (psutil.Process().memory_info().rss - rss0) / max(1, kv.index.num_blocks)
 
 
-async def one_size(url: str, workers: int, total_blocks: int) -> dict:
+async def one_size(url: str, workers: int, total_blocks: int, tiers: bool) -> dict:
     rt = await Runtime.connect(NatsOptions(url=url), f"scale{workers}", "bench")
     opts = RouterOptions(mode="kv", session_ttl=600, active_decode_blocks_threshold=0.9,
                          active_prefill_tokens_threshold=100_000, queue_size=256)
@@ -94,7 +102,9 @@ async def one_size(url: str, workers: int, total_blocks: int) -> dict:
         router.inner.apply_load(WorkerLoad(worker_id=iid, kv_used_blocks=950_000 if iid in ids[::16] else 1000,
                                            kv_total_blocks=1_000_000))
     t0 = time.monotonic()
-    per_block = fill(kv, ids, total_blocks)
+    assert kv.tier_weights == parse_tier_weights(DEFAULT_TIER_WEIGHTS)
+    per_block = fill(kv, ids, total_blocks, tiers)
+    assert kv.index.tiered == tiers
     fill_s = time.monotonic() - t0
     ask = list(Workload(_spec(8)).requests(2000))
     free = [i for i in ids if i not in ids[::16]]
@@ -122,7 +132,9 @@ async def one_size(url: str, workers: int, total_blocks: int) -> dict:
     await router.stop()
     await rt.close()
     us = lambda xs, q: round(percentile(xs, q) * 1e6, 1)  # noqa: E731
-    return {"workers": workers, "indexed_blocks": kv.index.num_blocks, "fill_s": round(fill_s, 1),
+    host = sum(kv.index.blocks_of((i, 0), "host") for i in ids)
+    return {"workers": workers, "tiers": "on" if tiers else "off", "indexed_blocks": kv.index.num_blocks + host,
+            "host_blocks": host, "fill_s": round(fill_s, 1),
             "index_bytes_per_block": round(per_block, 1), "free_workers": len(free),
             "decision_p50_us": us(wall, 50), "decision_p99_us": us(wall, 99),
             "decision_cpu_p50_us": us(cpu, 50), "decision_cpu_p99_us": us(cpu, 99),
@@ -135,6 +147,7 @@ async def one_size(url: str, workers: int, total_blocks: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="+", default=["64:1000000", "512:8000000"])
+    ap.add_argument("--tiers", nargs="+", choices=("on", "off"), default=["on", "off"])
     ap.add_argument("--no-report", action="store_true")
     a = ap.parse_args()
     rows = []
@@ -143,16 +156,18 @@ def main() -> None:
         try:
             for size in a.sizes:
                 w, b = (int(x) for x in size.split(":"))
-                rows.append(asyncio.run(one_size(nats.url, w, b)))
-                print(rows[-1], flush=True)
-                gc.collect()
+                for tiers in a.tiers:
+                    rows.append(asyncio.run(one_size(nats.url, w, b, tiers == "on")))
+                    print(rows[-1], flush=True)
+                    gc.collect()
         finally:
             nats.stop()
-    checks = {f"{r['workers']} workers: CPU p99 < {r['bar_cpu_p99_us']} us":
+    checks = {f"{r['workers']} workers, tiers {r['tiers']}: CPU p99 < {r['bar_cpu_p99_us']} us":
               r["decision_cpu_p99_us"] < r["bar_cpu_p99_us"] for r in rows if r["bar_cpu_p99_us"]}
     print(checks)
-    save("7_router_scale", "7. Router decision with session affinity (shared), busy thresholds and the queue",
-         {"rows": rows, "path": "AdmissionQueue > BusyRouter > SharedSessionAffinity > KvRouter; tiers: not yet"},
+    save("7_router_scale", "7. Router decision with session affinity (shared), busy thresholds, the queue and tiers",
+         {"rows": rows, "path": "AdmissionQueue > BusyRouter > SharedSessionAffinity > KvRouter (tier weights "
+                                f"{DEFAULT_TIER_WEIGHTS})"},
          checks, scratch=a.no_report)
     if not all(checks.values()):
         print("FAIL:", [k for k, ok in checks.items() if not ok], file=sys.stderr)

@@ -64,10 +64,13 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "router-scale": ("tests.bench.bench_router_scale", [], ["--sizes", "64:100000", "--no-report"]),
     "disagg-local": ("tests.bench.bench_disagg_local", [], ["--requests", "20", "--no-report"]),
     "scale-zero": ("tests.bench.bench_scale_zero", [], ["--idle", "1", "--burst", "4", "--no-report"]),
+    "kv-tiers": ("tests.bench.bench_kv_tiers", [], ["--runs", "1", "--requests", "16", "--ratio-repeats", "2",
+                                                   "--no-report"]),
 }
 DEFAULT = ["frontend", "frontend-ab", "router", "router-sim", "router-peer", "reference", "lora", "transfer",
            "overload", "busy", "agents", "planner", "fuzz", "load-feed", "sessions", "admission",
-           "router-scale", "disagg-local", "scale-zero"]
+           "router-scale", "disagg-local", "scale-zero",
+           "kv-tiers"]
 
 
 def commands(names: list[str], quick: bool, dynamo_venv: str | None) -> list[tuple[str, list[str]]]:

@@ -108,13 +108,29 @@ def test_removed_blocks_translate_back_to_shoal_hashes() -> None:
     assert tr.translate([WireCleared()]) == [AllBlocksCleared()] and tr.num_blocks == 0
 
 
-def test_host_tier_partial_pages_and_orphans_are_not_forwarded() -> None:
+def test_unknown_media_partial_pages_and_orphans_are_not_forwarded() -> None:
     tr = BlockHashTranslator(PAGE)
-    assert tr.translate([WireStored([1], None, TOKENS[:4], PAGE, "CPU_PINNED")]) == []  # HiCache L2
+    assert tr.translate([WireStored([1], None, TOKENS[:4], PAGE, "TAPE")]) == []  # a medium shoal does not know
     assert tr.translate([WireStored([2], None, TOKENS[:3], 3, "GPU")]) == []  # partial page
     assert tr.translate([WireStored([3], 999, TOKENS[:4], PAGE, "GPU")]) == []  # parent never seen
     assert tr.translate([WireStored([4], None, [(1, 2, 3)] * 4, PAGE, "GPU")]) == []  # not a token nor a pair
-    assert tr.dropped == 3
+    assert tr.dropped == 4
+
+
+def test_hicache_tiers_translate_with_their_medium() -> None:
+    """HiCache: the tail is backed up to host (parent on GPU), then its GPU copy goes: a host block remains."""
+    tr = BlockHashTranslator(PAGE)
+    ours = block_hashes(TOKENS, PAGE)
+    _chain(tr, TOKENS, [901, 902, 903])
+    assert tr.translate([WireStored([903], 902, TOKENS[8:12], PAGE, "CPU_PINNED")]) == [
+        BlockStored(block_hashes=[ours[2]], token_ids=TOKENS[8:12], parent_hash=ours[1], block_size=PAGE,
+                    medium="host")]
+    assert tr.translate([WireRemoved([903], "GPU"), WireStored([903], 902, TOKENS[8:12], PAGE, "DISK")]) == [
+        BlockRemoved(block_hashes=[ours[2]]),
+        BlockStored(block_hashes=[ours[2]], token_ids=TOKENS[8:12], parent_hash=ours[1], block_size=PAGE,
+                    medium="storage")]
+    assert tr.translate([WireRemoved([903], "CPU_PINNED")]) == [BlockRemoved(block_hashes=[ours[2]], medium="host")]
+    assert tr.num_blocks == 3  # two on GPU, one in storage
 
 
 def test_two_engine_hashes_for_one_block_are_counted() -> None:

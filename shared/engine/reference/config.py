@@ -14,6 +14,7 @@ class ReferenceConfig(msgspec.Struct, frozen=True):
     page_size: int = DEFAULT_PAGE_SIZE
     num_blocks: int = 0  # 0: as many as kv_cache_memory holds
     kv_cache_memory: int = 256 << 20  # bytes, used when num_blocks is 0
+    host_kv_blocks: int = 0  # evicted KV blocks kept in host memory for reload (LRU); 0: none
     max_running: int = 64
     max_batched_tokens: int = 2048
     max_waiting: int = 1024

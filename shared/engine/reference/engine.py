@@ -35,6 +35,7 @@ from shared.engine.base import (
 from shared.engine.grammar import EngineGrammars
 from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
+from shared.engine.reference.host_kv import HostKv
 from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
 from shared.engine.reference.lora import LoraError
 from shared.engine.reference.model_runner import ModelRunner, StepItem
@@ -45,6 +46,7 @@ from shared.engine.reference.sequence import SamplingSpec, Sequence
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.kv.hashing import lora_root
+from shared.kv.host_tier import HostTier
 from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -94,7 +96,10 @@ class ReferenceEngine(Engine):
             torch.set_num_threads(self.cfg.num_threads)
         loop = asyncio.get_running_loop()
         self.runner = runner = await loop.run_in_executor(self._executor, ModelRunner, self.cfg)
-        self.pool = BlockPool(runner.kv.num_blocks, self.cfg.page_size, self._on_events)
+        host = None
+        if self.cfg.host_kv_blocks > 0:  # evicted blocks wait in host memory for a reload
+            host = HostTier(self.cfg.host_kv_blocks, HostKv(runner.kv, self.cfg.host_kv_blocks), self.cfg.page_size)
+        self.pool = BlockPool(runner.kv.num_blocks, self.cfg.page_size, self._on_events, host)
         self.scheduler = Scheduler(self.pool, self.cfg.max_running, self.cfg.max_batched_tokens,
                                    self.cfg.max_loras_per_batch if self.cfg.enable_lora else 0)
         for name, path in self.cfg.lora_paths.items():
