@@ -40,6 +40,10 @@ PROTECTED_PATHS = frozenset({"/metrics", "/health", "/openapi.json"})  # behind 
 _THREAD_SCAN_BYTES = 256 * 1024  # bodies larger than this are scanned off the event loop
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _LONG_INT = re.compile(rb"(?<![\w.+-])-?\d{19,}(?![\d.eE])")  # 19+ digits: maybe outside 64 bits
+# digits -> "0", all else -> " ": a run of 19 zeros after translate() is a run of 19 digits; ~20x cheaper than
+# _LONG_INT.search on every body (the regex then runs only on the rare body that has such a run)
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_DIGIT_RUN = b"0" * 19
 _json = msgspec.json.Encoder()
 
 
@@ -134,7 +138,7 @@ class RequestGate:
 def json_problem(raw: bytes, max_depth: int) -> str | None:
     """Why `raw` is JSON no decoder here should try (None: fine). Strings are blanked first, so brackets
     and digits inside them never count; the depth is a running sum over what is left."""
-    if raw.count(b"[") + raw.count(b"{") <= max_depth and not _LONG_INT.search(raw):
+    if raw.count(b"[") + raw.count(b"{") <= max_depth and _DIGIT_RUN not in raw.translate(_DIGITS_ONLY):
         return None  # the common case: cannot be too deep, no long integer anywhere
     bare = _STRING.sub(b'""', raw)
     if bare.count(b"[") + bare.count(b"{") > max_depth:

@@ -16,15 +16,13 @@ tokenizer is the local folder and the server is on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from tests.bench.aiperf_common import record, run_aiperf, verdict
 
 
 def aiperf_command(aiperf: str, url: str, model: str, tokenizer: Path, out: Path, requests: int,
@@ -54,31 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-aiperf-") as tmp:
         root = Path(tmp)
         model = make_tiny_cross_encoder(root / "tiny-cross-encoder")
-        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
         with bench_cluster(root, model, ["--engine", "reference"], namespace="aiperf", service="score") as cluster:
             cmd = aiperf_command(a.aiperf, cluster.url, model.name, model, root / "out", a.requests, a.concurrency)
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        export = root / "out" / "profile_export_aiperf.json"
-        result = json.loads(export.read_text()) if export.is_file() else {}
-    completed = int(result.get("completed_request_count", {}).get("avg", 0))
-    error_rate = float(result.get("request_error_rate", {}).get("avg", 100.0))
-    errors = result.get("error_summary", ["no export"])
-    ok = run.returncode == 0 and completed == a.requests and error_rate == 0.0 and not errors
+            run, result = run_aiperf(cmd, root / "out")
+    v = verdict(run, result, a.requests)
+    ok = v["passed"]
     latency = result.get("request_latency", {})
-    print(run.stdout[-3000:] if not ok else "", run.stderr[-2000:] if not ok else "", sep="")
-    print(f"{'PASS' if ok else 'FAIL'}: aiperf rc {run.returncode}, {completed}/{a.requests} requests, error rate "
-          f"{error_rate}%, errors {errors}, latency avg {latency.get('avg', 0):.1f} ms p99 {latency.get('p99', 0):.1f}")
+    print(f"{'PASS' if ok else 'FAIL'}: aiperf rc {run.returncode}, {v['completed']}/{a.requests} requests, error rate "
+          f"{v['error_rate_pct']}%, errors {v['errors']}, latency avg {latency.get('avg', 0):.1f} ms "
+          f"p99 {latency.get('p99', 0):.1f}")
     if a.record is not None:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        row = {"check": "aiperf_cohere_rankings", "passed": ok, "aiperf": result.get("aiperf_version"),
-               "completed": completed, "requests": a.requests, "concurrency": a.concurrency,
-               "error_rate_pct": error_rate, "errors": errors, "latency_ms": latency,
-               "throughput_rps": result.get("request_throughput", {}).get("avg"), "commit": commit,
-               "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
-               "command": " ".join(["python -m tests.bench.bench_aiperf_rerank", *(argv or sys.argv[1:])]),
-               "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
-        with a.record.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        row = {"check": "aiperf_cohere_rankings", "aiperf": result.get("aiperf_version"), **v,
+               "concurrency": a.concurrency, "latency_ms": latency,
+               "throughput_rps": result.get("request_throughput", {}).get("avg")}
+        record(a.record, row, " ".join(["python -m tests.bench.bench_aiperf_rerank", *(argv or sys.argv[1:])]))
     return 0 if ok else 1
 
 

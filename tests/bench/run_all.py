@@ -57,6 +57,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     # checks needing the `bench` extra (lm-eval; aiperf, best in its own venv: AIPERF=PATH); not in the default set
     "lm-eval": ("tests.bench.check_lm_eval", ["--record", "docs/bench/lm_eval_check.jsonl"], []),
     "aiperf-rerank": ("tests.bench.bench_aiperf_rerank", ["--record", "docs/bench/aiperf_rerank.jsonl"], []),
+    "aiperf-messages": ("tests.bench.bench_aiperf_messages", ["--record", "docs/bench/aiperf_messages.jsonl"], []),
     "fuzz": ("tests.bench.bench_fuzz", ["--seconds", "120"], ["--seconds", "10"]),
     "load-feed": ("tests.bench.bench_load_feed", [], ["--reports", "2000", "--no-report"]),
     "sessions": ("tests.bench.bench_sessions", [], ["--sessions", "40", "--turns", "4", "--no-report"]),
