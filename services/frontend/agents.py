@@ -53,9 +53,11 @@ class AgentPlan:
     def parses(self) -> bool:
         return self.tool_parser is not None or self.reasoning_parser is not None
 
-    def new_parser(self) -> OutputParser | None:
+    def new_parser(self, prompt: str | None = None) -> OutputParser | None:
+        """One choice's parser; `prompt` (else the plan's): the rendered prompt, which may open a reasoning block."""
         forced = self.grammar is not None and self.grammar.kind == "structural_tag"  # calls from the first token
-        return make_parser(self.tool_parser, self.reasoning_parser, self.tools, None if forced else self.prompt)
+        return make_parser(self.tool_parser, self.reasoning_parser, self.tools,
+                           None if forced else (self.prompt if prompt is None else prompt))
 
     async def check(self, tok: Tokenizer) -> None:
         """Compile the grammar with the model's tokenizer (cached): a grammar that cannot compile is a 400."""

@@ -21,7 +21,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -148,8 +148,6 @@ class Pipeline:
             prepared.request = with_admission(prepared.request, headers, self.opts.tenant_header)
         except ShoalError as e:
             raise Failed(error_step(e)) from e
-        if plan is not None:  # the parser starts inside a reasoning block the rendered prompt opened
-            plan = replace(plan, prompt=prepared.prompt_text)
         if body.user is not None:
             log.info("request_user", request_id=prepared.request.request_id, user=body.user)
         return Job(model, prepared.request, prepared, plan, body.n, instance, body.user)
@@ -229,7 +227,7 @@ class Run:
         asked = job.request.output.prompt_logprobs  # echo with logprobs: the prompt's logprobs first
         prompt = (list(job.request.token_ids), asked) if asked is not None else None
         self.outputs = [ChoiceOutput(tok, i, p.stops, p.logprobs is not None,
-                                     job.plan.new_parser() if job.plan is not None else None, prompt)
+                                     job.plan.new_parser(p.prompt_text) if job.plan is not None else None, prompt)
                         for i in range(job.n)]
 
     def usage(self, outputs: list[ChoiceOutput] | None = None) -> Usage:
