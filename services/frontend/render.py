@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from services.frontend.http_errors import WORKER_HEADER
+from protocol.messages import Usage
+from services.frontend.http_errors import SSE_DONE, WORKER_HEADER, sse_error_step
 from services.frontend.pipeline import Run
-from services.frontend.steps import ErrorStep, Frame, ReasoningStep, TextStep, ToolCallStep
+from services.frontend.steps import ErrorStep, Frame, ReasoningStep, TextStep, ToolCallStep, UsageStep
 from shared.http import Response, StreamingResponse
 
 
@@ -39,6 +40,33 @@ async def respond(renderer: Renderer, run: Run, stream: bool) -> Response | Stre
         resp = await renderer.whole(frames)
     resp.headers = [*(resp.headers or []), *worker]
     return resp
+
+
+async def openai_sse(frames: AsyncIterator[Frame], chunk: Callable[[Frame], tuple[bytes, bool]],
+                     usage_event: Callable[[Usage], bytes] | None) -> AsyncIterator[bytes]:
+    """OpenAI's SSE framing of a step stream (chat and completions): `chunk` renders a frame and says whether it
+    finished its choice; that last chunk is held so the end (the usage event when asked, then [DONE]) goes out in
+    the same write; an ErrorStep ends the stream with its error event. The frames are closed however it ends."""
+    try:
+        held = b""
+        async for frame in frames:
+            first = frame[0]
+            if isinstance(first, ErrorStep):
+                yield held + sse_error_step(first)
+                return
+            if isinstance(first, UsageStep) and not first.running:
+                if usage_event is not None:
+                    held += usage_event(first.usage)
+                continue
+            out, finished = chunk(frame)
+            out, held = held + out, b""
+            if finished:
+                held = out
+            elif out:
+                yield out
+        yield held + SSE_DONE
+    finally:
+        await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
 
 
 @dataclass

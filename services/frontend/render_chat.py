@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from protocol.messages import Usage
-from services.frontend.http_errors import SSE_DONE, json_encoder, openai_error, sse_error_step, sse_event
+from services.frontend.http_errors import json_encoder, openai_error, sse_event
 from services.frontend.openai_types import (
     ChatChoice,
     ChatChunkChoice,
@@ -26,7 +26,7 @@ from services.frontend.openai_types import (
     UsageInfo,
 )
 from services.frontend.pipeline import Job
-from services.frontend.render import Message
+from services.frontend.render import Message, openai_sse
 from services.frontend.steps import (
     ErrorStep,
     FinishStep,
@@ -94,30 +94,17 @@ class ChatRenderer:
         return Response(200, json_encoder.encode(ChatCompletion(self.rid, self.created, self.model, choices,
                                                                 usage_info(usage))))
 
-    async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        try:
-            role_sent: set[int] = set()
-            calls: set[tuple[int, int]] = set()
-            held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
-            async for frame in frames:
-                first = frame[0]
-                if isinstance(first, ErrorStep):
-                    yield held + sse_error_step(first)
-                    return
-                if isinstance(first, UsageStep) and not first.running:
-                    if self.include_usage:
-                        held += sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [],
-                                                              usage=usage_info(first.usage)))
-                    continue
-                out = held + self._chunk(frame, first.choice, role_sent, calls)
-                held = b""
-                if self.ended:  # the frame finished its choice
-                    held = out
-                elif out:
-                    yield out
-            yield held + SSE_DONE
-        finally:
-            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
+    def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+        role_sent: set[int] = set()
+        calls: set[tuple[int, int]] = set()
+
+        def chunk(frame: Frame) -> tuple[bytes, bool]:
+            return self._chunk(frame, frame[0].choice, role_sent, calls), self.ended
+
+        def usage_event(usage: Usage) -> bytes:
+            return sse_event(ChatCompletionChunk(self.rid, self.created, self.model, [], usage=usage_info(usage)))
+
+        return openai_sse(frames, chunk, usage_event if self.include_usage else None)
 
     def _chunk(self, frame: Frame, choice: int, role_sent: set[int], calls: set[tuple[int, int]]) -> bytes:
         content = reasoning = ""

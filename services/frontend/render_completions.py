@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from services.frontend.http_errors import SSE_DONE, json_encoder, openai_error, sse_error_step, sse_event
+from protocol.messages import Usage
+from services.frontend.http_errors import json_encoder, openai_error, sse_event
 from services.frontend.openai_types import Completion, CompletionChoice, CompletionLogprobs, UsageInfo
 from services.frontend.pipeline import Job
+from services.frontend.render import openai_sse
 from services.frontend.render_chat import usage_info
 from services.frontend.steps import ErrorStep, FinishStep, Frame, LogprobsStep, TextStep, TokenLogprob, UsageStep
 from shared.http import Response
@@ -84,29 +86,17 @@ class CompletionsRenderer:
             for i, c in sorted(choices.items())], usage_info(usage) if usage else None)
         return Response(200, json_encoder.encode(body))
 
-    async def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-        try:
-            choices: dict[int, _Choice] = {}
-            held = b""  # a choice's last chunk waits for the next event: the end goes out in one write
-            async for frame in frames:
-                first = frame[0]
-                if isinstance(first, ErrorStep):
-                    yield held + sse_error_step(first)
-                    return
-                if isinstance(first, UsageStep) and not first.running:
-                    if self.include_usage:
-                        held += sse_event(Completion(self.rid, self.created, self.model, [], usage_info(first.usage)))
-                    continue
-                c = choices.setdefault(first.choice, _Choice(self.echo))
-                out = held + self._chunk(frame, first.choice, c)
-                held = b""
-                if c.finish is not None:  # the frame finished its choice
-                    held = out
-                elif out:
-                    yield out
-            yield held + SSE_DONE
-        finally:
-            await frames.aclose()  # type: ignore[attr-defined]  # the request ends with its stream
+    def stream(self, frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+        choices: dict[int, _Choice] = {}
+
+        def chunk(frame: Frame) -> tuple[bytes, bool]:
+            c = choices.setdefault(frame[0].choice, _Choice(self.echo))
+            return self._chunk(frame, frame[0].choice, c), c.finish is not None
+
+        def usage_event(usage: Usage) -> bytes:
+            return sse_event(Completion(self.rid, self.created, self.model, [], usage_info(usage)))
+
+        return openai_sse(frames, chunk, usage_event if self.include_usage else None)
 
     def _chunk(self, frame: Frame, index: int, c: _Choice) -> bytes:
         offset = len(c.text)  # the first new token's text starts after what was sent (and the echo)
