@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +46,21 @@ def record(path: Path, row: dict[str, Any], command: str) -> None:
            "command": command, "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def aiperf_parser(doc: str | None, requests: int) -> argparse.ArgumentParser:
+    """The flags every AIPerf check takes (the binary, how many requests, how many at once, where to record)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--aiperf", default=os.environ.get("AIPERF") or shutil.which("aiperf"))
+    ap.add_argument("--requests", type=int, default=requests)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--record", type=Path, default=None, help="append the raw result (JSON line) to this file")
+    return ap
+
+
+def found(aiperf: str | None) -> bool:
+    """Whether the aiperf binary is there; says how to get it when not."""
+    if not aiperf:
+        print("aiperf not found: pip install aiperf (a virtual environment of its own), then --aiperf PATH",
+              file=sys.stderr)
+    return bool(aiperf)

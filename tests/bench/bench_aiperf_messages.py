@@ -12,14 +12,11 @@ cleared for it, nothing downloaded). The recorded row carries AIPerf's request l
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.aiperf_common import record, run_aiperf, verdict
+from tests.bench.aiperf_common import aiperf_parser, found, record, run_aiperf, verdict
 
 
 def aiperf_command(aiperf: str, url: str, model: str, tokenizer: Path, out: Path, requests: int,
@@ -36,16 +33,10 @@ def summary(metric: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--aiperf", default=os.environ.get("AIPERF") or shutil.which("aiperf"))
-    ap.add_argument("--requests", type=int, default=40)
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap = aiperf_parser(__doc__, requests=40)
     ap.add_argument("--engine", choices=["reference", "mock"], default="reference")
-    ap.add_argument("--record", type=Path, default=None, help="append the raw result (JSON line) to this file")
     a = ap.parse_args(argv)
-    if not a.aiperf:
-        print("aiperf not found: pip install aiperf (a virtual environment of its own), then --aiperf PATH",
-              file=sys.stderr)
+    if not found(a.aiperf):
         return 1
     from shared.model.tiny import make_tiny
     from tests.bench.local_cluster import bench_cluster

@@ -15,14 +15,11 @@ tokenizer is the local folder and the server is on 127.0.0.1.
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.aiperf_common import record, run_aiperf, verdict
+from tests.bench.aiperf_common import aiperf_parser, found, record, run_aiperf, verdict
 
 
 def aiperf_command(aiperf: str, url: str, model: str, tokenizer: Path, out: Path, requests: int,
@@ -36,15 +33,9 @@ def aiperf_command(aiperf: str, url: str, model: str, tokenizer: Path, out: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--aiperf", default=os.environ.get("AIPERF") or shutil.which("aiperf"))
-    ap.add_argument("--requests", type=int, default=20)
-    ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--record", type=Path, default=None, help="append the raw result (JSON line) to this file")
+    ap = aiperf_parser(__doc__, requests=20)
     a = ap.parse_args(argv)
-    if not a.aiperf:
-        print("aiperf not found: pip install aiperf (a virtual environment of its own), then --aiperf PATH",
-              file=sys.stderr)
+    if not found(a.aiperf):
         return 1
     from shared.model.tiny_cross_encoder import make_tiny_cross_encoder
     from tests.bench.local_cluster import bench_cluster
