@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build, on a machine with PyPI, what the GPU machine (Python 3.12, torch 2.11, CUDA 13, no network)
-# needs to run shoal on SGLang 0.5.17, as carry folders of at most 60 MiB: .whl/c1 .whl/c2 ...
+# needs to run shoal on SGLang 0.5.17, as carry folders of at most 40 MiB (the 64 MiB a call carries includes the working tree): .whl/c1 .whl/c2 ...
 #
 #   deploy/gpu/pack.sh            # then: run(carry=[".whl/c1"]) ... see deploy/gpu/prove.sh
 #
@@ -42,7 +42,7 @@ python3 -m pip install -q --no-deps --no-compile "${PLAT[@]}" --target "$W/tree/
 rm -rf "$W/tree/site/nixl_ep_cu13"  # expert-parallel kernels: not used
 
 tar cf - -C "$W/tree" site site-first | xz -T0 -6 > "$W/bundle.tar.xz"
-split -b 60M -d -a 2 "$W/bundle.tar.xz" "$W/bundle.part."
+split -b 40M -d -a 2 "$W/bundle.tar.xz" "$W/bundle.part."
 i=0
 for p in "$W"/bundle.part.*; do i=$((i+1)); mkdir -p ".whl/c$i"; mv "$p" ".whl/c$i/"; done
 du -sh .whl/c*

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU proof of shoal on SGLang, run on the lent GPU machine from the repository root.
 #
-# Here (with PyPI):  deploy/gpu/pack.sh            -> .whl/c1 .whl/c2 (<= 60 MiB each)
+# Here (with PyPI):  deploy/gpu/pack.sh            -> .whl/c1 .whl/c2 .whl/c3 (<= 40 MiB each)
 # There, one call per carry folder, back to back (the machine keeps /tmp while it stays warm):
 #   run(carry=[".whl/c1"], "deploy/gpu/prove.sh carry 1")
-#   run(carry=[".whl/c2"], "deploy/gpu/prove.sh carry 2 smoke")   # or: ... full
+#   run(carry=[".whl/c2"], "deploy/gpu/prove.sh carry 2")
+#   run(carry=[".whl/c3"], "deploy/gpu/prove.sh carry 3 smoke")   # or: ... full (the last folder names the stage)
 # Extra *.whl files and a jit_cache.tgz (saved in $OUT by an earlier run: Triton kernels, a minute less
 # per engine on a fresh machine) put in the last carry folder are installed too.
 # Environment: PROVE_CUDA_GRAPH=1 keeps SGLang's CUDA graphs; PROVE_BENCH_REPEAT=N runs (d) N times;
