@@ -46,6 +46,7 @@ class _PoolState:
     below: list[int] = field(default_factory=list)  # recent wants below the live count
     waiting: int = 0  # requests queued in the pool's workers at the last decision
     active_at: float | None = None  # last decision that saw a request or a request in a worker (scale to zero)
+    live: int = 0  # live workers at the last decision: one that arrives starts a fresh idle period
 
 
 class Planner:
@@ -85,8 +86,9 @@ class Planner:
         load = snap.load.get(pool, PoolLoad())
         waiting_before, waiting = st.waiting, load.waiting
         st.waiting = waiting
-        if st.active_at is None or traffic.requests or load.running or load.waiting:
-            st.active_at = now
+        arrived, st.live = actual > st.live, actual
+        if st.active_at is None or arrived or traffic.requests or load.running or load.waiting:
+            st.active_at = now  # a worker that just arrived (a cold start's) is not drained before its request
         idle_s = now - st.active_at
         if not settling and now - snap.seconds >= st.settled_at and actual > 0:
             # a queue that did not grow is a backlog being worked off: a missed target says nothing of this load

@@ -44,6 +44,17 @@ def test_a_cold_start_settles_then_idles_out_again():
     assert pl.decide(snap(1), 114.5)[0].action == DOWN
 
 
+def test_a_worker_that_starts_slower_than_the_idle_period_is_not_drained_on_arrival():
+    pl = Planner(OPTS, Capacity(None))
+    pl.track(POOL)
+    pl.woken(POOL, 100.0)
+    assert pl.decide(snap(0), 105.0)[0].reason == "settling"
+    # up 12 s after the wake (longer than the 10 s idle period); its cold-start request is still on the way
+    assert pl.decide(snap(1), 112.0)[0].action == HOLD
+    assert pl.decide(snap(1), 121.0)[0].action == HOLD
+    assert pl.decide(snap(1), 122.5)[0].action == DOWN
+
+
 def test_without_the_idle_flag_min_workers_zero_keeps_the_old_rules():
     pl = Planner(PlannerOptions(min_workers=0), Capacity(None))
     pl.track(POOL)
