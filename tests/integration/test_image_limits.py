@@ -79,7 +79,7 @@ def vlm(tiny_vlm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
 
 def test_six_slow_image_servers_do_not_delay_a_small_data_image(vlm, slow_server):
     """Finding 6: the slow fetches end at their deadline (their sockets closed); a data: image meanwhile
-    is answered within a second."""
+    is answered well before that deadline."""
     results: list[tuple[int, dict]] = []
     started = time.monotonic()
     slow = [threading.Thread(target=lambda i=i: results.append(chat(
@@ -93,7 +93,7 @@ def test_six_slow_image_servers_do_not_delay_a_small_data_image(vlm, slow_server
     status, body = chat(vlm.url, vlm.model_name, [text("what"), image(data_uri(SMALL))], 1)
     took = time.monotonic() - t0
     assert status == 200, body
-    assert took < 1.0, took
+    assert took < FETCH_TIMEOUT_S / 2, took  # not behind the slow fetches (they end at the fetch deadline)
     for t in slow:
         t.join(30)
     assert [s for s, _ in results] == [400] * 6, results
