@@ -216,24 +216,26 @@ class KvIndex:
         c_g = wg - wh
         return d_gh, {w: c_g * d_g.get(w, 0) + wh * n for w, n in d_gh.items()}
 
-    def match(self, hashes: Sequence[int], weights: tuple[float, float, float]) -> list[tuple[int, int, float]]:
+    def match(self, hashes: Sequence[int], weights: tuple[float, float, float], within: int = -1
+              ) -> list[tuple[int, int, float]]:
         """The router's question, grouped: disjoint (slot mask, leading blocks cached, weighted worth) for the
         workers holding the first block. The same numbers as `overlaps` (its depth n, worth n * w_gpu) while no
         worker holds a block outside GPU or no lower tier weighs, else as `weighted`; workers dropping out at
-        the same block share a group (`slot_keys` names a mask's workers)."""
+        the same block share a group (`slot_keys` names a mask's workers). `within`: only these slots (a mask;
+        -1: all), e.g. the one instance a session sticks to."""
         if not hashes:
             return []
         gpu, host, storage = self._masks
         wg, wh, ws = weights
         if not (host or storage) or wh == ws == 0:
-            return self._match_gpu(hashes, wg)
+            return self._match_gpu(hashes, wg, within)
         if storage and ws > 0:
             slot = self._slot
             return [(1 << slot[w], a, wg * g + wh * (gh - g) + ws * (a - gh))
-                    for w, (g, gh, a) in self.tier_depths(hashes).items()]
+                    for w, (g, gh, a) in self.tier_depths(hashes).items() if 1 << slot[w] & within]
         h = hashes[0]
-        a_g = gpu.get(h, 0)
-        a_gh = a_g | host.get(h, 0)
+        a_g = gpu.get(h, 0) & within
+        a_gh = a_g | host.get(h, 0) & within
         if not a_gh:
             return []
         drops_g: list[tuple[int, int]] = []
@@ -271,9 +273,9 @@ class KvIndex:
                 out.append((mask, d, c_g * 0 + wh * d))
         return out
 
-    def _match_gpu(self, hashes: Sequence[int], w: float) -> list[tuple[int, int, float]]:
+    def _match_gpu(self, hashes: Sequence[int], w: float, within: int) -> list[tuple[int, int, float]]:
         holders = self._holders
-        active = holders.get(hashes[0], 0)
+        active = holders.get(hashes[0], 0) & within
         if not active:
             return []
         out = []

@@ -131,7 +131,8 @@ class KvRouter(Router):
         """The decision from the index's groups of matching workers (shared.kv.radix.KvIndex.match): one pass
         over the matching workers for their instance's best worth, then the cost of each candidate."""
         index = self.index
-        groups = index.match(hashes, self.tier_weights)
+        # one candidate (a session's worker): only its slots are walked; the choice is made, the overlap is not
+        groups = index.match(hashes, self.tier_weights, index.bits_of(candidates[0]) if len(candidates) == 1 else -1)
         keys = index.slot_keys
         worth: dict[str, float] = {}  # instance -> its best rank's weighted cached blocks
         get = worth.get
