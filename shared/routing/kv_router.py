@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import add
 
 from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
@@ -199,11 +200,16 @@ class KvRouter(Router):
 
     def _pick(self, n_blocks: int, worth: dict[str, float], candidates: Sequence[str]) -> str:
         """The cheapest candidate (`worth`: weighted cached blocks per instance; absent: none)."""
-        weight, zeros = self.overlap_weight, repeat(0)
-        # both lookups run in C (map over dict.get); the Python loop is the arithmetic alone
-        costs = [weight * (n_blocks - s) + load for s, load in
-                 zip(map(worth.get, candidates, zeros), map(self._loads.get, candidates, zeros),
-                     strict=True)]
+        weight = self.overlap_weight
+        # a candidate caching nothing costs weight * n_blocks + its load: built in C (map), no Python loop over
+        # the candidates; then the few that cache something, each as weight * (n_blocks - worth) + load
+        costs = list(map(add, repeat(weight * n_blocks), map(self._loads.get, candidates, repeat(0))))
+        if worth:
+            at = dict(zip(candidates, range(len(candidates)), strict=True))
+            for iid, s in worth.items():
+                i = at.get(iid)
+                if i is not None:
+                    costs[i] = weight * (n_blocks - s) + self._loads.get(iid, 0)
         lo = min(costs)
         if self.temperature > 0:
             weights = [math.exp(-(c - lo) / self.temperature) for c in costs]

@@ -15,9 +15,12 @@ them: on a shared machine another process's work (a cache flushed, a vCPU stolen
 one pass at random, not on the same request in every pass, so the least is the router's own cost and the
 spread across requests is kept (a slow request is slow in every pass). The first measured pass alone is
 reported too (`one_pass_*`). Reports decision p50/p99, the KV choice alone on the same index (least of the
-passes likewise), the index memory per entry (RSS growth while filling / entries: a block counts once per
-tier holding it) and the load average. `--runs R` repeats each size R times (a row each). Exits 1 when the
-median over runs of the CPU p99 is 150 us or more at 64 workers or 500 us or more at 512. Tiers on (the default weights,
+passes likewise), the index memory per entry (a block counts once per tier holding it): its maps' tables,
+key and mask ints and the per-worker hash sets as allocated (sys.getsizeof: reserved table room too; the
+same in every run), and the
+RSS growth while filling (only the first size's first run starts from a clean heap), and the load average.
+`--runs R` repeats each size R times (a row each). Exits 1 when the median over runs of the CPU p99 is
+150 us or more at 64 workers or 500 us or more at 512. Tiers on (the default weights,
 shared/routing/tiers.py): on every second worker holding a shared prefix its last 16 blocks moved from
 GPU to host (stored host, removed gpu, as the reference engine's host tier sends them), and a quarter of
 the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.KvIndex.weighted); tiers
@@ -42,6 +45,7 @@ from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLo
 from shared.cluster.natsd import NatsServer
 from shared.config.args import NatsOptions
 from shared.kv.hashing import block_hashes
+from shared.kv.radix import KvIndex
 from shared.routing.admission import AdmissionQueue, Ticket
 from shared.routing.kv_router import KvRouter
 from shared.routing.options import RouterOptions
@@ -93,6 +97,17 @@ def fill(kv: KvRouter, ids: list[str], total_blocks: int, tiers: bool) -> float:
     return (psutil.Process().memory_info().rss - rss0) / max(1, kv.index.entries)
 
 
+def index_bytes(index: KvIndex) -> int:
+    """What the index holds: each tier's map (table, key and mask ints) and each worker's set of hashes (table;
+    its ints are the maps' keys)."""
+    size = sys.getsizeof
+    total = 0
+    for masks, held in zip(index._masks, index._held, strict=True):
+        total += size(masks) + sum(size(k) + size(v) for k, v in masks.items())
+        total += size(held) + sum(size(hs) for hs in held.values())
+    return total
+
+
 async def one_size(url: str, workers: int, total_blocks: int, tiers: bool, passes: int = 3) -> dict:
     rt = await Runtime.connect(NatsOptions(url=url), f"scale{workers}", "bench")
     opts = RouterOptions(mode="kv", session_ttl=600, active_decode_blocks_threshold=0.9,
@@ -110,7 +125,8 @@ async def one_size(url: str, workers: int, total_blocks: int, tiers: bool, passe
                                            kv_total_blocks=1_000_000))
     t0 = time.monotonic()
     assert kv.tier_weights == parse_tier_weights(DEFAULT_TIER_WEIGHTS)
-    per_block = fill(kv, ids, total_blocks, tiers)
+    rss_per_entry = fill(kv, ids, total_blocks, tiers)
+    per_entry = index_bytes(kv.index) / max(1, kv.index.entries)
     assert kv.index.tiered == tiers
     fill_s = time.monotonic() - t0
     ask = list(Workload(_spec(8)).requests(2000))
@@ -147,7 +163,8 @@ async def one_size(url: str, workers: int, total_blocks: int, tiers: bool, passe
     host = sum(kv.index.blocks_of((i, 0), "host") for i in ids)
     return {"workers": workers, "tiers": "on" if tiers else "off", "indexed_blocks": kv.index.entries,
             "host_blocks": host, "fill_s": round(fill_s, 1),
-            "index_bytes_per_block": round(per_block, 1), "free_workers": len(free), "passes": passes,
+            "index_alloc_bytes_per_entry": round(per_entry, 1), "rss_growth_bytes_per_entry": round(rss_per_entry, 1),
+            "free_workers": len(free), "passes": passes,
             "decision_p50_us": us(wall, 50), "decision_p99_us": us(wall, 99),
             "decision_cpu_p50_us": us(cpu, 50), "decision_cpu_p99_us": us(cpu, 99),
             "one_pass_cpu_p50_us": us(measured[0][1], 50), "one_pass_cpu_p99_us": us(measured[0][1], 99),
