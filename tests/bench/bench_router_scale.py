@@ -17,13 +17,13 @@ spread across requests is kept (a slow request is slow in every pass). The first
 reported too (`one_pass_*`). Reports decision p50/p99, the KV choice alone on the same index (least of the
 passes likewise), the index memory per entry (a block counts once per tier holding it): its maps' tables,
 key and mask ints and the per-worker hash sets as allocated (sys.getsizeof: reserved table room too; the
-same in every run), and the
-RSS growth while filling (only the first size's first run starts from a clean heap), and the load average.
+same in every run), the RSS growth while filling (only the first size's first run starts from a clean
+heap), and the load average.
 `--runs R` repeats each size R times (a row each). Exits 1 when the median over runs of the CPU p99 is
 150 us or more at 64 workers or 500 us or more at 512. Tiers on (the default weights,
 shared/routing/tiers.py): on every second worker holding a shared prefix its last 16 blocks moved from
 GPU to host (stored host, removed gpu, as the reference engine's host tier sends them), and a quarter of
-the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.KvIndex.weighted); tiers
+the unique blocks are host blocks, so decisions take the tier walk (shared.kv.radix.KvIndex.match); tiers
 off: every block on GPU (the one-mask walk, as before tiers).
 """
 
