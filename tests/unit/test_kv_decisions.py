@@ -1,4 +1,5 @@
-"""The KV router's grouped decision path (KvIndex.match) decides exactly as the per-worker model it replaced.
+"""The KV router's grouped decision path (KvIndex.match) decides exactly as the per-worker model it replaced
+(prompts with opaque parts too: merged with where the router sent such prompts).
 
 The model below is the decision as it was written before `match`: per-worker overlaps and weighted scores
 from `overlaps` / `weighted` (checked against a naive per-block model in test_kv_tiers.py), each instance's
@@ -31,6 +32,10 @@ def model_decision(r: KvRouter, rng: random.Random, tokens: list[int], candidate
         scores = {k: n * w for k, n in overlaps.items()} if w != 1 else dict(overlaps)
     else:
         overlaps, scores = r.index.weighted(hashes, weights)
+    if any(t < 0 for t in tokens):  # opaque parts: also where this router sent such prompts
+        for key, n in r._guessed.overlaps(hashes).items():
+            overlaps[key] = max(n, overlaps.get(key, 0))
+            scores[key] = max(n * weights[0], scores.get(key, 0))
     worth: dict[str, float] = {}
     for (iid, _), n in scores.items():
         if n > worth.get(iid, 0):
@@ -75,6 +80,8 @@ def test_grouped_decisions_equal_the_per_worker_model():
             if step % 4 == 1:  # step 0 decides on an empty index
                 _random_events(r, rng, seqs)
             tokens = rng.choice(PROMPTS)[: rng.choice([4, 20, 40, 200])]
+            if rng.random() < 0.2:  # an image not yet expanded: a stand-in of negative ids (shared.routing.opaque)
+                tokens = tokens[:12] + [-3] * 8 + tokens[12:]
             candidates = rng.sample(WORKERS, rng.randint(1, len(WORKERS)))
             want = model_decision(r, model_rng, tokens, candidates)
             d = r.choose(f"r{trial}-{step}", tokens, candidates)
