@@ -47,6 +47,7 @@ class KvIndex:
         self._held: list[dict[WorkerKey, set[int]]] = [{} for _ in TIERS]  # per tier: worker -> its hashes
         self._slot: dict[WorkerKey, int] = {}
         self._keys: list[WorkerKey | None] = []  # slot -> worker
+        self._bits: list[int] = []  # slot -> 1 << slot, one int object shared by every block only that slot holds
         self._bits_of: dict[str, int] = {}  # instance -> mask of its slots (its DP ranks)
         self._free: list[int] = []
         self.unknown_media = 0  # events naming no known tier (ignored)
@@ -73,16 +74,22 @@ class KvIndex:
             else:
                 slot = len(self._keys)
                 self._keys.append(worker)
+                self._bits.append(1 << slot)
             self._slot[worker] = slot
             self._bits_of[worker[0]] = self._bits_of.get(worker[0], 0) | 1 << slot
-        return 1 << slot
+        return self._bits[slot]
 
     def _stored(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
         bit = self._bit(worker)
         held = self._held[tier].setdefault(worker, set())
         holders = self._masks[tier]
+        get = holders.get
         for h in hashes:
-            holders[h] = holders.get(h, 0) | bit
+            old = get(h)
+            if old is None:
+                holders[h] = bit  # the slot's own int: a block held by one worker costs no int of its own
+            elif not old & bit:
+                holders[h] = old | bit
         held.update(hashes)
 
     def _removed(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
@@ -95,13 +102,14 @@ class KvIndex:
                 held.discard(h)
                 self._unset(self._masks[tier], h, bit)
 
-    @staticmethod
-    def _unset(holders: dict[int, int], h: int, bit: int) -> None:
+    def _unset(self, holders: dict[int, int], h: int, bit: int) -> None:
         left = holders[h] & ~bit
-        if left:
-            holders[h] = left
-        else:
+        if not left:
             del holders[h]
+        elif left & (left - 1):
+            holders[h] = left
+        else:  # one holder left: its shared int
+            holders[h] = self._bits[left.bit_length() - 1]
 
     def remove_worker(self, worker: WorkerKey) -> None:
         """Forget everything a worker holds, in every tier (cleared cache, lease expired, events lost)."""

@@ -101,9 +101,10 @@ def index_bytes(index: KvIndex) -> int:
     """What the index holds: each tier's map (table, key and mask ints) and each worker's set of hashes (table;
     its ints are the maps' keys)."""
     size = sys.getsizeof
-    total = 0
+    shared = {id(b) for b in index._bits}  # a slot's own int, stored for every block only it holds: counted once
+    total = sum(size(b) for b in index._bits)
     for masks, held in zip(index._masks, index._held, strict=True):
-        total += size(masks) + sum(size(k) + size(v) for k, v in masks.items())
+        total += size(masks) + sum(size(k) + (0 if id(v) in shared else size(v)) for k, v in masks.items())
         total += size(held) + sum(size(hs) for hs in held.values())
     return total
 

@@ -13,6 +13,7 @@ import random
 
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
 from shared.kv.hashing import block_hashes
+from shared.kv.radix import KvIndex
 from shared.routing.kv_router import KvRouter
 
 PS = 4
@@ -109,3 +110,23 @@ def test_instance_slots_follow_workers_and_ranks():
     r.remove_instance(WORKERS[0])
     assert idx.bits_of(WORKERS[0]) == 0 and [(bin(m).count("1"), d) for m, d, _ in idx.match(h, r.tier_weights)] \
         == [(1, 8)]
+
+
+def test_a_block_held_by_one_worker_shares_its_slots_int():
+    """Memory: a block only one worker holds stores that slot's own int, not an int of its own (also once
+    the other holders of a shared block drop it); the masks' values are unchanged."""
+    idx = KvIndex(PS)
+    h = block_hashes(HEAD, PS)
+    for i in range(12):  # slots 0..11: 1 << 10 and 1 << 11 are past the interpreter's cached small ints
+        idx.apply((f"w{i}", 0), BlockStored(block_hashes=h[:1], token_ids=[]))
+    a, b = ("w10", 0), ("w11", 0)
+    idx.apply(a, BlockStored(block_hashes=h[:4], token_ids=[]))
+    idx.apply(b, BlockStored(block_hashes=h, token_ids=[]))
+    masks = idx._masks[0]
+    bit_a, bit_b = 1 << 10, 1 << 11
+    assert [masks[x] for x in h[1:]] == [bit_a | bit_b] * 3 + [bit_b] * 4
+    assert masks[h[4]] is masks[h[7]]  # b's own int
+    idx.apply(b, BlockRemoved(block_hashes=h[1:3]))
+    assert [masks[x] for x in h[1:]] == [bit_a, bit_a, bit_a | bit_b] + [bit_b] * 4
+    assert masks[h[1]] is masks[h[2]]  # a's own int, once b left them
+    assert idx.overlaps(h) == {a: 4, ("w11", 0): 1, **{(f"w{i}", 0): 1 for i in range(10)}}
