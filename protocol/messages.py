@@ -186,6 +186,11 @@ class RouteRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     exclude: list[str] = []  # instances not to pick (e.g. one that just failed)
     lora: str = ""  # the request's LoRA adapter (its blocks hash on their own chain)
     session_id: str = ""  # the request's session: the router keeps it on one worker (its TTL)
+    # the router's admission queue (shared.routing.admission.Ticket); an older sender leaves them out: the
+    # default class, no tenant, no deadline
+    priority: int = 0  # larger is admitted first when every worker is busy
+    tenant: str = ""  # fair share and rate limit key (RoutingHints.tenant)
+    deadline: float = 0.0  # unix seconds the client stops waiting at (RoutingHints.deadline); 0: none
 
 
 class RouteResponse(msgspec.Struct, frozen=True, omit_defaults=True):

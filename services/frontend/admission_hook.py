@@ -2,8 +2,9 @@
 
 tenant    the `--tenant-header` header's value when set and present, else a hash of the API key
           (Authorization: Bearer ...), else "" (the default tenant)
-deadline  `x-request-deadline: <unix seconds>` or `x-request-timeout: <seconds from now>`; one already past
-          is a 400 (it fails alone, before anything is queued or sent)
+deadline  `x-request-deadline: <unix seconds>`, `x-request-timeout: <seconds from now>` or the body's
+          `timeout` (seconds from now); with several, the earliest. One already past, or a timeout that is
+          not a positive finite number, is a 400 (it fails alone, before anything is queued or sent)
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ TIMEOUT_HEADER = "x-request-timeout"
 MAX_TENANT = 128
 
 
-def with_admission(request: EngineRequest, headers: Mapping[str, str], tenant_header: str = "") -> EngineRequest:
+def with_admission(request: EngineRequest, headers: Mapping[str, str], tenant_header: str = "",
+                   timeout: float | None = None) -> EngineRequest:
+    """The request with its tenant and queue deadline (`timeout`: the body's field, seconds from now)."""
     tenant = _tenant(headers, tenant_header)
     deadline = _deadline(headers)
+    if timeout is not None:
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise BadRequest(f"timeout is the seconds the request may wait to be admitted: a positive number, "
+                             f"not {timeout!r}", "timeout")
+        by_body = time.time() + timeout
+        deadline = min(deadline, by_body) if deadline else by_body
     if not tenant and not deadline:
         return request
     routing = msgspec.structs.replace(request.routing, tenant=tenant, deadline=deadline)

@@ -56,6 +56,7 @@ class _Common(msgspec.Struct, frozen=True, kw_only=True):
     user: str | None = None
     logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None  # token id -> bias
     priority: int | None = None  # SGLang's: larger is scheduled first (engines with priority scheduling)
+    timeout: float | None = None  # seconds the client waits to be admitted: a queue deadline (admission_hook)
 
 
 class ChatCompletionRequest(_Common, frozen=True, kw_only=True):

@@ -145,7 +145,7 @@ class Pipeline:
                                      grammar=plan.grammar if plan else None, lora=lora,
                                      session=session_id(headers.get(SESSION_HEADER)) or prefix_session(
                                          getattr(body, "messages", None), self.opts.session_from) or "")
-            prepared.request = with_admission(prepared.request, headers, self.opts.tenant_header)
+            prepared.request = with_admission(prepared.request, headers, self.opts.tenant_header, body.timeout)
         except ShoalError as e:
             raise Failed(error_step(e)) from e
         if body.user is not None:

@@ -18,6 +18,11 @@ unions (gpu; gpu or host; any tier) at once: eviction moves a prefix's tail
 down first, so a worker's matching run is GPU blocks, then host blocks, then
 storage blocks, and three depths describe it. While no worker reports a
 lower tier, `overlaps` (one mask per block) is all a decision costs.
+
+`match` is what the router's decision calls: the same walks, but it records
+only where groups of workers drop out (a mask and a depth each) and returns
+disjoint groups (slot mask, blocks matched, weighted worth); nothing is built
+per worker, so 32 workers matching cost what a few groups cost.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class KvIndex:
         self._held: list[dict[WorkerKey, set[int]]] = [{} for _ in TIERS]  # per tier: worker -> its hashes
         self._slot: dict[WorkerKey, int] = {}
         self._keys: list[WorkerKey | None] = []  # slot -> worker
+        self._bits: list[int] = []  # slot -> 1 << slot, one int object shared by every block only that slot holds
+        self._bits_of: dict[str, int] = {}  # instance -> mask of its slots (its DP ranks)
         self._free: list[int] = []
         self.unknown_media = 0  # events naming no known tier (ignored)
 
@@ -67,15 +74,22 @@ class KvIndex:
             else:
                 slot = len(self._keys)
                 self._keys.append(worker)
+                self._bits.append(1 << slot)
             self._slot[worker] = slot
-        return 1 << slot
+            self._bits_of[worker[0]] = self._bits_of.get(worker[0], 0) | 1 << slot
+        return self._bits[slot]
 
     def _stored(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
         bit = self._bit(worker)
         held = self._held[tier].setdefault(worker, set())
         holders = self._masks[tier]
+        get = holders.get
         for h in hashes:
-            holders[h] = holders.get(h, 0) | bit
+            old = get(h)
+            if old is None:
+                holders[h] = bit  # the slot's own int: a block held by one worker costs no int of its own
+            elif not old & bit:
+                holders[h] = old | bit
         held.update(hashes)
 
     def _removed(self, worker: WorkerKey, hashes: Sequence[int], tier: int = 0) -> None:
@@ -88,13 +102,14 @@ class KvIndex:
                 held.discard(h)
                 self._unset(self._masks[tier], h, bit)
 
-    @staticmethod
-    def _unset(holders: dict[int, int], h: int, bit: int) -> None:
+    def _unset(self, holders: dict[int, int], h: int, bit: int) -> None:
         left = holders[h] & ~bit
-        if left:
-            holders[h] = left
-        else:
+        if not left:
             del holders[h]
+        elif left & (left - 1):
+            holders[h] = left
+        else:  # one holder left: its shared int
+            holders[h] = self._bits[left.bit_length() - 1]
 
     def remove_worker(self, worker: WorkerKey) -> None:
         """Forget everything a worker holds, in every tier (cleared cache, lease expired, events lost)."""
@@ -106,6 +121,9 @@ class KvIndex:
                 self._unset(holders, h, 1 << slot)
         self._keys[slot] = None
         self._free.append(slot)
+        left = self._bits_of.pop(worker[0], 0) & ~(1 << slot)
+        if left:
+            self._bits_of[worker[0]] = left
 
     def remove_instance(self, instance_id: str) -> None:
         for w in [w for w in self._slot if w[0] == instance_id]:
@@ -205,6 +223,94 @@ class KvIndex:
             settle(a_g, len(hashes), d_g)
         c_g = wg - wh
         return d_gh, {w: c_g * d_g.get(w, 0) + wh * n for w, n in d_gh.items()}
+
+    def match(self, hashes: Sequence[int], weights: tuple[float, float, float], within: int = -1
+              ) -> list[tuple[int, int, float]]:
+        """The router's question, grouped: disjoint (slot mask, leading blocks cached, weighted worth) for the
+        workers holding the first block. The same numbers as `overlaps` (its depth n, worth n * w_gpu) while no
+        worker holds a block outside GPU or no lower tier weighs, else as `weighted`; workers dropping out at
+        the same block share a group (`slot_keys` names a mask's workers). `within`: only these slots (a mask;
+        -1: all), e.g. the one instance a session sticks to."""
+        if not hashes:
+            return []
+        gpu, host, storage = self._masks
+        wg, wh, ws = weights
+        if not (host or storage) or wh == ws == 0:
+            return self._match_gpu(hashes, wg, within)
+        if storage and ws > 0:
+            slot = self._slot
+            return [(1 << slot[w], a, wg * g + wh * (gh - g) + ws * (a - gh))
+                    for w, (g, gh, a) in self.tier_depths(hashes).items() if 1 << slot[w] & within]
+        h = hashes[0]
+        a_g = gpu.get(h, 0) & within
+        a_gh = a_g | host.get(h, 0) & within
+        if not a_gh:
+            return []
+        drops_g: list[tuple[int, int]] = []
+        drops_gh: list[tuple[int, int]] = []
+        n = len(hashes)
+        for i in range(1, n):
+            h = hashes[i]
+            g = gpu.get(h, 0)
+            if g & a_gh == a_gh:  # every worker still matching holds it on GPU (a_g too: it is within a_gh)
+                continue
+            gh = a_gh & (g | host.get(h, 0))
+            if gh != a_gh:
+                drops_gh.append((a_gh ^ gh, i))
+                a_gh = gh
+            if a_g:
+                g &= a_g
+                if g != a_g:
+                    drops_g.append((a_g ^ g, i))
+                    a_g = g
+            if not a_gh:  # a_g is within a_gh: nobody matches further
+                break
+        else:
+            drops_gh.append((a_gh, n))
+            if a_g:
+                drops_g.append((a_g, n))
+        c_g = wg - wh
+        out = []
+        for mask, d in drops_gh:  # each worker's (gpu depth, gpu-or-host depth): the two drops it is in
+            for m_g, e in drops_g:
+                both = mask & m_g
+                if both:
+                    out.append((both, d, c_g * e + wh * d))
+                    mask ^= both
+            if mask:
+                out.append((mask, d, c_g * 0 + wh * d))
+        return out
+
+    def _match_gpu(self, hashes: Sequence[int], w: float, within: int) -> list[tuple[int, int, float]]:
+        holders = self._holders
+        active = holders.get(hashes[0], 0) & within
+        if not active:
+            return []
+        out = []
+        for i in range(1, len(hashes)):
+            still = active & holders.get(hashes[i], 0)
+            if still != active:
+                out.append((active ^ still, i, i * w if w != 1 else i))
+                if not still:
+                    return out
+                active = still
+        n = len(hashes)
+        out.append((active, n, n * w if w != 1 else n))
+        return out
+
+    @property
+    def slot_keys(self) -> list[WorkerKey | None]:
+        """Slot -> worker (bit i of a `match` mask is slot i)."""
+        return self._keys
+
+    def bits_of(self, instance_id: str) -> int:
+        """The mask of an instance's slots (one per DP rank it reported blocks for)."""
+        return self._bits_of.get(instance_id, 0)
+
+    @property
+    def entries(self) -> int:
+        """Blocks indexed, counting a block once per tier holding it (what the index's memory grows with)."""
+        return sum(len(m) for m in self._masks)
 
     def _settle(self, mask: int, n: int, depth: dict[WorkerKey, int]) -> None:
         """Record a match of `n` blocks for every worker in `mask`."""

@@ -218,7 +218,7 @@ class AdmissionQueue(Router):
         return roomy or ()
 
     def _room(self, t: Ticket, candidates: Sequence[str]) -> bool:
-        return bool(self.inner.busy.free(self._roomy(t, candidates)))
+        return self.inner.busy.any_free(self._roomy(t, candidates))
 
     def _rate_limit(self, tenant: str, now: float) -> None:
         if self.tenant_rate <= 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import filterfalse
 
 from protocol.kv_events import WorkerLoad
 
@@ -120,7 +121,11 @@ class BusyFilter:
 
     def free(self, candidates: Sequence[str]) -> list[str]:
         busy = self._busy
-        return [c for c in candidates if c not in busy] if busy else list(candidates)
+        return list(filterfalse(busy.__contains__, candidates)) if busy else list(candidates)
+
+    def any_free(self, candidates: Sequence[str]) -> bool:
+        """Whether some candidate is not busy (`free` without building the list)."""
+        return bool(candidates) and not self._busy.issuperset(candidates)
 
     def _judge(self, instance_id: str) -> None:
         if self._past_a_threshold(instance_id):

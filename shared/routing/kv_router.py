@@ -22,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import add
 
 from protocol.discovery import DEFAULT_PAGE_SIZE
 from protocol.kv_events import BlockRemoved, BlockStored, KvEventBatch, WorkerLoad
@@ -43,7 +45,6 @@ DECISION_TIME = histogram("shoal_router_decision_seconds", "Time to choose a wor
 class _Routed:
     instance_id: str
     blocks: int
-    hashes: list[int]
 
 
 class KvRouter(Router):
@@ -108,20 +109,13 @@ class KvRouter(Router):
         t0 = time.perf_counter()
         packed = pack_tokens(token_ids)
         hashes = packed_block_hashes(packed, self.page_size, lora_root(lora))  # adapters' caches never match
-        overlaps, scores = self._cached(hashes)
         opaque = not self.approximate and has_negative(packed)
         if opaque:
-            for key, n in self._guessed.overlaps(hashes).items():
-                overlaps[key] = max(n, overlaps.get(key, 0))
-                scores[key] = max(n * self.tier_weights[0], scores.get(key, 0))
-        best = self._pick(len(hashes), scores, candidates)
-        by_rank = {rank: scores.get((iid, rank), 0.0) for (iid, rank) in overlaps if iid == best}
-        overlap = max((n for (iid, _), n in overlaps.items() if iid == best), default=0)
-        # a worker with several DP ranks: send the request to the rank that holds the prefix
-        ranks = len(self._last_seq.get(best, ()))
-        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if ranks > 1 and overlap else None
+            best, overlap, dp_rank = self._choose_opaque(hashes, candidates)
+        else:
+            best, overlap, dp_rank = self._choose(hashes, candidates)
         blocks = -(-len(token_ids) // self.page_size)
-        self._routed[request_id] = _Routed(best, blocks, hashes)
+        self._routed[request_id] = _Routed(best, blocks)
         self._active[best] = self._active.get(best, 0) + blocks
         self._update_load(best)
         if self.approximate:
@@ -134,15 +128,65 @@ class KvRouter(Router):
         DECISION_TIME.observe(time.perf_counter() - t0)
         return RouteDecision(best, overlap, dp_rank)
 
-    def _cached(self, hashes: list[int]) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
-        """Per worker: leading prompt blocks cached in any tier, and their weighted worth. While no worker
-        reports a block outside GPU memory this is one walk over GPU holders, as without tiers."""
-        weights = self.tier_weights
-        if not self.index.tiered or weights[1] == weights[2] == 0:
-            overlaps = self.index.overlaps(hashes)
-            w = weights[0]
-            return overlaps, {k: n * w for k, n in overlaps.items()} if w != 1 else dict(overlaps)
-        return self.index.weighted(hashes, weights)
+    def _choose(self, hashes: list[int], candidates: Sequence[str]) -> tuple[str, int, int | None]:
+        """The decision from the index's groups of matching workers (shared.kv.radix.KvIndex.match): one pass
+        over the matching workers for their instance's best worth, then the cost of each candidate."""
+        index = self.index
+        # one candidate (a session's worker): only its slots are walked; the choice is made, the overlap is not
+        groups = index.match(hashes, self.tier_weights, index.bits_of(candidates[0]) if len(candidates) == 1 else -1)
+        keys = index.slot_keys
+        worth: dict[str, float] = {}  # instance -> its best rank's weighted cached blocks
+        get = worth.get
+        for mask, _, score in groups:
+            if score <= 0:
+                continue
+            while mask:
+                low = mask & -mask
+                iid = keys[low.bit_length() - 1][0]  # type: ignore[index]
+                if score > get(iid, 0):
+                    worth[iid] = score
+                mask ^= low
+        best = self._pick(len(hashes), worth, candidates)
+        overlap, by_rank = 0, {}
+        bits = index.bits_of(best)
+        if bits:
+            for mask, depth, score in groups:
+                mask &= bits
+                while mask:
+                    low = mask & -mask
+                    by_rank[keys[low.bit_length() - 1][1]] = score  # type: ignore[index]
+                    overlap = max(overlap, depth)
+                    mask ^= low
+        # a worker with several DP ranks: send the request to the rank that holds the prefix
+        ranks = len(self._last_seq.get(best, ()))
+        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if ranks > 1 and overlap else None
+        return best, overlap, dp_rank
+
+    def _choose_opaque(self, hashes: list[int], candidates: Sequence[str]) -> tuple[str, int, int | None]:
+        """A prompt with opaque parts: the index's matches and where this router sent such prompts before,
+        per worker (the larger of the two)."""
+        overlaps: dict[tuple[str, int], int] = {}
+        scores: dict[tuple[str, int], float] = {}
+        keys = self.index.slot_keys
+        for mask, depth, score in self.index.match(hashes, self.tier_weights):
+            while mask:
+                low = mask & -mask
+                key = keys[low.bit_length() - 1]
+                overlaps[key], scores[key] = depth, score  # type: ignore[index]
+                mask ^= low
+        for key, n in self._guessed.overlaps(hashes).items():
+            overlaps[key] = max(n, overlaps.get(key, 0))
+            scores[key] = max(n * self.tier_weights[0], scores.get(key, 0))
+        worth: dict[str, float] = {}
+        for (iid, _), n in scores.items():
+            if n > worth.get(iid, 0):
+                worth[iid] = n
+        best = self._pick(len(hashes), worth, candidates)
+        by_rank = {rank: scores.get((iid, rank), 0.0) for (iid, rank) in overlaps if iid == best}
+        overlap = max((n for (iid, _), n in overlaps.items() if iid == best), default=0)
+        ranks = len(self._last_seq.get(best, ()))
+        dp_rank = max(by_rank, key=lambda r: (by_rank[r], -r)) if ranks > 1 and overlap else None
+        return best, overlap, dp_rank
 
     def _remember(self, index: KvIndex, expiry: deque[tuple[float, str, list[int]]], instance_id: str,
                   hashes: list[int]) -> None:
@@ -154,18 +198,24 @@ class KvRouter(Router):
         index.apply((instance_id, 0), BlockStored(block_hashes=hashes, token_ids=[], block_size=self.page_size))
         expiry.append((now + self.approximate_ttl, instance_id, hashes))
 
-    def _pick(self, n_blocks: int, scores: dict[tuple[str, int], float], candidates: Sequence[str]) -> str:
-        best_overlap: dict[str, float] = {}
-        for (iid, _), n in scores.items():
-            if n > best_overlap.get(iid, 0):
-                best_overlap[iid] = n
-        weight, cached, loads = self.overlap_weight, best_overlap.get, self._loads.get
-        costs = [weight * (n_blocks - cached(c, 0)) + loads(c, 0) for c in candidates]
+    def _pick(self, n_blocks: int, worth: dict[str, float], candidates: Sequence[str]) -> str:
+        """The cheapest candidate (`worth`: weighted cached blocks per instance; absent: none)."""
+        weight = self.overlap_weight
+        # a candidate caching nothing costs weight * n_blocks + its load: built in C (map), no Python loop over
+        # the candidates; then the few that cache something, each as weight * (n_blocks - worth) + load
+        costs = list(map(add, repeat(weight * n_blocks), map(self._loads.get, candidates, repeat(0))))
+        if worth:
+            at = dict(zip(candidates, range(len(candidates)), strict=True))
+            for iid, s in worth.items():
+                i = at.get(iid)
+                if i is not None:
+                    costs[i] = weight * (n_blocks - s) + self._loads.get(iid, 0)
+        lo = min(costs)
         if self.temperature > 0:
-            lo = min(costs)
             weights = [math.exp(-(c - lo) / self.temperature) for c in costs]
             return self._rng.choices(list(candidates), weights)[0]
-        lo = min(costs)
+        if costs.count(lo) == 1:
+            return self._rng.choice((candidates[costs.index(lo)],))  # the draw is taken all the same (seeded runs)
         return self._rng.choice([c for c, cost in zip(candidates, costs, strict=True) if cost == lo])
 
     def _load(self, instance_id: str) -> float:

@@ -10,6 +10,7 @@ from protocol.messages import EngineRequest, OutputChunk, RouteRequest, RouteRes
 from shared.cluster.procs import spawn
 from shared.config.args import NatsOptions
 from shared.runtime import EndpointClient, Runtime
+from shared.runtime.server import EndpointServer
 
 
 def test_router_service_prefers_the_worker_holding_the_prefix(cluster):
@@ -63,3 +64,61 @@ async def ask_finished(route: EndpointClient, rid: str) -> None:
     async with contextlib.aclosing(route.generate(RouteRequest(rid, finished=True), rid + "-done")) as it:
         async for _ in it:
             pass
+
+
+def test_router_service_queue_admits_by_the_route_requests_priority(cluster):
+    """RouteRequest.priority reaches the router service's admission queue: with the only worker busy (queued
+    prefill past the threshold), a high-priority request sent after a low one is admitted first."""
+    router = spawn("router", "router", [*cluster.common, "--worker-component", "backend",
+                                        "--active-prefill-tokens-threshold", "50", "--router-queue-size", "4"],
+                   cluster.log_dir)
+    cluster.procs.append(router)
+    router.wait_ready(60)
+
+    def queued() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{router.system_port}/metrics", timeout=5) as r:
+            line = next(x for x in r.read().decode().splitlines() if x.startswith("shoal_router_queue_depth "))
+        return float(line.split()[1])
+
+    async def never_called(request: EngineRequest, ctx: object):  # the worker is only routed to, never asked
+        yield OutputChunk(token_ids=[], finish_reason="stop")
+
+    async def scenario() -> list[str]:
+        rt = await Runtime.connect(NatsOptions(url=cluster.nats.url), cluster.namespace, "test")
+        worker = EndpointServer(rt, "backend", "generate", never_called, EngineRequest)  # a live instance
+        await worker.start()
+        await worker.register()
+        route: EndpointClient[RouteResponse] = EndpointClient(rt, "router", "route", RouteResponse)
+        await route.start()
+        await route.wait_for_instances(1, 10)
+        order: list[str] = []
+
+        async def ask(req: RouteRequest) -> None:
+            async with contextlib.aclosing(route.generate(req, req.request_id)) as it:
+                async for _ in it:
+                    order.append(req.request_id)
+                    return
+
+        prompt = list(range(3, 103))  # 100 prompt tokens: past the threshold of 50 once sent
+        try:
+            for attempt in range(3):  # a load report landing between two sends frees the worker: again
+                order.clear()
+                await ask(RouteRequest(f"first{attempt}", prompt))
+                low = asyncio.create_task(ask(RouteRequest(f"low{attempt}", prompt, priority=0, tenant="t")))
+                await asyncio.sleep(0.05)
+                high = asyncio.create_task(ask(RouteRequest(f"high{attempt}", prompt, priority=5, tenant="t")))
+                await asyncio.sleep(0.2)
+                both_queued = await asyncio.to_thread(queued) == 2 and order == [f"first{attempt}"]
+                for rid in (f"first{attempt}", f"high{attempt}", f"low{attempt}"):  # each ends, the next goes
+                    await ask_finished(route, rid)
+                    await asyncio.sleep(0.1)
+                await asyncio.wait_for(asyncio.gather(low, high), 10)
+                if both_queued:
+                    return [rid.rstrip("0123456789") for rid in order]
+            raise AssertionError("the two requests never both waited in the queue")
+        finally:
+            await route.stop()
+            await worker.drain(1)
+            await rt.close()
+
+    assert asyncio.run(scenario()) == ["first", "high", "low"]

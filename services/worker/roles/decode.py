@@ -30,6 +30,7 @@ from services.worker.roles.prefill_path import LOCAL, REMOTE, PathChoice, Prefil
 from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine, EngineError
 from shared.engine.capabilities import KvImport
+from shared.routing.admission import ticket_of
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost, WorkersBusy
 from shared.runtime.server import RequestContext
@@ -115,7 +116,8 @@ class DisaggDecodeHandler:
         why = "no prefill worker"
         for n in range(self.opts.attempts):
             key = f"{request.request_id}:{n}"
-            instance = await self.picker.pick(key, request.token_ids, tried, request.lora, request.routing.session_id)
+            instance = await self.picker.pick(key, request.token_ids, tried, request.lora, request.routing.session_id,
+                                              ticket_of(request))
             if instance is None:
                 break
             tried.append(instance)

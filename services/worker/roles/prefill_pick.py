@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from protocol.discovery import InstanceRecord
 from protocol.messages import RouteRequest, RouteResponse
+from shared.routing.admission import Ticket
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import WorkersBusy
 from shared.runtime.runtime import Runtime
@@ -55,15 +56,18 @@ class PrefillPicker:
         return sorted(i for i, rec in self.prefill.instances.items() if i not in tried and self.eligible(rec))
 
     async def pick(self, key: str, token_ids: Sequence[int], tried: Sequence[str] = (), lora: str = "",
-                   session_id: str = "") -> str | None:
+                   session_id: str = "", ticket: Ticket | None = None) -> str | None:
         """A live prefill instance not in `tried` for the request `key`, or None when there is none
-        (`session_id`: the client's session, which the router service keeps on one prefill worker)."""
+        (`session_id`: the client's session, which the router service keeps on one prefill worker;
+        `ticket`: the request's priority, tenant and deadline, for the router service's admission queue)."""
         live = self.live(tried)
         if not live:
             return None
         if self.router is not None and self.router.instances:
+            t = ticket or Ticket()
             chosen = await self._ask(RouteRequest(key, list(token_ids), exclude=list(tried), lora=lora,
-                                                  session_id=session_id))
+                                                  session_id=session_id, priority=t.priority, tenant=t.tenant,
+                                                  deadline=t.deadline))
             if chosen in live:
                 return chosen
         return live[next(self._rr) % len(live)]

@@ -35,6 +35,7 @@ from services.worker.roles.aggregated import GenerateHandler
 from services.worker.roles.prefill_pick import PrefillPicker
 from shared.engine.base import Engine
 from shared.errors import TransferFailed
+from shared.routing.admission import ticket_of
 from shared.runtime.client import EndpointClient
 from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.runtime.server import RequestContext
@@ -66,7 +67,8 @@ class SglangPairHandler:
         why = "no prefill worker"
         for n in range(self.attempts):
             key = f"{request.request_id}:{n}"
-            instance = await self.picker.pick(key, request.token_ids, tried, session_id=request.routing.session_id)
+            instance = await self.picker.pick(key, request.token_ids, tried, session_id=request.routing.session_id,
+                                              ticket=ticket_of(request))
             if instance is None:
                 break
             tried.append(instance)
