@@ -221,6 +221,8 @@ async def _firsts(streams: list[AsyncIterator[list[OutputChunk]]], started: floa
 class Run:
     """A started request: its choices' outputs as frames of steps, then the usage (or an ErrorStep)."""
 
+    __slots__ = ("firsts", "job", "outputs", "release", "streams", "worker")
+
     def __init__(self, job: Job, streams: list[AsyncIterator[list[OutputChunk]]], firsts: list[list[OutputChunk]],
                  release: Callable[[], None], worker: str) -> None:
         self.job, self.streams, self.firsts, self.release, self.worker = job, streams, firsts, release, worker

@@ -62,6 +62,8 @@ _ROLE = b'"role":"assistant"'
 
 
 class ChatRenderer:
+    __slots__ = ("_head", "created", "ended", "include_usage", "model", "parses", "rid")
+
     def __init__(self, job: Job) -> None:
         self.rid, self.model, self.created = job.request_id, job.model.name, int(time.time())
         self.include_usage = job.prepared.include_usage
