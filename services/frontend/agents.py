@@ -75,8 +75,19 @@ class AgentPlan:
 _PARAM = {"regex": "regex", "ebnf": "ebnf", "structural_tag": "tool_choice"}
 
 
+_PLAIN: dict[str | None, AgentPlan] = {}  # no tools, no grammar: one plan per reasoning parser, made once
+
+
 def plan_chat(req: ChatCompletionRequest, tool_parser: str | None, reasoning_parser: str | None) -> AgentPlan:
     """What the request asks of its output; the parser names are the model's (or the frontend's override)."""
+    if req.tools is None and req.tool_choice is None and req.response_format is None \
+            and not (req.regex or req.ebnf or req.choice):
+        reasoning = reasoning_parser if (req.chat_template_kwargs or {}).get("enable_thinking", True) is not False \
+            else None
+        plan = _PLAIN.get(reasoning)
+        if plan is None:
+            plan = _PLAIN[reasoning] = AgentPlan(reasoning_parser=reasoning)
+        return plan
     tools = _tools(req.tools)
     choice = _tool_choice(req.tool_choice, tools)
     grammars = [g for g in (_response_format(req.response_format), _extra_grammar(req)) if g is not None]

@@ -21,10 +21,10 @@ import msgspec
 
 from protocol.messages import EngineRequest, ErrorCode, OutputChunk, Usage
 from services.frontend.models import ModelEntry
-from services.frontend.request_metrics import observed
+from services.frontend.request_metrics import Meter
 from shared.routing.admission import ticket_of
 from shared.routing.opaque import image_routing_tokens
-from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
+from shared.runtime.errors import NoInstances, RemoteError, RuntimeFailure, WorkerLost
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter, gauge
 
@@ -74,10 +74,9 @@ class Dispatcher:
         """Batches of output chunks; the final chunk's usage covers every attempt.
 
         `served["instance_id"]` names the worker streaming now (for the response header).
-        The request's metrics are recorded on the way (services.frontend.request_metrics).
+        The request's metrics are recorded on the way (services.frontend.request_metrics.Meter).
         """
-        attempts = self._attempts(model, request, instance_id, headers, served)
-        return observed(model.name, len(request.token_ids), attempts)
+        return self._attempts(model, request, instance_id, headers, served)
 
     async def _attempts(
         self,
@@ -93,56 +92,69 @@ class Dispatcher:
         migrations = retries = 0
         first_usage: Usage | None = None
         deadline = time.time() + self.request_timeout if self.request_timeout else None
-        while True:
-            if instance_id is None:
-                target, request = await self._choose(model, request, excluded, under_way=migrations > 0)
-            else:
-                target = instance_id
-            if served is not None:
-                served["instance_id"] = target
-            try:
-                async with contextlib.aclosing(model.client.generate(
-                    request, request.request_id, instance_id=target, deadline=deadline, headers=headers,
-                )) as batches:
-                    async for items in batches:
-                        for chunk in items:
-                            generated.extend(chunk.token_ids)
-                            if chunk.usage is not None:
-                                first_usage = first_usage or chunk.usage
-                        if items[-1].finish_reason is not None:
-                            items[-1] = msgspec.structs.replace(items[-1], usage=Usage(
-                                len(original.token_ids), len(generated), first_usage.cached_tokens
-                                if first_usage else 0))
-                        yield items
-                    return
-            except WorkerLost as e:
-                excluded.add(e.instance_id or target)
-                if instance_id is not None:
-                    raise
-                if not e.started and not generated and retries < 2:
+        meter = Meter(model.name, len(request.token_ids))
+        try:
+            while True:
+                if instance_id is None:
+                    target, request = await self._choose(model, request, excluded, under_way=migrations > 0)
+                else:
+                    target = instance_id
+                if served is not None:
+                    served["instance_id"] = target
+                try:
+                    async with contextlib.aclosing(model.client.generate(
+                        request, request.request_id, instance_id=target, deadline=deadline, headers=headers,
+                    )) as batches:
+                        async for items in batches:
+                            for chunk in items:
+                                generated.extend(chunk.token_ids)
+                                if chunk.usage is not None:
+                                    first_usage = first_usage or chunk.usage
+                            if items[-1].finish_reason is not None:
+                                items[-1] = msgspec.structs.replace(items[-1], usage=Usage(
+                                    len(original.token_ids), len(generated), first_usage.cached_tokens
+                                    if first_usage else 0))
+                            meter.batch(items)
+                            yield items
+                        return
+                except WorkerLost as e:
+                    excluded.add(e.instance_id or target)
+                    if instance_id is not None:
+                        raise
+                    if not e.started and not generated and retries < 2:
+                        retries += 1
+                        RETRIES.labels(model.name).inc()
+                        continue
+                    if migrations >= self.migration_limit:
+                        raise
+                    if len(generated) >= original.stop.max_tokens:  # only the final frame was lost
+                        last = [OutputChunk(finish_reason="length", usage=Usage(
+                            len(original.token_ids), len(generated), first_usage.cached_tokens if first_usage else 0))]
+                        meter.batch(last)
+                        yield last
+                        return
+                    migrations += 1
+                    MIGRATIONS.labels(model.name).inc()
+                    log.info("request_migrating", request_id=original.request_id, lost=e.instance_id,
+                             tokens_so_far=len(generated), migration=migrations)
+                    request = _continuation(original, generated, migrations)
+                except RemoteError as e:
+                    if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2 or generated:
+                        raise
+                    excluded.add(target)
+                    if not any(i not in excluded for i in model.candidates(request.lora)):
+                        raise  # every worker is full: the client gets 429 with Retry-After
                     retries += 1
-                    RETRIES.labels(model.name).inc()
-                    continue
-                if migrations >= self.migration_limit:
-                    raise
-                if len(generated) >= original.stop.max_tokens:  # only the final frame was lost
-                    yield [OutputChunk(finish_reason="length", usage=Usage(
-                        len(original.token_ids), len(generated), first_usage.cached_tokens if first_usage else 0))]
-                    return
-                migrations += 1
-                MIGRATIONS.labels(model.name).inc()
-                log.info("request_migrating", request_id=original.request_id, lost=e.instance_id,
-                         tokens_so_far=len(generated), migration=migrations)
-                request = _continuation(original, generated, migrations)
-            except RemoteError as e:
-                if e.code != ErrorCode.OVERLOADED or instance_id is not None or retries >= 2 or generated:
-                    raise
-                excluded.add(target)
-                if not any(i not in excluded for i in model.candidates(request.lora)):
-                    raise  # every worker is full: the client gets 429 with Retry-After
-                retries += 1
-            finally:
-                model.router.finished(request.request_id)
+                finally:
+                    model.router.finished(request.request_id)
+        except RuntimeFailure as e:
+            meter.outcome = e.code.value
+            raise
+        except Exception:
+            meter.outcome = ErrorCode.INTERNAL.value
+            raise
+        finally:
+            meter.end()
 
     async def call(
         self,

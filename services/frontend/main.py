@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from protocol.discovery import ModelCard
@@ -47,6 +48,7 @@ async def amain(argv: list[str]) -> None:
                           header_timeout=cfg.header_timeout, max_connections=cfg.max_connections,
                           body_timeout=cfg.body_timeout)
         port = await http.start()
+        gc.freeze()  # what startup made (modules, classes, ...) lives on: out of every full collection's scan
         svc.set_ready()
         svc.log.info("frontend_ready", url=f"http://{cfg.http_host}:{port}", router_mode=cfg.router.mode)
         await svc.stopped()

@@ -36,6 +36,9 @@ def tool_call_id() -> str:
 
 
 class ChoiceOutput:
+    __slots__ = ("_call_ids", "_lp", "_prompt_lp", "cached_tokens", "choice", "completion_tokens", "detok",
+                 "finish_reason", "parser", "prompt", "stopper", "tok", "want_logprobs")
+
     def __init__(self, tok: Tokenizer, choice: int, stops: list[str], want_logprobs: bool,
                  parser: OutputParser | None = None, prompt: tuple[list[int], int] | None = None) -> None:
         self.tok, self.choice, self.want_logprobs, self.parser = tok, choice, want_logprobs, parser

@@ -21,7 +21,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -77,9 +76,9 @@ def refused(status: int, message: str, code: str, param: str | None = None,
     return Failed(ErrorStep(status, code, message, retry_after, param))
 
 
-@dataclass(frozen=True)
-class Job:
-    """A request ready to run: its model, its one EngineRequest and how its output is read."""
+class Job(msgspec.Struct, frozen=True):
+    """A request ready to run: its model, its one EngineRequest and how its output is read (a Struct: cheap to
+    build; it never leaves the process)."""
 
     model: ModelEntry
     request: EngineRequest
@@ -122,11 +121,13 @@ class Pipeline:
         if model.is_embedding:
             raise refused(400, f"The model `{body.model}` is an embedding model; it serves /v1/embeddings, "
                                "not chat or completions.", "model_not_generative", "model")
-        if not model.candidates(lora) and self.cold_start is not None:  # a parked model: a worker starts, or 503
-            if (waited := await self.cold_start.wait(model, lora)) is not None:
-                raise Failed(waited)
         if not model.candidates(lora):
-            raise refused(503, f"no worker is serving model {body.model!r} right now", "no_workers", retry_after=1.0)
+            if self.cold_start is not None:  # a parked model: a worker starts, or 503
+                if (waited := await self.cold_start.wait(model, lora)) is not None:
+                    raise Failed(waited)
+            if not model.candidates(lora):
+                raise refused(503, f"no worker is serving model {body.model!r} right now", "no_workers",
+                              retry_after=1.0)
         if not self.dispatcher.has_room():
             raise refused(429, "too many requests in flight; retry later", "overloaded", retry_after=1.0)
         instance = headers.get(self.opts.direct_header) if self.opts.direct else None
@@ -137,11 +138,11 @@ class Pipeline:
             raise Failed(bad)  # before the id goes near a NATS subject
         try:
             # token ids in the vocabulary, prompt and grammar bytes, user length, priority: before any work
-            body = self.gate.request(body, model.tokenizer.vocab_size, model.context_length,
-                                     self.opts.max_prompt_tokens)
+            context_length = model.context_length
+            body = self.gate.request(body, model.tokenizer.vocab_size, context_length, self.opts.max_prompt_tokens)
             plan = await self._plan(body, model)
             prepared = await prepare(model.tokenizer, body, f"{prefix}-{secrets.token_hex(12)}",
-                                     model.context_length, self.opts.max_prompt_tokens, model.image_input,
+                                     context_length, self.opts.max_prompt_tokens, model.image_input,
                                      grammar=plan.grammar if plan else None, lora=lora,
                                      session=session_id(headers.get(SESSION_HEADER)) or prefix_session(
                                          getattr(body, "messages", None), self.opts.session_from) or "")
@@ -219,6 +220,8 @@ async def _firsts(streams: list[AsyncIterator[list[OutputChunk]]], started: floa
 
 class Run:
     """A started request: its choices' outputs as frames of steps, then the usage (or an ErrorStep)."""
+
+    __slots__ = ("firsts", "job", "outputs", "release", "streams", "worker")
 
     def __init__(self, job: Job, streams: list[AsyncIterator[list[OutputChunk]]], firsts: list[list[OutputChunk]],
                  release: Callable[[], None], worker: str) -> None:

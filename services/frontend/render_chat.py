@@ -57,12 +57,21 @@ def finish_reason(step: FinishStep, had_calls: bool) -> str:
     return "tool_calls" if step.reason == "stop" and had_calls else step.reason
 
 
+_CHUNK_TAIL = b',"logprobs":null}],"object":"chat.completion.chunk","usage":null}\n\n'
+_ROLE = b'"role":"assistant"'
+
+
 class ChatRenderer:
+    __slots__ = ("_head", "created", "ended", "include_usage", "model", "parses", "rid")
+
     def __init__(self, job: Job) -> None:
         self.rid, self.model, self.created = job.request_id, job.model.name, int(time.time())
         self.include_usage = job.prepared.include_usage
         self.parses = job.plan is not None and job.plan.parses
         self.ended = False  # the last chunk rendered finished its choice
+        # a text chunk's bytes up to its choice's index, encoded once (what ChatCompletionChunk encodes to)
+        self._head = b'data: {"id":%b,"created":%d,"model":%b,"choices":[{"index":' % (
+            json_encoder.encode(self.rid), self.created, json_encoder.encode(self.model))
 
     def error(self, step: ErrorStep) -> Response:
         return openai_error(step)
@@ -107,6 +116,29 @@ class ChatRenderer:
         return openai_sse(frames, chunk, usage_event if self.include_usage else None)
 
     def _chunk(self, frame: Frame, choice: int, role_sent: set[int], calls: set[tuple[int, int]]) -> bytes:
+        """One frame's chunk: text (and the finish) from pre-encoded parts, anything else through the structs."""
+        content = ""
+        reason: str | None = None
+        for step in frame:
+            kind = type(step)
+            if kind is TextStep:
+                content += step.text  # type: ignore[union-attr]
+            elif kind is FinishStep:
+                reason = finish_reason(step, any(c == choice for c, _ in calls))  # type: ignore[arg-type]
+            else:
+                return self._struct_chunk(frame, choice, role_sent, calls)
+        self.ended = reason is not None
+        if not (content or reason):
+            return b""
+        delta = [_ROLE] if choice not in role_sent else []
+        role_sent.add(choice)
+        if content or not self.parses:
+            delta.append(b'"content":' + json_encoder.encode(content))
+        return b"%b%d,\"delta\":{%b},\"finish_reason\":%b%b" % (
+            self._head, choice, b",".join(delta), b"null" if reason is None else json_encoder.encode(reason),
+            _CHUNK_TAIL)
+
+    def _struct_chunk(self, frame: Frame, choice: int, role_sent: set[int], calls: set[tuple[int, int]]) -> bytes:
         content = reasoning = ""
         deltas: list[ToolCallDelta] = []
         tokens: list[TokenLogprob] = []

@@ -1,11 +1,16 @@
 """What the frontend records about each engine request: inter-token latency, input and output length, duration.
 
-`observed(model, prompt_tokens, batches)` wraps a stream of output batches and
-records as the batches pass, without changing them. A batch of k tokens that
-arrives t seconds after the previous one counts k inter-token gaps of t/k (as
-Dynamo's frontend does); the tokens of the first batch have no gap before them.
-The outcome is `ok` once a finish reason arrives, the error code of a runtime
-failure, or `cancelled` when the consumer stops reading first (the client left).
+    meter = Meter(model, prompt_tokens)    # counts the request in
+    meter.batch(items)                     # each batch of output chunks as it passes
+    meter.outcome = e.code.value           # a runtime failure (else `ok` once a finish reason arrives)
+    meter.end()                            # once, however the request ends
+
+`observed(model, prompt_tokens, batches)` does the same around a stream of batches (the dispatcher
+records inline, one async generator less per batch). A batch of k tokens that arrives t seconds after
+the previous one counts k inter-token gaps of t/k (as Dynamo's frontend does), recorded as one histogram
+update of weight k; the tokens of the first batch have no gap before them. The outcome is `ok` once a
+finish reason arrives, the error code of a runtime failure, or `cancelled` when the consumer stops
+reading first (the client left).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from prometheus_client import Histogram
+
 from protocol.messages import ErrorCode, OutputChunk
 from services.frontend.stats import WINDOW
 from shared.runtime.errors import RuntimeFailure
-from shared.telemetry.metrics import histogram
+from shared.telemetry.metrics import histogram, observe_many
 
 _TOKEN_BUCKETS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 131072)
 ITL = histogram("shoal_frontend_inter_token_latency_seconds", "Time between consecutive output tokens of a request",
@@ -29,41 +36,77 @@ OUTPUT_TOKENS = histogram("shoal_frontend_output_sequence_tokens", "Tokens gener
 DURATION = histogram("shoal_frontend_request_duration_seconds", "From dispatch to the last token, by outcome (ok, "
                      "cancelled or the error code)", ["model", "outcome"],
                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320))
+CANCELLED = ErrorCode.CANCELLED.value
+_children: dict[tuple[str, ...], tuple[Histogram, ...]] = {}  # labelled children, looked up once per model
+
+
+def _of(model: str) -> tuple[Histogram, ...]:
+    c = _children.get((model,))
+    if c is None:
+        c = _children[(model,)] = (INPUT_TOKENS.labels(model), ITL.labels(model), OUTPUT_TOKENS.labels(model))
+    return c
+
+
+def _duration(model: str, outcome: str) -> Histogram:
+    c = _children.get((model, outcome))
+    if c is None:
+        c = _children[(model, outcome)] = (DURATION.labels(model, outcome),)
+    return c[0]
+
+
+class Meter:
+    """One engine request's metrics and its part of the planner's window (services.frontend.stats)."""
+
+    __slots__ = ("first", "gaps", "generated", "itl", "last", "model", "outcome", "output", "started")
+
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        inputs, self.itl, self.output = _of(model)
+        inputs.observe(prompt_tokens)
+        WINDOW.started(model, prompt_tokens)
+        self.model = model
+        self.started = self.last = self.first = time.monotonic()
+        self.generated = self.gaps = 0  # gaps: tokens after the first batch
+        self.outcome = CANCELLED
+
+    def batch(self, items: list[OutputChunk]) -> None:
+        n = 0
+        for c in items:
+            n += len(c.token_ids)
+        if n:
+            now = time.monotonic()
+            if self.generated:
+                self.gaps += n
+                observe_many(self.itl, (now - self.last) / n, n)
+                WINDOW.tokens(self.model, n, None)
+            else:
+                self.first = now
+                WINDOW.tokens(self.model, n, now - self.started)
+            self.generated += n
+            self.last = now
+        if items and items[-1].finish_reason is not None:
+            self.outcome = "ok"
+            self.output.observe(self.generated)
+
+    def end(self) -> None:
+        _duration(self.model, self.outcome).observe(time.monotonic() - self.started)
+        if self.outcome != CANCELLED:
+            WINDOW.ended(self.model, self.outcome == "ok", (self.last - self.first) / self.gaps if self.gaps else None)
 
 
 async def observed(model: str, prompt_tokens: int,
                    batches: AsyncIterator[list[OutputChunk]]) -> AsyncIterator[list[OutputChunk]]:
     """`batches`, unchanged, recording the request's metrics as they pass (and closing `batches` at the end)."""
-    INPUT_TOKENS.labels(model).observe(prompt_tokens)
-    WINDOW.started(model, prompt_tokens)
-    itl = ITL.labels(model)
-    started = last = first = time.monotonic()
-    generated = gaps = 0  # gaps: tokens after the first batch
-    outcome = ErrorCode.CANCELLED.value
+    meter = Meter(model, prompt_tokens)
     try:
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
             async for items in batches:
-                now = time.monotonic()
-                n = sum(len(c.token_ids) for c in items)
-                if n and generated:
-                    gaps += n
-                    for _ in range(n):
-                        itl.observe((now - last) / n)
-                if n:
-                    WINDOW.tokens(model, n, None if generated else now - started)
-                    first = first if generated else now
-                    generated, last = generated + n, now
-                if items and items[-1].finish_reason is not None:
-                    outcome = "ok"
-                    OUTPUT_TOKENS.labels(model).observe(generated)
+                meter.batch(items)
                 yield items
     except RuntimeFailure as e:
-        outcome = e.code.value
+        meter.outcome = e.code.value
         raise
     except Exception:
-        outcome = ErrorCode.INTERNAL.value
+        meter.outcome = ErrorCode.INTERNAL.value
         raise
     finally:
-        DURATION.labels(model, outcome).observe(time.monotonic() - started)
-        if outcome != ErrorCode.CANCELLED.value:
-            WINDOW.ended(model, outcome == "ok", (last - first) / gaps if gaps else None)
+        meter.end()

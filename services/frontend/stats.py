@@ -1,6 +1,6 @@
 """Per-model windows of what the frontend sees (TTFT, ITL, token counts), published each second for the planner.
 
-`request_metrics.observed` feeds `WINDOW` as batches pass; `StatsPublisher` sends and resets it.
+`request_metrics.Meter` feeds `WINDOW` as batches pass; `StatsPublisher` sends and resets it.
 A window with no traffic is not sent: the planner reads silence as no load.
 """
 

@@ -4,29 +4,27 @@ The pipeline (services.frontend.pipeline) turns engine output into frames: the s
 batch of one choice adds. Renderers (chat, completions, Responses, Anthropic Messages) turn
 frames into their API's JSON or events; none of them sees engine chunks or tokens.
 `choice` is the choice's index (OpenAI's `n`); usage and errors belong to the whole request.
+Steps are frozen msgspec Structs (a few per engine batch: cheap to build), never sent anywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from protocol.messages import Usage
 
 
-@dataclass(frozen=True)
-class TextStep:
+class TextStep(msgspec.Struct, frozen=True, gc=False):
     text: str
     choice: int = 0
 
 
-@dataclass(frozen=True)
-class ReasoningStep:
+class ReasoningStep(msgspec.Struct, frozen=True, gc=False):
     text: str
     choice: int = 0
 
 
-@dataclass(frozen=True)
-class ToolCallStep:
+class ToolCallStep(msgspec.Struct, frozen=True, gc=False):
     """A fragment of tool call `index` (0, 1, ... per choice); `id` and `name` are set on its first fragment."""
 
     index: int
@@ -36,8 +34,7 @@ class ToolCallStep:
     choice: int = 0
 
 
-@dataclass(frozen=True)
-class TokenLogprob:
+class TokenLogprob(msgspec.Struct, frozen=True, gc=False):
     token_id: int
     token: str  # the token's text (alone)
     bytes: bytes  # the token's own bytes (shared.tokenizer.token_bytes)
@@ -45,8 +42,7 @@ class TokenLogprob:
     top: tuple[TokenLogprob, ...] = ()
 
 
-@dataclass(frozen=True)
-class LogprobsStep:
+class LogprobsStep(msgspec.Struct, frozen=True, gc=False):
     """`prompt`: the tokens are the prompt's (completions' echo with logprobs), ahead of the output's."""
 
     tokens: tuple[TokenLogprob, ...]
@@ -54,8 +50,7 @@ class LogprobsStep:
     prompt: bool = False
 
 
-@dataclass(frozen=True)
-class FinishStep:
+class FinishStep(msgspec.Struct, frozen=True, gc=False):
     """`reason`: stop or length; `stop_sequence`: the stop string that ended the output, if one did."""
 
     reason: str
@@ -63,8 +58,7 @@ class FinishStep:
     choice: int = 0
 
 
-@dataclass(frozen=True)
-class UsageStep:
+class UsageStep(msgspec.Struct, frozen=True, gc=False):
     """The request's usage (all choices); `running`: a mid-stream count (continuous usage), not the final one."""
 
     usage: Usage
@@ -72,8 +66,7 @@ class UsageStep:
     choice: int = 0
 
 
-@dataclass(frozen=True)
-class ErrorStep:
+class ErrorStep(msgspec.Struct, frozen=True, gc=False):
     """The request failed after it started: the API's error event ends the stream."""
 
     status: int

@@ -40,7 +40,7 @@ LINGER_S = 2.0  # after an error reply, read and drop input this long so the cli
 class HttpConnection(asyncio.Protocol):
     __slots__ = ("_body", "_client", "_closed", "_continue", "_current", "_failed", "_head_sent", "_head_timer",
                  "_header_bytes", "_header_count", "_headers", "_lingering", "_loop", "_method", "_parser", "_pending",
-                 "_pending_bytes", "_read_paused",
+                 "_pending_bytes", "_phase", "_read_paused",
                  "_state", "_task", "_timer", "_transport", "_url", "_writable", "_write_paused")
 
     def __init__(self, state: ServerState) -> None:
@@ -60,6 +60,7 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None  # a head, then its body: data does not reset it
+        self._phase = 0  # of the message being read: 0 none, 1 its head, 2 its body (which timer it needs)
         self._writable: asyncio.Future[None] | None = None
         self._closed = self._failed = self._lingering = self._continue = self._head_sent = False
         self._read_paused = self._write_paused = False
@@ -120,6 +121,12 @@ class HttpConnection(asyncio.Protocol):
                 self._fail(500, "internal server error")
         except httptools.HttpParserError as e:
             self._fail(400, f"malformed HTTP request: {e}")
+        if self._phase and self._head_timer is None and not self._failed:
+            # armed once a read ends inside a head or a body (a request that came whole costs no timer)
+            head = self._phase == 1
+            self._head_timer = self._loop.call_later(
+                self._state.header_timeout if head else self._state.body_timeout,
+                self._on_head_timeout if head else self._on_body_timeout)
         if self._task is None and self._timer is None and not self._failed:
             self._arm_timer(self._state.keepalive_timeout)  # a request still arriving: bound the wait
 
@@ -127,7 +134,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._cancel_head_timer()
-        self._head_timer = self._loop.call_later(self._state.header_timeout, self._on_head_timeout)
+        self._phase = 1  # header_timeout from here (armed by data_received if the head is not whole)
         self._url = b""
         self._headers = {}
         self._header_bytes = self._header_count = 0
@@ -149,7 +156,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()  # the body now has body_timeout, however slowly its bytes come
-        self._head_timer = self._loop.call_later(self._state.body_timeout, self._on_body_timeout)
+        self._phase = 2
         method = self._parser.get_method()
         self._method = _METHODS.get(method) or method.decode("latin-1")
         length = self._headers.get("content-length")
@@ -175,6 +182,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._cancel_head_timer()
+        self._phase = 0
         self._continue = False
         req = self._build_request()
         self._pending.append(req)

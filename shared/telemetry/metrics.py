@@ -110,3 +110,17 @@ def histogram(name: str, doc: str, labels: Sequence[str] = (),
 
 def render_metrics() -> tuple[bytes, str]:
     return DEFAULT.render()
+
+
+def observe_many(child: Histogram, value: float, n: int) -> None:
+    """`n` observations of `value` on a histogram's labelled child at the cost of one: the same exposition as
+    calling `observe(value)` n times (per-token latencies of a batch of tokens, without a call per token)."""
+    if n <= 1:
+        if n == 1:
+            child.observe(value)
+        return
+    child._sum.inc(value * n)
+    for i, bound in enumerate(child._upper_bounds):  # the last bound is +Inf
+        if value <= bound:
+            child._buckets[i].inc(n)
+            return

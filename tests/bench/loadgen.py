@@ -132,6 +132,7 @@ async def run(args: argparse.Namespace) -> dict:
         "ttft_p50_ms": ms(percentile(stats.ttft, 50)), "ttft_p99_ms": ms(percentile(stats.ttft, 99)),
         "itl_p50_ms": ms(percentile(stats.itl, 50)), "itl_p99_ms": ms(percentile(stats.itl, 99)),
         "cached_frac": round(stats.cached_tokens / max(1, stats.prompt_tokens), 3),
+        "chunks_per_req": round((len(stats.itl) + stats.done) / max(1, stats.done), 2),  # with content
         "sample_error": stats.sample_error,
     }
 

@@ -25,6 +25,16 @@ def req(**kw: object) -> ChatCompletionRequest:
     return msgspec.json.decode(json.dumps(body), type=ChatCompletionRequest)
 
 
+@pytest.mark.parametrize("kw", [{}, {"chat_template_kwargs": {"enable_thinking": False}},
+                                {"chat_template_kwargs": {"enable_thinking": True}}])
+@pytest.mark.parametrize("parsers", [("qwen25", "qwen3"), (None, None), (None, "deepseek_r1")])
+def test_a_plain_request_gets_the_plan_the_full_path_makes(kw: dict, parsers: tuple) -> None:
+    """No tools, no grammar: the shared plan (made once) equals what the full path builds (tools=[] takes it)."""
+    plain = plan_chat(req(**kw), *parsers)
+    assert plain == plan_chat(req(tools=[], **kw), *parsers)
+    assert plain is plan_chat(req(**kw), *parsers)
+
+
 def test_plan_builds_one_grammar_and_picks_parsers() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     plan = plan_chat(req(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}),

@@ -122,6 +122,26 @@ def test_metric_factories_return_the_same_metric() -> None:
         m.histogram("shoal_t_latency", "d", ["other"])
 
 
+def test_observe_many_is_n_observations() -> None:
+    """A batch's per-token latencies in one update: the same buckets, count and sum as one observe per token."""
+    m = metrics.Metrics(metrics.CollectorRegistry())
+    one = m.histogram("shoal_t_one", "d", ["model"], buckets=(0.001, 0.01, 0.1)).labels("x")
+    many = m.histogram("shoal_t_many", "d", ["model"], buckets=(0.001, 0.01, 0.1)).labels("x")
+    for value, n in [(0.0005, 3), (0.01, 5), (0.05, 1), (7.0, 4), (0.002, 0)]:
+        for _ in range(n):
+            one.observe(value)
+        metrics.observe_many(many, value, n)
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        [family] = [f for f in m.registry.collect() if f.name == name]
+        return [(s.name.replace(name, ""), s.labels, s.value) for s in family.samples if "created" not in s.name]
+
+    got, want = samples("shoal_t_many"), samples("shoal_t_one")
+    assert [(n, lab) for n, lab, _ in got] == [(n, lab) for n, lab, _ in want]
+    assert [v for _, _, v in got] == pytest.approx([v for _, _, v in want])
+    assert [v for n, lab, v in got if n == "_bucket"] == [1 * 3, 3 + 5, 3 + 5 + 1, 13]
+
+
 def test_render_includes_the_multiprocess_directory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = "from prometheus_client import Counter; Counter('sglang_t_tokens', 'd').inc(3)"
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": ""}
