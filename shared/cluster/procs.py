@@ -74,13 +74,15 @@ class ServiceProc:
 
 
 def spawn(name: str, module: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          detach: bool = False, cwd: Path | None = None) -> ServiceProc:
+          detach: bool = False, cwd: Path | None = None, drop_env: tuple[str, ...] = ()) -> ServiceProc:
     """`python -m services.MODULE ARGS --system-port P`, output to log_dir/NAME.log (`cwd`: another checkout's
-    code, for before/after benchmarks)."""
+    code, for before/after benchmarks; `drop_env`: variables of this process the child must not inherit)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    for key in drop_env:
+        full_env.pop(key, None)
     cmd = [sys.executable, "-m", f"services.{module}", *args, "--system-port", str(port)]
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,

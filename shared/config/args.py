@@ -93,6 +93,10 @@ def add_common_args(parser: argparse.ArgumentParser, *, drains: bool = False) ->
     _add_nats_args(parser)
 
 
+NATS_IDENTITY_ENV = ("NATS_CREDS", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY_SEED")  # who connects
+WORKER_ENV_PREFIX = "SHOAL_WORKER_"  # SHOAL_WORKER_NATS_PASSWORD: the identity of the workers a planner starts
+
+
 def _add_nats_args(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     g = parser.add_argument_group("nats")

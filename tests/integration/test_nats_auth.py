@@ -376,3 +376,55 @@ async def _tamper(server: NatsServer, pw: dict[str, str]) -> None:
         assert b"attacker template" in ((await store.get(names[0])).data or b"")
     finally:
         await nc.close()
+
+
+def test_scale_from_zero_under_roles(secure: tuple[NatsServer, dict[str, str]], tiny_model: Path,
+                                     tmp_path: Path) -> None:
+    """Issue 23 with access control on: the planner (its own user) parks the model and, on a frontend's cold
+    start request, starts a worker that connects as the worker user (SHOAL_WORKER_NATS_*: the planner's own
+    password is not passed on); the first request completes; nobody hits a permission."""
+    server, pw = secure
+    logs = tmp_path / "logs"
+    common = ["--nats-url", server.url, "--namespace", NS]
+    http_port = free_port()
+    procs: list[ServiceProc] = []
+    try:
+        procs.append(spawn("frontend", "frontend", [*common, "--http-port", str(http_port), "--nats-user", "frontend",
+                                                    "--cold-start-wait", "60"], logs,
+                           env={"NATS_PASSWORD": pw["frontend"]}))
+        procs.append(spawn("planner", "planner", [
+            *common, "--nats-user", "planner", "--connector", "local", "--worker-log-dir", str(logs),
+            "--worker-args", f"--engine mock --model-path {tiny_model}", "--min-workers", "0",
+            "--scale-to-zero-idle", "1", "--interval", "0.3"], logs,
+            env={"NATS_PASSWORD": pw["planner"], "SHOAL_WORKER_NATS_USER": "worker",
+                 "SHOAL_WORKER_NATS_PASSWORD": pw["worker"]}))
+        for p in procs:
+            p.wait_ready(60)
+        wait_port("127.0.0.1", http_port)
+
+        def health() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5) as r:
+                return json.loads(r.read())
+
+        end = time.monotonic() + 60  # the planner learns the model (one worker), parks it, drains to zero
+        while not (tiny_model.name in health()["models"] and health()["instances"] == 0):
+            assert time.monotonic() < end, _tails(procs, server)
+            time.sleep(0.2)
+        try:
+            out = _post(http_port, "/v1/completions", {"model": tiny_model.name, "prompt": "Hello", "max_tokens": 4,
+                                                       "ignore_eos": True})
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{e.code}: {e.read()[:300]!r}\n{_tails(procs, server)}") from e
+        assert out["usage"]["completion_tokens"] == 4
+        workers = sorted(logs.glob("planner-worker*.log"))
+        assert len(workers) >= 2  # the one that learnt the card, and the cold start's
+        for path in [*workers, *(p.log_path for p in procs)]:
+            t = path.read_text(errors="replace")
+            assert "permissions violation" not in t.lower(), f"{path.name} hit a permission it needs:\n{t[-3000:]}"
+            assert pw["planner"] not in t
+        assert server.log_file is not None
+        assert "permissions violation" not in server.log_file.read_text(errors="replace").lower()
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop(timeout=30)

@@ -4,19 +4,25 @@ It sizes the pools its `--worker-args` describe (each parsed as the worker parse
 component, prefill/decode/aggregated). It stops only the workers it started, newest first, each by
 SIGTERM (the worker deregisters, finishes its requests in flight, then exits), and waits for each to
 exit in the background; `close` drains the rest.
+
+NATS identity: with `SHOAL_WORKER_NATS_*` set (e.g. SHOAL_WORKER_NATS_USER / SHOAL_WORKER_NATS_PASSWORD: the
+worker role's), the workers connect as that and never inherit the planner's own NATS_* secrets; without
+them, the workers inherit the planner's environment (one identity for every service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.planner.observe import AGG, DECODE, PREFILL, Pool
 from services.worker.args import parse as parse_worker
 from shared.cluster.procs import ServiceProc, spawn
-from shared.config.args import CommonConfig
+from shared.config.args import NATS_IDENTITY_ENV, WORKER_ENV_PREFIX, CommonConfig
 from shared.runtime.tasks import cancel_and_wait
 from shared.telemetry.logging import get_logger
 
@@ -39,6 +45,13 @@ def _fleet(common: CommonConfig, worker_args: str) -> _Fleet:
     cfg = parse_worker(argv)  # the pool these flags make, as the worker will see them
     role = {"prefill": PREFILL, "decode": DECODE}.get(cfg.disaggregation_mode, AGG)
     return _Fleet(Pool(cfg.served_model_name, cfg.component, role), "prefill" if role == PREFILL else "decode", argv)
+
+
+def worker_env(environ: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(variables to set, variables to drop) for a worker: SHOAL_WORKER_NATS_X becomes its NATS_X, and once any
+    is given, the planner's own NATS identity variables are not passed on."""
+    env = {k: environ[WORKER_ENV_PREFIX + k] for k in NATS_IDENTITY_ENV if WORKER_ENV_PREFIX + k in environ}
+    return env, tuple(k for k in NATS_IDENTITY_ENV if k not in env) if env else ()
 
 
 class LocalConnector:
@@ -69,7 +82,8 @@ class LocalConnector:
     async def _start(self, fleet: _Fleet) -> None:
         self._n += 1
         name = f"planner-worker{self._n}"
-        p = await asyncio.to_thread(spawn, name, fleet.module, fleet.argv, self.log_dir)
+        env, drop = worker_env(os.environ)
+        p = await asyncio.to_thread(spawn, name, fleet.module, fleet.argv, self.log_dir, env, drop_env=drop)
         fleet.procs.append(p)
         log.info("worker_started", name=name, pid=p.pid, pool=fleet.pool.component, model=fleet.pool.model)
 
