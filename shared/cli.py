@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from shared.config.yaml_config import expand_config_argv
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):  # a verb's --config FILE --config-key KEY: its flags from the YAML
+        argv = [argv[0], *expand_config_argv(argv[1:])]
     args = build_parser().parse_args(argv)
     fn: Run = args.fn
     sys.exit(fn(args))

@@ -117,7 +117,9 @@ def _k8s_containers() -> list[K8sContainer]:
 
 
 CONTAINERS = _k8s_containers()
-SERVICE_CONTAINERS = [c for c in CONTAINERS if not c.init and c.spec["image"].startswith("shoal/")]
+SERVICE_CONTAINERS = [c for c in CONTAINERS if not c.init and c.spec["image"].startswith("shoal/")
+                      and c.workload["kind"] != "Job"]  # a Job runs a CLI verb (shoal setup), not a service
+JOB_CONTAINERS = [c for c in CONTAINERS if c.workload["kind"] == "Job"]
 
 
 def _full_argv(image: str, command: list[str] | None, args: list[str] | None) -> list[str]:

@@ -35,6 +35,7 @@ from tests.unit.deploy_files import (
     CONFIGMAPS,
     CONTAINERS,
     DOCKERFILE,
+    JOB_CONTAINERS,
     K8S,
     K8S_DOCS,
     K8S_FILES,
@@ -200,6 +201,35 @@ def test_k8s_service_flags_parse(c: K8sContainer, tmp_path: Path, monkeypatch: p
     role = _expected_role(module, cfg)
     assert user is not None and user["key"] == f"{role}-user", \
         f"{c.id}: {module} runs as NATS role {role!r}: NATS_USER from key {role}-user"
+
+
+def test_k8s_setup_job_provisions_as_the_setup_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base provisions the buckets and streams (`shoal setup`, the only role allowed to under access
+    control): its argv, with the ConfigMap's section expanded, parses as the CLI parses it, and it connects
+    to the services' NATS as the setup user."""
+    from shared.cli import build_parser
+    from shared.config.args import common_from_args
+    from shared.config.yaml_config import expand_config_argv
+
+    jobs = [c for c in JOB_CONTAINERS if "setup" in (c.spec.get("command") or [])]
+    assert len(jobs) == 1, [c.id for c in JOB_CONTAINERS]
+    job = jobs[0]
+    assert job.file.parent == K8S, "the setup Job belongs to the base (kubectl apply -k deploy/k8s)"
+    argv = job.spec["command"]
+    assert argv[:4] == ["python", "-m", "shared.cli", "setup"], argv
+    config_path = _flag_value(argv, "--config")
+    assert config_path
+    _, text = _config_text(job, config_path)
+    local = tmp_path / "cfg.yaml"
+    local.write_text(text, encoding="utf-8")
+    _clean_env(monkeypatch, {})
+    rest = [str(local) if tok == config_path else tok for tok in argv[4:]]
+    args = build_parser().parse_args(["setup", *expand_config_argv(rest)])
+    common = common_from_args(args)
+    frontend = load_section(str(local), "frontend")
+    assert (common.nats.url, common.namespace) == (frontend["nats-url"], frontend["namespace"])
+    user = _secret_key(job.spec, "NATS_USER")
+    assert user is not None and user["key"] == "setup-user" and "setup" in NATS_ROLES
 
 
 def _assert_model_made(c: K8sContainer, module: str, cfg: Any) -> None:
