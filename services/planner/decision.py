@@ -107,6 +107,10 @@ class Planner:
             return result(st.target or actual, HOLD, "settling")
         if self.zero_allowed(pool):
             if actual == 0:
+                if pool.role == PREFILL and (traffic.requests or load.running or load.waiting):
+                    # the model is served (its decode workers prefill locally meanwhile): no frontend asks for
+                    # a cold start of this pool, so its own traffic wakes it
+                    return result(1, UP, "requests for the model: a prefill worker starts")
                 return result(0, HOLD, "parked: a request starts a worker (cold start)")
             if idle_s >= self.opts.scale_to_zero_idle_s:
                 return result(0, DOWN, f"idle {idle_s:.0f}s: scale to zero (parked)")

@@ -9,7 +9,7 @@ import pytest
 from services.planner.args import PlannerOptions, parse
 from services.planner.capacity import Capacity
 from services.planner.decision import DOWN, HOLD, UP, Planner
-from services.planner.observe import AGG, Pool, PoolLoad, Snapshot, Traffic
+from services.planner.observe import AGG, PREFILL, Pool, PoolLoad, Snapshot, Traffic
 
 POOL = Pool("m", "backend", AGG)
 OPTS = PlannerOptions(min_workers=0, scale_to_zero_idle_s=10.0, interval_s=1.0, settle_s=30.0)
@@ -53,6 +53,23 @@ def test_a_worker_that_starts_slower_than_the_idle_period_is_not_drained_on_arri
     assert pl.decide(snap(1), 112.0)[0].action == HOLD
     assert pl.decide(snap(1), 121.0)[0].action == HOLD
     assert pl.decide(snap(1), 122.5)[0].action == DOWN
+
+
+def test_a_parked_prefill_pool_wakes_on_its_models_requests():
+    """A disaggregated model's prefill pool at zero while its decode workers serve (prefilling locally): no
+    frontend asks for its cold start, so the model's own requests start one prefill worker."""
+    prefill = Pool("m", "prefill", PREFILL)
+    pl = Planner(PlannerOptions(prefill_min_workers=0, scale_to_zero_idle_s=10.0, interval_s=1.0, settle_s=30.0),
+                 Capacity(None))
+    pl.track(prefill)
+
+    def at(live: int, requests: int) -> Snapshot:
+        return Snapshot({prefill: live} if live else {}, {"m": Traffic(1.0, requests=requests)}, {}, 1.0)
+
+    d = pl.decide(at(0, 0), 0.0)[0]
+    assert (d.action, d.desired) == (HOLD, 0)  # parked while the model is idle
+    d = pl.decide(at(0, 5), 1.0)[0]
+    assert (d.action, d.desired) == (UP, 1)
 
 
 def test_without_the_idle_flag_min_workers_zero_keeps_the_old_rules():
