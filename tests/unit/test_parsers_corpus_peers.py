@@ -1,0 +1,39 @@
+"""Model outputs from the peers' own parser tests (tests/fixtures/parser_corpus_peers.jsonl, from
+tests/fixtures/parser_corpus_peers.py; the source file of each case is in it): every one parses as the model
+meant, whole and streamed (one character a piece and in random splits), with no marker in the content,
+reasoning, names or arguments. Content and reasoning are compared without the whitespace at their ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_parsers_corpus import failures, run
+
+PEERS = [json.loads(line) for line in (Path(__file__).parents[1] / "fixtures" / "parser_corpus_peers.jsonl")
+         .read_text().splitlines()]
+
+
+def peer_failures(case: dict[str, Any], seed: int) -> list[str]:
+    try:
+        whole = run(case, [case["raw"]])
+    except Exception as e:
+        return [f"crash {e!r}"]
+    same_text = dict(case)
+    for key in ("content", "reasoning"):  # the whitespace around text is the parser's to keep or drop
+        if getattr(whole, key).strip() == case[key].strip():
+            same_text[key] = getattr(whole, key)
+    return failures(same_text, seed=seed, splits=4)
+
+
+def test_peer_corpus_has_sources_and_families() -> None:
+    assert len(PEERS) >= 100 and len({c["family"] for c in PEERS}) >= 15
+    assert all(c["source"].startswith("https://github.com/") for c in PEERS)
+
+
+@pytest.mark.parametrize("i", range(len(PEERS)), ids=[f'{c["family"]}-{i}' for i, c in enumerate(PEERS)])
+def test_peer_output_parses_as_meant(i: int) -> None:
+    assert peer_failures(PEERS[i], seed=i) == []
