@@ -180,11 +180,20 @@ class HermesJson(JsonCalls):
     loose_tail_re = rx(r"\s*\}")
     end_marker = "</tool_call>"
     _end_only = rx(r"\s*</tool_call>")
+    _inner_sep = rx(r"\s*\}\s*,?\s*(?=\{)")  # several objects in one `<tool_call>` (SGLang's tests write it)
 
     def reset(self) -> None:
         super().reset()
         self.tail_re = type(self).tail_re
         self.whole: JsonSpan | None = None
+
+    def _tail(self, region: str, final: bool) -> Scan | None:
+        if self.tail_re is type(self).tail_re:
+            m = self._match(self._inner_sep, region)
+            if m is not None and not m.partial:
+                self.pos, self.phase = m.end(), "head"
+                return None
+        return super()._tail(region, final)
 
     def _head(self, region: str, final: bool) -> Scan | None:
         if self.calls or (self.whole is None and self._match(self.head_re, region) is not None):
