@@ -8,17 +8,17 @@ from typing import Any
 from shared.parsers.calls import ToolCallParser
 from shared.parsers.harmony import HarmonyParser
 from shared.parsers.output import Parsed, ToolFormat
-from shared.parsers.reasoning import ReasoningFormat, ReasoningParser, prompt_opens_reasoning, reasoning_format
+from shared.parsers.reasoning import ReasoningFormat, ReasoningParser, prompt_reasoning, reasoning_format
 from shared.parsers.tool_formats import GptOss, tool_format
 from shared.parsers.trailing import TrailingEos
 
 
 class OutputParser:
     """`feed(text)` returns what is final so far, `finish()` the rest, `parse(text)` a whole output.
-    `in_reasoning`: the rendered prompt already opened a reasoning block."""
+    `in_reasoning`: the rendered prompt already opened a reasoning block (None: it may have)."""
 
     def __init__(self, tools: ToolFormat | None = None, reasoning: ReasoningFormat | None = None, *,
-                 in_reasoning: bool = False) -> None:
+                 in_reasoning: bool | None = False) -> None:
         harmony = isinstance(tools, GptOss) or (reasoning is not None and reasoning.harmony)
         self.harmony = HarmonyParser(calls=tools is not None) if harmony else None
         if reasoning and tools and not harmony:  # a call opened inside the reasoning ends it (Qwen3, R1 do it)
@@ -65,4 +65,4 @@ def make_parser(tool_parser: str | None, reasoning_parser: str | None, tools: li
         return None
     rfmt = reasoning_format(reasoning_parser) if reasoning_parser else None
     return OutputParser(tool_format(tool_parser, tools) if tool_parser else None, rfmt,
-                        in_reasoning=rfmt is not None and prompt_opens_reasoning(prompt, rfmt))
+                        in_reasoning=rfmt is not None and prompt_reasoning(prompt, rfmt))

@@ -57,15 +57,31 @@ def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
     return bool(tail) and not fmt.harmony and any(tail.endswith(start) for start, _ in fmt.pairs)
 
 
+def prompt_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool | None:
+    """True: the rendered prompt opened a reasoning block; False: it closed one (thinking switched off, e.g.
+    `<think>\\n\\n</think>\\n\\n`); None: it does not tell (the output may still close a block the template
+    opened, or be plain content). No prompt (forced calls, token-id prompts): False."""
+    if prompt is None or fmt.harmony:
+        return False
+    if prompt_opens_reasoning(prompt, fmt):
+        return True
+    tail = (prompt or "").rstrip()
+    return False if any(tail.endswith(end) for _, end in fmt.pairs) else None
+
+
 class ReasoningParser:
     """Output -> reasoning and the content after it. Reasoning opens only at the start of the output; the
     newlines right after the opening marker and right before the closing one are dropped (as the templates
     drop them when they render the reasoning back)."""
 
-    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool = False) -> None:
+    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool | None = False) -> None:
         self.fmt = fmt
         self.buf = ""
         self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
+        # None: the prompt may have opened the block. Output without the opening tag is then held until its
+        # closing tag (all before it is reasoning) or a tool call (content) shows, or it ends (content)
+        self.unsure = in_reasoning is None and not fmt.forced
+        self.seen = 0  # undecided text already searched for those markers
         self.opened = False  # the opening tag is behind us (or cannot come any more)
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
         self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
@@ -84,6 +100,16 @@ class ReasoningParser:
                 self.ends = (pair[1],)
             elif any(p[0].startswith(stripped) for p in self.fmt.pairs) and not final:
                 return out
+            else:
+                self.state = "undecided" if self.unsure else "after"
+        if self.state == "undecided":
+            markers = (*self.ends, *self.fmt.interrupts)
+            hit = find_first(self.buf, markers, self.seen)
+            if hit is None and not final:
+                self.seen = max(0, len(self.buf) - max(map(len, markers)))
+                return out
+            if hit is not None and hit[1] in self.ends:
+                self.state, self.opened = "in", True  # the template opened it
             else:
                 self.state = "after"
         if self.state == "in" and not self.opened:  # a prompt-opened block may still repeat the opening tag
