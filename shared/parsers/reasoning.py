@@ -58,15 +58,11 @@ def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
 
 
 def prompt_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool | None:
-    """True: the rendered prompt opened a reasoning block; False: it closed one (thinking switched off, e.g.
-    `<think>\\n\\n</think>\\n\\n`); None: it does not tell (the output may still close a block the template
-    opened, or be plain content). No prompt (forced calls, token-id prompts): False."""
-    if prompt is None or fmt.harmony:
-        return False
-    if prompt_opens_reasoning(prompt, fmt):
-        return True
-    tail = (prompt or "").rstrip()
-    return False if any(tail.endswith(end) for _, end in fmt.pairs) else None
+    """True: the rendered prompt opened a reasoning block; None: there is no prompt to tell (a recorded output
+    replayed, a token-id prompt): the output may still close a block a template opened, or be plain content."""
+    if prompt is None:
+        return False if fmt.harmony else None
+    return prompt_opens_reasoning(prompt, fmt)
 
 
 class ReasoningParser:
@@ -78,8 +74,8 @@ class ReasoningParser:
         self.fmt = fmt
         self.buf = ""
         self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
-        # None: the prompt may have opened the block. Output without the opening tag is then held until its
-        # closing tag (all before it is reasoning) or a tool call (content) shows, or it ends (content)
+        # None: no prompt tells whether the block was opened. Output without the opening tag is then held until
+        # its closing tag (all before it is reasoning) or a tool call (content) shows, or it ends (content)
         self.unsure = in_reasoning is None and not fmt.forced
         self.seen = 0  # undecided text already searched for those markers
         self.opened = False  # the opening tag is behind us (or cannot come any more)

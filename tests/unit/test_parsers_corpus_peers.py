@@ -39,19 +39,19 @@ def test_peer_output_parses_as_meant(i: int) -> None:
     assert peer_failures(PEERS[i], seed=i) == []
 
 
-def test_a_start_the_prompt_does_not_explain_waits_for_the_close_or_a_call() -> None:
-    """The template may have opened `<think>` where the prompt given does not show it: text without the opening
-    tag is held until `</think>` (reasoning before it) or a call (content) decides; a prompt that closed the
-    block (thinking switched off) streams content at once."""
+def test_without_a_prompt_the_start_waits_for_the_close_or_a_call() -> None:
+    """With no prompt to tell whether the template opened `<think>` (a replayed output, a token-id prompt), text
+    without the opening tag is held until `</think>` (reasoning before it) or a call (content) decides; with a
+    prompt that did not open it, content streams at once."""
     from shared.parsers import make_parser
 
-    p = make_parser("qwen25", "qwen3", [], "<|im_start|>assistant\n")
+    p = make_parser("qwen25", "qwen3", [], None)
     assert p is not None
     held = p.feed("plan it")
     assert (held.content, held.reasoning) == ("", "")
     out = p.feed("</think>\n\nanswer")
     assert (out.reasoning, out.content) == ("plan it", "answer")
-    p = make_parser("qwen25", "qwen3", [], "<|im_start|>assistant\n")
+    p = make_parser("qwen25", "qwen3", [], None)
     assert p is not None and p.feed("Let me check.\n<tool_call>").content == "Let me check."
-    p = make_parser("qwen25", "qwen3", [], "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    p = make_parser("qwen25", "qwen3", [], "<|im_start|>assistant\n")
     assert p is not None and p.feed("hello ").content == "hello"
