@@ -81,7 +81,7 @@ class ReasoningParser:
         self.opened = False  # the opening tag is behind us (or cannot come any more)
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
         self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
-        self.dangling: tuple[str, ...] = ()  # ended by an interrupt: its closing marker may still come, dropped
+        self.dangling: tuple[str, ...] = ()  # after the reasoning: one more closing marker is dropped
 
     def feed(self, text: str, final: bool = False) -> Parsed:
         if self.state == "after" and not self.buf and not self.dangling:
@@ -137,14 +137,14 @@ class ReasoningParser:
                 return out
             out.reasoning += self.buf[:i].rstrip("\n")
             skip = 0 if hit[1] in self.fmt.interrupts else len(hit[1])  # type: ignore[index]
-            self.dangling = () if skip else self.ends
+            self.dangling = self.ends  # its close may still come, or come again (MiniMax-M2 repeats it): dropped once
             self.buf, self.state = self.buf[i + skip :], "after_end"
         if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
             self.buf = self.buf.lstrip()
             if not self.buf and not final:
                 return out
             self.state = "after"
-        if self.dangling:  # a call opened inside the reasoning, the reasoning's close after it: not content
+        if self.dangling:  # a close after a call opened inside the reasoning, or a repeated one: not content
             hit = find_first(self.buf, self.dangling)
             if hit is not None:
                 out.content += self.buf[: hit[0]]
