@@ -42,7 +42,8 @@ class OutputParser:
     def _run(self, text: str, final: bool) -> Parsed:
         if self.harmony is not None:
             return self.harmony.feed(text, final)
-        text = self.eos.feed(text, final)
+        if final or self.eos.held or "<" in text:
+            text = self.eos.feed(text, final)
         if self.reasoning is None:
             return self.tools.feed(text, final) if self.tools is not None else Parsed(content=text)
         out = self.reasoning.feed(text, final)

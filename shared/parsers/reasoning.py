@@ -82,9 +82,10 @@ class ReasoningParser:
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
         self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
         self.dangling: tuple[str, ...] = ()  # after the reasoning: one more closing marker is dropped
+        self.dangling_first = ""  # the character all of them begin with ("": not one)
 
     def feed(self, text: str, final: bool = False) -> Parsed:
-        if self.state == "after" and not self.buf and not self.dangling:
+        if self.state == "after" and not self.buf and (not self.dangling or self.dangling_first not in text):
             return Parsed(content=text)
         self.buf += text
         out = Parsed()
@@ -138,6 +139,7 @@ class ReasoningParser:
             out.reasoning += self.buf[:i].rstrip("\n")
             skip = 0 if hit[1] in self.fmt.interrupts else len(hit[1])  # type: ignore[index]
             self.dangling = self.ends  # its close may still come, or come again (MiniMax-M2 repeats it): dropped once
+            self.dangling_first = self.ends[0][0] if len({e[0] for e in self.ends}) == 1 else ""
             self.buf, self.state = self.buf[i + skip :], "after_end"
         if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
             self.buf = self.buf.lstrip()

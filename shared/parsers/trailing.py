@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from shared.parsers.scan import partial_suffix
 
+# each begins with "<" (the fast paths count on it)
 EOS_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>",
               "<\uff5cend\u2581of\u2581sentence\uff5c>", "</s>", "<|eos|>", "<end_of_turn>")
 
@@ -18,6 +19,8 @@ class TrailingEos:
         self.held = ""
 
     def feed(self, text: str, final: bool = False) -> str:
+        if not self.held and "<" not in text:  # every token begins with "<": the common case, fast
+            return text
         text = self.held + text
         body = text.rstrip()
         tok = next((t for t in EOS_TOKENS if body.endswith(t)), "")
