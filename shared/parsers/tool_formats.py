@@ -112,6 +112,8 @@ class Pythonic(ToolFormat):
         end = region.find("]", lead)
         while end >= 0:
             calls = _pythonic(region[lead : end + 1])
+            if calls is None and not lead and _expression(region[: end + 1]):
+                raise Malformed(1)  # a whole bracket that is no list of calls (`[f(x) for x in y]`): text
             if calls is not None:
                 used = end + 1
                 tail = region[used:]
@@ -148,6 +150,15 @@ def _pythonic(text: str) -> list[Call] | None:
             return None
         calls.append(Call(ast.unparse(node.func), "{" + ", ".join(items) + "}"))
     return calls or None
+
+
+def _expression(text: str) -> bool:
+    """Whether `text` is a whole Python expression (else its `]` may sit inside a string still open)."""
+    try:
+        ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 def _literal(text: str, node: ast.expr) -> Any:

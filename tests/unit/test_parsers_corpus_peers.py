@@ -55,3 +55,17 @@ def test_without_a_prompt_the_start_waits_for_the_close_or_a_call() -> None:
     assert p is not None and p.feed("Let me check.\n<tool_call>").content == "Let me check."
     p = make_parser("qwen25", "qwen3", [], "<|im_start|>assistant\n")
     assert p is not None and p.feed("hello ").content == "hello"
+
+
+def test_a_bracket_in_text_that_is_no_call_list_streams_on() -> None:
+    """Pythonic calls may follow text (`Sure: [f(x=1)]`); a bracket in prose that is a whole expression but no
+    list of calls is text at once, not held to the end."""
+    from shared.parsers import make_parser
+
+    p = make_parser("llama4", None, [], "<|im_start|>assistant\n")
+    assert p is not None
+    assert p.feed("I used [print(x)").content == "I used"
+    assert p.feed(" for x in y] here").content == " [print(x) for x in y] here"
+    out = p.feed("Call: [f(x=']'")
+    assert out.content == "Call:" and not out.calls
+    assert [c.name for c in p.feed(")] done").calls] == ["f", None]
