@@ -180,7 +180,7 @@ class HermesJson(JsonCalls):
     loose_tail_re = rx(r"\s*\}")
     end_marker = "</tool_call>"
     _end_only = rx(r"\s*</tool_call>")
-    _inner_sep = rx(r"\s*\}\s*,?\s*(?=\{)")  # several objects in one `<tool_call>` (SGLang's tests write it)
+    _inner_sep = rx(r'\s*\}\s*,?\s*(?=\{\s*"name")')  # several calls in one `<tool_call>` (SGLang's tests)
 
     def reset(self) -> None:
         super().reset()
