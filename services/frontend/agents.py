@@ -57,7 +57,7 @@ class AgentPlan:
         """One choice's parser; `prompt` (else the plan's): the rendered prompt, which may open a reasoning block."""
         forced = self.grammar is not None and self.grammar.kind == "structural_tag"  # calls from the first token
         return make_parser(self.tool_parser, self.reasoning_parser, self.tools,
-                           None if forced else (self.prompt if prompt is None else prompt))
+                           "" if forced else (self.prompt if prompt is None else prompt))
 
     async def check(self, tok: Tokenizer) -> None:
         """Compile the grammar with the model's tokenizer (cached): a grammar that cannot compile is a 400."""

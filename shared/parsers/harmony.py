@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from shared.parsers.jsonscan import JsonSpan
 from shared.parsers.output import CallDelta, Parsed
 from shared.parsers.scan import find_first, partial_suffix
 
@@ -31,6 +32,7 @@ class HarmonyParser:
         self.kind = "content"  # the open body: content, reasoning or call
         self.count = 0  # calls so far (the open one included)
         self.sent_args = False
+        self.args = ""  # the open call's arguments so far (a JSON object cut short is closed when it ends)
 
     def feed(self, text: str, final: bool = False) -> Parsed:
         self.buf += text
@@ -78,6 +80,7 @@ class HarmonyParser:
             out.calls.append(CallDelta(self.count, name[len("functions.") :], ""))
             self.count += 1
             self.sent_args = False
+            self.args = ""
         elif (channel and channel.group(1) == "analysis") or name:
             self.kind = "reasoning"  # the analysis channel, and built-in tools (browser, python)
         else:
@@ -109,6 +112,11 @@ class HarmonyParser:
             if body:
                 out.calls.append(CallDelta(self.count - 1, None, body))
                 self.sent_args = True
+                self.args += body
+            if ended and self.args.lstrip().startswith("{"):
+                span = JsonSpan(len(self.args) - len(self.args.lstrip()))
+                if span.advance(self.args) is None and not span.bad:  # cut short (max_tokens, a stop): closed
+                    out.calls.append(CallDelta(self.count - 1, None, span.closing(self.args)))
             elif ended and not self.sent_args:
                 out.calls.append(CallDelta(self.count - 1, None, "{}"))
             if ended:

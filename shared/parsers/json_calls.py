@@ -180,11 +180,20 @@ class HermesJson(JsonCalls):
     loose_tail_re = rx(r"\s*\}")
     end_marker = "</tool_call>"
     _end_only = rx(r"\s*</tool_call>")
+    _inner_sep = rx(r'\s*\}\s*,?\s*(?=\{\s*"name")')  # several calls in one `<tool_call>` (SGLang's tests)
 
     def reset(self) -> None:
         super().reset()
         self.tail_re = type(self).tail_re
         self.whole: JsonSpan | None = None
+
+    def _tail(self, region: str, final: bool) -> Scan | None:
+        if self.tail_re is type(self).tail_re:
+            m = self._match(self._inner_sep, region)
+            if m is not None and not m.partial:
+                self.pos, self.phase = m.end(), "head"
+                return None
+        return super()._tail(region, final)
 
     def _head(self, region: str, final: bool) -> Scan | None:
         if self.calls or (self.whole is None and self._match(self.head_re, region) is not None):
@@ -230,7 +239,8 @@ class Mistral(JsonCalls):
 
     starts = ("[TOOL_CALLS]",)
     open_re = rx(r"\[TOOL_CALLS\]\s*(?:\[\s*(?=\{)|(?=[^\s\[]))")
-    head_re = rx(r'(?:(?P<name>[A-Za-z0-9_.\-]+)(?:\[CALL_ID\][A-Za-z0-9_\-]*)?\[ARGS\]\s*'
+    # v11+: NAME[ARGS]{...}, or NAME{...} where the detokenizer skipped [ARGS] (a special token)
+    head_re = rx(r'(?:(?P<name>[A-Za-z0-9_.\-]+)(?:\[CALL_ID\][A-Za-z0-9_\-]*)?(?:\[ARGS\]\s*|\s*(?=\{))'
                  r'|\{\s*"name"\s*:\s*"(?P<name>[^"\\]+)"\s*,\s*"(?:arguments|parameters)"\s*:\s*)')
     # an object may carry the call's id after its arguments (vLLM's parallel Mistral template writes it)
     _obj_tail = rx(r'\s*(?:,\s*"id"\s*:\s*"[^"\\]*"\s*)?\}')
@@ -239,6 +249,27 @@ class Mistral(JsonCalls):
     def reset(self) -> None:
         super().reset()
         self.tail_re = self.sep_re = self.close_re = None
+        self.whole: JsonSpan | None = None
+
+    def _head(self, region: str, final: bool) -> Scan | None:
+        """A list object in another key order (`{"arguments": {...}, "name": ...}`) comes whole, when it closes."""
+        if self._match(self.head_re, region) is not None or region[self.pos : self.pos + 1] != "{":
+            return super()._head(region, final)
+        self.whole = self.whole or JsonSpan(self.pos)
+        end = self.whole.advance(region)
+        if end is None and not self.whole.bad:
+            return self._wait(region, final)
+        try:
+            obj = json.loads(region[self.pos : end]) if end is not None else None
+        except json.JSONDecodeError:
+            obj = None
+        args = obj.get("arguments", obj.get("parameters")) if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not isinstance(args, dict):
+            return super()._head(region, final)
+        self.calls.append(Call(obj["name"], json.dumps(args, ensure_ascii=False)))
+        self.tail_re, self.sep_re, self.close_re = None, self._list_sep, self._list_close
+        self.phase, self.pos, self.whole = "tail", end, None  # type: ignore[assignment]
+        return None
 
     def on_head(self, m: Any) -> None:
         if m.group(0).lstrip().startswith("{"):

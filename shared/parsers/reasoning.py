@@ -57,21 +57,35 @@ def prompt_opens_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool:
     return bool(tail) and not fmt.harmony and any(tail.endswith(start) for start, _ in fmt.pairs)
 
 
+def prompt_reasoning(prompt: str | None, fmt: ReasoningFormat) -> bool | None:
+    """True: the rendered prompt opened a reasoning block; None: there is no prompt to tell (a recorded output
+    replayed, a token-id prompt): the output may still close a block a template opened, or be plain content."""
+    if prompt is None:
+        return False if fmt.harmony else None
+    return prompt_opens_reasoning(prompt, fmt)
+
+
 class ReasoningParser:
     """Output -> reasoning and the content after it. Reasoning opens only at the start of the output; the
     newlines right after the opening marker and right before the closing one are dropped (as the templates
     drop them when they render the reasoning back)."""
 
-    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool = False) -> None:
+    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool | None = False) -> None:
         self.fmt = fmt
         self.buf = ""
         self.state = "in" if (in_reasoning or fmt.forced) else "before"  # before -> in -> after_end -> after
+        # None: no prompt tells whether the block was opened. Output without the opening tag is then held until
+        # its closing tag (all before it is reasoning) or a tool call (content) shows, or it ends (content)
+        self.unsure = in_reasoning is None and not fmt.forced
+        self.seen = 0  # undecided text already searched for those markers
         self.opened = False  # the opening tag is behind us (or cannot come any more)
         self.lead = True  # still at the reasoning's start (its leading newlines are dropped)
         self.ends = tuple(end for _, end in fmt.pairs)  # what closes it (the opening's own once it is seen)
+        self.dangling: tuple[str, ...] = ()  # after the reasoning: one more closing marker is dropped
+        self.dangling_first = ""  # the character all of them begin with ("": not one)
 
     def feed(self, text: str, final: bool = False) -> Parsed:
-        if self.state == "after" and not self.buf:
+        if self.state == "after" and not self.buf and (not self.dangling or self.dangling_first not in text):
             return Parsed(content=text)
         self.buf += text
         out = Parsed()
@@ -83,6 +97,16 @@ class ReasoningParser:
                 self.ends = (pair[1],)
             elif any(p[0].startswith(stripped) for p in self.fmt.pairs) and not final:
                 return out
+            else:
+                self.state = "undecided" if self.unsure else "after"
+        if self.state == "undecided":
+            markers = (*self.ends, *self.fmt.interrupts)
+            hit = find_first(self.buf, markers, self.seen)
+            if hit is None and not final:
+                self.seen = max(0, len(self.buf) - max(map(len, markers)))
+                return out
+            if hit is not None and hit[1] in self.ends:
+                self.state, self.opened = "in", True  # the template opened it
             else:
                 self.state = "after"
         if self.state == "in" and not self.opened:  # a prompt-opened block may still repeat the opening tag
@@ -114,12 +138,24 @@ class ReasoningParser:
                 return out
             out.reasoning += self.buf[:i].rstrip("\n")
             skip = 0 if hit[1] in self.fmt.interrupts else len(hit[1])  # type: ignore[index]
+            self.dangling = self.ends  # its close may still come, or come again (MiniMax-M2 repeats it): dropped once
+            self.dangling_first = self.ends[0][0] if len({e[0] for e in self.ends}) == 1 else ""
             self.buf, self.state = self.buf[i + skip :], "after_end"
         if self.state == "after_end":  # whitespace between the reasoning and the answer is dropped
             self.buf = self.buf.lstrip()
             if not self.buf and not final:
                 return out
             self.state = "after"
+        if self.dangling:  # a close after a call opened inside the reasoning, or a repeated one: not content
+            hit = find_first(self.buf, self.dangling)
+            if hit is not None:
+                out.content += self.buf[: hit[0]]
+                self.buf, self.dangling = self.buf[hit[0] + len(hit[1]) :], ()
+            elif not final:
+                keep = partial_suffix(self.buf, self.dangling)
+                out.content += self.buf[: len(self.buf) - keep]
+                self.buf = self.buf[len(self.buf) - keep :]
+                return out
         out.content += self.buf
         self.buf = ""
         return out

@@ -7,6 +7,8 @@ import ast
 import json
 from typing import Any
 
+import regex
+
 from shared.parsers.gemma import FunctionGemma
 from shared.parsers.json_calls import DeepSeek, HermesJson, KimiK2, Llama3, Mistral, ds
 from shared.parsers.output import Call, Malformed, Scan, ToolFormat
@@ -94,17 +96,24 @@ class Pythonic(ToolFormat):
     """Pythonic (Llama 4 and others): `[get_weather(city="Paris"), f()]` at the start of the output, optionally
     in `<|python_start|>` ... `<|python_end|>`. The calls come whole, when the list closes."""
 
-    starts = ("<|python_start|>",)
-    at_start_only = ("[",)
+    starts = ("<|python_start|>", "[")  # a bare list also after text (as SGLang reads Llama 4), if it is calls
 
     def __init__(self, tools: list[dict[str, Any]]) -> None:
         pass
 
     def scan(self, region: str, final: bool) -> Scan:
         lead = len(self.starts[0]) if region.startswith(self.starts[0]) else 0
+        if not lead:  # `[name(`, else the bracket is text (a markdown link, a list in prose)
+            head = _CALL_HEAD.match(region, partial=True)
+            if head is None or (head.partial and final):
+                raise Malformed(1 if head is None else len(region))
+            if head.partial:
+                return Scan([], None)
         end = region.find("]", lead)
         while end >= 0:
             calls = _pythonic(region[lead : end + 1])
+            if calls is None and not lead and _expression(region[: end + 1]):
+                raise Malformed(1)  # a whole bracket that is no list of calls (`[f(x) for x in y]`): text
             if calls is not None:
                 used = end + 1
                 tail = region[used:]
@@ -117,6 +126,9 @@ class Pythonic(ToolFormat):
         if final:
             raise Malformed(len(region))
         return Scan([], None)
+
+
+_CALL_HEAD = regex.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 
 
 def _pythonic(text: str) -> list[Call] | None:
@@ -138,6 +150,15 @@ def _pythonic(text: str) -> list[Call] | None:
             return None
         calls.append(Call(ast.unparse(node.func), "{" + ", ".join(items) + "}"))
     return calls or None
+
+
+def _expression(text: str) -> bool:
+    """Whether `text` is a whole Python expression (else its `]` may sit inside a string still open)."""
+    try:
+        ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
 
 
 def _literal(text: str, node: ast.expr) -> Any:

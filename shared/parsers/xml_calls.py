@@ -16,6 +16,8 @@ from shared.parsers.output import Call, Malformed, Scan, ToolFormat
 from shared.parsers.scan import partial_suffix
 from shared.parsers.typed import arg_item, tool_params, typed_value
 
+_INDENTED = re.compile(r"\n([ \t]+)(.*)\n\1", re.S)  # a value between indented tags
+
 
 class XmlCalls(ToolFormat):
     open_re: Pattern | None = None
@@ -157,7 +159,12 @@ class XmlCalls(ToolFormat):
 
     def _add_item(self, text: str) -> None:
         if self.strip_newlines:
-            text = text.removeprefix("\n").removesuffix("\n")
+            indented = _INDENTED.fullmatch(text)
+            if indented:  # the whole call indented (tags and value): the value without the indentation
+                ind = indented.group(1)
+                text = "\n".join(line.removeprefix(ind) for line in (ind + indented.group(2)).split("\n"))
+            else:
+                text = text.removeprefix("\n").removesuffix("\n")
         schema = self.params.get(self.calls[-1].name, {}).get(self.key)
         value = text if self.as_text == "true" else typed_value(text, schema if self.as_text != "false" else {
             "type": ["object", "array", "number", "boolean", "null"]})

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.unit.test_parsers_corpus import CORPUS, failures
+from tests.unit.test_parsers_corpus_peers import PEERS, peer_failures
 
 ROOT = Path(__file__).parents[2]
 RAW = ROOT / "docs" / "agents_corpus_results.json"
@@ -41,9 +42,19 @@ def run() -> dict:
         if why:
             failed.append({"family": case["family"], "kind": case["kind"], "why": why[0][:300],
                            "raw": case["raw"][:300]})
+    peers: dict[str, dict] = {}
+    for i, case in enumerate(PEERS):  # outputs copied from vLLM / SGLang / Dynamo parser tests
+        why = peer_failures(case, seed=i)
+        fam = peers.setdefault(case["family"], {"cases": 0, "passed": 0})
+        fam["cases"] += 1
+        fam["passed"] += not why
+        if why:
+            failed.append({"family": case["family"], "kind": "peer", "why": why[0][:300], "raw": case["raw"][:300],
+                           "source": case["source"]})
     return {"commit": commit, "machine": f"{platform.machine()} python {platform.python_version()}",
             "flags": "tool/reasoning parsers per family as in tests/fixtures/parser_corpus_gen.py; 8 random "
-                     "splits + one character a piece per case", "families": families, "failures": failed}
+                     "splits + one character a piece per case (peer cases: 4 random splits)", "families": families,
+            "peers": peers, "failures": failed}
 
 
 def table(raw: dict) -> str:
@@ -71,6 +82,13 @@ def table(raw: dict) -> str:
             got = peer["families"].get(fam)
             row += f" {got['passed'] / got['cases']:.1%} |" if got else " - |"
         lines.append(row + f" {sources[fam]} |")
+    peers = raw.get("peers") or {}
+    if peers:
+        n, ok = sum(v["cases"] for v in peers.values()), sum(v["passed"] for v in peers.values())
+        lines += ["", f"Peer corpus (`tests/fixtures/parser_corpus_peers.jsonl`: model outputs copied from vLLM's, "
+                  f"SGLang's and Dynamo's own parser tests, each with its source file): {n} cases, {ok} pass "
+                  f"({ok / n:.1%}), streamed and whole; per family: "
+                  + ", ".join(f"{f} {v['passed']}/{v['cases']}" for f, v in sorted(peers.items())) + "."]
     return "\n".join(lines)
 
 
@@ -79,7 +97,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="only check the pass rate")
     args = ap.parse_args()
     raw = run()
-    rate = sum(v["passed"] for v in raw["families"].values()) / sum(v["cases"] for v in raw["families"].values())
+    groups = [*raw["families"].values(), *raw["peers"].values()]
+    rate = sum(v["passed"] for v in groups) / sum(v["cases"] for v in groups)
     text = table(raw)
     print(text)
     if not args.check:

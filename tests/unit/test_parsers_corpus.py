@@ -20,8 +20,8 @@ CORPUS = [json.loads(line) for line in (Path(__file__).parents[1] / "fixtures" /
 
 
 def run(case: dict[str, Any], pieces: list[str]) -> Parsed:
-    prompt = "<|im_start|>assistant\n" + case["prompt_tail"]
-    p = make_parser(case["tool_parser"], case["reasoning_parser"], TOOLS, prompt)
+    prompt = None if case.get("no_prompt") else "<|im_start|>assistant\n" + case["prompt_tail"]
+    p = make_parser(case["tool_parser"], case["reasoning_parser"], case.get("tools", TOOLS), prompt)
     assert p is not None
     out = Parsed()
     for piece in pieces:
