@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -36,13 +35,14 @@ from shared.engine.grammar import EngineGrammars
 from shared.engine.priority import enqueue
 from shared.engine.reference.config import ReferenceConfig
 from shared.engine.reference.host_kv import HostKv
-from shared.engine.reference.images import attach_images, chunk_embeds, images_missing
+from shared.engine.reference.images import attach_images, images_missing
 from shared.engine.reference.lora import LoraError
 from shared.engine.reference.model_runner import ModelRunner, StepItem
-from shared.engine.reference.prompt_logprobs import PromptLogprobs, prompt_targets
+from shared.engine.reference.prompt_logprobs import PromptLogprobs
+from shared.engine.reference.requests import ImportedKv, check_request, sampling_spec, step_item
 from shared.engine.reference.sampler import SampleOutput
 from shared.engine.reference.scheduler import Scheduled, Scheduler
-from shared.engine.reference.sequence import SamplingSpec, Sequence
+from shared.engine.reference.sequence import Sequence
 from shared.grammar import TokenMask
 from shared.kv.block_pool import BlockPool, BlockTable
 from shared.kv.hashing import lora_root
@@ -50,23 +50,6 @@ from shared.kv.host_tier import HostTier
 from shared.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class ImportedKv:
-    """Blocks reserved for KV written by a transfer layer; `generate()` then decodes from them.
-
-    Blocks before `num_cached_tokens // page_size` already hold this prompt's KV
-    (local prefix cache); only the rest must be written.
-    """
-
-    request_id: str
-    block_ids: list[int]
-    num_cached_tokens: int
-    first_token: int
-    first_logprob: float | None
-    table: BlockTable
-    token_ids: list[int]
 
 
 class ReferenceEngine(Engine):
@@ -298,33 +281,17 @@ class ReferenceEngine(Engine):
 
     def _make_seq(self, request: EngineRequest) -> Sequence:
         n, stop = len(request.token_ids), request.stop
-        sched, pool = self._scheduler(), self._pool()
-        if n == 0:
-            raise EngineError(ErrorCode.BAD_REQUEST, "empty prompt")
-        if n + stop.max_tokens > self._context_length:
-            raise EngineError(ErrorCode.CONTEXT_LENGTH, f"{n} prompt + {stop.max_tokens} new tokens exceed "
-                              f"the context length {self._context_length}")
-        if pool.blocks_needed(n + stop.max_tokens) > pool.num_blocks:
-            raise EngineError(ErrorCode.CONTEXT_LENGTH, "request larger than the whole KV cache")
-        if len(sched.waiting) >= self.cfg.max_waiting:
-            raise EngineError(ErrorCode.OVERLOADED, "engine queue full")
+        room = len(self._scheduler().waiting) < self.cfg.max_waiting
+        check_request(request, self._context_length, self._pool(), room)
         check_token_ids(request, int(self._runner().hf_config.vocab_size))
         stop_ids = frozenset(stop.stop_token_ids) | (frozenset() if stop.ignore_eos else self._runner().eos_ids)
         seq = Sequence(request=request, tokens=list(request.token_ids), prompt_len=n,
-                       sampling=self._sampling_spec(request), stop_ids=stop_ids)
+                       sampling=sampling_spec(request, self._runner().device), stop_ids=stop_ids)
         if request.output.prompt_logprobs is not None:
             seq.prompt = PromptLogprobs(n, request.output.prompt_logprobs)
         if request.lora:
             self.adapters.use(request.lora, seq)
         return seq
-
-    def _sampling_spec(self, request: EngineRequest) -> SamplingSpec:
-        s = request.sampling
-        gen = None
-        if s.seed is not None and s.temperature > 0:
-            gen = torch.Generator(device=self._runner().device).manual_seed(s.seed)
-        return SamplingSpec(s.temperature, s.top_p, s.top_k, s.min_p, gen, request.output.logprobs,
-                            dict(s.logit_bias), s.repetition_penalty, s.frequency_penalty, s.presence_penalty)
 
     def _seq_from_import(self, request: EngineRequest, imp: ImportedKv, mask: TokenMask | None) -> Sequence:
         try:  # the prompt's KV is computed already; the grammar takes the prefilled first token in _emit
@@ -374,7 +341,7 @@ class ReferenceEngine(Engine):
                 self._release(s.seq)
             if not batch:
                 continue
-            items = [self._step_item(s) for s in batch]
+            items = [step_item(s) for s in batch]
             self._in_step = {s.seq for s in batch}
             try:
                 out = await loop.run_in_executor(self._executor, runner.step, items)
@@ -394,20 +361,6 @@ class ReferenceEngine(Engine):
         for table in self._deferred:
             pool.free(table)
         self._deferred.clear()
-
-    def _step_item(self, s: Scheduled) -> StepItem:
-        seq = s.seq
-        assert seq.table is not None
-        samples = s.samples
-        end = s.start + s.num_tokens
-        history = (seq.tokens[:end], seq.prompt_len) if samples and seq.sampling.adjusts else None
-        prompt = seq.prompt is not None and s.start < seq.prompt_len
-        return StepItem(seq.tokens[s.start : end], s.start, list(seq.table.block_ids),
-                        seq.sampling if samples else None, seq.banned_ids() if samples else frozenset(),
-                        history, chunk_embeds(seq, s.start, end), seq.mask if samples else None,
-                        seq.request.lora,
-                        prompt_targets(seq.tokens, seq.prompt_len, s.start, s.num_tokens) if prompt else None,
-                        seq.prompt.top_k if seq.prompt is not None else 0)
 
     def _finish_step(self, batch: list[Scheduled], out: SampleOutput | None) -> None:
         row = 0
