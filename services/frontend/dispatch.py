@@ -24,7 +24,7 @@ from services.frontend.models import ModelEntry
 from services.frontend.request_metrics import Meter
 from shared.routing.admission import ticket_of
 from shared.routing.opaque import image_routing_tokens
-from shared.runtime.errors import NoInstances, RemoteError, RuntimeFailure, WorkerLost
+from shared.runtime.errors import NoInstances, RemoteError, WorkerLost
 from shared.telemetry.logging import get_logger
 from shared.telemetry.metrics import counter, gauge
 
@@ -147,11 +147,8 @@ class Dispatcher:
                     retries += 1
                 finally:
                     model.router.finished(request.request_id)
-        except RuntimeFailure as e:
-            meter.outcome = e.code.value
-            raise
-        except Exception:
-            meter.outcome = ErrorCode.INTERNAL.value
+        except Exception as e:
+            meter.failed(e)
             raise
         finally:
             meter.end()

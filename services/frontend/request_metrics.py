@@ -2,11 +2,10 @@
 
     meter = Meter(model, prompt_tokens)    # counts the request in
     meter.batch(items)                     # each batch of output chunks as it passes
-    meter.outcome = e.code.value           # a runtime failure (else `ok` once a finish reason arrives)
+    meter.failed(e)                        # the request raised (else `ok` once a finish reason arrives)
     meter.end()                            # once, however the request ends
 
-`observed(model, prompt_tokens, batches)` does the same around a stream of batches (the dispatcher
-records inline, one async generator less per batch). A batch of k tokens that arrives t seconds after
+The dispatcher records inline (no wrapping async generator per batch). A batch of k tokens that arrives t seconds after
 the previous one counts k inter-token gaps of t/k (as Dynamo's frontend does), recorded as one histogram
 update of weight k; the tokens of the first batch have no gap before them. The outcome is `ok` once a
 finish reason arrives, the error code of a runtime failure, or `cancelled` when the consumer stops
@@ -15,9 +14,7 @@ reading first (the client left).
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 from prometheus_client import Histogram
 
@@ -87,26 +84,11 @@ class Meter:
             self.outcome = "ok"
             self.output.observe(self.generated)
 
+    def failed(self, e: Exception) -> None:
+        """The request raised: its outcome is the runtime failure's code, else an internal error."""
+        self.outcome = e.code.value if isinstance(e, RuntimeFailure) else ErrorCode.INTERNAL.value
+
     def end(self) -> None:
         _duration(self.model, self.outcome).observe(time.monotonic() - self.started)
         if self.outcome != CANCELLED:
             WINDOW.ended(self.model, self.outcome == "ok", (self.last - self.first) / self.gaps if self.gaps else None)
-
-
-async def observed(model: str, prompt_tokens: int,
-                   batches: AsyncIterator[list[OutputChunk]]) -> AsyncIterator[list[OutputChunk]]:
-    """`batches`, unchanged, recording the request's metrics as they pass (and closing `batches` at the end)."""
-    meter = Meter(model, prompt_tokens)
-    try:
-        async with contextlib.aclosing(batches):  # type: ignore[type-var]
-            async for items in batches:
-                meter.batch(items)
-                yield items
-    except RuntimeFailure as e:
-        meter.outcome = e.code.value
-        raise
-    except Exception:
-        meter.outcome = ErrorCode.INTERNAL.value
-        raise
-    finally:
-        meter.end()

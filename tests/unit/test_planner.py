@@ -279,22 +279,33 @@ def test_shoal_up_passes_what_follows_planner_to_the_planner() -> None:
 
 async def test_the_frontend_records_each_request_into_the_window() -> None:
     from protocol.messages import OutputChunk
-    from services.frontend.request_metrics import observed
+    from services.frontend.request_metrics import Meter
     from services.frontend.stats import WINDOW
 
-    async def batches(sizes: list[int]):
-        for i, n in enumerate(sizes):
-            yield [OutputChunk(token_ids=[7] * n, finish_reason="length" if i == len(sizes) - 1 else None)]
+    def batch(n: int, last: bool) -> list[OutputChunk]:
+        return [OutputChunk(token_ids=[7] * n, finish_reason="length" if last else None)]
 
     WINDOW.take()
-    async for _ in observed("w", 12, batches([2, 1, 3])):
-        pass
-    gone = observed("w", 5, batches([1, 1]))
-    await anext(gone)
-    await gone.aclose()  # the client left: counted as a request, not as a failure or a finish
+    done = Meter("w", 12)  # as the dispatcher records each request
+    for i, n in enumerate([2, 1, 3]):
+        done.batch(batch(n, i == 2))
+    done.end()
+    gone = Meter("w", 5)
+    gone.batch(batch(1, False))
+    gone.end()  # the client left after one batch: counted as a request, not as a failure or a finish
     [s] = WINDOW.take()
     assert (s.requests, s.input_tokens, s.output_tokens, s.finished, s.failed) == (2, 17, 7, 1, 0)
     assert len(s.ttft_s) == 2 and len(s.itl_s) == 1  # a first token each; a mean gap for the one that finished
+
+
+def test_a_failed_request_is_recorded_by_its_error_code() -> None:
+    from services.frontend.request_metrics import Meter
+    from shared.runtime.errors import WorkerLost
+
+    lost, broken = Meter("w", 1), Meter("w", 1)
+    lost.failed(WorkerLost("gone"))
+    broken.failed(ValueError("bug"))
+    assert (lost.outcome, broken.outcome) == ("worker_lost", "internal")
 
 
 def test_the_local_connector_sizes_the_pools_its_worker_flags_make(tiny_model: Path) -> None:
