@@ -187,48 +187,12 @@ class KvIndex:
             settle(a_g, n, d_g)
         return {w: (d_g.get(w, 0), d_gh.get(w, 0), n) for w, n in d_all.items()}
 
-    def weighted(self, hashes: Sequence[int], weights: tuple[float, float, float]
-                 ) -> tuple[dict[WorkerKey, int], dict[WorkerKey, float]]:
-        """Per worker: the leading blocks of `hashes` it holds in a tier weighing > 0, and their worth
-        w_gpu * d_gpu + w_host * (d_gpu_or_host - d_gpu) + w_storage * (d_any - d_gpu_or_host). Without
-        storage blocks (or weight) two walks at once (gpu; gpu or host), not three."""
-        gpu, host, storage = self._masks
-        wg, wh, ws = weights
-        if storage and ws > 0:
-            depths = self.tier_depths(hashes)
-            return ({w: d[2] for w, d in depths.items()},
-                    {w: wg * g + wh * (gh - g) + ws * (a - gh) for w, (g, gh, a) in depths.items()})
-        d_g: dict[WorkerKey, int] = {}
-        d_gh: dict[WorkerKey, int] = {}
-        if not hashes:
-            return d_gh, {}
-        settle = self._settle
-        h = hashes[0]
-        a_g = gpu.get(h, 0)
-        a_gh = a_g | host.get(h, 0)
-        for i in range(1, len(hashes)):
-            if not a_gh:
-                break
-            h = hashes[i]
-            g = gpu.get(h, 0)
-            gh = a_gh & (g | host.get(h, 0))
-            if gh != a_gh:
-                settle(a_gh & ~gh, i, d_gh)
-                a_gh = gh
-            if a_g and a_g & g != a_g:
-                settle(a_g & ~g, i, d_g)
-                a_g &= g
-        else:
-            settle(a_gh, len(hashes), d_gh)
-            settle(a_g, len(hashes), d_g)
-        c_g = wg - wh
-        return d_gh, {w: c_g * d_g.get(w, 0) + wh * n for w, n in d_gh.items()}
-
     def match(self, hashes: Sequence[int], weights: tuple[float, float, float], within: int = -1
               ) -> list[tuple[int, int, float]]:
         """The router's question, grouped: disjoint (slot mask, leading blocks cached, weighted worth) for the
         workers holding the first block. The same numbers as `overlaps` (its depth n, worth n * w_gpu) while no
-        worker holds a block outside GPU or no lower tier weighs, else as `weighted`; workers dropping out at
+        worker holds a block outside GPU or no lower tier weighs, else each worker's `tier_depths` weighted
+        (tiers.cached_score; storage only where storage blocks weigh); workers dropping out at
         the same block share a group (`slot_keys` names a mask's workers). `within`: only these slots (a mask;
         -1: all), e.g. the one instance a session sticks to."""
         if not hashes:

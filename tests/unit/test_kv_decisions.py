@@ -2,7 +2,7 @@
 (prompts with opaque parts too: merged with where the router sent such prompts).
 
 The model below is the decision as it was written before `match`: per-worker overlaps and weighted scores
-from `overlaps` / `weighted` (checked against a naive per-block model in test_kv_tiers.py), each instance's
+from `overlaps` / `tier_depths` (checked against a naive per-block model in test_kv_tiers.py), each instance's
 best rank, cost = overlap_weight * (prompt blocks - worth) + load, the cheapest at random among ties (the
 same draws from the same seed), the overlap and DP rank of the chosen instance.
 """
@@ -23,6 +23,19 @@ PROMPTS = [HEAD + [7] * 4 * k + list(range(2000 + 100 * k, 2000 + 100 * k + 16))
 WEIGHTS = [(1.0, 0.0, 0.0), (1.0, 0.95, 0.3), (1.0, 0.5, 0.0), (0.9, 0.9, 0.9), (1.0, 0.0, 0.3), (0.5, 0.25, 0.1)]
 
 
+def _weighted(index: KvIndex, hashes: list[int], weights: tuple[float, float, float]
+              ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
+    """Per worker the leading blocks held in a tier that weighs, and their worth, as the index scored them
+    before `match` (storage counts only where storage blocks weigh; the same arithmetic, so the same ties)."""
+    wg, wh, ws = weights
+    depths = index.tier_depths(hashes)
+    if index._masks[2] and ws > 0:
+        return ({w: a for w, (_, _, a) in depths.items()},
+                {w: wg * g + wh * (gh - g) + ws * (a - gh) for w, (g, gh, a) in depths.items()})
+    held = {w: (g, gh) for w, (g, gh, _) in depths.items() if gh}
+    return {w: gh for w, (_, gh) in held.items()}, {w: (wg - wh) * g + wh * gh for w, (g, gh) in held.items()}
+
+
 def model_decision(r: KvRouter, rng: random.Random, tokens: list[int], candidates: list[str]
                    ) -> tuple[str, int, int | None]:
     hashes = block_hashes(tokens, PS)
@@ -32,7 +45,7 @@ def model_decision(r: KvRouter, rng: random.Random, tokens: list[int], candidate
         w = weights[0]
         scores = {k: n * w for k, n in overlaps.items()} if w != 1 else dict(overlaps)
     else:
-        overlaps, scores = r.index.weighted(hashes, weights)
+        overlaps, scores = _weighted(r.index, hashes, weights)
     if any(t < 0 for t in tokens):  # opaque parts: also where this router sent such prompts
         for key, n in r._guessed.overlaps(hashes).items():
             overlaps[key] = max(n, overlaps.get(key, 0))

@@ -77,6 +77,16 @@ def _naive(held: dict, hashes: list[int]) -> dict:
     return out
 
 
+def _per_worker(idx: KvIndex, groups: list[tuple[int, int, float]]) -> tuple[dict, dict]:
+    """`match`'s groups spread over their workers: (blocks matched, worth) per worker."""
+    overlap, score = {}, {}
+    for mask, depth, worth in groups:
+        for slot, key in enumerate(idx.slot_keys):
+            if mask >> slot & 1:
+                overlap[key], score[key] = depth, worth
+    return overlap, score
+
+
 def test_tier_depths_match_a_naive_model():
     rng = random.Random(7)
     for _ in range(300):
@@ -98,7 +108,7 @@ def test_tier_depths_match_a_naive_model():
         assert idx.tier_depths(HASHES) == naive
         assert idx.overlaps(HASHES) == {w: d[0] for w, d in naive.items() if d[0]}
         for weights in ((1.0, 0.6, 0.3), (1.0, 0.5, 0.0), (0.9, 0.9, 0.9)):
-            overlap, score = idx.weighted(HASHES, weights)
+            overlap, score = _per_worker(idx, idx.match(HASHES, weights))
             top = 2 if weights[2] and idx.blocks_of(W1, "storage") + idx.blocks_of(W2, "storage") \
                 + idx.blocks_of(("c", 1), "storage") else 1
             assert overlap == {w: d[top] for w, d in naive.items() if d[top]}
