@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from protocol.kv_events import BlockRemoved, BlockStored
 from protocol.messages import EngineRequest, SamplingOptions, StopConditions
@@ -15,6 +13,7 @@ from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.kv.block_pool import BlockPool
 from shared.kv.hashing import block_hashes
 from shared.kv.host_tier import HostTier
+from tests.llama import make_llama
 
 PS = 4
 
@@ -89,13 +88,7 @@ def test_pool_reload_counts_as_cached_with_gpu_event() -> None:
 # ---- the reference engine, real math -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=319, pad_token_id=0, initializer_range=0.5)
-    path = tmp_path_factory.mktemp("tiny-llama-host")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+    return make_llama(tmp_path_factory.mktemp("tiny-llama-host"))
 
 
 async def _run(model_dir: Path, host_blocks: int) -> tuple[list[list[int]], list[int], list]:

@@ -9,25 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
 from protocol.kv_events import BlockRemoved, BlockStored
 from protocol.messages import EngineRequest, OutputChunk, OutputOptions, SamplingOptions, StopConditions
 from shared.engine.base import EngineError
 from shared.engine.reference import ReferenceConfig, ReferenceEngine, UnsupportedModelError
-
-EOS = 319
+from tests.llama import make_llama
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=EOS, pad_token_id=0, initializer_range=0.5)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+    return make_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from protocol.messages import EngineRequest, ErrorCode, Grammar, SamplingOptions, StopConditions
 from protocol.subjects import instance_subject
@@ -24,6 +22,7 @@ from shared.grammar import GrammarCache, GrammarError
 from shared.grammar.pool import run_compile
 from shared.http import Request
 from shared.tokenizer import Tokenizer
+from tests.llama import make_llama
 
 
 def test_json_depth_and_64_bit_integers() -> None:
@@ -110,13 +109,7 @@ async def test_compiles_past_the_deadline_fail_and_queued_ones_never_start() -> 
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=319, pad_token_id=0, initializer_range=0.5)
-    path = tmp_path_factory.mktemp("tiny-llama-guard")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+    return make_llama(tmp_path_factory.mktemp("tiny-llama-guard"))
 
 
 async def test_an_out_of_vocabulary_id_fails_its_request_alone(llama: Path) -> None:

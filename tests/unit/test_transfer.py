@@ -7,25 +7,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from protocol.messages import EngineRequest, SamplingOptions, StopConditions
 from protocol.transfer import abort_tag, done_tag, parse_tag
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.transfer import KvAgent, NotificationInbox, TransferFailed
 from shared.transfer.descriptors import block_runs, write_rows
+from tests.llama import make_llama
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=319, pad_token_id=0, initializer_range=0.5)
-    path = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
+    return make_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def greedy(rid: str, prompt: list[int], n: int = 12) -> EngineRequest:
