@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from shared.engine.mock import MockConfig, MockEngine
 from shared.engine.reference import ReferenceConfig, ReferenceEngine
 from shared.engine.sglang import SglangEngine
 from shared.engine.sglang.args import SglangConfig
+from tests.sglang_stub import stub_io_struct
 
 
 def norm(v: list[float]) -> float:
@@ -183,11 +183,7 @@ async def test_sglang_embed_without_input_ids_in_async_encode(monkeypatch: pytes
     class EmbeddingReqInput(SimpleNamespace):
         pass
 
-    mod = ModuleType("sglang.srt.managers.io_struct")
-    mod.EmbeddingReqInput = EmbeddingReqInput  # type: ignore[attr-defined]
-    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
-        monkeypatch.setitem(sys.modules, name, ModuleType(name))
-    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)
+    stub_io_struct(monkeypatch, EmbeddingReqInput=EmbeddingReqInput)
     sgl = FakeSglOld()
     got = await _sgl_engine(sgl).embed([[1, 2], [3]], normalize=False)
     assert got == [_vec([1, 2]), _vec([3])]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +23,6 @@ from shared.http import Request, StreamingResponse
 from shared.routing.base import RoundRobinRouter
 from shared.runtime.errors import RemoteError
 from shared.telemetry.metrics import render_metrics
-from shared.telemetry.tracing import configure_tracing
 from shared.tokenizer import Tokenizer
 
 JSON = {"content-type": "application/json"}  # the request gate answers other POSTs 415
@@ -50,14 +49,6 @@ class FakeRegistry:
 
     def serving(self) -> list[ModelEntry]:
         return list(self.models.values())
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    configure_tracing("test", None, exporter=exporter)
-    yield exporter
-    configure_tracing("test", None)
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from shared.engine.registry import EngineOptions, make_engine
 from shared.engine.sglang import SglangEngine
 from shared.engine.sglang.args import SglangConfig
 from shared.errors import BadRequest
+from tests.sglang_stub import stub_io_struct
 from tests.unit.test_capabilities import engines
 
 
@@ -95,11 +95,7 @@ async def test_sglang_scores_by_its_own_cross_encoder_path(monkeypatch: pytest.M
     class EmbeddingReqInput(SimpleNamespace):
         pass
 
-    mod = ModuleType("sglang.srt.managers.io_struct")
-    mod.EmbeddingReqInput = EmbeddingReqInput  # type: ignore[attr-defined]
-    for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
-        monkeypatch.setitem(sys.modules, name, ModuleType(name))
-    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)
+    stub_io_struct(monkeypatch, EmbeddingReqInput=EmbeddingReqInput)
     eng = SglangEngine(SglangConfig(model_path="/m", argv=("--model-path", "/m", "--is-embedding"), parsed=False,
                                     page_size=16))
     eng.sgl = SimpleNamespace(tokenizer_manager=FakeTokenizerManager())

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -15,13 +13,12 @@ from shared.engine.base import EngineError
 from shared.engine.sglang.args import SglangConfig
 from shared.engine.sglang.engine import SglangEngine
 from shared.engine.sglang.lora import adapters_of
+from tests.sglang_stub import stub_io_struct
 
 
 @pytest.fixture
 def io_struct(monkeypatch: pytest.MonkeyPatch) -> None:
     """SGLang's request structs, where SGLang is not installed (CPU CI)."""
-    mod = types.ModuleType("sglang.srt.managers.io_struct")
-
     @dataclass
     class LoadLoRAAdapterReqInput:
         lora_name: str
@@ -31,12 +28,8 @@ def io_struct(monkeypatch: pytest.MonkeyPatch) -> None:
     class UnloadLoRAAdapterReqInput:
         lora_name: str
 
-    mod.LoadLoRAAdapterReqInput = LoadLoRAAdapterReqInput  # type: ignore[attr-defined]
-    mod.UnloadLoRAAdapterReqInput = UnloadLoRAAdapterReqInput  # type: ignore[attr-defined]
-    if "sglang" not in sys.modules:
-        for name in ("sglang", "sglang.srt", "sglang.srt.managers"):
-            monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "sglang.srt.managers.io_struct", mod)
+    stub_io_struct(monkeypatch, LoadLoRAAdapterReqInput=LoadLoRAAdapterReqInput,
+                   UnloadLoRAAdapterReqInput=UnloadLoRAAdapterReqInput)
 
 
 class FakeTokenizerManager:

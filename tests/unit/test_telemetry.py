@@ -215,14 +215,6 @@ def test_noisy_libraries_log_only_warnings(log_output: io.StringIO) -> None:
     assert [e["event"] for e in lines(log_output)] == ["kept"]
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    configure_tracing("test", None, exporter=exporter)
-    yield exporter
-    configure_tracing("test", None)
-
-
 def test_traceparent_round_trip_continues_the_trace(spans: InMemorySpanExporter) -> None:
     with span("frontend.request") as parent:
         headers = inject_headers({"other": "kept"})
