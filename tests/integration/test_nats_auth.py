@@ -30,6 +30,7 @@ from shared.cluster.procs import ServiceProc, spawn
 from shared.config.args import NatsOptions
 from shared.runtime import Runtime
 from shared.runtime.errors import NatsUnavailable
+from tests.integration.test_scale_zero import health
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy" / "nats"))
@@ -402,12 +403,9 @@ def test_scale_from_zero_under_roles(secure: tuple[NatsServer, dict[str, str]], 
             p.wait_ready(60)
         wait_port("127.0.0.1", http_port)
 
-        def health() -> dict:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5) as r:
-                return json.loads(r.read())
-
+        url = f"http://127.0.0.1:{http_port}"
         end = time.monotonic() + 60  # the planner learns the model (one worker), parks it, drains to zero
-        while not (tiny_model.name in health()["models"] and health()["instances"] == 0):
+        while not (tiny_model.name in (h := health(url))["models"] and h["instances"] == 0):
             assert time.monotonic() < end, _tails(procs, server)
             time.sleep(0.2)
         try:
