@@ -117,11 +117,7 @@ class Lease:
         self._task = None
 
     async def revoke(self) -> None:
-        self._revoked = True
-        if self.heartbeats is not None:
-            self.heartbeats.discard(self.key)
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self.abandon()  # stop keeping it alive, then delete it
         with contextlib.suppress(Exception):  # bounded: with NATS gone the lease's TTL removes the key anyway
             await asyncio.wait_for(self.kv.delete(self.key), REVOKE_TIMEOUT_S)
 
